@@ -1,0 +1,70 @@
+"""greenllm: compress language models and prove what it saved (energy, carbon, accuracy).
+
+The public API is listed in ``__all__``. Names are imported lazily so that
+``import greenllm`` stays light (no torch) on a bare Jetson or a measuring host.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from .errors import GreenLLMError
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    # compression
+    "compress": "greenllm.steps.base:compress",
+    "load_model": "greenllm.models:load_model",
+    "save": "greenllm.models:save",
+    "offline_model_dir": "greenllm.models:offline_model_dir",
+    # measurement
+    "measure": "greenllm.measure:measure",
+    "detect_meters": "greenllm.meters:detect_meters",
+    "capped": "greenllm.control.base:capped",
+    "grid_intensity": "greenllm.carbon:grid_intensity",
+    "emissions_g": "greenllm.carbon:emissions_g",
+    # evaluation and benchmarks
+    "evaluate": "greenllm.evals:evaluate",
+    "bench": "greenllm.bench:bench",
+    # recipes, runner, reports
+    "load_recipe": "greenllm.recipe:load_recipe",
+    "run": "greenllm.runner:run",
+    "write_report": "greenllm.report.build:write_report",
+    # records
+    "EnergyReport": "greenllm.results:EnergyReport",
+    "StepResult": "greenllm.results:StepResult",
+    "EvalResult": "greenllm.results:EvalResult",
+    "BenchResult": "greenllm.results:BenchResult",
+}
+
+__all__ = ["GreenLLMError", "__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'greenllm' has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .bench import bench
+    from .carbon import emissions_g, grid_intensity
+    from .control.base import capped
+    from .evals import evaluate
+    from .measure import measure
+    from .meters import detect_meters
+    from .models import load_model, offline_model_dir, save
+    from .recipe import load_recipe
+    from .report.build import write_report
+    from .results import BenchResult, EnergyReport, EvalResult, StepResult
+    from .runner import run
+    from .steps.base import compress

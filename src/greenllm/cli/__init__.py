@@ -1,0 +1,75 @@
+"""The ``greenllm`` command. It only parses arguments and calls the API.
+
+One module per command family registers its commands on ``app``. ``main()`` turns every
+GreenLLMError into one line on stderr and exit code 2, with no traceback. No torch here.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from ..errors import GreenLLMError
+
+app = typer.Typer(
+    name="greenllm",
+    help="Compress language models and measure what it saved: energy, carbon, accuracy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Each module defines register(app). Adding a command family = adding a name here.
+_COMMAND_MODULES = ("measure", "compress", "evaluate", "bench", "control", "run", "train")
+
+
+def _register_all() -> None:
+    for name in _COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{name}":
+                continue  # command family not built yet
+            raise
+        mod.register(app)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the greenllm version."""
+    from .. import __version__
+
+    typer.echo(__version__)
+
+
+_register_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: exit 0 / the command's code, 2 with one line on user errors."""
+    try:
+        rv = app(args=argv, standalone_mode=False)
+    except GreenLLMError as exc:
+        print(f"greenllm: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except SystemExit as exc:  # typer.Exit / passthrough exit codes
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    except KeyboardInterrupt:
+        print("greenllm: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            print("greenllm: aborted", file=sys.stderr)
+            return 1
+        raise
+    return rv if isinstance(rv, int) else 0
+
+
+def _entry() -> None:  # pragma: no cover
+    sys.exit(main())
