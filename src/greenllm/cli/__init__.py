@@ -35,6 +35,11 @@ def _register_all() -> None:
         mod.register(app)
 
 
+@app.callback()
+def _root() -> None:
+    """Compress language models and measure what it saved: energy, carbon, accuracy."""
+
+
 @app.command("version")
 def version() -> None:
     """Print the greenllm version."""
@@ -59,12 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         print("greenllm: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        # typer may vendor click (typer._click); match the ClickException interface by shape.
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             print("greenllm: aborted", file=sys.stderr)
             return 1
         raise
