@@ -8,7 +8,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from ._logging import quiet_third_party
 from .errors import GreenLLMError
+
+quiet_third_party()
 
 __version__ = "0.1.0"
 
