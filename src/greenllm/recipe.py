@@ -1,0 +1,480 @@
+"""Recipes: the YAML a user writes, parsed strictly into dataclasses. No torch here.
+
+A recipe is one model, an implicit ``baseline`` plus named variants (each an ordered list of
+single-key step mappings), evaluations, an inference workload, meters, carbon settings and
+targets. ``load_recipe(path | mapping) -> Recipe`` uses ``yaml.safe_load`` only and rejects
+unknown keys and unknown registry names (steps, step methods, evaluators, meters) with the
+field path and a did-you-mean. ``Recipe.to_dict()`` round-trips through ``load_recipe``.
+``schema_markdown()`` generates the recipe reference in docs/recipes.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .config import parse_config, to_dict
+from .errors import ConfigError, DataError, UnknownNameError
+
+RECIPE_SCHEMA_VERSION = 1
+BASELINE = "baseline"
+TOP_LEVEL_KEYS = ("schema_version", "name", "model", "variants", "evals", "workload", "meters",
+                  "measure", "carbon", "targets", "calibration", "seed", "output")
+
+
+@dataclass
+class ModelSpec:
+    """The one model of a recipe: every variant starts from it."""
+
+    id: str
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    device: str = "cpu"
+    trust_remote_code: bool = False
+
+    def validate(self):
+        if not self.id.strip():
+            raise ConfigError("id: empty model id; give a hub id, a local directory or a .gguf file")
+        if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
+            raise ConfigError(f"device: {self.device!r} is not a device; use cpu, cuda or cuda:N")
+
+
+@dataclass
+class MeasureSpec:
+    """How energy is sampled during every measured window (steps and bench)."""
+
+    hz: float = 10.0
+    idle_s: float = 0.0
+
+    def validate(self):
+        if not 0.1 <= self.hz <= 1000:
+            raise ConfigError(f"hz: {self.hz} is outside 0.1..1000 samples per second")
+        if self.idle_s < 0:
+            raise ConfigError(f"idle_s: {self.idle_s} is negative; use 0 to skip idle subtraction")
+
+
+@dataclass
+class CarbonSpec:
+    """Grid carbon intensity (a region code or an explicit g/kWh) and data-centre PUE."""
+
+    region: str | None = None
+    intensity_g_per_kwh: float | None = None
+    pue: float = 1.0
+
+    def validate(self):
+        if self.region is not None and self.intensity_g_per_kwh is not None:
+            raise ConfigError("region: give either region or intensity_g_per_kwh, not both")
+        if self.intensity_g_per_kwh is not None and not 0 <= self.intensity_g_per_kwh <= 3000:
+            raise ConfigError(f"intensity_g_per_kwh: {self.intensity_g_per_kwh} is outside "
+                              "0..3000 gCO2e/kWh")
+        if not 1.0 <= self.pue <= 5.0:
+            raise ConfigError(f"pue: {self.pue} is outside 1.0..5.0 (1.0 = no facility overhead)")
+        if self.region is not None:
+            try:
+                from . import carbon
+            except ImportError:  # pragma: no cover - carbon module is part of the package
+                return
+            try:
+                carbon.grid_intensity(region=self.region)
+            except ConfigError:
+                raise
+            except Exception as exc:  # GreenLLMError from the carbon table
+                raise ConfigError(f"region: {exc}") from None
+
+
+@dataclass
+class TargetsSpec:
+    """Pass/fail targets checked for every variant against the baseline."""
+
+    max_accuracy_drop_pp: float | None = None
+    min_energy_saving: float | None = None     # fraction: 0.2 = 20 % less energy per token
+
+    def validate(self):
+        if self.max_accuracy_drop_pp is not None and self.max_accuracy_drop_pp < 0:
+            raise ConfigError(f"max_accuracy_drop_pp: {self.max_accuracy_drop_pp} is negative")
+        if self.min_energy_saving is not None and not -1 < self.min_energy_saving < 1:
+            raise ConfigError(f"min_energy_saving: {self.min_energy_saving} is a fraction "
+                              "between -1 and 1 (0.2 = 20 % saving), not a percentage")
+
+
+@dataclass
+class Recipe:
+    schema_version: int
+    name: str
+    model: ModelSpec
+    variants: dict[str, list[tuple[str, Any]]]          # name -> [(step key, step config)]
+    evals: list[tuple[str, Any]]                        # [(evaluator key, eval config)]
+    workload: Any                                       # greenllm.bench.Workload
+    meters: str | list[str] = "auto"
+    measure: MeasureSpec = field(default_factory=MeasureSpec)
+    carbon: CarbonSpec = field(default_factory=CarbonSpec)
+    targets: TargetsSpec = field(default_factory=TargetsSpec)
+    calibration: str | None = None
+    seed: int = 0
+    output: str | None = None
+    source: str | None = None                           # the file it came from, if any
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.source).resolve().parent if self.source else Path.cwd()
+
+    def all_variants(self) -> list[tuple[str, list[tuple[str, Any]]]]:
+        """The implicit baseline first, then the variants in recipe order."""
+        return [(BASELINE, [])] + list(self.variants.items())
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schema_version": self.schema_version, "name": self.name,
+            "model": to_dict(self.model),
+            "variants": {n: [{k: to_dict(c)} for k, c in steps]
+                         for n, steps in self.variants.items()},
+            "evals": [{k: to_dict(c)} for k, c in self.evals],
+            "workload": to_dict(self.workload),
+            "meters": self.meters if isinstance(self.meters, str) else list(self.meters),
+            "measure": to_dict(self.measure), "carbon": to_dict(self.carbon),
+            "targets": to_dict(self.targets), "calibration": self.calibration,
+            "seed": self.seed, "output": self.output,
+        }
+        return out
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def digest(obj: Any) -> str:
+    """A short stable hash of a JSON-able definition (store keys)."""
+    return hashlib.sha256(_canonical(obj).encode()).hexdigest()[:20]
+
+
+def variant_definition(recipe: Recipe, steps: list[tuple[str, Any]]) -> dict[str, Any]:
+    """What determines the model a variant produces (its store key is a hash of this)."""
+    needs_cal = bool(steps)
+    return {"model": to_dict(recipe.model),
+            "steps": [{k: to_dict(c)} for k, c in steps],
+            "calibration": recipe.calibration if needs_cal else None,
+            "seed": recipe.seed}
+
+
+# ---------------------------------------------------------------------------- parsing
+
+def _workload_cls():
+    from .bench import Workload
+    return Workload
+
+
+def _with_path(exc: UnknownNameError, path: str) -> ConfigError:
+    return ConfigError(f"{path}: {exc}")
+
+
+def _parse_single_key(entry: Any, path: str, what: str, example: str) -> tuple[str, Any]:
+    if not isinstance(entry, dict) or len(entry) != 1:
+        raise ConfigError(f"{path}: each {what} is a mapping with exactly one key, such as "
+                          f"{example}; got {entry!r}")
+    (key, body), = entry.items()
+    return str(key), body
+
+
+def _parse_variants(raw: Any) -> dict[str, list[tuple[str, Any]]]:
+    from .steps.base import parse_step
+    from .steps import STEPS
+
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"variants: expected a mapping of variant name -> list of steps, got "
+                          f"{type(raw).__name__}")
+    out: dict[str, list[tuple[str, Any]]] = {}
+    for name, steps in raw.items():
+        name = str(name)
+        path = f"variants.{name}"
+        if name == BASELINE:
+            raise ConfigError(f"{path}: the baseline is implicit (the model with no steps); "
+                              "rename this variant")
+        if not name.strip():
+            raise ConfigError(f"{path}: empty variant name")
+        if not isinstance(steps, list) or not steps:
+            raise ConfigError(f"{path}: expected a non-empty list of steps, such as "
+                              f"[{{quantize: {{method: int8_weight}}}}]; got {steps!r}")
+        parsed = []
+        for i, entry in enumerate(steps):
+            spath = f"{path}[{i}]"
+            key, _ = _parse_single_key(entry, spath, "step", "{prune: {method: wanda}}")
+            try:
+                STEPS.check(key)
+            except UnknownNameError as exc:
+                raise _with_path(exc, spath) from None
+            parsed.append(parse_step(entry, spath))
+        out[name] = parsed
+    return out
+
+
+def _parse_evals(raw: Any) -> list[tuple[str, Any]]:
+    from .evals import EVALS
+
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(f"evals: expected a list of evaluations, such as "
+                          f"[{{perplexity: {{data: builtin:wiki-sample}}}}]; got {raw!r}")
+    out = []
+    for i, entry in enumerate(raw):
+        path = f"evals[{i}]"
+        key, body = _parse_single_key(entry, path, "evaluation",
+                                      "{perplexity: {data: builtin:wiki-sample}}")
+        try:
+            EVALS.check(key)
+        except UnknownNameError as exc:
+            raise _with_path(exc, path) from None
+        spec = EVALS.get(key)
+        out.append((key, parse_config(spec.config_cls, body, f"{path}.{key}")))
+    return out
+
+
+def _parse_meters(raw: Any) -> str | list[str]:
+    from .meters import METERS
+
+    if raw is None or raw == "auto":
+        return "auto"
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"meters: expected 'auto' or a list of meter names, got {raw!r}")
+    for i, name in enumerate(raw):
+        if not isinstance(name, str):
+            raise ConfigError(f"meters[{i}]: expected a meter name, got {name!r}")
+        try:
+            METERS.check(name)
+        except UnknownNameError as exc:
+            raise _with_path(exc, f"meters[{i}]") from None
+    if len(set(raw)) != len(raw):
+        raise ConfigError(f"meters: {raw!r} names a meter twice")
+    return list(raw)
+
+
+def _req_str(data: dict, key: str) -> str:
+    v = data.get(key)
+    if not isinstance(v, str) or not v.strip():
+        raise ConfigError(f"{key}: expected a non-empty string, got {v!r}")
+    return v
+
+
+def parse_recipe(data: Any, source: str | None = None) -> Recipe:
+    """Build a Recipe from a mapping (strict)."""
+    from .registry import did_you_mean
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"<root>: a recipe is a mapping of {', '.join(TOP_LEVEL_KEYS[:4])}, "
+                          f"...; got {type(data).__name__}")
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            hint = did_you_mean(str(key), list(TOP_LEVEL_KEYS))
+            raise ConfigError(f"{key}: unknown key" + (f"; did you mean {hint!r}?" if hint else "")
+                              + f" (allowed: {', '.join(TOP_LEVEL_KEYS)})")
+    version = data.get("schema_version", None)
+    if version is None:
+        raise ConfigError(f"schema_version: missing; add 'schema_version: {RECIPE_SCHEMA_VERSION}'")
+    if isinstance(version, bool) or version != RECIPE_SCHEMA_VERSION:
+        raise ConfigError(f"schema_version: {version!r} is not supported "
+                          f"(this greenllm reads version {RECIPE_SCHEMA_VERSION})")
+    name = _req_str(data, "name")
+    if "model" not in data:
+        raise ConfigError("model: missing; add 'model: {id: HuggingFaceTB/SmolLM2-135M-Instruct}'")
+    model = data["model"]
+    if isinstance(model, str):
+        model = {"id": model}
+    model_spec = parse_config(ModelSpec, model, "model")
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed: expected an integer, got {seed!r}")
+    calibration = data.get("calibration")
+    if calibration is not None and (not isinstance(calibration, str) or not calibration.strip()):
+        raise ConfigError(f"calibration: expected a text source (a file path or builtin:NAME), "
+                          f"got {calibration!r}")
+    output = data.get("output")
+    if output is not None and (not isinstance(output, str) or not output.strip()):
+        raise ConfigError(f"output: expected a directory path, got {output!r}")
+    variants = _parse_variants(data.get("variants"))
+    evals = _parse_evals(data.get("evals"))
+    workload = parse_config(_workload_cls(), data.get("workload") or {}, "workload")
+    return Recipe(
+        schema_version=version, name=name, model=model_spec, variants=variants, evals=evals,
+        workload=workload, meters=_parse_meters(data.get("meters", "auto")),
+        measure=parse_config(MeasureSpec, data.get("measure"), "measure"),
+        carbon=parse_config(CarbonSpec, data.get("carbon"), "carbon"),
+        targets=parse_config(TargetsSpec, data.get("targets"), "targets"),
+        calibration=calibration, seed=seed, output=output, source=source)
+
+
+def load_recipe(source: str | Path | dict | Recipe) -> Recipe:
+    """Load a recipe from a YAML file path or a mapping. Errors name the field path."""
+    if isinstance(source, Recipe):
+        return source
+    if isinstance(source, dict):
+        return parse_recipe(source)
+    import yaml
+
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"recipe file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a UTF-8 text file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the recipe is empty")
+    try:
+        return parse_recipe(data, source=str(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path.name}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------- docs
+
+FIELD_DOCS = {
+    "schema_version": "Recipe format version; must be 1.",
+    "name": "Name of the study; used in the report title and the default output directory.",
+    "model": "The one model every variant starts from (a string is shorthand for `{id: ...}`).",
+    "variants": "Variant name -> ordered list of single-key step mappings. The baseline "
+                "(no steps) is implicit and named `baseline`; a variant may not use that name.",
+    "evals": "List of single-key evaluator mappings, run on the baseline and every variant.",
+    "workload": "The timed, metered inference workload (greenllm.bench.Workload).",
+    "meters": "`auto` (best meters found on this machine) or a list of meter names.",
+    "measure": "Sampling settings for every measured window (compression steps and bench).",
+    "carbon": "Grid intensity and PUE used for every emissions figure.",
+    "targets": "Pass/fail targets per variant versus the baseline.",
+    "calibration": "Text source for steps that need calibration data (a text file path or "
+                   "builtin:NAME); relative paths are resolved against the recipe's folder.",
+    "seed": "Seed passed to every step (sampling of calibration data, training).",
+    "output": "Output directory (relative to the working directory); `--out` overrides it. "
+              "Default: runs/<name>.",
+    "model.id": "Hub id, local Hugging Face directory or .gguf file.",
+    "model.dtype": "Weights dtype at load time.",
+    "model.device": "cpu, cuda or cuda:N.",
+    "model.trust_remote_code": "Allow custom model code from the hub (off by default).",
+    "measure.hz": "Meter sampling rate in samples per second.",
+    "measure.idle_s": "Seconds of idle power measured before each window and subtracted "
+                      "(0 = no idle subtraction).",
+    "carbon.region": "Region code of the offline grid-intensity table (e.g. KOR, USA, FRA).",
+    "carbon.intensity_g_per_kwh": "Explicit grid intensity in gCO2e/kWh (instead of region).",
+    "carbon.pue": "Power usage effectiveness multiplier (1.0 for a device on your desk).",
+    "targets.max_accuracy_drop_pp": "Largest allowed accuracy drop in percentage points.",
+    "targets.min_energy_saving": "Smallest required saving in energy per token, as a fraction "
+                                 "(0.2 = 20 %).",
+}
+
+
+def _type_str(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " \\| ".join(f"`{a}`" for a in typing.get_args(tp))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType")):
+        return " or ".join(_type_str(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return f"list of {_type_str(args[0])}" if args else "list"
+    if origin is dict:
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return tp.__name__
+    return getattr(tp, "__name__", str(tp))
+
+
+def _default_str(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        return f"`{json.dumps(f.default)}`"
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f"`{json.dumps(to_dict(f.default_factory()))}`"  # type: ignore[misc]
+    return "required"
+
+
+def _fields_table(cls: type, prefix: str = "") -> list[str]:
+    hints = typing.get_type_hints(cls)
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        doc = FIELD_DOCS.get(f"{prefix}{f.name}", "")
+        if not doc and f.metadata.get("doc"):
+            doc = f.metadata["doc"]
+        rows.append(f"| `{f.name}` | {_type_str(hints.get(f.name, Any))} | {_default_str(f)} "
+                    f"| {doc} |")
+    return rows
+
+
+def schema_markdown() -> str:
+    """The recipe reference (docs/recipes.md), generated from the dataclasses and registries."""
+    from .evals import EVALS
+    from .meters import METERS
+    from .steps import STEPS
+
+    lines = ["# Recipe reference", "",
+             "<!-- generated by greenllm.recipe.schema_markdown(); do not edit by hand. "
+             "Regenerate: python -c \"import greenllm.recipe as r; print(r.schema_markdown(), "
+             "end='')\" > docs/recipes.md -->", "",
+             "A recipe is a YAML file read with `yaml.safe_load`. Unknown keys and unknown names "
+             "(steps, methods, evaluators, meters) are errors that name the field path and "
+             "suggest the closest known name. Check one with `greenllm validate RECIPE`; run it "
+             "with `greenllm run RECIPE [--out DIR] [--resume/--fresh]`.", "",
+             "```yaml",
+             "schema_version: 1",
+             "name: smollm2-int8-vs-wanda",
+             "model: {id: HuggingFaceTB/SmolLM2-135M-Instruct, dtype: float32}",
+             "variants:",
+             "  int8:         [{quantize: {method: int8_weight}}]",
+             "  wanda50:      [{prune: {method: wanda, sparsity: 0.5}}]",
+             "  wanda50-int8: [{prune: {method: wanda, sparsity: 0.5}}, "
+             "{quantize: {method: int8_weight}}]",
+             "evals:",
+             "  - perplexity: {data: builtin:wiki-sample}",
+             "workload: {prompts: builtin:prompts, max_new_tokens: 32, batch_size: 1, "
+             "warmup: 1, repeats: 3}",
+             "meters: auto",
+             "carbon: {region: KOR, pue: 1.0}",
+             "targets: {max_accuracy_drop_pp: 1.0, min_energy_saving: 0.2}",
+             "```", "",
+             "## One model per recipe", "",
+             "A recipe has exactly one `model`. A study over several models is one recipe per "
+             "model with the same variants, evals and workload (see "
+             "`src/greenllm/recipes/seeds/`: `slm-energy-edge*.yaml`, `jetson-inference*.yaml`), "
+             "each run into its own output directory.", "",
+             "## Top level", ""]
+    lines += _fields_table(Recipe)
+    lines = [ln for ln in lines if not ln.startswith("| `source` ")]
+    for title, cls, prefix in (("model", ModelSpec, "model."), ("measure", MeasureSpec, "measure."),
+                               ("carbon", CarbonSpec, "carbon."),
+                               ("targets", TargetsSpec, "targets.")):
+        lines += ["", f"## `{title}`", ""] + _fields_table(cls, prefix)
+    lines += ["", "## `workload`", ""] + _fields_table(_workload_cls(), "workload.")
+    lines += ["", "## `meters`", "", "`auto`, or a list of: "
+              + ", ".join(f"`{n}`" for n in METERS.names()) + ".", ""]
+    lines += ["## Steps (`variants.<name>[i]`)", "",
+              "Each step is `{KEY: {settings}}`; the steps of a variant run in order, each "
+              "measured (duration and energy) by the runner. Steps whose config has "
+              "`power_cap_w` or `power_mode` run under that hardware setting, restored after.", ""]
+    for key in STEPS.names():
+        spec = STEPS.get(key)
+        lines += [f"### `{key}`", ""]
+        if getattr(spec, "summary", ""):
+            lines += [spec.summary, ""]
+        lines += _fields_table(spec.config_cls, f"steps.{key}.") + [""]
+    lines += ["## Evaluations (`evals[i]`)", "",
+              "Each entry is `{KEY: {settings}}`. Data sources are a file path (relative to the "
+              "recipe's folder) or `builtin:NAME` for the sets shipped in greenllm/data.", ""]
+    for key in EVALS.names():
+        spec = EVALS.get(key)
+        lines += [f"### `{key}`", ""]
+        if getattr(spec, "summary", ""):
+            lines += [spec.summary, ""]
+        lines += _fields_table(spec.config_cls, f"evals.{key}.") + [""]
+    return "\n".join(lines).rstrip() + "\n"
