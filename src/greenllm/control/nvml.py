@@ -1,0 +1,120 @@
+"""GPU power limit through NVML (``nvidia-ml-py``), within the board's min/max constraints.
+
+Values are watts in the API and milliwatts inside NVML. ``pynvml`` is an injectable module
+object: tests pass ``greenllm.testing.FakePynvml``; by default the real one is imported through
+``greenllm.errors.require``. Setting a limit needs root (and, on most boards, persistence mode:
+``sudo nvidia-smi -pm 1``); NVML's "Insufficient Permissions" becomes a HardwareControlError
+that says so.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import HardwareControlError, require
+
+MW_PER_W = 1000.0
+_NO_PERMISSION = 4      # NVML_ERROR_NO_PERMISSION
+_NOT_SUPPORTED = 3      # NVML_ERROR_NOT_SUPPORTED
+
+
+def _code(exc: BaseException) -> int | None:
+    value = getattr(exc, "value", None)
+    return value if isinstance(value, int) else None
+
+
+def _is_nvml_error(nvml: Any, exc: BaseException) -> bool:
+    err = getattr(nvml, "NVMLError", None)
+    return (isinstance(err, type) and isinstance(exc, err)) or _code(exc) is not None
+
+
+class NvmlPowerCap:
+    """``PowerCap`` for one NVIDIA GPU's power management limit (W)."""
+
+    name = "nvml"
+
+    def __init__(self, index: int = 0, pynvml: Any = None):
+        self.index = int(index)
+        self._nvml = pynvml if pynvml is not None else require(
+            "pynvml", "nvml", "setting a GPU power limit")
+        try:
+            self._nvml.nvmlInit()
+            count = self._nvml.nvmlDeviceGetCount()
+        except Exception as exc:
+            if not _is_nvml_error(self._nvml, exc):
+                raise
+            raise HardwareControlError(
+                f"no NVML GPU: NVML cannot start here ({exc}); a GPU power cap needs an "
+                "NVIDIA GPU with its driver loaded") from None
+        if not 0 <= self.index < count:
+            raise HardwareControlError(
+                f"no NVML GPU with index {self.index} (this machine has {count}); "
+                f"pass an index from 0 to {max(count - 1, 0)}" if count else
+                "no NVML GPU: NVML reports 0 GPUs on this machine")
+        self._handle = self._nvml.nvmlDeviceGetHandleByIndex(self.index)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _call(self, what: str, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as exc:
+            if not _is_nvml_error(self._nvml, exc):
+                raise
+            code = _code(exc)
+            if code == _NO_PERMISSION:
+                raise HardwareControlError(
+                    f"{what} on GPU {self.index} needs root: run as root or with sudo, and "
+                    "enable persistence mode first with `sudo nvidia-smi -pm 1`") from None
+            if code == _NOT_SUPPORTED:
+                raise HardwareControlError(
+                    f"{what} is not supported by GPU {self.index} ({self.gpu_name()}); this "
+                    "board does not expose a settable power limit through NVML") from None
+            raise HardwareControlError(f"{what} on GPU {self.index} failed: {exc}") from None
+
+    def gpu_name(self) -> str:
+        try:
+            name = self._nvml.nvmlDeviceGetName(self._handle)
+        except Exception:
+            return "unknown GPU"
+        return name.decode() if isinstance(name, bytes) else str(name)
+
+    # -- PowerCap -------------------------------------------------------------------------
+    def get(self) -> float:
+        """The current power management limit in watts."""
+        mw = self._call("reading the power limit",
+                        self._nvml.nvmlDeviceGetPowerManagementLimit, self._handle)
+        return mw / MW_PER_W
+
+    def allowed(self) -> tuple[float, float]:
+        """(min_w, max_w) from nvmlDeviceGetPowerManagementLimitConstraints."""
+        lo, hi = self._call("reading the power limit constraints",
+                            self._nvml.nvmlDeviceGetPowerManagementLimitConstraints, self._handle)
+        return lo / MW_PER_W, hi / MW_PER_W
+
+    def check(self, value: Any) -> float:
+        try:
+            watts = float(value)
+        except (TypeError, ValueError):
+            raise HardwareControlError(f"power cap {value!r} is not a number of watts") from None
+        lo, hi = self.allowed()
+        if not lo <= watts <= hi:
+            raise HardwareControlError(
+                f"power cap {watts:g} W is outside the allowed range {lo:g}-{hi:g} W of GPU "
+                f"{self.index} ({self.gpu_name()}); pick a value in that range")
+        return watts
+
+    def set(self, value: Any) -> None:
+        watts = self.check(value)
+        self._call("setting the power limit", self._nvml.nvmlDeviceSetPowerManagementLimit,
+                   self._handle, int(round(watts * MW_PER_W)))
+
+    def describe(self) -> str:
+        lo, hi = self.allowed()
+        return (f"GPU {self.index} ({self.gpu_name()}) power limit {self.get():g} W "
+                f"(allowed {lo:g}-{hi:g} W)")
+
+    def journal_params(self) -> dict[str, Any]:
+        return {"index": self.index}
+
+    @classmethod
+    def from_journal(cls, params: dict[str, Any], pynvml: Any = None) -> "NvmlPowerCap":
+        return cls(index=int(params.get("index", 0)), pynvml=pynvml)
