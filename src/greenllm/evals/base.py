@@ -1,0 +1,131 @@
+"""The evaluator contract: ``EvalSpec(key, config_cls, run, summary)`` and ``evaluate``.
+
+``run(model, tokenizer, cfg) -> EvalResult``. ``evaluate(model, tokenizer, task, **settings)``
+accepts an evaluator key (``perplexity``, ``choice``, ``squad``, ``lm_eval``) or a choice task
+name (``hellaswag``, ``mmlu``, ``winogrande``, ``arc``), which maps to ``choice`` with
+``task=``. Data sources are paths or ``builtin:<name>`` (sets shipped in greenllm/data).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..config import parse_config, to_dict
+from ..errors import DataError, UnknownNameError
+from ..registry import did_you_mean
+from ..results import EvalResult
+
+CHOICE_TASKS = ("hellaswag", "mmlu", "winogrande", "arc", "jsonl")
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+BUILTINS = {
+    "wiki-sample": "wiki-sample.txt",
+    "choice-sample": "choice-sample.jsonl",
+    "squad-sample": "squad-sample.json",
+}
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    key: str
+    config_cls: type
+    run: Callable[[Any, Any, Any], EvalResult]
+    summary: str = ""
+
+
+def resolve_data(data: str, field: str = "data") -> Path:
+    """A path or ``builtin:<name>`` -> an existing path (DataError naming the fix otherwise)."""
+    if not isinstance(data, str) or not data:
+        raise DataError(f"{field}: give a file/folder path or builtin:<name> "
+                        f"(builtins: {', '.join(sorted(BUILTINS))})")
+    if data.startswith("builtin:"):
+        name = data[len("builtin:"):]
+        if name not in BUILTINS:
+            hint = did_you_mean(name, list(BUILTINS))
+            raise DataError(f"{field}: unknown builtin data {name!r}"
+                            + (f"; did you mean 'builtin:{hint}'?" if hint else "")
+                            + f" (builtins: {', '.join(sorted(BUILTINS))})")
+        return DATA_DIR / BUILTINS[name]
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise DataError(f"{field}: {data} does not exist; give an existing file or folder, "
+                        f"or builtin:<name>")
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (sorted relative names + contents)."""
+    h = hashlib.sha256()
+    if path.is_dir():
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(str(f.relative_to(path)).encode())
+            h.update(f.read_bytes())
+    else:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def mean_stderr(values: list[float]) -> float | None:
+    """lm-eval's ``mean_stderr``: sample standard deviation / sqrt(n); None for n < 2."""
+    n = len(values)
+    if n < 2:
+        return None
+    mu = sum(values) / n
+    return math.sqrt(sum((x - mu) ** 2 for x in values) / (n - 1)) / math.sqrt(n)
+
+
+@contextmanager
+def progress_bar(total: int, description: str, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar (stderr) when enabled; yields ``advance(n)``."""
+    if not enabled or total <= 0:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as prog:
+        tid = prog.add_task(description, total=total)
+        yield lambda n: prog.update(tid, advance=n)
+
+
+def make_result(task: str, n: int, metrics: dict[str, float | None], t0: float,
+                settings: dict[str, Any]) -> EvalResult:
+    return EvalResult(task=task, n=n, metrics=metrics, duration_s=time.perf_counter() - t0,
+                      settings=settings)
+
+
+def parse_eval(task: str, settings: dict[str, Any] | None = None, path: str = "eval"):
+    """``(task, settings)`` -> ``(evaluator key, config)``; choice task names map to choice."""
+    from . import EVALS
+
+    settings = dict(settings or {})
+    key = task
+    if task in CHOICE_TASKS and task not in EVALS:
+        if "task" in settings and settings["task"] != task:
+            raise DataError(f"{path}: task {task!r} conflicts with task={settings['task']!r}")
+        settings["task"] = task
+        key = "choice"
+    if key not in EVALS:
+        known = sorted(set(EVALS.names()) | set(CHOICE_TASKS) - {"jsonl"})
+        raise UnknownNameError("evaluation task", task, known, did_you_mean(task, known))
+    spec = EVALS.get(key)
+    return key, parse_config(spec.config_cls, settings, f"{path}.{key}")
+
+
+def evaluate(model: Any, tokenizer: Any, task: str, **settings: Any) -> EvalResult:
+    """Score ``model`` on ``task`` (an evaluator key or a choice task name)."""
+    from . import EVALS
+
+    key, cfg = parse_eval(task, settings)
+    return EVALS.get(key).run(model, tokenizer, cfg)
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    return to_dict(cfg)

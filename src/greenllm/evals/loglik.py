@@ -1,0 +1,353 @@
+"""Log-likelihood machinery shared by every evaluator, matching lm-evaluation-harness v0.4.x.
+
+Tokenisation (``Encoder``) mirrors lm-eval's ``HFLM``:
+
+* ``encode(text)`` uses the tokenizer's own special-token default (``add_bos_token=None``), or
+  ``add_special_tokens=add_bos_token`` when set, and never adds special tokens to a string that
+  already starts with the BOS text (``tok_encode``).
+* ``encode_pair(context, continuation)`` moves trailing whitespace of the context to the
+  continuation, encodes ``context + continuation`` as one string and splits it at the length of
+  the encoded context (``_encode_pair``); an empty context becomes the prefix token (BOS, else
+  EOS) unless the continuation already starts with it (``loglikelihood``).
+* Requests longer than ``max_length + 1`` tokens are truncated from the left.
+
+Scoring (``score``) is shared-prefix: for every item (a group of requests, e.g. the choices of
+one question) the longest common token prefix is run once with the KV cache; the cache is then
+expanded over the item's requests and only their remaining tokens are run. Items are batched
+with right padding, explicit position ids and attention masks, so the batch size never changes
+which tokens a position sees (scores agree across batch sizes to float rounding, ~1e-6).
+``score_naive`` is the plain one-forward-per-request reference used by the tests.
+torch is imported inside functions only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+from ..errors import DataError, GreenLLMError
+
+DEFAULT_MAX_LENGTH = 2048  # lm-eval's default when neither config nor tokenizer give one
+_TOKENIZER_INFINITY = 1000000000000000019884624838656
+
+
+@dataclass(frozen=True)
+class Request:
+    """One (context, continuation) pair in token ids; ``item`` groups the choices of a doc."""
+
+    item: int
+    context: tuple[int, ...]
+    continuation: tuple[int, ...]
+
+
+def resolve_max_length(model: Any, tokenizer: Any = None, default: int = DEFAULT_MAX_LENGTH) -> int:
+    """The model's context length as lm-eval resolves it (config, then tokenizer, then 2048)."""
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(cfg, attr, None)
+        if value is not None:
+            return int(value)
+    mml = getattr(tokenizer, "model_max_length", None)
+    if mml is not None and mml != _TOKENIZER_INFINITY:
+        return int(mml)
+    return default
+
+
+class Encoder:
+    """Tokenisation exactly as lm-eval's HFLM does it (see module docstring)."""
+
+    def __init__(self, tokenizer: Any, add_bos_token: bool | None = None):
+        if tokenizer is None:
+            raise GreenLLMError("evaluation needs the model's tokenizer; pass tokenizer=... "
+                                "(greenllm.models.load_model returns (model, tokenizer))")
+        self.tokenizer = tokenizer
+        self.add_bos_token = add_bos_token
+        bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+        self.prefix_token_id = bos if bos is not None else eos
+        if self.prefix_token_id is None:
+            raise GreenLLMError("the tokenizer has neither a BOS nor an EOS token; log-likelihood "
+                                "scoring needs one as the prefix of an empty context")
+        self._bos_text = tokenizer.decode(self.prefix_token_id)
+
+    def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
+        kwargs: dict[str, Any] = {}
+        if add_special_tokens is not None:
+            kwargs["add_special_tokens"] = add_special_tokens
+        elif self.add_bos_token is not None:
+            kwargs["add_special_tokens"] = self.add_bos_token
+        if add_special_tokens is None and self._bos_text and text.startswith(self._bos_text):
+            kwargs["add_special_tokens"] = False
+        return list(self.tokenizer.encode(text, **kwargs))
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        if context == "":
+            cont = self.encode(continuation, add_special_tokens=False)
+            if not cont:
+                raise DataError("an empty context with an empty continuation cannot be scored")
+            if cont[0] != self.prefix_token_id:
+                return [self.prefix_token_id], cont
+            return cont[:1], cont[1:]
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            continuation = context[-n_spaces:] + continuation
+            context = context[:-n_spaces]
+        whole = self.encode(context + continuation)
+        ctx = self.encode(context)
+        return ctx, whole[len(ctx):]
+
+    def bos_in_encoding(self) -> bool:
+        """Whether ``encode`` puts the BOS token in front of ordinary text (recorded)."""
+        ids = self.encode("a")
+        return bool(ids) and ids[0] == self.tokenizer.bos_token_id
+
+    def settings(self) -> dict[str, Any]:
+        tok = self.tokenizer
+        return {"tokenizer": getattr(tok, "name_or_path", "") or type(tok).__name__,
+                "add_bos_token": self.add_bos_token, "bos_in_encoding": self.bos_in_encoding(),
+                "prefix_token_id": self.prefix_token_id}
+
+
+def build_requests(encoder: Encoder, pairs: Iterable[tuple[int, str, str]]) -> list[Request]:
+    """``(item, context, continuation)`` strings -> token ``Request`` objects."""
+    out = []
+    for item, ctx, cont in pairs:
+        c, k = encoder.encode_pair(ctx, cont)
+        if not k:
+            raise DataError(f"item {item}: the continuation {cont!r} encodes to no tokens after "
+                            f"the context; nothing to score")
+        out.append(Request(item, tuple(c), tuple(k)))
+    return out
+
+
+def _truncate(req: Request, max_length: int) -> tuple[list[int], int]:
+    """Full input tokens (lm-eval: ``(ctx + cont)[-(max_length + 1):]``) and the cont length."""
+    if len(req.continuation) > max_length:
+        raise DataError(f"item {req.item}: a continuation of {len(req.continuation)} tokens is "
+                        f"longer than the model's {max_length}-token context")
+    full = list(req.context + req.continuation)[-(max_length + 1):]
+    return full, len(req.continuation)
+
+
+def _device(model: Any):
+    import torch
+
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover
+        return torch.device("cpu")
+
+
+def _gather(logits_rows, targets):
+    """Sum of log-softmax at ``targets`` and whether each target is the argmax."""
+    import torch
+
+    logp = torch.log_softmax(logits_rows, dim=-1)
+    tgt = torch.as_tensor(targets, device=logp.device)
+    ll = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+    greedy = bool((logp.argmax(-1) == tgt).all())
+    return float(ll.sum()), greedy
+
+
+def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    first = seqs[0]
+    i = 0
+    while i < n and all(s[i] == first[i] for s in seqs):
+        i += 1
+    return i
+
+
+def _plan(requests: Sequence[Request], max_length: int):
+    """Group requests by item; each plan is (indices, full token lists, cont lengths, k) where
+    the first ``k`` tokens are shared by every request of the plan and run once."""
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(requests):
+        groups.setdefault(r.item, []).append(i)
+    plans = []
+    for idx in groups.values():
+        fulls, clens = zip(*(_truncate(requests[i], max_length) for i in idx))
+        if len(idx) == 1:
+            plans.append((idx, fulls, clens, len(fulls[0]) - 1))
+            continue
+        k = min(_common_prefix(fulls), min(len(f) - c for f, c in zip(fulls, clens)))
+        if k == 0:  # nothing shared (e.g. contexts differ at the first token): score apart
+            plans.extend(([i], [f], [c], len(f) - 1) for i, f, c in zip(idx, fulls, clens))
+        else:
+            plans.append((list(idx), list(fulls), list(clens), k))
+    return plans
+
+
+def score(model: Any, requests: Sequence[Request], *, batch_size: int = 8,
+          max_length: int | None = None,
+          progress: Callable[[int], None] | None = None) -> list[tuple[float, bool]]:
+    """Shared-prefix scoring: ``(log-likelihood, is_greedy)`` per request, in input order."""
+    import torch
+
+    if batch_size < 1:
+        raise GreenLLMError(f"batch_size must be at least 1, got {batch_size}")
+    max_length = max_length or resolve_max_length(model)
+    plans = _plan(requests, max_length)
+    # longest first, so padding waste is small and memory peaks early (as lm-eval does)
+    order = sorted(range(len(plans)), key=lambda p: (-max(len(f) for f in plans[p][1]), p))
+    results: list[tuple[float, bool] | None] = [None] * len(requests)
+    device = _device(model)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = [plans[p] for p in order[start:start + batch_size]]
+            _score_batch(model, batch, results, device)
+            if progress:
+                progress(sum(len(b[0]) for b in batch))
+    return results  # type: ignore[return-value]
+
+
+_HEAD_CHUNK = 512  # positions projected onto the vocabulary at a time
+
+
+def _split_head(model):
+    """(base model, output head) when logits are exactly ``head(base(...).last_hidden_state)``,
+    so log-probabilities can be computed in chunks instead of materialising all logits."""
+    cfg = getattr(model, "config", None)
+    if any(getattr(cfg, a, None) for a in ("final_logit_softcapping", "logit_scale",
+                                          "output_multiplier_scale", "logits_scaling")):
+        return None
+    prefix = getattr(model, "base_model_prefix", "")
+    base = getattr(model, prefix, None) if prefix else None
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    if base is None or head is None or base is model:
+        return None
+    return base, head
+
+
+def _run(model, split, keep, **kwargs):
+    """One forward pass -> (rows: hidden states or logits at positions ``keep``, cache)."""
+    if split is not None:
+        out = split[0](**kwargs)
+        hidden = out.last_hidden_state
+        return (hidden if keep is None else hidden[:, keep]), out.past_key_values
+    try:
+        out = model(logits_to_keep=0 if keep is None else keep, **kwargs)
+        return out.logits, out.past_key_values
+    except TypeError:  # a model without logits_to_keep
+        out = model(**kwargs)
+        return (out.logits if keep is None else out.logits[:, keep]), out.past_key_values
+
+
+def _rows_ll(split, rows, targets) -> tuple[float, bool]:
+    """Sum of log p(target) over rows (hidden states projected in chunks, or logits)."""
+    import torch
+
+    total, greedy = 0.0, True
+    tgt = torch.as_tensor(targets, device=rows.device)
+    for lo in range(0, rows.shape[0], _HEAD_CHUNK):
+        part = rows[lo:lo + _HEAD_CHUNK]
+        logits = split[1](part) if split is not None else part
+        ll, g = _gather(logits.float(), tgt[lo:lo + _HEAD_CHUNK])
+        total += ll
+        greedy = greedy and g
+    return total, greedy
+
+
+def _score_batch(model, batch, results, device) -> None:
+    import torch
+
+    split = _split_head(model)
+    ks = [b[3] for b in batch]
+    lp = max(ks)
+    ids = torch.zeros((len(batch), lp), dtype=torch.long)
+    mask = torch.zeros((len(batch), lp), dtype=torch.long)
+    needed: set[int] = set()
+    for r, (_, fulls, clens, k) in enumerate(batch):
+        ids[r, :k] = torch.tensor(fulls[0][:k])
+        mask[r, :k] = 1
+        for full, c in zip(fulls, clens):
+            needed.update(range(len(full) - 1 - c, k))
+    keep = sorted(needed)
+    where = {p: j for j, p in enumerate(keep)}
+    pos = torch.arange(lp).unsqueeze(0).expand(len(batch), -1)
+    prefix_rows, cache = _run(
+        model, split, torch.tensor(keep, dtype=torch.long, device=device),
+        input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+        use_cache=any(len(f) - 1 > b[3] for b in batch for f in b[1]))
+    # suffix rows: for each request, tokens full[k:-1] (the inputs whose outputs score the rest)
+    rows, suffixes = [], []
+    for r, (idx, fulls, clens, k) in enumerate(batch):
+        for i, full in zip(idx, fulls):
+            if len(full) - 1 > k:
+                rows.append((r, i))
+                suffixes.append(full[k:-1])
+    suffix_rows = None
+    if rows:
+        ls = max(len(s) for s in suffixes)
+        sids = torch.zeros((len(rows), ls), dtype=torch.long)
+        smask = torch.zeros((len(rows), ls), dtype=torch.long)
+        spos = torch.zeros((len(rows), ls), dtype=torch.long)
+        for j, ((r, _), s) in enumerate(zip(rows, suffixes)):
+            sids[j, :len(s)] = torch.tensor(s)
+            smask[j, :len(s)] = 1
+            spos[j] = ks[r] + torch.arange(ls)
+        sel = torch.tensor([r for r, _ in rows])
+        cache = _expand_cache(cache, sel.to(device))
+        full_mask = torch.cat([mask[sel], smask], dim=1)
+        suffix_rows, _ = _run(model, split, None, input_ids=sids.to(device),
+                              attention_mask=full_mask.to(device), position_ids=spos.to(device),
+                              past_key_values=cache, use_cache=False)
+    by_req = {i: j for j, (_, i) in enumerate(rows)}
+    for r, (idx, fulls, clens, k) in enumerate(batch):
+        for i, full, c in zip(idx, fulls, clens):
+            # the output at input position p predicts token p+1; scored: len-1-c .. len-2
+            first = len(full) - 1 - c
+            parts = []
+            if first <= k - 1:  # positions inside the prefix pass
+                parts.append(prefix_rows[r, [where[p] for p in range(first, k)]])
+            if i in by_req:
+                parts.append(suffix_rows[by_req[i], max(first - k, 0):len(full) - 1 - k])
+            sel_rows = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+            results[i] = _rows_ll(split, sel_rows, full[-c:])
+
+
+def _expand_cache(cache, sel):
+    """Repeat/select batch rows of a KV cache (DynamicCache or legacy tuples)."""
+    if hasattr(cache, "reorder_cache"):
+        cache.reorder_cache(sel)
+        return cache
+    return tuple(tuple(t.index_select(0, sel) for t in layer) for layer in cache)
+
+
+def score_naive(model: Any, requests: Sequence[Request], *,
+                max_length: int | None = None) -> list[tuple[float, bool]]:
+    """Reference scoring: one full forward pass per request, no batching, no cache."""
+    import torch
+
+    max_length = max_length or resolve_max_length(model)
+    device = _device(model)
+    out = []
+    with torch.inference_mode():
+        for req in requests:
+            full, c = _truncate(req, max_length)
+            inp = torch.tensor([full[:-1]], device=device)
+            logits = model(input_ids=inp).logits[0]
+            out.append(_gather(logits[-c:].float(), full[-c:]))
+    return out
+
+
+def rolling_windows(tokens: Sequence[int], prefix_token: int, max_seq_len: int,
+                    context_len: int = 1) -> list[tuple[list[int], list[int]]]:
+    """lm-eval's ``get_rolling_token_windows`` + ``make_disjoint_window``: (context, predicted)
+    pairs that predict every token once; ``context_len`` > 1 gives overlapping (strided)
+    windows where each prediction sees at least ``context_len - 1`` earlier tokens."""
+    if not 1 <= context_len <= max_seq_len:
+        raise GreenLLMError(f"window context {context_len} must be between 1 and {max_seq_len}")
+    tokens = list(tokens)
+    if not tokens:
+        return []
+    pred_len = max_seq_len - context_len + 1
+    first = min(max_seq_len, len(tokens))
+    windows = [([prefix_token] + tokens[:first - 1], tokens[:first])]
+    done = first
+    while done < len(tokens):
+        n = min(len(tokens) - done, pred_len)
+        end = done + n
+        windows.append((tokens[max(end - max_seq_len - 1, 0):end - 1], tokens[end - n:end]))
+        done += n
+    return [(a[:len(a) - (len(b) - 1)], b) for a, b in windows]
