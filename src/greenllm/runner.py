@@ -370,7 +370,8 @@ class _Runner:
             return
         self.log(f"{unit.name}: bench")
         result = bench(model, tok, _resolve_cfg(self.recipe.workload, self.base),
-                       meters=self.recipe.meters, device=self.recipe.model.device)
+                       meters=self.recipe.meters, device=self.recipe.model.device,
+                       hz=self.recipe.measure.hz)
         self.store.add_bench(unit.bench_key, unit.variant_key, result, self.run_id)
         self.summary.done["benches"] += 1
 

@@ -1,0 +1,174 @@
+"""``write_report(store_or_dir, out_dir=None)``: the results store -> every report file.
+
+``collect(store)`` turns the latest run's plan and its stored results into the results.json
+document; the writers in tables / plots / html / statements render it. Every file is written
+to a temporary name and renamed, so a report is never half-written. No torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from ..results import SCHEMA_VERSION
+from ..store import Store, store_path
+from . import analysis as A
+
+
+def atomic_write(path: Path, data: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _intensity(carbon_cfg: dict[str, Any]) -> dict[str, Any]:
+    from .. import carbon
+
+    it = carbon.grid_intensity(region=carbon_cfg.get("region"),
+                               intensity_g_per_kwh=carbon_cfg.get("intensity_g_per_kwh"))
+    return {"region": carbon_cfg.get("region"), "intensity_g_per_kwh": float(it.g_per_kwh),
+            "source": getattr(it, "source", None), "year": getattr(it, "year", None),
+            "pue": float(carbon_cfg.get("pue") or 1.0)}
+
+
+def _emissions(energy_j: float | None, c: dict[str, Any]) -> float | None:
+    if energy_j is None:
+        return None
+    from .. import carbon
+
+    return float(carbon.emissions_g(energy_j, c["intensity_g_per_kwh"], c["pue"]))
+
+
+def _step_json(s) -> dict[str, Any]:
+    e = s.energy
+    return {"step": s.step, "method": s.method, "config": s.config, "duration_s": s.duration_s,
+            "energy_j": None if e is None else e.energy_j,
+            "net_energy_j": None if e is None else e.net_energy_j,
+            "estimated": None if e is None else e.estimated,
+            "meters": [] if e is None else list(e.meters),
+            "size_bytes_before": s.size_bytes_before, "size_bytes_after": s.size_bytes_after,
+            "stats": s.stats}
+
+
+def _window(bench) -> dict[str, Any] | None:
+    """The bench's whole measured window (for emissions.csv and the methodology)."""
+    if bench is None or bench.energy is None:
+        return None
+    e = bench.energy
+    return {"energy_j": e.energy_j, "net_energy_j": e.net_energy_j, "duration_s": e.duration_s,
+            "sampling_hz": e.sampling_hz, "samples": e.samples, "method": e.method,
+            "estimated": e.estimated, "meters": list(e.meters), "idle_power_w": e.idle_power_w}
+
+
+def collect(store: Store) -> dict[str, Any]:
+    """The results.json document for the store's latest run."""
+    run = store.latest_run()
+    if run is None:
+        raise DataError(f"{str(store.path)!r} holds no run yet; run 'greenllm run RECIPE' first")
+    recipe = run["recipe"]
+    carbon = _intensity(recipe.get("carbon") or {})
+    targets = recipe.get("targets") or {}
+    variants: list[dict[str, Any]] = []
+    for entry in run["plan"]:
+        steps = store.steps(entry["variant_key"])
+        evals = [store.get_eval(k) for k in entry["eval_keys"]]
+        bench = store.get_bench(entry["bench_key"])
+        comp_j = sum(s.energy.energy_j for s in steps if s.energy is not None) if steps else 0.0
+        complete = (len(steps) == len(entry["steps"]) and all(e is not None for e in evals)
+                    and bench is not None)
+        variants.append({
+            "name": entry["name"], "variant_key": entry["variant_key"],
+            "definition": entry["steps"], "steps": [_step_json(s) for s in steps],
+            "evals": [e.to_json() if e is not None else None for e in evals],
+            "bench": bench.to_json() if bench is not None else None,
+            "bench_window": _window(bench),
+            "compression_energy_j": comp_j if len(steps) == len(entry["steps"]) else None,
+            "compression_duration_s": sum(s.duration_s for s in steps),
+            "compression_estimated": any(s.energy is not None and s.energy.estimated
+                                         for s in steps),
+            "complete": complete,
+        })
+    base = variants[0]
+    for v in variants:
+        _derive(v, base, carbon, targets)
+    qual = [(v["name"], *A.quality([e for e in v["evals"] if e])[:1]) for v in variants]
+    q_label, q_higher = None, True
+    for v in variants:
+        _, lab, hb = A.quality([e for e in v["evals"] if e])
+        if lab:
+            q_label, q_higher = lab, hb
+            break
+    points = [(n, (v["bench"] or {}).get("energy_per_token_j"), q)
+              for (n, q), v in zip(qual, variants)]
+    front = A.pareto_front(points, q_higher)
+    for v, (_, q) in zip(variants, qual):
+        v["quality"] = q
+        v["pareto"] = v["name"] in front
+    doc = {"schema_version": SCHEMA_VERSION, "recipe": recipe.get("name"),
+           "run": {k: run[k] for k in ("id", "status", "started_at_unix_s",
+                                       "finished_at_unix_s")},
+           "model": recipe.get("model"), "workload": recipe.get("workload"),
+           "environment": run.get("environment") or {}, "carbon": carbon, "targets": targets,
+           "quality_metric": q_label, "quality_higher_is_better": q_higher,
+           "pareto": front, "variants": variants}
+    from .statements import carbon_statement, methodology
+
+    doc["methodology"] = methodology(doc)
+    doc["carbon_statement"] = carbon_statement(doc)
+    return doc
+
+
+def _derive(v: dict[str, Any], base: dict[str, Any], carbon: dict[str, Any],
+            targets: dict[str, Any]) -> None:
+    b, vb = base.get("bench") or {}, v.get("bench") or {}
+    deltas = A.bench_deltas(vb, b) if v is not base and vb and b else {}
+    ev = []
+    if v is not base:
+        for e_v, e_b in zip(v["evals"], base["evals"]):
+            ev.append(A.eval_delta(e_v, e_b) if e_v and e_b else None)
+    deltas["evals"] = ev
+    v["deltas"] = deltas
+    req_j = vb.get("energy_per_request_j")
+    v["emissions_g_per_1000_inferences"] = _emissions(None if req_j is None else 1000.0 * req_j,
+                                                      carbon)
+    v["compression_emissions_g"] = _emissions(v["compression_energy_j"], carbon)
+    v["tokens_per_wh"] = vb.get("tokens_per_wh")
+    v["edp_js"] = vb.get("edp_js")
+    if v is base:
+        v["payback_inferences"], v["not_greener"], v["targets"] = None, False, {}
+        return
+    v["payback_inferences"] = A.payback_inferences(v["compression_energy_j"],
+                                                   b.get("energy_per_request_j"), req_j)
+    v["not_greener"] = A.not_greener(
+        None if deltas.get("energy_per_token_pct") is None else deltas["energy_per_token_pct"],
+        deltas.get("energy_per_token_pct_ci95"))
+    v["targets"] = A.check_targets(targets, deltas, [e for e in ev if e])
+
+
+def write_report(store_or_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Rebuild every report file from the store; returns the paths written."""
+    from . import html, plots, tables
+
+    path = store_path(store_or_dir)
+    out = Path(out_dir) if out_dir is not None else path.parent
+    with Store(path, create=False) as store:
+        doc = collect(store)
+    files = [atomic_write(out / "results.json", json.dumps(doc, indent=2, default=str) + "\n"),
+             atomic_write(out / "results.csv", tables.to_csv(doc)),
+             atomic_write(out / "emissions.csv", tables.emissions_csv(doc)),
+             atomic_write(out / "report.md", tables.to_markdown(doc)),
+             atomic_write(out / "report.tex", tables.to_latex(doc))]
+    images = plots.write_plots(doc, out, atomic_write)
+    files += [p for pair in images.values() for p in pair]
+    files.append(atomic_write(out / "report.html", html.to_html(doc, images)))
+    return files

@@ -1,0 +1,329 @@
+"""Tables from the results document: Markdown, LaTeX (booktabs), CSV, emissions CSV.
+
+Display units are chosen here (mJ per token, J per request, ms, MiB, g CO2e); the CSV and
+results.json keep the internal units (J, s, bytes, g) with the unit in each column name.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from typing import Any
+
+from ..units import BYTES_PER_MIB, J_PER_KWH, MJ_PER_J
+
+DASH = "—"
+
+
+# ---------------------------------------------------------------- formatting
+
+def num(x: Any, digits: int = 3) -> str:
+    if x is None or isinstance(x, bool) or (isinstance(x, float) and not math.isfinite(x)):
+        return DASH
+    x = float(x)
+    if x == 0:
+        return "0"
+    mag = math.floor(math.log10(abs(x)))
+    if mag >= 5:
+        return f"{x:,.0f}"
+    decimals = max(0, digits - 1 - mag)
+    return f"{x:,.{decimals}f}"
+
+
+def pct(d: Any, ci: Any = None, signed: bool = True) -> str:
+    if d is None:
+        return DASH
+    s = f"{d:+.1f} %" if signed else f"{d:.1f} %"
+    return s + (f" ± {ci:.1f}" if ci is not None else "")
+
+
+def pp(d: Any, se: Any = None) -> str:
+    if d is None:
+        return DASH
+    return f"{d:+.1f} pp" + (f" ± {se:.1f}" if se is not None else "")
+
+
+def payback(v: dict[str, Any]) -> str:
+    if v["name"] == "baseline":
+        return DASH
+    p = v.get("payback_inferences")
+    return "never" if p is None else f"{p:,.0f}"
+
+
+def step_summary(definition: list[dict[str, Any]]) -> str:
+    if not definition:
+        return "(none)"
+    parts = []
+    for entry in definition:
+        (key, cfg), = entry.items()
+        cfg = cfg or {}
+        bits = [str(cfg["method"])] if cfg.get("method") else []
+        for k in ("sparsity", "bits", "pattern", "rank", "epochs", "steps", "power_cap_w",
+                  "power_mode"):
+            if cfg.get(k) is not None:
+                bits.append(f"{k}={cfg[k]}")
+        parts.append(f"{key}({', '.join(bits)})")
+    return " → ".join(parts)
+
+
+def _b(v: dict[str, Any], key: str) -> Any:
+    return (v.get("bench") or {}).get(key)
+
+
+def _d(v: dict[str, Any], key: str) -> Any:
+    return (v.get("deltas") or {}).get(key)
+
+
+def eval_labels(doc: dict[str, Any]) -> list[str]:
+    """One label per eval position (task names, de-duplicated with #2, #3...)."""
+    base = doc["variants"][0]["evals"] if doc["variants"] else []
+    labels, seen = [], {}
+    for e in base:
+        task = (e or {}).get("task") or "eval"
+        seen[task] = seen.get(task, 0) + 1
+        labels.append(task if seen[task] == 1 else f"{task}#{seen[task]}")
+    return labels
+
+
+def _quality_cell(v: dict[str, Any], i: int) -> str:
+    from .analysis import primary_metric
+
+    e = v["evals"][i] if i < len(v["evals"]) else None
+    if not e:
+        return DASH
+    pm = primary_metric(e)
+    if pm is None:
+        return DASH
+    name, higher = pm
+    val = e.get(name)
+    text = f"{val * 100:.1f} %" if higher else num(val)
+    delta = (v["deltas"].get("evals") or [None] * (i + 1))[i] if v["name"] != "baseline" else None
+    if delta:
+        text += f" ({pp(delta.get('delta_pp'), delta.get('stderr_pp'))})" if higher \
+            else f" ({pct(delta.get('delta_pct'))})"
+    return text
+
+
+def target_cell(v: dict[str, Any]) -> str:
+    t = v.get("targets") or {}
+    if not t:
+        return DASH
+    res = [x.get("pass") for x in t.values()]
+    if any(r is False for r in res):
+        return "FAIL"
+    return "pass" if all(r is True for r in res) else "n/a"
+
+
+def main_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    labels = eval_labels(doc)
+    head = ["variant", "steps", "size MiB (Δ)", "mJ/token (Δ ± CI95)", "J/request (Δ ± CI95)",
+            "latency ms (Δ)", "tokens/Wh", "EDP J·s"] + labels + \
+           ["compression J", "payback (inferences)", "gCO2e/1k inferences", "greener?",
+            "targets", "Pareto"]
+    rows = []
+    for v in doc["variants"]:
+        is_base = v["name"] == "baseline"
+        size = _b(v, "size_bytes")
+        ept, req, lat = _b(v, "energy_per_token_j"), _b(v, "energy_per_request_j"), \
+            _b(v, "e2e_latency_s")
+        row = [v["name"], step_summary(v.get("definition") or []),
+               num(None if size is None else size / BYTES_PER_MIB)
+               + ("" if is_base else f" ({pct(_d(v, 'size_pct'))})"),
+               num(None if ept is None else ept * MJ_PER_J)
+               + ("" if is_base else f" ({pct(_d(v, 'energy_per_token_pct'), _d(v, 'energy_per_token_pct_ci95'))})"),
+               num(req) + ("" if is_base else
+                           f" ({pct(_d(v, 'energy_per_request_pct'), _d(v, 'energy_per_request_pct_ci95'))})"),
+               num(None if lat is None else lat * 1e3)
+               + ("" if is_base else f" ({pct(_d(v, 'latency_pct'))})"),
+               num(v.get("tokens_per_wh")), num(v.get("edp_js"))]
+        row += [_quality_cell(v, i) for i in range(len(labels))]
+        greener = DASH if is_base or not v.get("bench") else (
+            "NO: compressed but not greener" if v.get("not_greener") else "yes")
+        row += [num(v.get("compression_energy_j")) if not is_base else DASH, payback(v),
+                num(v.get("emissions_g_per_1000_inferences")), greener, target_cell(v),
+                "yes" if v.get("pareto") else ""]
+        if not v.get("complete"):
+            row[0] += " (incomplete)"
+        rows.append(row)
+    return head, rows
+
+
+# ---------------------------------------------------------------- Markdown
+
+def _md_cell(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(head: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(_md_cell(h) for h in head) + " |",
+           "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def to_markdown(doc: dict[str, Any]) -> str:
+    head, rows = main_rows(doc)
+    c = doc["carbon"]
+    lines = [f"# greenllm report: {_md_cell(str(doc.get('recipe')))}", "",
+             f"Model: `{_md_cell(str((doc.get('model') or {}).get('id')))}` · run "
+             f"{doc['run']['id']} ({doc['run']['status']}) · grid "
+             f"{c['intensity_g_per_kwh']:.0f} gCO2e/kWh, PUE {c['pue']:.2f}", "",
+             "## Results", "", md_table(head, rows), "",
+             "Δ are relative to `baseline`; ± are 95 % confidence half-widths propagated from "
+             "the repeats (energy, latency) or combined standard errors (accuracy, pp). "
+             "\"not greener\" = energy per token not lower within its CI.", ""]
+    if doc.get("pareto"):
+        lines += [f"Pareto frontier ({doc.get('quality_metric')} vs energy per token): "
+                  + ", ".join(f"`{_md_cell(n)}`" for n in doc["pareto"]), ""]
+    lines += ["## Carbon", "", doc["carbon_statement"], "", "## Methodology", "",
+              doc["methodology"], ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- LaTeX
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+        "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}", "→": r"$\rightarrow$", "±": r"$\pm$", "Δ": r"$\Delta$",
+        "—": "--", "·": r"$\cdot$", "<": r"\textless{}", ">": r"\textgreater{}"}
+
+
+def tex(s: Any) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in str(s))
+
+
+def to_latex(doc: dict[str, Any]) -> str:
+    labels = eval_labels(doc)
+    head = ["Variant", "Size (MiB)", "mJ/token", r"$\Delta$ E/token", r"$\Delta$ latency",
+            "Tokens/Wh"] + [tex(x) for x in labels] + ["Payback", r"gCO$_2$e/1k"]
+    lines = [r"% greenllm report; needs \usepackage{booktabs}",
+             r"\begin{table}[t]", r"\centering", r"\small",
+             r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
+             " & ".join(head) + r" \\", r"\midrule"]
+    for v in doc["variants"]:
+        is_base = v["name"] == "baseline"
+        size, ept = _b(v, "size_bytes"), _b(v, "energy_per_token_j")
+        cells = [tex(v["name"]) + ("" if not v.get("not_greener") or is_base else r"$^\dagger$"),
+                 tex(num(None if size is None else size / BYTES_PER_MIB)),
+                 tex(num(None if ept is None else ept * MJ_PER_J)),
+                 tex(DASH if is_base else pct(_d(v, "energy_per_token_pct"),
+                                             _d(v, "energy_per_token_pct_ci95"))),
+                 tex(DASH if is_base else pct(_d(v, "latency_pct"))),
+                 tex(num(v.get("tokens_per_wh")))]
+        cells += [tex(_quality_cell(v, i)) for i in range(len(labels))]
+        cells += [tex(payback(v)), tex(num(v.get("emissions_g_per_1000_inferences")))]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}",
+              r"\caption{" + tex(f"{doc.get('recipe')}: energy, latency and quality versus the "
+                                 "uncompressed baseline. ± are 95 % confidence half-widths; "
+                                 "accuracy deltas in percentage points. ") +
+              r"$^\dagger$ compressed but not greener (energy per token not lower within its "
+              r"CI).}", r"\label{tab:greenllm-" + tex(str(doc.get("recipe"))).replace("\\", "")
+              .replace("{", "").replace("}", "") + "}", r"\end{table}", "",
+              r"\paragraph{Methodology.} " + tex(doc["methodology"]), "",
+              r"\paragraph{Carbon.} " + tex(doc["carbon_statement"]), ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- CSV
+
+def to_csv(doc: dict[str, Any]) -> str:
+    labels = eval_labels(doc)
+    bench_keys = ["size_bytes", "energy_per_token_j", "energy_per_token_j_ci95",
+                  "energy_per_request_j", "energy_per_request_j_ci95", "e2e_latency_s",
+                  "e2e_latency_s_ci95", "ttft_s", "decode_tokens_per_s", "tokens_per_wh",
+                  "edp_js", "peak_memory_bytes"]
+    delta_keys = ["energy_per_token_pct", "energy_per_token_pct_ci95", "energy_per_request_pct",
+                  "energy_per_request_pct_ci95", "latency_pct", "size_pct"]
+    head = ["variant", "steps"] + bench_keys + [f"delta_{k}" for k in delta_keys] + \
+        ["compression_energy_j", "compression_duration_s", "compression_emissions_g",
+         "emissions_g_per_1000_inferences", "payback_inferences", "not_greener", "pareto",
+         "meter", "estimated", "complete"]
+    for lab in labels:
+        head += [f"{lab}_metric", f"{lab}_value", f"{lab}_stderr", f"{lab}_delta_pp",
+                 f"{lab}_delta_pct"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(head)
+    from .analysis import primary_metric
+    for v in doc["variants"]:
+        b = v.get("bench") or {}
+        row = [v["name"], step_summary(v.get("definition") or [])]
+        row += [b.get(k) for k in bench_keys] + [_d(v, k) for k in delta_keys]
+        row += [v.get("compression_energy_j"), v.get("compression_duration_s"),
+                v.get("compression_emissions_g"), v.get("emissions_g_per_1000_inferences"),
+                v.get("payback_inferences"), v.get("not_greener"), v.get("pareto"),
+                b.get("meter"), b.get("estimated"), v.get("complete")]
+        deltas = (v.get("deltas") or {}).get("evals") or []
+        for i in range(len(labels)):
+            e = v["evals"][i] if i < len(v["evals"]) else None
+            pm = primary_metric(e) if e else None
+            d = deltas[i] if i < len(deltas) else None
+            row += [pm[0] if pm else None, e.get(pm[0]) if pm else None,
+                    e.get(f"{pm[0]}_stderr") if pm else None,
+                    (d or {}).get("delta_pp"), (d or {}).get("delta_pct")]
+        w.writerow(["" if x is None else x for x in row])
+    return buf.getvalue()
+
+
+# codecarbon's emissions.csv columns (codecarbon 2.x/3.x output), used when greenllm.carbon
+# does not provide EMISSIONS_CSV_COLUMNS / emissions_row.
+CODECARBON_COLUMNS = (
+    "timestamp", "project_name", "run_id", "experiment_id", "duration", "emissions",
+    "emissions_rate", "cpu_power", "gpu_power", "ram_power", "cpu_energy", "gpu_energy",
+    "ram_energy", "energy_consumed", "country_name", "country_iso_code", "region",
+    "cloud_provider", "cloud_region", "os", "python_version", "codecarbon_version",
+    "cpu_count", "cpu_model", "gpu_count", "gpu_model", "longitude", "latitude",
+    "ram_total_size", "tracking_mode", "on_cloud", "pue")
+
+
+def _windows(doc: dict[str, Any]) -> list[tuple[str, float, float, float | None]]:
+    """(label, duration_s, energy_j, started_at_unix_s) of every measured window."""
+    out = []
+    for v in doc["variants"]:
+        for i, s in enumerate(v.get("steps") or []):
+            if s.get("energy_j") is not None:
+                out.append((f"{v['name']}/step{i}:{s['step']}", s["duration_s"], s["energy_j"],
+                            None))
+        w = v.get("bench_window")
+        if w and w.get("energy_j") is not None:
+            out.append((f"{v['name']}/bench", w["duration_s"], w["energy_j"], None))
+    return out
+
+
+def emissions_csv(doc: dict[str, Any]) -> str:
+    """One codecarbon-compatible row per measured window (steps and benches)."""
+    from .. import carbon
+
+    c = doc["carbon"]
+    env = doc.get("environment") or {}
+    hw = env.get("hardware") or {}
+    columns = getattr(carbon, "EMISSIONS_CSV_COLUMNS", None)
+    row_fn = getattr(carbon, "emissions_row", None)
+    buf = io.StringIO()
+    rows = []
+    for label, dur, energy_j, _ in _windows(doc):
+        if columns and row_fn:
+            rows.append(row_fn(energy_j=energy_j, duration_s=dur,
+                               intensity_g_per_kwh=c["intensity_g_per_kwh"], pue=c["pue"],
+                               project_name=str(doc.get("recipe")), experiment_id=label,
+                               region=c.get("region")))
+            continue
+        kwh = energy_j / J_PER_KWH
+        em_kg = float(carbon.emissions_g(energy_j, c["intensity_g_per_kwh"], c["pue"])) / 1e3
+        rows.append({"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                     "project_name": doc.get("recipe"), "run_id": doc["run"]["id"],
+                     "experiment_id": label, "duration": dur, "emissions": em_kg,
+                     "emissions_rate": em_kg / dur if dur else 0.0,
+                     "energy_consumed": kwh * c["pue"], "country_iso_code": c.get("region"),
+                     "cpu_count": hw.get("cpu_count"), "os": hw.get("system"),
+                     "python_version": (env.get("software") or {}).get("python"),
+                     "ram_total_size": hw.get("memory_bytes"), "tracking_mode": "process",
+                     "on_cloud": "N", "pue": c["pue"]})
+    cols = list(columns) if columns and row_fn else list(CODECARBON_COLUMNS)
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+    return buf.getvalue()
