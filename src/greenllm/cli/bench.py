@@ -1,0 +1,161 @@
+"""``greenllm bench`` and ``greenllm devices``. Parses arguments, calls the API. No torch here."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from typing import Optional
+
+import typer
+
+from ..errors import ConfigError
+
+_TABLE_ROWS = (
+    ("ttft_s", "TTFT", "s"), ("tpot_s", "time per output token", "s"),
+    ("e2e_latency_s", "end-to-end latency", "s"),
+    ("prefill_tokens_per_s", "prefill", "tokens/s"),
+    ("decode_tokens_per_s", "decode", "tokens/s"),
+    ("energy_per_request_j", "energy per request", "J"),
+    ("energy_per_token_j", "energy per output token", "J"),
+    ("tokens_per_wh", "tokens per Wh", "tokens/Wh"), ("edp_js", "EDP", "J*s"),
+    ("edp_js_per_b_params", "EDP per B params", "J*s/B"),
+    ("wh_per_b_params", "Wh per B params", "Wh/B"),
+    ("mean_power_w", "mean power", "W"), ("roofline_fraction", "roofline fraction", ""),
+    ("peak_memory_bytes", "peak RSS", "bytes"),
+    ("cuda_max_allocated_bytes", "CUDA max allocated", "bytes"),
+    ("gpu_util_mean_pct", "GPU utilisation", "%"), ("size_bytes", "model size", "bytes"),
+)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and (abs(v) >= 1e5 or (0 < abs(v) < 1e-3)):
+        return f"{v:.3e}"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def make_cap(power_cap_w: float | None, power_mode: str | None, profile: str | None = None):
+    """(cap, value) for the CLI options, checked before any model is loaded; (None, None)."""
+    if power_cap_w is not None and power_mode is not None:
+        raise ConfigError("--power-cap-w and --power-mode are exclusive: give one of them")
+    if power_cap_w is not None:
+        from ..control.nvml import NvmlPowerCap
+
+        cap = NvmlPowerCap()
+        return cap, cap.check(power_cap_w)
+    if power_mode is not None:
+        from ..control.jetson import JetsonPowerMode
+
+        cap = JetsonPowerMode(profile=profile)
+        return cap, cap.check(power_mode)
+    return None, None
+
+
+def bench_cmd(
+    model: str = typer.Argument(..., help="Hub id, local HF directory or .gguf file."),
+    prompts: Optional[str] = typer.Option(None, "--prompts", help="Prompt file (one per line) "
+                                          "or builtin:prompts (default)."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+    batch_size: int = typer.Option(1, "--batch-size"),
+    repeats: int = typer.Option(5, "--repeats"),
+    warmup: int = typer.Option(2, "--warmup", help="Untimed batches before the repeats."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N prompts."),
+    power_cap_w: Optional[float] = typer.Option(None, "--power-cap-w",
+                                                help="Hold the GPU power limit (NVML) at W watts."),
+    power_mode: Optional[str] = typer.Option(None, "--power-mode",
+                                             help="Hold the Jetson nvpmodel mode (id or name)."),
+    meter: str = typer.Option("auto", "--meter", help="auto, or meter names joined by commas."),
+    hz: float = typer.Option(10.0, "--hz", help="Meter sampling rate."),
+    dtype: str = typer.Option("float32", "--dtype"),
+    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
+    profile: Optional[str] = typer.Option(None, "--profile",
+                                          help="Device profile for the roofline bandwidth."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Benchmark inference: TTFT, tokens/s, J/token, tokens/Wh, EDP, memory, roofline."""
+    from ..bench import bench, parse_workload
+    from ..control.base import capped
+    from ..devices import get_profile
+    from ..models import load_model
+
+    wl = parse_workload({"prompts": prompts or "builtin:prompts", "max_new_tokens": max_new_tokens,
+                         "batch_size": batch_size, "repeats": repeats, "warmup": warmup,
+                         "limit": limit})
+    from ..bench import load_prompts
+
+    load_prompts(wl.prompts, wl.limit)          # a bad prompt file fails before the model loads
+    if profile is not None:
+        get_profile(profile)
+    meters = "auto" if meter.strip() == "auto" else [m.strip() for m in meter.split(",") if m.strip()]
+    if meters != "auto":
+        from ..meters import METERS
+
+        for name in meters:
+            METERS.check(name)
+    cap, value = make_cap(power_cap_w, power_mode, profile)
+    mdl, tok = load_model(model, dtype=dtype, device=device)
+    ctx = capped(cap, value) if cap is not None else contextlib.nullcontext()
+    with ctx:
+        result = bench(mdl, tok, wl, meters=meters, device=device, hz=hz, profile=profile)
+    if cap is not None:
+        result = dataclasses.replace(result, device={**result.device, "power_control": cap.name,
+                                                     "power_setting": value})
+    if json_out:
+        typer.echo(json.dumps(result.to_json(), indent=2, default=str))
+        return
+    _print_table(model, result)
+
+
+def _print_table(model: str, result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    est = " (ESTIMATE)" if result.estimated else ""
+    table = Table(title=f"greenllm bench {model}: {result.repeats} repeats, "
+                        f"meter {result.meter}{est}")
+    table.add_column("metric")
+    table.add_column("mean", justify="right")
+    table.add_column("± 95% CI", justify="right")
+    table.add_column("unit")
+    for key, label, unit in _TABLE_ROWS:
+        if key in result.metrics:
+            table.add_row(label, _fmt(result.metrics[key]), _fmt(result.ci95.get(key)), unit)
+    Console().print(table)
+    d = result.device
+    typer.echo(f"roofline bandwidth {d.get('memory_bandwidth_bytes_per_s', 0) / 1e9:.1f} GB/s "
+               f"({d.get('bandwidth_source')}); device {d.get('torch_device')}, profile "
+               f"{d.get('profile')}")
+
+
+def devices_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the device profiles and the device detected here."""
+    from ..devices import PROFILES, detect_device
+
+    detected = detect_device()
+    if json_out:
+        typer.echo(json.dumps({"detected": detected.to_dict(),
+                               "profiles": [p.to_dict() for p in PROFILES.values()]}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="greenllm device profiles")
+    table.add_column("profile", no_wrap=True)
+    for col in ("memory", "bandwidth", "CPU cores", "GPU cores", "power modes (nvpmodel id=name)"):
+        table.add_column(col)
+    for p in PROFILES.values():
+        mark = " *" if p.name == detected.profile.name else ""
+        modes = ", ".join(f"{m.id}={m.name}" for m in p.power_modes) or "-"
+        table.add_row(p.name + mark,
+                      f"{p.memory_bytes / 1024**3:.0f} GiB" if p.memory_bytes else "-",
+                      f"{p.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s"
+                      if p.memory_bandwidth_bytes_per_s else "measured",
+                      str(p.cpu_cores or "-"), str(p.gpu_cores or "-"), modes)
+    Console().print(table)
+    typer.echo(f"detected: {detected.profile.name} (via {detected.via}: {detected.model or '-'})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench_cmd)
+    app.command("devices")(devices_cmd)
