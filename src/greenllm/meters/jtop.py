@@ -38,7 +38,7 @@ class JtopMeter(BaseMeter):
             j = factory()
             j.start()
         except Exception as exc:  # jtop raises JtopException (and others) when no service
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            msg = " ".join(str(exc).split()) or type(exc).__name__
             raise MeterUnavailable(f"jtop service not reachable ({msg}); on a Jetson run "
                                    "`sudo systemctl restart jtop.service`") from exc
         self._jetson = j
