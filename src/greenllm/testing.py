@@ -330,3 +330,60 @@ def set_ina3221_rail(root, name: str, mv: float, ma: float) -> None:
                 _write_rail(label.parent, "legacy", int(label.name.rsplit("_", 1)[1]), name, mv, ma)
             return
     raise KeyError(f"no rail {name!r} under {root}")
+
+
+class FakeClock:
+    """An injectable clock (seconds) that only moves when told: ``clock.advance(0.1)``."""
+
+    def __init__(self, t: float = 1000.0):
+        self.t = float(t)
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+    def sleep(self, seconds: float) -> None:
+        """Use as measure(sleep=clock.sleep): 'sleeping' advances the clock, instantly."""
+        self.t += seconds
+
+
+class RecordedProcess:
+    """A Popen-like object whose stdout yields recorded lines, then stays open (like a
+    running ``tegrastats``) until ``terminate()``; ``exit_after=True`` closes it at the end."""
+
+    def __init__(self, lines, exit_after: bool = False):
+        import threading
+
+        self._lines = [ln if ln.endswith("\n") else ln + "\n" for ln in lines]
+        self._exit_after = exit_after
+        self._stopped = threading.Event()
+        self.argv: list[str] | None = None
+        self.returncode: int | None = None
+        self.stdout = self._iter()
+
+    def _iter(self):
+        yield from self._lines
+        if not self._exit_after:
+            self._stopped.wait()
+
+    def terminate(self) -> None:
+        self._stopped.set()
+        self.returncode = -15
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.returncode or 0
+
+
+def recorded_runner(lines, exit_after: bool = False):
+    """A ``runner(argv)`` for TegrastatsMeter that replays recorded lines; ``runner.argv``
+    holds the command line it was asked to run."""
+    def runner(argv):
+        proc = RecordedProcess(lines, exit_after)
+        proc.argv = list(argv)
+        runner.argv = list(argv)
+        runner.proc = proc
+        return proc
+    runner.argv = None
+    return runner
