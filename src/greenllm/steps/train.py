@@ -224,15 +224,11 @@ def _mask_reapplier(model) -> Callable[[], None] | None:
     """Pruning masks live with the prune step; re-apply them after each update if present."""
     try:
         from . import prune as prune_mod
-    except ImportError:
+    except ImportError:  # pragma: no cover - prune ships with greenllm
         return None
-    fn = getattr(prune_mod, "reapply_masks", None)
-    has = getattr(prune_mod, "has_masks", None)
-    if fn is None:
+    if not prune_mod.masks(model):
         return None
-    if callable(has) and not has(model):
-        return None
-    return lambda: fn(model)
+    return lambda: prune_mod.reapply_masks(model)
 
 
 def _is_oom(exc: BaseException) -> bool:
