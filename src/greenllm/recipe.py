@@ -79,8 +79,6 @@ class CarbonSpec:
                 return
             try:
                 carbon.grid_intensity(region=self.region)
-            except ConfigError:
-                raise
             except Exception as exc:  # GreenLLMError from the carbon table
                 raise ConfigError(f"region: {exc}") from None
 
@@ -360,6 +358,12 @@ FIELD_DOCS = {
     "model.dtype": "Weights dtype at load time.",
     "model.device": "cpu, cuda or cuda:N.",
     "model.trust_remote_code": "Allow custom model code from the hub (off by default).",
+    "workload.prompts": "builtin:prompts, a text file (one prompt a line) or a list of strings.",
+    "workload.max_new_tokens": "Tokens generated per request (greedy).",
+    "workload.batch_size": "Prompts per request.",
+    "workload.warmup": "Unmeasured passes over the prompts before the repeats.",
+    "workload.repeats": "Measured passes; means and 95 % CIs are over these.",
+    "workload.limit": "Use only the first N prompts (null = all).",
     "measure.hz": "Meter sampling rate in samples per second.",
     "measure.idle_s": "Seconds of idle power measured before each window and subtracted "
                       "(0 = no idle subtraction).",
@@ -370,6 +374,17 @@ FIELD_DOCS = {
     "targets.min_energy_saving": "Smallest required saving in energy per token, as a fraction "
                                  "(0.2 = 20 %).",
 }
+
+
+_TOP_LEVEL_TABLE = (
+    ("schema_version", "int", "required"), ("name", "str", "required"),
+    ("model", "ModelSpec or str", "required"),
+    ("variants", "mapping of name -> list of steps", "`{}` (baseline only)"),
+    ("evals", "list of evaluations", "`[]`"), ("workload", "Workload", "the defaults below"),
+    ("meters", "`auto` or list of str", '`"auto"`'), ("measure", "MeasureSpec", "see below"),
+    ("carbon", "CarbonSpec", "see below"), ("targets", "TargetsSpec", "none"),
+    ("calibration", "str or null", "`null`"), ("seed", "int", "`0`"),
+    ("output", "str or null", "`null`"))
 
 
 def _type_str(tp: Any) -> str:
@@ -412,6 +427,15 @@ def _fields_table(cls: type, prefix: str = "") -> list[str]:
     return rows
 
 
+def _spec_or_none(registry, key: str):
+    try:
+        return registry.get(key)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").startswith("greenllm."):
+            return None
+        raise
+
+
 def schema_markdown() -> str:
     """The recipe reference (docs/recipes.md), generated from the dataclasses and registries."""
     from .evals import EVALS
@@ -449,8 +473,9 @@ def schema_markdown() -> str:
              "`src/greenllm/recipes/seeds/`: `slm-energy-edge*.yaml`, `jetson-inference*.yaml`), "
              "each run into its own output directory.", "",
              "## Top level", ""]
-    lines += _fields_table(Recipe)
-    lines = [ln for ln in lines if not ln.startswith("| `source` ")]
+    lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, tp, default in _TOP_LEVEL_TABLE:
+        lines.append(f"| `{key}` | {tp} | {default} | {FIELD_DOCS[key]} |")
     for title, cls, prefix in (("model", ModelSpec, "model."), ("measure", MeasureSpec, "measure."),
                                ("carbon", CarbonSpec, "carbon."),
                                ("targets", TargetsSpec, "targets.")):
@@ -463,8 +488,11 @@ def schema_markdown() -> str:
               "measured (duration and energy) by the runner. Steps whose config has "
               "`power_cap_w` or `power_mode` run under that hardware setting, restored after.", ""]
     for key in STEPS.names():
-        spec = STEPS.get(key)
+        spec = _spec_or_none(STEPS, key)
         lines += [f"### `{key}`", ""]
+        if spec is None:
+            lines += ["(not built into this version)", ""]
+            continue
         if getattr(spec, "summary", ""):
             lines += [spec.summary, ""]
         lines += _fields_table(spec.config_cls, f"steps.{key}.") + [""]
@@ -472,8 +500,11 @@ def schema_markdown() -> str:
               "Each entry is `{KEY: {settings}}`. Data sources are a file path (relative to the "
               "recipe's folder) or `builtin:NAME` for the sets shipped in greenllm/data.", ""]
     for key in EVALS.names():
-        spec = EVALS.get(key)
+        spec = _spec_or_none(EVALS, key)
         lines += [f"### `{key}`", ""]
+        if spec is None:
+            lines += ["(not built into this version)", ""]
+            continue
         if getattr(spec, "summary", ""):
             lines += [spec.summary, ""]
         lines += _fields_table(spec.config_cls, f"evals.{key}.") + [""]
