@@ -263,7 +263,7 @@ def _run_request(model, batch, max_new_tokens: int, device, accepts: set[str]) -
     return {"prefill_s": t1 - t0, "decode_s": t2 - t1, "e2e_s": t2 - t0,
             "batch": int(ids.shape[0]), "prompt_tokens": int(batch["attention_mask"].sum()),
             "new_tokens": int(tokens.numel()), "decode_tokens": int(ids.shape[0]) * (max_new_tokens - 1),
-            "peak_rss_bytes": peak}
+            "peak_rss_bytes": peak, "tokens": tokens}
 
 
 def _tokenize_batches(tokenizer, prompts: list[str], batch_size: int, device) -> list[dict]:

@@ -112,6 +112,13 @@ class NvmlPowerCap:
         return (f"GPU {self.index} ({self.gpu_name()}) power limit {self.get():g} W "
                 f"(allowed {lo:g}-{hi:g} W)")
 
+    def close(self) -> None:
+        """Release this cap's NVML session (it does not change the limit)."""
+        try:
+            self._nvml.nvmlShutdown()
+        except Exception:
+            pass
+
     def journal_params(self) -> dict[str, Any]:
         return {"index": self.index}
 
