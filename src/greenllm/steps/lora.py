@@ -1,0 +1,114 @@
+"""The ``lora`` step: LoRA / QLoRA recovery fine-tuning through peft, merged back on request.
+
+After pruning or quantizing, a few hundred steps of low-rank adapters on ``target_modules``
+recover part of the lost quality while training ~1 % of the parameters. ``method: qlora``
+trains adapters on top of a 4-bit bitsandbytes model (put ``quantize: {method: bnb_nf4}``
+before it). With ``merge: true`` (default) the adapters are folded into the weights
+(``merge_and_unload``), so the result is a plain model with no LoRA modules; pruning masks are
+re-applied after the merge so a pruned model stays sparse. Training runs in the shared loop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..errors import ConfigError, require
+from .base import StepContext, StepSpec
+from .train import TrainingStepConfig, autocast_context, causal_lm_loss, device_of, train_loop
+
+
+@dataclass
+class LoraConfig(TrainingStepConfig):
+    method: Literal["lora", "qlora"] = "lora"
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: list[str] | None = None    # None: peft's default for the architecture
+    merge: bool = True
+    lr: float = 2e-4
+
+    def validate(self) -> None:
+        TrainingStepConfig.validate(self)
+        if self.r < 1:
+            raise ConfigError(f"r: {self.r} must be >= 1")
+        if self.alpha <= 0:
+            raise ConfigError(f"alpha: {self.alpha} must be > 0")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout: {self.dropout} must be in [0, 1)")
+        if self.target_modules is not None and not self.target_modules:
+            raise ConfigError("target_modules: the list is empty; name modules such as "
+                              "[q_proj, v_proj] or leave it out")
+        if self.method == "qlora" and self.merge:
+            raise ConfigError("merge: merging adapters into 4-bit weights re-quantizes them and "
+                              "loses the recovery; set merge: false with method: qlora")
+
+
+def _is_4bit(model) -> bool:
+    return any(type(m).__name__ == "Linear4bit" for m in model.modules())
+
+
+def lora_module_count(model) -> int:
+    """Modules carrying LoRA adapters (0 after a merge)."""
+    return sum(1 for m in model.modules() if hasattr(m, "lora_A"))
+
+
+def _apply(model, cfg: LoraConfig, ctx: StepContext):
+    from .data import build_batches
+
+    autocast_context(cfg.precision, device_of(model))
+    if cfg.method == "qlora" and not _is_4bit(model):
+        raise ConfigError("lora.method: qlora trains adapters on a 4-bit model; put "
+                          "{quantize: {method: bnb_nf4}} before this step, or use method: lora")
+    if lora_module_count(model):
+        raise ConfigError("lora: the model already carries LoRA adapters; merge them first "
+                          "(merge: true) before adding more")
+    peft = require("peft", "peft", "LoRA fine-tuning")
+    source = cfg.data if cfg.data is not None else ctx.calibration
+    train_b, eval_b = build_batches(ctx.tokenizer, source, task=cfg.task, seq_len=cfg.seq_len,
+                                    batch_size=cfg.batch_size, eval_fraction=cfg.eval_fraction,
+                                    seed=cfg.seed, max_examples=cfg.max_examples)
+    if cfg.method == "qlora":
+        require("bitsandbytes", "bnb", "QLoRA")
+        model = peft.prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    pcfg = peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                           target_modules=list(cfg.target_modules) if cfg.target_modules else None,
+                           task_type="CAUSAL_LM", bias="none")
+    meta = getattr(model, "_greenllm", None)
+    grad_state = {n: p.requires_grad for n, p in model.named_parameters()}
+    try:
+        pmodel = peft.get_peft_model(model, pcfg)
+    except ValueError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"target_modules: {first} (name the Linear modules to adapt, e.g. "
+                          "[q_proj, v_proj] for Llama or [c_attn] for GPT-2)") from None
+    trainable = sum(p.numel() for p in pmodel.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in pmodel.parameters())
+    if cfg.gradient_checkpointing and cfg.method == "lora":
+        # checkpointed blocks need an input that requires grad when the embeddings are frozen
+        pmodel.enable_input_require_grads()
+    report = train_loop(pmodel, train_b, causal_lm_loss, cfg.loop_config(), eval_b or None,
+                        ctx.extras.get("train_hooks"))
+    adapters = lora_module_count(pmodel)
+    if cfg.merge:
+        out = pmodel.merge_and_unload()
+        from . import prune as prune_mod
+        masked = prune_mod.reapply_masks(out)   # the merged delta is dense
+        for n, p in out.named_parameters():     # peft froze the base weights
+            p.requires_grad_(grad_state.get(n, True))
+    else:
+        out, masked = pmodel, 0
+    if meta is not None:
+        setattr(out, "_greenllm", meta)
+    out.eval()
+    stats: dict[str, Any] = report.to_dict()
+    stats.update(method=cfg.method, r=cfg.r, alpha=cfg.alpha, adapted_modules=adapters,
+                 trainable_params=trainable, total_params=total,
+                 trainable_fraction=trainable / max(total, 1), merged=cfg.merge,
+                 masks_reapplied=masked, train_batches=len(train_b), eval_batches=len(eval_b),
+                 power_cap_w=cfg.power_cap_w, power_mode=cfg.power_mode)
+    return out, stats
+
+
+SPEC = StepSpec(key="lora", config_cls=LoraConfig, apply=_apply,
+                summary="LoRA / QLoRA recovery fine-tuning through peft, merged back on request")
