@@ -65,6 +65,9 @@ class CarbonSpec:
     pue: float = 1.0
 
     def validate(self):
+        if self.region is None and self.intensity_g_per_kwh is None:
+            raise ConfigError("region: give region (an ISO-3 country code such as KOR) or "
+                              "intensity_g_per_kwh (gCO2e/kWh)")
         if self.region is not None and self.intensity_g_per_kwh is not None:
             raise ConfigError("region: give either region or intensity_g_per_kwh, not both")
         if self.intensity_g_per_kwh is not None and not 0 <= self.intensity_g_per_kwh <= 3000:

@@ -152,7 +152,8 @@ def quality(evals: list[dict[str, Any]]) -> tuple[float | None, str | None, bool
     for e in evals:
         pm = primary_metric(e)
         if pm and _num(e.get(pm[0])) is not None:
-            return _num(e.get(pm[0])), f"{e.get('task')} {pm[0]}", False
+            label = pm[0] if e.get("task") == pm[0] else f"{e.get('task')} {pm[0]}"
+            return _num(e.get(pm[0])), label, False
     return None, None, True
 
 

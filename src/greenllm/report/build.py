@@ -36,8 +36,8 @@ def _intensity(carbon_cfg: dict[str, Any]) -> dict[str, Any]:
 
     it = carbon.grid_intensity(region=carbon_cfg.get("region"),
                                intensity_g_per_kwh=carbon_cfg.get("intensity_g_per_kwh"))
-    return {"region": carbon_cfg.get("region"), "intensity_g_per_kwh": float(it.g_per_kwh),
-            "source": getattr(it, "source", None), "year": getattr(it, "year", None),
+    return {"region": it.region, "country_name": getattr(it, "country_name", None),
+            "intensity_g_per_kwh": float(it.g_per_kwh), "source": it.source, "year": it.year,
             "pue": float(carbon_cfg.get("pue") or 1.0)}
 
 

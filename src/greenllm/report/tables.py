@@ -8,10 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import math
-import time
 from typing import Any
 
-from ..units import BYTES_PER_MIB, J_PER_KWH, MJ_PER_J
+from ..units import BYTES_PER_MIB, MJ_PER_J
 
 DASH = "—"
 
@@ -267,17 +266,6 @@ def to_csv(doc: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-# codecarbon's emissions.csv columns (codecarbon 2.x/3.x output), used when greenllm.carbon
-# does not provide EMISSIONS_CSV_COLUMNS / emissions_row.
-CODECARBON_COLUMNS = (
-    "timestamp", "project_name", "run_id", "experiment_id", "duration", "emissions",
-    "emissions_rate", "cpu_power", "gpu_power", "ram_power", "cpu_energy", "gpu_energy",
-    "ram_energy", "energy_consumed", "country_name", "country_iso_code", "region",
-    "cloud_provider", "cloud_region", "os", "python_version", "codecarbon_version",
-    "cpu_count", "cpu_model", "gpu_count", "gpu_model", "longitude", "latitude",
-    "ram_total_size", "tracking_mode", "on_cloud", "pue")
-
-
 def _windows(doc: dict[str, Any]) -> list[tuple[str, float, float, float | None]]:
     """(label, duration_s, energy_j, started_at_unix_s) of every measured window."""
     out = []
@@ -293,37 +281,23 @@ def _windows(doc: dict[str, Any]) -> list[tuple[str, float, float, float | None]
 
 
 def emissions_csv(doc: dict[str, Any]) -> str:
-    """One codecarbon-compatible row per measured window (steps and benches)."""
+    """One codecarbon-compatible row (greenllm.carbon.EMISSIONS_CSV_COLUMNS) per measured
+    window: every compression step and every benchmark."""
     from .. import carbon
 
     c = doc["carbon"]
-    env = doc.get("environment") or {}
-    hw = env.get("hardware") or {}
-    columns = getattr(carbon, "EMISSIONS_CSV_COLUMNS", None)
-    row_fn = getattr(carbon, "emissions_row", None)
+    intensity = carbon.Intensity(c["intensity_g_per_kwh"], c.get("source") or "user",
+                                 c.get("year"), c.get("region"), c.get("country_name"))
+    hw = (doc.get("environment") or {}).get("hardware") or {}
     buf = io.StringIO()
-    rows = []
-    for label, dur, energy_j, _ in _windows(doc):
-        if columns and row_fn:
-            rows.append(row_fn(energy_j=energy_j, duration_s=dur,
-                               intensity_g_per_kwh=c["intensity_g_per_kwh"], pue=c["pue"],
-                               project_name=str(doc.get("recipe")), experiment_id=label,
-                               region=c.get("region")))
-            continue
-        kwh = energy_j / J_PER_KWH
-        em_kg = float(carbon.emissions_g(energy_j, c["intensity_g_per_kwh"], c["pue"])) / 1e3
-        rows.append({"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                     "project_name": doc.get("recipe"), "run_id": doc["run"]["id"],
-                     "experiment_id": label, "duration": dur, "emissions": em_kg,
-                     "emissions_rate": em_kg / dur if dur else 0.0,
-                     "energy_consumed": kwh * c["pue"], "country_iso_code": c.get("region"),
-                     "cpu_count": hw.get("cpu_count"), "os": hw.get("system"),
-                     "python_version": (env.get("software") or {}).get("python"),
-                     "ram_total_size": hw.get("memory_bytes"), "tracking_mode": "process",
-                     "on_cloud": "N", "pue": c["pue"]})
-    cols = list(columns) if columns and row_fn else list(CODECARBON_COLUMNS)
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=list(carbon.EMISSIONS_CSV_COLUMNS), lineterminator="\n",
+                       extrasaction="ignore")
     w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+    for label, dur, energy_j, _ in _windows(doc):
+        extra = {"cpu_count": hw.get("cpu_count") or "",
+                 "ram_total_size": (hw.get("memory_bytes") or 0) / 1024 ** 3 or ""}
+        w.writerow(carbon.emissions_row(energy_j, dur, intensity, c["pue"],
+                                        project_name=str(doc.get("recipe")),
+                                        run_id=str(doc["run"]["id"]), experiment_id=label,
+                                        extra=extra))
     return buf.getvalue()

@@ -1,0 +1,158 @@
+"""Report files from a store holding known numbers (no model, no torch): results.json
+contract, payback and not-greener through the whole pipeline, Markdown/LaTeX/CSV/HTML,
+escaping of a hostile variant name, plots, and `greenllm report DIR`."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from greenllm.cli import main
+from greenllm.report.build import write_report
+from greenllm.results import BenchResult, DomainEnergy, EnergyReport, EvalResult, StepResult
+from greenllm.store import Store
+
+EVIL = '<script>alert("x")</script>&\'"'
+
+
+def _energy(j, dur=10.0):
+    d = DomainEnergy(meter="rapl", domain="package-0", energy_j=j, mean_power_w=j / dur,
+                     samples=100, method="counter")
+    return EnergyReport(duration_s=dur, energy_j=j, mean_power_w=j / dur, domains=(d,),
+                        samples=100, sampling_hz=10.0, method="counter", estimated=False,
+                        meters=("rapl",))
+
+
+def _bench(req_j, req_ci, size):
+    tok = 32
+    m = {"energy_per_request_j": req_j, "energy_per_token_j": req_j / tok,
+         "e2e_latency_s": req_j / 20.0, "size_bytes": size, "tokens_per_wh": 3600.0 / (req_j / tok),
+         "edp_js": req_j * req_j / 20.0}
+    ci = {"energy_per_request_j": req_ci, "energy_per_token_j": req_ci / tok,
+          "e2e_latency_s": req_ci / 20.0}
+    return BenchResult(metrics=m, ci95=ci, meter="rapl", estimated=False, repeats=5,
+                       workload={"prompts": "builtin:prompts", "max_new_tokens": 32},
+                       energy=_energy(req_j * 4 * 5))
+
+
+def _acc(acc, se, n=200):
+    return EvalResult(task="hellaswag", n=n, metrics={"acc": acc, "acc_stderr": se,
+                                                      "acc_norm": acc, "acc_norm_stderr": se},
+                      duration_s=3.0, settings={"data": "hellaswag_val_full.txt"})
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """baseline: 2.0 J/request; 'int8': 1.5 J/request, compression 360 J -> payback 720;
+    EVIL: 1.98 J/request with a wide CI -> not greener."""
+    plan = []
+    specs = [("baseline", [], _bench(2.0, 0.02, 1000), _acc(0.50, 0.02), None),
+             ("int8", [{"quantize": {"method": "int8_weight"}}], _bench(1.5, 0.02, 500),
+              _acc(0.49, 0.02), 360.0),
+             (EVIL, [{"prune": {"method": "wanda", "sparsity": 0.5}}], _bench(1.98, 0.2, 1000),
+              _acc(0.40, 0.02), 50.0)]
+    with Store(tmp_path) as s:
+        for i, (name, steps, *_r) in enumerate(specs):
+            plan.append({"name": name, "variant_key": f"v{i}", "eval_keys": [f"e{i}"],
+                         "bench_key": f"b{i}", "steps": steps})
+        recipe = {"name": "known-numbers", "model": {"id": "m", "dtype": "float32",
+                                                      "device": "cpu"},
+                  "workload": {"prompts": "builtin:prompts", "max_new_tokens": 32,
+                               "batch_size": 1, "warmup": 1, "repeats": 5},
+                  "carbon": {"intensity_g_per_kwh": 360.0, "pue": 1.5},
+                  "targets": {"max_accuracy_drop_pp": 2.0, "min_energy_saving": 0.2}}
+        run = s.begin_run("known-numbers", recipe, plan)
+        s.set_environment(run, hardware={"cpu_count": 2, "machine": "x86_64"},
+                          software={"python": "3.11", "greenllm": "0.1.0"},
+                          meters={"requested": ["rapl"]}, sampling_hz=10.0, idle_s=0.0)
+        for i, (name, steps, bench, ev, comp_j) in enumerate(specs):
+            s.ensure_variant(f"v{i}", name, {"steps": steps}, len(steps), run)
+            if comp_j is not None:
+                (key, cfg), = steps[0].items()
+                s.add_step(f"v{i}", 0, StepResult(step=key, method=cfg["method"], config=cfg,
+                                                  duration_s=5.0, size_bytes_before=1000,
+                                                  size_bytes_after=500, energy=_energy(comp_j)),
+                           run)
+            s.add_eval(f"e{i}", f"v{i}", ev, run)
+            s.add_bench(f"b{i}", f"v{i}", bench, run)
+        s.finish_run(run, "finished")
+    write_report(tmp_path)
+    return tmp_path
+
+
+def test_results_json_contract_and_known_numbers(run_dir):
+    doc = json.loads((run_dir / "results.json").read_text())
+    names = [v["name"] for v in doc["variants"]]
+    assert names == ["baseline", "int8", EVIL]
+    for v in doc["variants"]:
+        for key in ("name", "steps", "evals", "bench", "compression_energy_j", "deltas",
+                    "payback_inferences", "not_greener"):
+            assert key in v
+        assert isinstance(v["evals"], list) and v["evals"][0]["task"] == "hellaswag"
+        assert v["evals"][0]["acc"] is not None            # flat `greenllm eval --json` form
+        assert v["bench"]["meter"] == "rapl"                # flat `greenllm bench --json` form
+        assert "energy_per_token_j_ci95" in v["bench"]
+    base, int8, evil = doc["variants"]
+    assert base["not_greener"] is False and base["payback_inferences"] is None
+    assert int8["compression_energy_j"] == 360.0
+    assert int8["payback_inferences"] == pytest.approx(360.0 / (2.0 - 1.5))
+    assert int8["not_greener"] is False
+    assert int8["deltas"]["energy_per_token_pct"] == pytest.approx(-25.0)
+    assert int8["deltas"]["size_pct"] == pytest.approx(-50.0)
+    assert int8["deltas"]["evals"][0]["delta_pp"] == pytest.approx(-1.0)
+    assert int8["targets"]["max_accuracy_drop_pp"]["pass"] is True
+    assert int8["targets"]["min_energy_saving"]["pass"] is True
+    assert evil["not_greener"] is True                     # -1 % with a ±10 % CI
+    assert evil["targets"]["max_accuracy_drop_pp"]["pass"] is False
+    # carbon: 1000 requests x 1.5 J = 1500 J = 1500/3.6e6 kWh x 360 g/kWh x PUE 1.5
+    assert int8["emissions_g_per_1000_inferences"] == pytest.approx(1500 / 3.6e6 * 360 * 1.5)
+    assert int8["compression_emissions_g"] == pytest.approx(360 / 3.6e6 * 360 * 1.5)
+    assert doc["pareto"] == ["baseline", "int8"]
+    assert "All figures are hardware measurements." in doc["methodology"]
+    assert "rapl" in doc["methodology"] and "5 measured repeats" in doc["methodology"]
+    assert "repaid after 720 inferences" in doc["carbon_statement"]
+
+
+def test_markdown_latex_csv(run_dir):
+    md = (run_dir / "report.md").read_text()
+    assert "| int8 |" in md and "NO: compressed but not greener" in md and "720" in md
+    tex = (run_dir / "report.tex").read_text()
+    for cmd in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}", r"\end{table}"):
+        assert cmd in tex
+    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 1
+    assert "<script>" not in tex and r"\&" in tex and r"\paragraph{Methodology.}" in tex
+    body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0]
+    n_cols = tex.split(r"\begin{tabular}{")[1].split("}")[0]
+    for row in filter(None, (r.strip() for r in body.split(r"\\"))):
+        assert row.count(" & ") == len(n_cols) - 1, row
+    rows = list(csv.DictReader(io.StringIO((run_dir / "results.csv").read_text())))
+    assert [r["variant"] for r in rows] == ["baseline", "int8", EVIL]
+    assert float(rows[1]["payback_inferences"]) == pytest.approx(720.0)
+    assert rows[2]["not_greener"] == "True"
+    em = list(csv.DictReader(io.StringIO((run_dir / "emissions.csv").read_text())))
+    assert {"timestamp", "project_name", "duration", "emissions", "energy_consumed"} <= set(em[0])
+    step_row = next(r for r in em if r["experiment_id"] == "int8/step0:quantize")
+    assert float(step_row["energy_consumed"]) == pytest.approx(360 / 3.6e6)
+    assert float(step_row["emissions"]) == pytest.approx(360 / 3.6e6 * 360 * 1.5 / 1000)
+
+
+def test_html_escapes_every_string(run_dir):
+    html = (run_dir / "report.html").read_text()
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#x27;&quot;" in html
+    assert html.count("data:image/png;base64,") == 2
+    assert "http://" not in html and "https://" not in html     # self-contained
+    for f in ("pareto.png", "pareto.pdf", "energy_per_token.png", "energy_per_token.pdf"):
+        data = (run_dir / f).read_bytes()
+        assert data[:4] in (b"\x89PNG", b"%PDF")
+
+
+def test_report_command_rebuilds(run_dir, capsys):
+    (run_dir / "report.md").unlink()
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "report.md").exists()
+    assert main(["report", str(run_dir / "nothing-here")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no results store" in err
