@@ -1,0 +1,199 @@
+"""Quantize methods built on PyTorch alone: ``int8_weight``, ``bf16`` / ``fp16`` casting and
+torch.ao ``dynamic_int8``.
+
+``int8_weight`` replaces each selected ``nn.Linear`` with ``Int8WeightLinear``: symmetric
+per-output-channel int8 weights (scale = max|w_row| / 127) and PyTorch's int8 weight-only
+matmul kernel ``torch.ops.aten._weight_int8pack_mm`` (activations in ``compute_dtype``,
+bfloat16 by default, because the CPU kernel's float32 path is several times slower). Its
+state dict holds ``weight_int8`` (int8) and ``weight_scale`` (float32), so save_pretrained
+writes 1 byte per weight and ``restore_int8_weight`` rebuilds the modules on load.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import UnsupportedError
+from .quantize import swap_modules
+
+
+# --------------------------------------------------------------------------- int8 weight-only
+def _int8pack_works(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``_weight_int8pack_mm`` runs on ``device`` for ``dtype`` activations."""
+    try:
+        x = torch.ones(2, 32, dtype=dtype, device=device)
+        w = torch.ones(8, 32, dtype=torch.int8, device=device)
+        s = torch.ones(8, dtype=dtype, device=device)
+        y = torch.ops.aten._weight_int8pack_mm(x, w, s)
+        return bool(torch.allclose(y.float(), torch.full((2, 8), 32.0, device=device)))
+    except (RuntimeError, NotImplementedError, AttributeError):
+        return False
+
+
+class Int8WeightLinear(nn.Module):
+    """y = x @ (q * scale).T + b with int8 ``q`` [out, in] and float32 per-row ``scale``."""
+
+    greenllm_weight_format = "int8_weight"
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 compute_dtype: str = "bfloat16", device=None, use_kernel: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight_int8", torch.zeros(out_features, in_features,
+                                                        dtype=torch.int8, device=device))
+        self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32,
+                                                        device=device))
+        self.bias = (nn.Parameter(torch.zeros(out_features, device=device), requires_grad=False)
+                     if bias else None)
+        self.compute_dtype = getattr(torch, compute_dtype)
+        self.use_kernel = use_kernel
+        self._scale_cache: tuple | None = None
+
+    @staticmethod
+    def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w = w.detach().float()
+        amax = w.abs().amax(dim=1)
+        scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+        q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        return q, scale
+
+    @classmethod
+    def from_linear(cls, lin: nn.Linear, compute_dtype: str, use_kernel: bool):
+        new = cls(lin.in_features, lin.out_features, lin.bias is not None, compute_dtype,
+                  device=lin.weight.device, use_kernel=use_kernel)
+        q, scale = cls.quantize_weight(lin.weight)
+        new.weight_int8.copy_(q)
+        new.weight_scale.copy_(scale)
+        if lin.bias is not None:
+            new.bias.data = lin.bias.detach().clone()
+        return new
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return self.weight_int8.float() * self.weight_scale[:, None]
+
+    def _scale(self) -> torch.Tensor:
+        key = (self.weight_scale.data_ptr(), self.weight_scale._version, self.compute_dtype)
+        if self._scale_cache is None or self._scale_cache[0] != key:
+            self._scale_cache = (key, self.weight_scale.to(self.compute_dtype))
+        return self._scale_cache[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features).to(self.compute_dtype).contiguous()
+        if self.use_kernel:
+            y = torch.ops.aten._weight_int8pack_mm(x2, self.weight_int8, self._scale())
+        else:  # devices without the kernel: de-quantize on the fly
+            w = self.weight_int8.to(self.compute_dtype) * self._scale()[:, None]
+            y = F.linear(x2, w)
+        y = y.to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype)
+        return y.reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, compute_dtype={self.compute_dtype}, "
+                f"kernel={'_weight_int8pack_mm' if self.use_kernel else 'dequantize'}")
+
+
+def apply_int8_weight(model, modules, cfg, ctx):
+    dtype = getattr(torch, cfg.compute_dtype)
+    device = modules[0][1].weight.device
+    use_kernel = _int8pack_works(device, dtype)
+    new = {name: Int8WeightLinear.from_linear(lin, cfg.compute_dtype, use_kernel)
+           for name, lin in modules}
+    swap_modules(model, new)
+    return {"kernel": "_weight_int8pack_mm" if use_kernel else "dequantize",
+            "compute_dtype": cfg.compute_dtype}
+
+
+def restore_int8_weight(model, names, cfg, tensors):
+    """Rebuild Int8WeightLinear modules at ``names`` from checkpoint ``tensors``."""
+    dtype = getattr(torch, cfg.compute_dtype)
+    new = {}
+    for name in names:
+        old = model.get_submodule(name)
+        q = tensors[f"{name}.weight_int8"]
+        device = next(iter(old.parameters())).device if list(old.parameters()) else "cpu"
+        use_kernel = _int8pack_works(torch.device(device), dtype)
+        mod = Int8WeightLinear(q.shape[1], q.shape[0], f"{name}.bias" in tensors,
+                               cfg.compute_dtype, device=device, use_kernel=use_kernel)
+        mod.weight_int8.copy_(q)
+        mod.weight_scale.copy_(tensors[f"{name}.weight_scale"])
+        if mod.bias is not None:
+            mod.bias.data = tensors[f"{name}.bias"].to(device).float()
+        new[name] = mod
+    swap_modules(model, new)
+
+
+# --------------------------------------------------------------------------- casting
+class CastLinear(nn.Linear):
+    """A linear layer whose weight is stored and multiplied in a lower float dtype; inputs
+    are cast in and outputs cast back, so the rest of the model is untouched."""
+
+    greenllm_weight_format = "cast"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.to(self.weight.dtype), self.weight, self.bias).to(x.dtype)
+
+
+_CAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _cast_module(lin: nn.Linear, dtype: torch.dtype, method: str) -> CastLinear:
+    new = CastLinear(lin.in_features, lin.out_features, lin.bias is not None,
+                     device="meta", dtype=dtype)
+    new.weight = nn.Parameter(lin.weight.detach().to(dtype), requires_grad=False)
+    if lin.bias is not None:
+        new.bias = nn.Parameter(lin.bias.detach().to(dtype), requires_grad=False)
+    new.greenllm_weight_format = method
+    return new
+
+
+def apply_cast(model, modules, cfg, ctx):
+    dtype = _CAST[cfg.method]
+    device = modules[0][1].weight.device
+    try:
+        F.linear(torch.ones(2, 8, dtype=dtype, device=device),
+                 torch.ones(4, 8, dtype=dtype, device=device))
+    except RuntimeError as exc:
+        raise UnsupportedError(f"quantize.method={cfg.method}: {dtype} matmul does not run on "
+                               f"{device} ({str(exc).splitlines()[0]}); use bf16 or "
+                               "int8_weight") from None
+    swap_modules(model, {name: _cast_module(lin, dtype, cfg.method) for name, lin in modules})
+    return {"weight_dtype": str(dtype).replace("torch.", "")}
+
+
+def restore_cast(model, names, cfg, tensors):
+    dtype = _CAST[cfg.method]
+    swap_modules(model, {n: _cast_module(model.get_submodule(n), dtype, cfg.method)
+                         for n in names})
+
+
+# --------------------------------------------------------------------------- torch.ao dynamic
+def apply_dynamic_int8(model, modules, cfg, ctx):
+    device = modules[0][1].weight.device
+    if device.type != "cpu":
+        raise UnsupportedError(f"quantize.method=dynamic_int8 runs on CPU only (model is on "
+                               f"{device}); use int8_weight or a torchao method on GPU")
+    if modules[0][1].weight.dtype != torch.float32:
+        raise UnsupportedError("quantize.method=dynamic_int8 needs a float32 model (got "
+                               f"{modules[0][1].weight.dtype}); load it with dtype=float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated upstream
+        from torch.ao.nn.quantized.dynamic import Linear as DynLinear
+        from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
+
+        qconfig = per_channel_dynamic_qconfig if cfg.per_channel else default_dynamic_qconfig
+        new = {}
+        for name, lin in modules:
+            lin.qconfig = qconfig
+            try:
+                new[name] = DynLinear.from_float(lin)
+            finally:
+                del lin.qconfig
+    swap_modules(model, new)
+    return {"per_channel": cfg.per_channel, "engine": torch.backends.quantized.engine}

@@ -1,0 +1,303 @@
+"""The ``quantize`` step: weight quantization and casting of a causal LM's linear layers.
+
+Config is data (``QuantizeConfig``); each method is a ``QuantMethod`` record in the
+``QUANT_METHODS`` registry that points at its handler module (``quant_native``,
+``quant_torchao``, ``quant_quanto``, ``quant_bnb``) and says whether a model quantized with it
+can be saved and reloaded. No torch at module level: a recipe validates without torch.
+
+Module selection: every ``nn.Linear`` whose qualified name matches one of ``targets`` (all
+linears when ``targets`` is empty) and none of ``ignore`` (``lm_head`` by default). A pattern is
+an fnmatch glob matched against the full name (``model.layers.0.mlp.down_proj``) or any dotted
+suffix of it, so ``down_proj``, ``mlp.*`` and ``model.layers.1[0-9].*`` all work.
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import ConfigError
+from ..registry import Registry, _resolve
+from .base import StepContext, StepSpec
+
+RECOMMENDED_INT8 = "int8_weight"
+COMPUTE_DTYPES = ("bfloat16", "float32", "float16")
+
+
+@dataclass(frozen=True)
+class QuantMethod:
+    """What greenllm knows about a method without importing its backend."""
+
+    name: str
+    handler: str            # "module:function" -> apply(model, modules, cfg, ctx) -> stats
+    bits: float
+    backend: str            # torch, torchao, quanto, bitsandbytes
+    reloads: bool
+    why_not_reload: str = ""
+    summary: str = ""
+    restore: str | None = None   # "module:function" -> restore(model, modules, cfg, tensors)
+
+    def load(self):
+        return _resolve(self.handler)
+
+    def load_restore(self):
+        if not self.restore:
+            raise ConfigError(f"quantize method {self.name!r} cannot be reloaded: "
+                              f"{self.why_not_reload}")
+        return _resolve(self.restore)
+
+
+_N = "greenllm.steps.quant_native"
+_TAO = "greenllm.steps.quant_torchao"
+_QU = "greenllm.steps.quant_quanto"
+_BNB = "greenllm.steps.quant_bnb"
+_TAO_NO = ("torchao tensor subclasses cannot be written by save_pretrained; save the fp32 "
+           "model and quantize after loading, or use int8_weight, which reloads")
+_BNB_NO = ("bitsandbytes checkpoints saved on CPU do not reload correctly (NF4 reloaded with "
+           "perplexity in the millions); quantize after loading instead")
+
+_METHODS = [
+    QuantMethod("int8_weight", f"{_N}:apply_int8_weight", 8, "torch", True,
+                summary="int8 weight-only, per-channel scales, PyTorch's "
+                        "_weight_int8pack_mm kernel (recommended int8 on CPU)",
+                restore=f"{_N}:restore_int8_weight"),
+    QuantMethod("bf16", f"{_N}:apply_cast", 16, "torch", True,
+                summary="cast linear weights to bfloat16, compute in bfloat16",
+                restore=f"{_N}:restore_cast"),
+    QuantMethod("fp16", f"{_N}:apply_cast", 16, "torch", True,
+                summary="cast linear weights to float16, compute in float16",
+                restore=f"{_N}:restore_cast"),
+    QuantMethod("dynamic_int8", f"{_N}:apply_dynamic_int8", 8, "torch", False,
+                why_not_reload="torch.ao dynamic int8 modules keep their weights in packed "
+                               "script objects that save_pretrained cannot write",
+                summary="torch.ao dynamic quantization: int8 weights and per-token int8 "
+                        "activations (per-channel weights by default)"),
+    QuantMethod("torchao_int8_weight", f"{_TAO}:apply_int8_weight", 8, "torchao", False,
+                why_not_reload=_TAO_NO, summary="torchao Int8WeightOnlyConfig"),
+    QuantMethod("torchao_int8_dynamic", f"{_TAO}:apply_int8_dynamic", 8, "torchao", False,
+                why_not_reload=_TAO_NO, summary="torchao Int8DynamicActivationInt8WeightConfig"),
+    QuantMethod("torchao_int4_weight", f"{_TAO}:apply_int4_weight", 4, "torchao", False,
+                why_not_reload=_TAO_NO,
+                summary="torchao Int4WeightOnlyConfig (tinygemm kernels: CUDA only)"),
+    QuantMethod("quanto_int8", f"{_QU}:apply_quanto", 8, "quanto", True,
+                summary="optimum-quanto qint8 weights", restore=f"{_QU}:restore_quanto"),
+    QuantMethod("quanto_int4", f"{_QU}:apply_quanto", 4, "quanto", True,
+                summary="optimum-quanto qint4 weights (grouped)",
+                restore=f"{_QU}:restore_quanto"),
+    QuantMethod("quanto_float8", f"{_QU}:apply_quanto", 8, "quanto", True,
+                summary="optimum-quanto float8 e4m3 weights", restore=f"{_QU}:restore_quanto"),
+    QuantMethod("bnb_int8", f"{_BNB}:apply_bnb", 8, "bitsandbytes", False,
+                why_not_reload=_BNB_NO, summary="bitsandbytes LLM.int8() Linear8bitLt"),
+    QuantMethod("bnb_nf4", f"{_BNB}:apply_bnb", 4, "bitsandbytes", False,
+                why_not_reload=_BNB_NO, summary="bitsandbytes 4-bit NormalFloat"),
+    QuantMethod("bnb_fp4", f"{_BNB}:apply_bnb", 4, "bitsandbytes", False,
+                why_not_reload=_BNB_NO, summary="bitsandbytes 4-bit float"),
+]
+
+QUANT_METHODS: Registry[QuantMethod] = Registry("quantize method", {m.name: m for m in _METHODS})
+
+
+@dataclass
+class QuantizeConfig:
+    """``quantize`` step settings.
+
+    method: a key of QUANT_METHODS (``int8_weight`` is the recommended int8 on CPU).
+    targets: glob patterns of linear layers to quantize; empty = every nn.Linear.
+    ignore: glob patterns to leave alone (``lm_head`` by default).
+    group_size: group size of the 4-bit methods (torchao_int4_weight, quanto_int4, bnb 4-bit
+      block size).
+    per_channel: dynamic_int8 only: per-output-channel weight scales (else one per tensor).
+    compute_dtype: int8_weight only: activation dtype fed to the int8 kernel (PyTorch's CPU
+      kernel is fast for bfloat16 and slow for float32).
+    """
+
+    method: str = RECOMMENDED_INT8
+    targets: list[str] = field(default_factory=list)
+    ignore: list[str] = field(default_factory=lambda: ["lm_head"])
+    group_size: int = 128
+    per_channel: bool = True
+    compute_dtype: str = "bfloat16"
+
+    def validate(self) -> None:
+        try:
+            QUANT_METHODS.check(self.method)
+        except ConfigError as exc:
+            raise ConfigError(f"method: {exc}") from None
+        for name in ("targets", "ignore"):
+            for i, pat in enumerate(getattr(self, name)):
+                if not pat.strip():
+                    raise ConfigError(f"{name}[{i}]: empty pattern")
+        if self.group_size not in (32, 64, 128, 256):
+            raise ConfigError(f"group_size: {self.group_size} is not one of 32, 64, 128, 256")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ConfigError(f"compute_dtype: {self.compute_dtype!r} is not one of "
+                              f"{', '.join(COMPUTE_DTYPES)}")
+
+    @property
+    def info(self) -> QuantMethod:
+        return QUANT_METHODS.get(self.method)
+
+
+# --------------------------------------------------------------------------- selection
+def matches(name: str, pattern: str) -> bool:
+    """fnmatch ``pattern`` against the full dotted ``name`` or any dotted suffix of it."""
+    parts = name.split(".")
+    return any(fnmatch.fnmatchcase(".".join(parts[i:]), pattern) for i in range(len(parts)))
+
+
+def select_linears(model, targets: list[str], ignore: list[str]) -> list[tuple[str, Any]]:
+    """``[(name, nn.Linear)]`` chosen by targets/ignore; ConfigError when nothing matches."""
+    import torch.nn as nn
+
+    chosen = []
+    for name, mod in model.named_modules():
+        if type(mod) is not nn.Linear:   # already-quantized or custom modules are skipped
+            continue
+        if targets and not any(matches(name, p) for p in targets):
+            continue
+        if any(matches(name, p) for p in ignore):
+            continue
+        chosen.append((name, mod))
+    if not chosen:
+        example = next((n for n, m in model.named_modules() if type(m) is nn.Linear), None)
+        hint = (f"; linear layers here are named like {example!r}" if example
+                else "; the model has no plain nn.Linear layers left (already quantized?)")
+        raise ConfigError(f"quantize.targets: no linear layer matched targets={targets or ['*']} "
+                          f"minus ignore={ignore}{hint}")
+    return chosen
+
+
+def set_submodule(model, name: str, new) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def swap_modules(model, replacements: dict[str, Any]) -> None:
+    """Install all replacement modules at once (after every one was built successfully)."""
+    for name, new in replacements.items():
+        set_submodule(model, name, new)
+
+
+# --------------------------------------------------------------------------- sizes
+def tensor_storage_bytes(t) -> int:
+    """Bytes of ``t`` as stored. Tensor subclasses (torchao Int8Tensor, quanto QBytesTensor /
+    QBitsTensor, ...) are counted through their inner tensors; bitsandbytes parameters add
+    their quantization state (absmax / row scales)."""
+    import torch
+
+    if not isinstance(t, torch.Tensor):
+        return 0
+    inner = getattr(type(t), "__tensor_flatten__", None)
+    if inner is not None and type(t) not in (torch.Tensor, torch.nn.Parameter):
+        names, _ = t.__tensor_flatten__()
+        return sum(tensor_storage_bytes(getattr(t, n)) for n in names)
+    total = t.numel() * t.element_size()
+    qs = getattr(t, "quant_state", None)          # bitsandbytes Params4bit
+    if qs is not None:
+        for attr in ("absmax", "code"):
+            v = getattr(qs, attr, None)
+            if isinstance(v, torch.Tensor):
+                total += v.numel() * v.element_size()
+        st2 = getattr(qs, "state2", None)
+        if st2 is not None and isinstance(getattr(st2, "absmax", None), torch.Tensor):
+            total += st2.absmax.numel() * st2.absmax.element_size()
+    scb = getattr(t, "SCB", None)                  # bitsandbytes Int8Params row scales
+    if isinstance(scb, torch.Tensor):
+        total += scb.numel() * scb.element_size()
+    return int(total)
+
+
+def packed_storage_bytes(model) -> int:
+    """Bytes held outside parameters/buffers: torch.ao dynamic int8 packed weights."""
+    total = 0
+    for mod in model.modules():
+        packed = getattr(mod, "_packed_params", None)
+        if packed is None or not hasattr(packed, "_weight_bias"):
+            continue
+        w, b = packed._weight_bias()
+        total += w.numel()  # int8 values
+        if w.qscheme() in _per_channel_qschemes():
+            for qp in (w.q_per_channel_scales(), w.q_per_channel_zero_points()):
+                total += qp.numel() * qp.element_size()
+        else:
+            total += 16   # one float64 scale and one int64 zero point
+        if b is not None:
+            total += b.numel() * b.element_size()
+    return int(total)
+
+
+def _per_channel_qschemes():
+    import torch
+
+    return (torch.per_channel_affine, torch.per_channel_symmetric)
+
+
+def layer_bits(model) -> dict[str, str]:
+    """Per linear layer: how its weight is stored (``int8``, ``bfloat16``, ``float32``...)."""
+    import torch.nn as nn
+
+    out: dict[str, str] = {}
+    for name, mod in model.named_modules():
+        kind = getattr(mod, "greenllm_weight_format", None)
+        if kind:
+            out[name] = kind
+        elif hasattr(mod, "_packed_params") and hasattr(mod._packed_params, "_weight_bias"):
+            out[name] = "int8(torch.ao dynamic)"
+        elif isinstance(mod, nn.Linear) or type(mod).__name__ in ("QLinear", "Linear8bitLt",
+                                                                  "Linear4bit"):
+            w = mod.weight
+            tname = type(w).__name__
+            if tname in ("Parameter", "Tensor"):
+                out[name] = str(w.dtype).replace("torch.", "")
+            elif getattr(w, "qtype", None) is not None:            # quanto
+                out[name] = str(w.qtype)
+            elif tname == "Params4bit":
+                out[name] = f"bnb.{w.quant_type}"
+            elif tname == "Int8Params":
+                out[name] = "bnb.int8"
+            else:                                                   # torchao and others
+                out[name] = tname
+    return out
+
+
+# --------------------------------------------------------------------------- the step
+def apply(model, cfg: QuantizeConfig, ctx: StepContext):
+    """Quantize the selected linears. Raises GreenLLMError before touching the model when the
+    method cannot run here (missing SDK, unsupported device, no matching layer)."""
+    info = cfg.info
+    modules = select_linears(model, cfg.targets, cfg.ignore)
+    handler = info.load()
+    n_params = sum(m.weight.numel() for _, m in modules)
+    stats = dict(handler(model, modules, cfg, ctx) or {})
+    stats.update({"method": cfg.method, "bits": info.bits, "backend": info.backend,
+                  "quantized_modules": len(modules), "quantized_params": int(n_params),
+                  "reloads": info.reloads})
+    return model, stats
+
+
+SPEC = StepSpec("quantize", QuantizeConfig, apply,
+                "quantize or cast linear-layer weights (int8/int4/float8/bf16/fp16)")
+
+
+class _TorchaoSoFilter(logging.Filter):
+    """Drops torchao's "Failed to load ..._C*.so" warnings (optional CUDA/mxfp8 kernels that
+    cannot load on a CPU-only install); every other torchao record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith("Failed to load") and ".so" in msg)
+
+
+def quiet_torchao_import() -> None:
+    """Install the filter on the ``torchao`` logger (idempotent). Call before importing
+    transformers/torchao."""
+    log = logging.getLogger("torchao")
+    if not any(isinstance(f, _TorchaoSoFilter) for f in log.filters):
+        log.addFilter(_TorchaoSoFilter())
+
+
+__all__ = ["QUANT_METHODS", "RECOMMENDED_INT8", "QuantMethod", "QuantizeConfig", "SPEC",
+           "layer_bits", "matches", "packed_storage_bytes", "quiet_torchao_import",
+           "select_linears", "tensor_storage_bytes"]
