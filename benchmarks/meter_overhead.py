@@ -65,15 +65,19 @@ def main() -> None:
     print(f"meters: {', '.join(m.report.meters)}"
           + (" (estimate)" if m.report.estimated else "") + f"; work per run {base:.2f} s; "
           f"{args.repeats} interleaved repeats")
-    print(f"{'config':<24}{'median_s':>10}{'min_s':>10}{'max_s':>10}{'ratio':>9}{'overhead':>10}")
+    base_min = min(times["baseline (no measure)"])
+    print(f"{'config':<24}{'median_s':>10}{'min_s':>10}{'max_s':>10}{'ratio_med':>11}"
+          f"{'ratio_min':>11}{'overhead_med':>14}")
     for name, _ in configs:
         ts = times[name]
         med = statistics.median(ts)
-        print(f"{name:<24}{med:>10.3f}{min(ts):>10.3f}{max(ts):>10.3f}{med / base:>9.4f}"
-              f"{(med / base - 1) * 100:>9.2f}%")
+        print(f"{name:<24}{med:>10.3f}{min(ts):>10.3f}{max(ts):>10.3f}{med / base:>11.4f}"
+              f"{min(ts) / base_min:>11.4f}{(med / base - 1) * 100:>13.2f}%")
     ratio10 = statistics.median(times["measure 10 Hz"]) / base
-    print(f"goal <= 1 % at 10 Hz: {'met' if ratio10 <= 1.01 else 'NOT met'} "
-          f"({(ratio10 - 1) * 100:+.2f} %)")
+    min10 = min(times["measure 10 Hz"]) / base_min
+    print(f"goal <= 1 % at 10 Hz: median {'met' if ratio10 <= 1.01 else 'NOT met'} "
+          f"({(ratio10 - 1) * 100:+.2f} %), best-of-{args.repeats} "
+          f"{'met' if min10 <= 1.01 else 'NOT met'} ({(min10 - 1) * 100:+.2f} %)")
 
 
 if __name__ == "__main__":
