@@ -123,6 +123,9 @@ def load_model(source: str, *, dtype: str = "float32", device: str = "cpu",
     ``trust_remote_code`` stays off unless asked for. The model is put in eval mode and
     carries ``model._greenllm`` (source, resolved path, provenance, steps applied).
     """
+    from .steps.quantize import quiet_torchao_import
+
+    quiet_torchao_import()   # drop torchao's "Failed to load _C*.so" lines on CPU installs
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError:
@@ -142,8 +145,9 @@ def load_model(source: str, *, dtype: str = "float32", device: str = "cpu",
             if not (path / "config.json").exists():
                 raise ModelError(f"{str(path)!r} is not a Hugging Face model directory "
                                  "(no config.json)")
-            model = AutoModelForCausalLM.from_pretrained(
-                str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code)
+            with _quiet_saved_load(path):
+                model = AutoModelForCausalLM.from_pretrained(
+                    str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code)
             tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
             resolved = str(path)
             prov = path / "greenllm_provenance.json"
@@ -175,6 +179,8 @@ def load_model(source: str, *, dtype: str = "float32", device: str = "cpu",
     model.eval()
     setattr(model, META_ATTR, {"source": source, "resolved": resolved, "dtype": dtype,
                                "provenance": provenance, "steps": []})
+    if path.is_dir() and (path / GREENLLM_JSON).exists():
+        _restore_saved(model, path)   # re-apply saved quantization (see save())
     return model, tok
 
 
@@ -208,6 +214,11 @@ def model_size_bytes(model) -> int:
             total += tensor_storage_bytes(t)
         else:
             total += t.numel() * t.element_size()
+    try:  # torch.ao dynamic int8 keeps weights outside parameters/buffers
+        from .steps.quantize import packed_storage_bytes
+        total += packed_storage_bytes(model)
+    except ImportError:  # pragma: no cover
+        pass
     return int(total)
 
 
@@ -218,3 +229,178 @@ def param_count(model) -> int:
             seen.add(id(p))
             n += p.numel()
     return n
+
+
+# --------------------------------------------------------------------------- save / reload
+GREENLLM_JSON = "greenllm.json"
+CHECKPOINT_FORMAT = "greenllm-checkpoint/1"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _package_versions(model) -> dict[str, str]:
+    from importlib import metadata
+
+    names = ["greenllm", "torch", "transformers", "safetensors"]
+    for entry in model_meta(model).get("steps", []):
+        backend = (entry.get("stats") or {}).get("backend")
+        names += {"quanto": ["optimum-quanto"], "torchao": ["torchao"],
+                  "bitsandbytes": ["bitsandbytes"]}.get(backend, [])
+    out = {}
+    for n in dict.fromkeys(names):
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _layer_report(model) -> dict[str, dict[str, Any]]:
+    """Per linear layer: stored weight format and the fraction of exactly-zero weights."""
+    import torch
+
+    from .steps.quantize import layer_bits
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, fmt in layer_bits(model).items():
+        mod = model.get_submodule(name)
+        w = getattr(mod, "weight_int8", None)
+        if w is None:
+            w = getattr(mod, "weight", None)
+            w = w if isinstance(w, torch.Tensor) and type(w) in (torch.Tensor,
+                                                                 torch.nn.Parameter) else None
+        entry: dict[str, Any] = {"format": fmt}
+        if w is not None and w.numel():
+            entry["sparsity"] = round(float((w == 0).sum()) / w.numel(), 6)
+        out[name] = entry
+    return out
+
+
+def save(model, out_dir, tokenizer=None, *, overwrite: bool = False) -> Path:
+    """Write ``save_pretrained`` output plus ``greenllm.json`` to ``out_dir``.
+
+    greenllm.json records the steps applied (with their configs and stats), per-layer weight
+    format and sparsity, size_bytes and package versions; ``load_model(out_dir)`` reads it and
+    re-applies the quantization of methods that reload. A model that cannot be saved and
+    reloaded faithfully (torchao, torch.ao dynamic int8, bitsandbytes) is refused with a
+    ModelError before anything is written. The directory is written under a temporary name
+    and renamed at the end, so a failure never leaves a half-written checkpoint.
+    """
+    import datetime
+
+    from .steps.quantize import save_blocker
+
+    out = Path(out_dir).expanduser()
+    why = save_blocker(model)
+    if why:
+        raise ModelError(f"cannot save to {str(out)!r}: {why}; nothing was written")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ModelError(f"output {str(out)!r} already exists and is not empty; choose a new "
+                         "directory or pass overwrite=True (--overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        model.save_pretrained(staging)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+        meta = model_meta(model)
+        record = {
+            "format": CHECKPOINT_FORMAT,
+            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"),
+            "source": meta.get("source"),
+            "provenance": meta.get("provenance", {}),
+            "steps": meta.get("steps", []),
+            "size_bytes": model_size_bytes(model),
+            "param_count": param_count(model),
+            "layers": _layer_report(model),
+            "packages": _package_versions(model),
+        }
+        (staging / GREENLLM_JSON).write_text(json.dumps(record, indent=2, default=str))
+        staging.chmod(0o777 & ~_umask())
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            staging.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(out)
+    except GreenLLMError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    except Exception as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot save to {str(out)!r}: {first}; nothing was written") from None
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_saved_load(path: Path):
+    """A greenllm checkpoint of a quantized model has keys transformers does not expect
+    (``weight_int8``, ``weight._data``...) that _restore_saved handles; silence the
+    load report for those directories only."""
+    if not (path / GREENLLM_JSON).exists():
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+class _SafetensorsDir:
+    """Read-only mapping over every *.safetensors file of a checkpoint directory."""
+
+    def __init__(self, path: Path):
+        from safetensors import safe_open
+
+        self._open = safe_open
+        self._where: dict[str, Path] = {}
+        for f in sorted(path.glob("*.safetensors")):
+            with safe_open(str(f), framework="pt") as fh:
+                for k in fh.keys():
+                    self._where[k] = f
+
+    def keys(self):
+        return list(self._where)
+
+    def __contains__(self, key) -> bool:
+        return key in self._where
+
+    def __getitem__(self, key: str):
+        try:
+            f = self._where[key]
+        except KeyError:
+            raise ModelError(f"checkpoint tensor {key!r} is missing; the directory was not "
+                             "written by greenllm.save or is incomplete") from None
+        with self._open(str(f), framework="pt") as fh:
+            return fh.get_tensor(key)
+
+
+def _restore_saved(model, path: Path) -> None:
+    """Re-apply what greenllm.json says was done to the model in ``path``."""
+    from .steps.quantize import restore_step
+
+    try:
+        record = json.loads((path / GREENLLM_JSON).read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{str(path / GREENLLM_JSON)!r} is not readable JSON ({exc})") from None
+    steps = record.get("steps", [])
+    if any(s.get("step") == "quantize" for s in steps):
+        tensors = _SafetensorsDir(path)
+        for entry in steps:
+            if entry.get("step") == "quantize":
+                restore_step(model, entry, tensors)
+    meta = model_meta(model)
+    meta["steps"] = list(steps)
+    if record.get("provenance") and not meta.get("provenance"):
+        meta["provenance"] = record["provenance"]

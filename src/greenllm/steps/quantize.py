@@ -273,8 +273,43 @@ def apply(model, cfg: QuantizeConfig, ctx: StepContext):
     stats = dict(handler(model, modules, cfg, ctx) or {})
     stats.update({"method": cfg.method, "bits": info.bits, "backend": info.backend,
                   "quantized_modules": len(modules), "quantized_params": int(n_params),
-                  "reloads": info.reloads})
+                  "reloads": info.reloads, "modules": [n for n, _ in modules]})
     return model, stats
+
+
+def save_blocker(model) -> str | None:
+    """Why ``model`` cannot be saved and reloaded faithfully, or None when it can.
+
+    Looks at the quantize steps recorded on the model and at the modules themselves, so a
+    model quantized outside greenllm (torchao, torch.ao, bitsandbytes) is refused as well."""
+    from ..models import model_meta
+
+    for entry in model_meta(model).get("steps", []):
+        if entry.get("step") != "quantize":
+            continue
+        method = entry.get("config", {}).get("method")
+        if method in QUANT_METHODS and not QUANT_METHODS.get(method).reloads:
+            return f"quantize method {method!r} does not reload: " \
+                   f"{QUANT_METHODS.get(method).why_not_reload}"
+    for name, fmt in layer_bits(model).items():
+        if fmt.startswith(("int8(torch.ao", "bnb.")):
+            return f"layer {name!r} is {fmt}, which does not reload faithfully"
+        if fmt[:1].isupper():   # a tensor subclass greenllm does not know how to restore
+            return f"layer {name!r} holds a {fmt} weight that save_pretrained cannot write"
+    return None
+
+
+def restore_step(model, entry: dict, tensors) -> None:
+    """Re-apply a saved quantize step from greenllm.json to a freshly loaded model."""
+    from ..config import parse_config
+    from ..errors import ModelError
+
+    cfg = parse_config(QuantizeConfig, entry.get("config", {}), "greenllm.json quantize")
+    names = entry.get("stats", {}).get("modules")
+    if not names:
+        raise ModelError("greenllm.json: quantize step has no module list; re-save the model "
+                         "with greenllm.save")
+    cfg.info.load_restore()(model, names, cfg, tensors)
 
 
 SPEC = StepSpec("quantize", QuantizeConfig, apply,
@@ -300,4 +335,4 @@ def quiet_torchao_import() -> None:
 
 __all__ = ["QUANT_METHODS", "RECOMMENDED_INT8", "QuantMethod", "QuantizeConfig", "SPEC",
            "layer_bits", "matches", "packed_storage_bytes", "quiet_torchao_import",
-           "select_linears", "tensor_storage_bytes"]
+           "restore_step", "save_blocker", "select_linears", "tensor_storage_bytes"]
