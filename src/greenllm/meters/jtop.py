@@ -6,6 +6,7 @@ The jtop module (or a factory returning a started jtop-like object) is injectabl
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 from ..errors import MeterError, MeterUnavailable, MissingDependencyError, require
@@ -14,14 +15,17 @@ from .base import POWER, BaseMeter, Clock, DomainInfo, Reading
 from .rails import NOT_CONNECTED, total_rails
 
 _INSTALL = "pip install 'greenllm[jetson]'"
+JTOP_SOCKET = "/run/jtop.sock"      # jtop.service's socket (jtop/service.py JTOP_PIPE)
 
 
 class JtopMeter(BaseMeter):
     name = "jtop"
 
-    def __init__(self, factory: Callable[[], Any] | None = None, clock: Clock | None = None):
+    def __init__(self, factory: Callable[[], Any] | None = None, clock: Clock | None = None,
+                 socket_path: str = JTOP_SOCKET):
         super().__init__(clock)
         self._factory = factory
+        self._socket = socket_path
         self._jetson = None
 
     def _connect(self):
@@ -33,6 +37,9 @@ class JtopMeter(BaseMeter):
                 mod = require("jtop", "jetson", "Jetson power rails through jtop")
             except MissingDependencyError as exc:
                 raise MeterUnavailable(f"jetson-stats is not installed; run: {_INSTALL}") from exc
+            if not os.path.exists(self._socket):
+                raise MeterUnavailable(f"jtop service not running (no {self._socket}); on a "
+                                       "Jetson run `sudo systemctl restart jtop.service`")
             factory = mod.jtop
         try:
             j = factory()
