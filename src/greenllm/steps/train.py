@@ -7,7 +7,8 @@ gradient checkpointing, fp32 / bf16 / fp16 autocast, AdamW with a cosine schedul
 warm-up, gradient clipping, and early stopping with patience on held-out loss. It records
 tokens, time and loss per epoch and every ``log_every_steps`` optimizer steps; hooks
 (``on_step_end(step, record)``, ``on_epoch_end(epoch, record)``) let the runner add energy to
-those records (a hook that returns a dict has it merged into the record). Steps never import
+those records (a hook that returns a dict has it merged into the record); ``on_train_begin()``
+is called once before the first step. Steps never import
 meters or control: the runner measures them and applies ``power_cap_w`` / ``power_mode``.
 
 After every optimizer step, pruning masks are re-applied when the model carries them, so a
@@ -373,6 +374,7 @@ def train_loop(model, batches: Sequence[dict], loss_fn=None, cfg: TrainLoopConfi
         report.evals.append({"step": step, "eval_loss": loss, "improved": improved})
         return es is not None and bad_evals >= es.patience
 
+    _call_hooks(hooks, "on_train_begin")
     model.train()
     stop = False
     try:
