@@ -55,7 +55,7 @@ def pytest_collection_modifyitems(config, items):
     cache: dict[str, bool] = {}
     for item in items:
         for marker, (probe, reason) in _HARDWARE.items():
-            if marker in item.keywords:
+            if item.get_closest_marker(marker) is not None:
                 if marker not in cache:
                     cache[marker] = probe()
                 if not cache[marker]:
