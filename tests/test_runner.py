@@ -1,0 +1,171 @@
+"""The runner end to end on the tiny in-code model: store, report files, results.json
+contract, resume that skips finished work, re-bench only when the workload changes,
+SIGINT through the CLI (exit 130, resumable)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from greenllm.runner import plan, run
+from greenllm.recipe import load_recipe
+
+REPORT_FILES = ("report.md", "report.tex", "report.html", "results.json", "results.csv",
+                "emissions.csv", "pareto.png", "pareto.pdf", "energy_per_token.png",
+                "energy_per_token.pdf", "greenllm.sqlite")
+
+
+def make_tiny_recipe(root: Path, variants: dict | None = None, repeats: int = 2) -> dict:
+    from greenllm.testing import tiny_model_and_tokenizer
+
+    model, tok = tiny_model_and_tokenizer(0)
+    model.save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    (root / "text.txt").write_text("The quick brown fox jumps over the lazy dog. " * 12)
+    return {"schema_version": 1, "name": "tiny-e2e", "model": {"id": str(root / "model")},
+            "calibration": "text.txt",     # relative: resolved against the recipe's folder
+            "variants": variants if variants is not None else {
+                "mag50": [{"prune": {"method": "magnitude", "sparsity": 0.5}}],
+                "wanda50-int8": [{"prune": {"method": "wanda", "sparsity": 0.5,
+                                            "calibration": {"samples": 4, "seq_len": 32}}},
+                                 {"quantize": {"method": "int8_weight"}}]},
+            "evals": [{"perplexity": {"data": "text.txt", "max_length": 64}}],
+            "workload": {"prompts": ["Hello there", "The cat sat"], "max_new_tokens": 4,
+                         "warmup": 0, "repeats": repeats},
+            "meters": ["estimate"], "carbon": {"intensity_g_per_kwh": 400.0}}
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    recipe = make_tiny_recipe(root)
+    path = root / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    summary = run(path, root / "out", progress=False)
+    return root, path, summary
+
+
+def _counts(out: Path) -> dict:
+    con = sqlite3.connect(out / "greenllm.sqlite")
+    try:
+        return {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                for t in ("runs", "variants", "steps", "evals", "benches")}
+    except sqlite3.OperationalError:     # polled while the schema is being created
+        return {t: 0 for t in ("runs", "variants", "steps", "evals", "benches")}
+    finally:
+        con.close()
+
+
+def test_end_to_end_writes_every_file(e2e):
+    root, _, summary = e2e
+    assert summary.status == "finished"
+    assert summary.variants == ["baseline", "mag50", "wanda50-int8"]
+    assert summary.done == {"steps": 3, "evals": 3, "benches": 3}
+    for f in REPORT_FILES:
+        assert (root / "out" / f).stat().st_size > 0, f
+    assert _counts(root / "out") == {"runs": 1, "variants": 3, "steps": 3, "evals": 3,
+                                     "benches": 3}
+
+
+def test_results_json_contract(e2e):
+    root, _, _ = e2e
+    doc = json.loads((root / "out" / "results.json").read_text())
+    base, mag, wi = doc["variants"]
+    assert base["name"] == "baseline" and base["steps"] == []
+    for v in doc["variants"]:
+        assert {"name", "steps", "evals", "bench", "compression_energy_j", "deltas",
+                "payback_inferences", "not_greener"} <= set(v)
+        assert isinstance(v["not_greener"], bool)
+        assert v["evals"][0]["task"] == "perplexity" and v["evals"][0]["perplexity"] > 1
+        assert v["bench"]["estimated"] is True and v["bench"]["repeats"] == 2
+        assert v["bench"]["energy_per_token_j"] > 0
+    assert [s["step"] for s in wi["steps"]] == ["prune", "quantize"]
+    # the compression's own energy is the sum of its measured steps
+    assert wi["compression_energy_j"] == pytest.approx(sum(s["energy_j"] for s in wi["steps"]))
+    assert wi["compression_energy_j"] > 0
+    assert wi["steps"][1]["size_bytes_after"] < wi["steps"][1]["size_bytes_before"]
+    assert wi["deltas"]["size_pct"] < 0                      # int8 weights are smaller
+    assert mag["steps"][0]["stats"]                          # the step's own stats are kept
+    assert "ESTIMATES" in doc["methodology"]                 # honest about the meter
+    env = doc["environment"]
+    assert env["software"]["torch"] and env["sampling_hz"] == 10.0
+
+
+def test_resume_skips_finished_work(e2e):
+    root, path, _ = e2e
+    before = (root / "out" / "results.json").read_text()
+    summary = run(path, root / "out", progress=False)
+    assert summary.done == {"steps": 0, "evals": 0, "benches": 0}
+    assert summary.skipped["variants"] == 3
+    counts = _counts(root / "out")
+    assert counts["runs"] == 2 and counts["evals"] == 3 and counts["benches"] == 3
+    after = json.loads((root / "out" / "results.json").read_text())
+    old = json.loads(before)
+    assert [v["bench"] for v in after["variants"]] == [v["bench"] for v in old["variants"]]
+
+
+def test_changed_workload_rebenches_only(tmp_path, e2e):
+    root, path, _ = e2e
+    data = yaml.safe_load(path.read_text())
+    data["workload"]["repeats"] = 3
+    r = load_recipe(data | {})
+    keys_old = plan(load_recipe(path))
+    keys_new = plan(r)
+    assert [u.variant_key for u in keys_old] == [u.variant_key for u in keys_new]
+    assert [u.eval_keys for u in keys_old] == [u.eval_keys for u in keys_new]
+    assert all(a.bench_key != b.bench_key for a, b in zip(keys_old, keys_new))
+    # a changed step definition changes the variant key (and so everything below it)
+    data["variants"]["mag50"][0]["prune"]["sparsity"] = 0.25
+    assert plan(load_recipe(data))[1].variant_key != keys_old[1].variant_key
+
+
+def test_fresh_starts_over(tmp_path):
+    recipe = make_tiny_recipe(tmp_path, variants={}, repeats=1)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    run(tmp_path / "r.yaml", tmp_path / "out", progress=False)
+    s = run(tmp_path / "r.yaml", tmp_path / "out", resume=False, progress=False)
+    assert s.done == {"steps": 0, "evals": 1, "benches": 1}
+    assert _counts(tmp_path / "out")["runs"] == 1
+
+
+def test_sigint_stops_cleanly_and_resumes(tmp_path):
+    recipe = make_tiny_recipe(tmp_path, repeats=2)
+    # more variants than the SIGINT needs, so there is always work left to interrupt
+    recipe["variants"].update({f"mag{i}": [{"prune": {"method": "magnitude",
+                                                       "sparsity": i / 100}}]
+                               for i in (10, 20, 30, 40)})
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "greenllm", "run", str(tmp_path / "r.yaml"),
+                             "--out", str(out), "--quiet"], stderr=subprocess.PIPE, text=True,
+                            env=env)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / "greenllm.sqlite").exists() and _counts(out)["benches"] >= 1:
+            break
+        time.sleep(0.05)   # polling the store, not timing anything
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    con = sqlite3.connect(out / "greenllm.sqlite")
+    status = con.execute("SELECT status FROM runs").fetchone()[0]
+    con.close()
+    assert status == "interrupted"
+    done = _counts(out)
+    assert done["benches"] < 7
+    s = run(tmp_path / "r.yaml", out, progress=False)
+    assert s.status == "finished"
+    final = _counts(out)
+    assert final["benches"] == 7 and final["evals"] == 7 and final["steps"] == 7
+    assert s.done["benches"] == 7 - done["benches"]
