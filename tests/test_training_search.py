@@ -254,3 +254,25 @@ def test_energy_callback_inside_a_real_trainer(tmp_path, tiny):
     Trainer(model=model, args=args, train_dataset=rows, callbacks=[cb]).train()
     assert len(cb.records) == 2 and all(r["energy_j"] > 0 for r in cb.records)
     assert cb.report is not None and cb.report.estimated
+
+
+def test_cli_train_search_json_and_one_line_errors(tmp_path, tiny, capsys):
+    from greenllm.cli import main
+
+    model, tok = tiny
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    data = tmp_path / "d.txt"
+    data.write_text(TEXT)
+    rc = main(["train-search", str(tmp_path / "m"), "--data", str(data), "--batch-sizes", "2,4",
+               "--seq-len", "32", "--meter", "estimate", "--profile-steps", "1",
+               "--search-only", "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    import json
+    got = json.loads(out[out.index("{"):])
+    assert {r["batch_size"] for r in got["search"]["rows"]} == {2, 4}
+    assert got["train"] is None and got["search"]["power_control"] is False
+    rc = main(["train-search", str(tmp_path / "m"), "--data", str(data), "--batch-sizes", "2,x"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--batch-sizes" in err and len(err.strip().splitlines()) == 1

@@ -290,13 +290,13 @@ def search(candidates: Sequence[Candidate], profile_fn: Callable[[Candidate], Pr
 
 
 # ----------------------------------------------------------------------------- real profiling
-def detect_power_control() -> tuple[Any | None, str]:
-    """The power control of this machine: ``(NvmlPowerCap | JetsonPowerMode, how)`` or
-    ``(None, why not)``."""
+def detect_power_control(kinds: Sequence[str] = ("nvml", "jetson")) -> tuple[Any | None, str]:
+    """The power control of this machine: ``(NvmlPowerCap | JetsonPowerMode, key)`` or
+    ``(None, why not)``. ``kinds``: ("nvml",) for power limits, ("jetson",) for power modes."""
     from .control import POWER_CAPS
 
     reasons = []
-    for key in ("nvml", "jetson"):
+    for key in kinds:
         try:
             return POWER_CAPS.get(key)(), key
         except (HardwareControlError, MissingDependencyError) as exc:
@@ -395,7 +395,8 @@ def energy_aware_train(model, tokenizer, cfg, *, batch_sizes: Sequence[int],
 
     reason = ""
     if cap == "auto":
-        cap, reason = detect_power_control() if (power_limits_w or power_modes) else (None, "")
+        kinds = ("nvml",) if power_limits_w else ("jetson",) if power_modes else ()
+        cap, reason = detect_power_control(kinds) if kinds else (None, "")
     wants_power = bool(power_limits_w or power_modes)
     if wants_power and cap is None:
         raise HardwareControlError(f"power limits/modes were asked for, but this device has no "

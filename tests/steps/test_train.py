@@ -312,3 +312,25 @@ def test_train_step_errors_are_one_line(tmp_path):
 def _ctx(tok):
     from greenllm.steps import StepContext
     return StepContext(tokenizer=tok)
+
+
+@pytest.mark.parametrize("name", ["jetson-training.yaml", "jetson-training-distilgpt2.yaml",
+                                  "jetson-training-gpt2.yaml", "gpu-power-training.yaml"])
+def test_training_recipes_validate_and_their_train_steps_run_on_a_tiny_model(name):
+    """The seed recipes need the hub and a GPU/Jetson; their step logic runs here on the
+    tiny model with the shipped SQuAD sample instead of the dev file."""
+    import dataclasses
+    from pathlib import Path
+
+    import greenllm
+    from greenllm.recipe import load_recipe
+
+    path = Path(greenllm.__file__).parent / "recipes" / "seeds" / name
+    recipe = load_recipe(path)
+    steps = [(k, c) for _, v in recipe.variants.items() for k, c in v]
+    assert steps and all(k == "train" for k, _ in steps)
+    key, cfg = steps[-1]
+    small = dataclasses.replace(cfg, data="builtin:squad-sample", max_examples=12, seq_len=96,
+                                epochs=1, batch_size=4, power_cap_w=None, power_mode=None)
+    _, res = apply_step(tiny_causal_lm(0), key, small, _ctx(tiny_tokenizer()))
+    assert res.stats["steps"] >= 1 and res.stats["task"] == cfg.task == "qa"
