@@ -1,15 +1,10 @@
 """The runner end to end on the tiny in-code model: store, report files, results.json
-contract, resume that skips finished work, re-bench only when the workload changes,
-SIGINT through the CLI (exit 130, resumable)."""
+contract, resume that skips finished work, keys that change only what they should, --fresh.
+Interrupted runs (SIGINT, kill -9) are in test_kill_resume.py."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -134,38 +129,3 @@ def test_fresh_starts_over(tmp_path):
     s = run(tmp_path / "r.yaml", tmp_path / "out", resume=False, progress=False)
     assert s.done == {"steps": 0, "evals": 1, "benches": 1}
     assert _counts(tmp_path / "out")["runs"] == 1
-
-
-def test_sigint_stops_cleanly_and_resumes(tmp_path):
-    recipe = make_tiny_recipe(tmp_path, repeats=2)
-    # more variants than the SIGINT needs, so there is always work left to interrupt
-    recipe["variants"].update({f"mag{i}": [{"prune": {"method": "magnitude",
-                                                       "sparsity": i / 100}}]
-                               for i in (10, 20, 30, 40)})
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
-    out = tmp_path / "out"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "greenllm", "run", str(tmp_path / "r.yaml"),
-                             "--out", str(out), "--quiet"], stderr=subprocess.PIPE, text=True,
-                            env=env)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (out / "greenllm.sqlite").exists() and _counts(out)["benches"] >= 1:
-            break
-        time.sleep(0.05)   # polling the store, not timing anything
-    assert proc.poll() is None, proc.stderr.read()
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err
-    con = sqlite3.connect(out / "greenllm.sqlite")
-    status = con.execute("SELECT status FROM runs").fetchone()[0]
-    con.close()
-    assert status == "interrupted"
-    done = _counts(out)
-    assert done["benches"] < 7
-    s = run(tmp_path / "r.yaml", out, progress=False)
-    assert s.status == "finished"
-    final = _counts(out)
-    assert final["benches"] == 7 and final["evals"] == 7 and final["steps"] == 7
-    assert s.done["benches"] == 7 - done["benches"]

@@ -22,7 +22,12 @@ def register(app: typer.Typer) -> None:
         """Compress, evaluate and benchmark every variant of RECIPE, then write the report."""
         from ..runner import run
 
-        summary = run(recipe, out, resume=resume, progress=not quiet)
+        try:
+            summary = run(recipe, out, resume=resume, progress=not quiet)
+        except KeyboardInterrupt:
+            typer.echo("greenllm: interrupted; finished results are in the store, run the same "
+                       "command again to resume", err=True)
+            raise typer.Exit(130) from None
         done, skipped = summary.done, summary.skipped
         typer.echo(f"{summary.status}: {len(summary.variants)} variants "
                    f"({done.get('steps', 0)} steps, {done.get('evals', 0)} evals, "
