@@ -100,3 +100,23 @@ def test_lora_config_round_trips():
         parse_config(LoraConfig, {"alpah": 3}, "lora")
     with pytest.raises(ConfigError, match="r: 0"):
         parse_config(LoraConfig, {"r": 0}, "lora")
+
+
+@pytest.mark.slow
+def test_lora_on_smollm2_reduces_loss(smollm2_fresh):
+    """A few LoRA steps on SmolLM2-135M lower its loss on the training text (merged back)."""
+    from greenllm.steps.data import build_batches
+    from greenllm.steps.train import causal_lm_loss, evaluate_loss
+
+    model, tok = smollm2_fresh
+    batches, _ = build_batches(tok, "builtin:wiki-sample", seq_len=64, batch_size=2,
+                               max_examples=4)
+    before = evaluate_loss(model, batches, causal_lm_loss)
+    out, res = apply_step(model, "lora", {"data": "builtin:wiki-sample", "seq_len": 64,
+                                          "batch_size": 2, "max_examples": 4, "epochs": 3,
+                                          "lr": 2e-3, "r": 8,
+                                          "target_modules": ["q_proj", "v_proj"]},
+                          StepContext(tokenizer=tok))
+    after = evaluate_loss(out, batches, causal_lm_loss)
+    assert res.stats["steps"] == 6 and lora_module_count(out) == 0
+    assert after < before - 0.05, (before, after)
