@@ -161,8 +161,12 @@ def select_linears(model, targets: list[str], ignore: list[str]) -> list[tuple[s
         chosen.append((name, mod))
     if not chosen:
         example = next((n for n, m in model.named_modules() if type(m) is nn.Linear), None)
+        done = sum(1 for f in layer_bits(model).values()
+                   if f not in ("float32", "float16", "bfloat16"))
         hint = (f"; linear layers here are named like {example!r}" if example
-                else "; the model has no plain nn.Linear layers left (already quantized?)")
+                else "; the model has no plain nn.Linear layers left")
+        if done:
+            hint += f" ({done} layers are already quantized and are skipped)"
         raise ConfigError(f"quantize.targets: no linear layer matched targets={targets or ['*']} "
                           f"minus ignore={ignore}{hint}")
     return chosen
