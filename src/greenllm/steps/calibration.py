@@ -48,7 +48,12 @@ def _resolve_builtin(name: str) -> Path:
 
 
 def _read_file(path: Path) -> str:
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError:  # e.g. a whole text passed where a path belongs: name too long
+        raise DataError(f"calibration: {str(path)[:40]!r}... is not a readable file path; "
+                        "to calibrate on text itself pass a list of strings") from None
+    if not exists:
         raise DataError(f"calibration file {str(path)!r} does not exist; give a UTF-8 text "
                         "file, a list of strings or a datasets dataset")
     if not path.is_file():

@@ -49,11 +49,11 @@ PRUNE_METHODS: Registry[Callable] = Registry("prune method", {
 class CalibrationConfig:
     samples: int = 32        # windows drawn from the calibration text
     seq_len: int = 512       # tokens per window
-    batch_size: int = 8      # windows per forward pass
+    batch_size: int | None = None   # windows per forward pass; None: all in one pass
 
     def validate(self) -> None:
         for name in ("samples", "seq_len", "batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"calibration.{name}: must be >= 1, got {getattr(self, name)}")
 
 
@@ -235,14 +235,17 @@ def run_layer(layer, hidden, kwargs):
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def layerwise(model, tokens, visit, *, batch_size: int = 8, sequential: bool = True):
+def layerwise(model, tokens, visit, *, batch_size: int | None = None,
+              sequential: bool = True):
     """Walk the decoder layers with calibration activations.
 
-    ``visit(i, layer, forward)`` may register hooks, must call ``forward()`` (which runs the
-    layer on every captured batch and returns the outputs), and may then modify the layer.
-    With ``sequential`` the layer is run again after ``visit`` so layer i+1 sees the outputs
-    of the pruned layer i; otherwise the outputs of the stats pass are used (one pass per
-    layer, about half the time).
+    ``visit(i, layer, forward)`` may register hooks, calls ``forward()`` (which runs the layer
+    on every captured batch and returns the outputs; ``forward.inputs`` holds the inputs)
+    and may then modify the layer. It
+    returns ``(outputs, final)``: ``final`` says the outputs already come from the modified
+    layer (e.g. it pruned inside forward pre-hooks). Otherwise, with ``sequential``, the layer
+    is run again so layer i+1 sees the outputs of the pruned layer i; without it the outputs
+    of the stats pass are used (one pass per layer, about half the time).
     """
     import torch
 
@@ -250,13 +253,14 @@ def layerwise(model, tokens, visit, *, batch_size: int = 8, sequential: bool = T
     was_training = model.training
     model.eval()
     try:
-        batches = capture_layer_inputs(model, layers, tokens, batch_size)
+        batches = capture_layer_inputs(model, layers, tokens, batch_size or tokens.shape[0])
         with torch.no_grad():
             for i, layer in enumerate(layers):
                 def forward(layer=layer):
                     return [run_layer(layer, h, kw) for h, kw in batches]
-                outs = visit(i, layer, forward)
-                if sequential or outs is None:
+                forward.inputs = [h for h, _ in batches]   # type: ignore[attr-defined]
+                outs, final = visit(i, layer, forward)
+                if outs is None or (sequential and not final):
                     outs = forward()
                 batches = [(o, kw) for o, (_, kw) in zip(outs, batches)]
     finally:

@@ -185,51 +185,59 @@ def prune_magnitude(model, cfg: PruneConfig, ctx: StepContext) -> dict[str, Any]
     return stats
 
 
-def _input_hooks(named, kind: str):
-    """Forward hooks accumulating per-Linear input statistics: 'sq' (sum of x_j^2) or 'hessian'
-    (X^T X). Returns (state, handles)."""
-    import torch
+def _stat(x, kind: str):
+    return x.pow(2).sum(0) if kind == "sq" else x.t() @ x
 
+
+def _input_hooks(named, kind: str, prune_one=None):
+    """Forward pre-hooks accumulating per-Linear input statistics: 'sq' (sum of x_j^2) or
+    'hessian' (X^T X). With ``prune_one`` the Linear is pruned inside its own pre-hook, on the
+    statistics of this single call, before it computes its output (one-pass mode: later
+    Linears of the layer then see the outputs of already-pruned ones). Returns (state, handles).
+    """
     state: dict[str, dict[str, Any]] = {}
     handles = []
     for name, mod in named:
         st = {"n": 0, "acc": None}
         state[name] = st
 
-        def hook(module, inputs, _out, st=st):
+        def hook(module, inputs, st=st):
             x = inputs[0].detach().reshape(-1, module.in_features).float()
-            if kind == "sq":
-                v = x.pow(2).sum(0)
-            else:
-                v = x.t() @ x
+            v = _stat(x, kind)
             st["acc"] = v if st["acc"] is None else st["acc"].add_(v)
             st["n"] += x.shape[0]
+            if prune_one is not None:
+                prune_one(module, st)
 
-        handles.append(mod.register_forward_hook(hook))
+        handles.append(mod.register_forward_pre_hook(hook))
     return state, handles
 
 
 def _calibrated(model, cfg: PruneConfig, ctx: StepContext, kind: str, prune_one):
     per_layer = target_linears(model, cfg)          # validate before anything is touched
     tokens = require_calibration(cfg, ctx, "it weighs weights by their input activations")
+    one_pass = cfg.sequential and (cfg.calibration.batch_size or tokens.shape[0]) >= tokens.shape[0]
 
     def visit(i, _layer, forward):
         named = per_layer[i]
         if not named:
-            return None
-        state, handles = _input_hooks(named, kind)
+            return None, False
+        state, handles = _input_hooks(named, kind, prune_one if one_pass else None)
         try:
             outs = forward()
         finally:
             for h in handles:
                 h.remove()
-        for name, mod in named:
-            prune_one(mod, state[name])
-        return outs
+        if not one_pass:
+            for name, mod in named:
+                prune_one(mod, state[name])
+        return outs, one_pass
 
     layerwise(model, tokens, visit, batch_size=cfg.calibration.batch_size,
               sequential=cfg.sequential)
-    return _common_stats(cfg, [p for layer in per_layer for p in layer], tokens)
+    stats = _common_stats(cfg, [p for layer in per_layer for p in layer], tokens)
+    stats["calibration"]["one_pass"] = one_pass
+    return stats
 
 
 def prune_wanda(model, cfg: PruneConfig, ctx: StepContext) -> dict[str, Any]:
