@@ -256,6 +256,18 @@ def _parse_meters(raw: Any) -> str | list[str]:
     return list(raw)
 
 
+def _check_builtin(source: str, field: str) -> None:
+    from .evals.base import BUILTINS
+    from .registry import did_you_mean
+
+    name = source[len("builtin:"):]
+    if name not in BUILTINS:
+        hint = did_you_mean(name, sorted(BUILTINS))
+        raise ConfigError(f"{field}: unknown builtin text {source!r}"
+                          + (f"; did you mean 'builtin:{hint}'?" if hint else "")
+                          + f" (builtins: {', '.join(sorted(BUILTINS))})")
+
+
 def _req_str(data: dict, key: str) -> str:
     v = data.get(key)
     if not isinstance(v, str) or not v.strip():
@@ -295,6 +307,8 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe:
     if calibration is not None and (not isinstance(calibration, str) or not calibration.strip()):
         raise ConfigError(f"calibration: expected a text source (a file path or builtin:NAME), "
                           f"got {calibration!r}")
+    if isinstance(calibration, str) and calibration.startswith("builtin:"):
+        _check_builtin(calibration, "calibration")
     output = data.get("output")
     if output is not None and (not isinstance(output, str) or not output.strip()):
         raise ConfigError(f"output: expected a directory path, got {output!r}")

@@ -176,6 +176,17 @@ def _resolve_cfg(cfg: Any, base: Path) -> Any:
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
+def _calibration_source(source: str | None, base: Path) -> str | None:
+    """The recipe's calibration text as a path: builtin:NAME through the evals data sets."""
+    if not source:
+        return None
+    if source.startswith("builtin:"):
+        from .evals.base import resolve_data
+
+        return str(resolve_data(source, "calibration"))
+    return _resolve_path(source, base)
+
+
 def _model_source(recipe: Recipe) -> str:
     return _resolve_path(recipe.model.id, recipe.base_dir)
 
@@ -286,8 +297,7 @@ class _Runner:
         self.recipe, self.store, self.run_id, self.out = recipe, store, run_id, out
         self.log, self.summary = log, summary
         self.base = recipe.base_dir
-        self.calibration = (_resolve_path(recipe.calibration, self.base)
-                            if recipe.calibration else None)
+        self.calibration = _calibration_source(recipe.calibration, self.base)
         self._teacher = None
 
     def _load(self):
