@@ -1,0 +1,146 @@
+"""SmolLM2-135M on this CPU: fp32 against every 8-/16-bit quantize method available here.
+
+For each variant: WikiText-2 perplexity on a fixed token slice (non-overlapping windows, the
+same tokens for every variant), then greenllm.bench decode speed, TTFT, energy per token and
+roofline fraction. Variants are benchmarked INTERLEAVED (round 1: fp32, int8_weight, ...;
+round 2: ...) so slow drifts of a shared machine hit them alike; the ratio against fp32 is
+taken per round and summarised by its median and its best round. One copy bandwidth probe,
+measured at the start, is the roofline bandwidth of every row (unless the device profile has
+a published one).
+
+Goals (issue 5): an int8 method with <= 2 % perplexity cost decodes at >= 1.4x fp32
+tokens/s; fp32 decode reaches >= 60 % of the roofline.
+
+    python benchmarks/bench_cpu.py [--rounds 3] [--max-new-tokens 32] [--prompts 2]
+                                   [--ppl-tokens 4096] [--methods int8_weight,bf16,...]
+
+Energy comes from the best meter available (``--meter``, default auto); on a machine without
+RAPL/NVML it is the labelled CPU estimate and the table says so.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from greenllm.bench import bench, measure_copy_bandwidth
+from greenllm.errors import GreenLLMError
+from greenllm.models import load_model, model_size_bytes
+
+WIKI = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext" / "wiki.test.raw"
+CANDIDATES = ("int8_weight", "dynamic_int8", "torchao_int8_weight", "torchao_int8_dynamic",
+              "quanto_int8", "bnb_int8", "bf16")
+
+
+def perplexity(model, tokenizer, ids: torch.Tensor, window: int) -> float:
+    """exp(mean NLL) over non-overlapping ``window``-token windows of ``ids`` (1-D)."""
+    nll, count = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, ids.numel() - 1, window):
+            chunk = ids[start:start + window].unsqueeze(0)
+            if chunk.shape[1] < 2:
+                break
+            logits = model(input_ids=chunk).logits.float()
+            logp = torch.log_softmax(logits[0, :-1], dim=-1)
+            tgt = chunk[0, 1:]
+            nll -= logp.gather(-1, tgt[:, None]).sum().item()
+            count += tgt.numel()
+    return math.exp(nll / count)
+
+
+def build_variants(base, tokenizer, methods):
+    from greenllm.steps import compress
+    from greenllm.steps.quantize import QUANT_METHODS
+
+    variants, skipped = {"fp32": base}, {}
+    for m in methods:
+        if m not in QUANT_METHODS:
+            skipped[m] = "not in greenllm.steps.quantize's registry"
+            continue
+        try:
+            q, _ = compress(copy.deepcopy(base), {"quantize": {"method": m}}, tokenizer=tokenizer)
+        except GreenLLMError as exc:
+            skipped[m] = str(exc)
+            continue
+        variants[m] = q
+    return variants, skipped
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--prompts", type=int, default=2, help="built-in prompts per bench run")
+    ap.add_argument("--ppl-tokens", type=int, default=4096)
+    ap.add_argument("--ppl-window", type=int, default=512)
+    ap.add_argument("--methods", default=",".join(CANDIDATES))
+    ap.add_argument("--meter", default="auto")
+    args = ap.parse_args(argv)
+
+    t_start = time.perf_counter()
+    base, tok = load_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+    variants, skipped = build_variants(base, tok, [m for m in args.methods.split(",") if m])
+    for m, why in skipped.items():
+        print(f"skipped {m}: {why}", file=sys.stderr)
+
+    if not WIKI.exists():
+        print(f"{WIKI} is absent: perplexity column left empty", file=sys.stderr)
+        ppl = {name: None for name in variants}
+    else:
+        ids = tok(WIKI.read_text(encoding="utf-8")[:200_000], return_tensors="pt")["input_ids"][0]
+        ids = ids[:args.ppl_tokens]
+        ppl = {name: perplexity(m, tok, ids, args.ppl_window) for name, m in variants.items()}
+
+    bandwidth = measure_copy_bandwidth("cpu")
+    meters = "auto" if args.meter == "auto" else args.meter.split(",")
+    wl = {"prompts": "builtin:prompts", "limit": args.prompts, "max_new_tokens": args.max_new_tokens,
+          "batch_size": 1, "warmup": 1, "repeats": 1}
+    runs: dict[str, list] = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, m in variants.items():          # interleaved: every variant once per round
+            runs[name].append(bench(m, tok, wl, meters=meters, bandwidth_bytes_per_s=bandwidth))
+
+    def med(name, key):
+        vals = [r.metrics[key] for r in runs[name] if r.metrics.get(key) is not None]
+        return statistics.median(vals) if vals else None
+
+    base_tps = [r.metrics["decode_tokens_per_s"] for r in runs["fp32"]]
+    meter, est = runs["fp32"][0].meter, runs["fp32"][0].estimated
+    print(f"SmolLM2-135M-Instruct on {torch.get_num_threads()} CPU threads; {args.rounds} "
+          f"interleaved rounds x {args.prompts} prompts x {args.max_new_tokens} new tokens; "
+          f"copy bandwidth {bandwidth / 1e9:.2f} GB/s (measured); meter {meter}"
+          f"{' (ESTIMATE)' if est else ''}; perplexity: WikiText-2 test, first "
+          f"{args.ppl_tokens} tokens, {args.ppl_window}-token windows")
+    hdr = (f"{'variant':<22}{'size MB':>9}{'ppl':>9}{'Δppl %':>8}{'decode tok/s':>14}"
+           f"{'×fp32 med':>10}{'×fp32 best':>11}{'TTFT ms':>9}{'J/token':>9}{'roofline':>9}")
+    print(hdr)
+    print("-" * len(hdr))
+    summary = {}
+    for name in variants:
+        ratios = [r.metrics["decode_tokens_per_s"] / b for r, b in zip(runs[name], base_tps)]
+        dppl = (ppl[name] / ppl["fp32"] - 1) * 100 if ppl[name] and ppl["fp32"] else None
+        summary[name] = (statistics.median(ratios), max(ratios), dppl)
+        print(f"{name:<22}{model_size_bytes(variants[name]) / 1e6:>9.1f}"
+              f"{(ppl[name] or float('nan')):>9.3f}{(dppl if dppl is not None else float('nan')):>8.2f}"
+              f"{med(name, 'decode_tokens_per_s'):>14.2f}{summary[name][0]:>10.2f}"
+              f"{summary[name][1]:>11.2f}{med(name, 'ttft_s') * 1e3:>9.1f}"
+              f"{med(name, 'energy_per_token_j'):>9.3f}{med(name, 'roofline_fraction'):>9.2f}")
+    ok = [n for n, (r_med, _, d) in summary.items()
+          if n != "fp32" and d is not None and d <= 2.0 and r_med >= 1.4 and "int8" in n]
+    roof = med("fp32", "roofline_fraction")
+    print(f"goal int8 (<=2 % ppl, >=1.4x fp32 decode, median ratio): "
+          f"{'MET by ' + ', '.join(ok) if ok else 'NOT MET'}")
+    print(f"goal fp32 decode >= 60 % of roofline: {'MET' if roof >= 0.6 else 'NOT MET'} "
+          f"({roof:.2f})")
+    print(f"total {time.perf_counter() - t_start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
