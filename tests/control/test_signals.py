@@ -34,13 +34,25 @@ except KeyboardInterrupt:
 '''
 
 
-def _hold(tmp_path, nvpmodel_script, mode_of):
+@pytest.fixture
+def children():
+    """Child processes of a test; any still running at teardown are killed (no orphans)."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=30)
+
+
+def _hold(tmp_path, nvpmodel_script, mode_of, children):
     exe, state = nvpmodel_script(tmp_path, mode=0)
     journal, ready = tmp_path / "journal.json", tmp_path / "ready"
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     proc = subprocess.Popen([sys.executable, str(script), str(exe), str(journal), str(ready)],
                             stderr=subprocess.PIPE, text=True)
+    children.append(proc)
     deadline = time.monotonic() + 60
     while not ready.exists():  # wait for the child to hold the cap (process sync, not timing)
         if proc.poll() is not None:
@@ -53,24 +65,24 @@ def _hold(tmp_path, nvpmodel_script, mode_of):
     return proc, state, journal, exe
 
 
-def test_sigint_restores_original(tmp_path, nvpmodel_script, mode_of):
-    proc, state, journal, _ = _hold(tmp_path, nvpmodel_script, mode_of)
+def test_sigint_restores_original(tmp_path, nvpmodel_script, mode_of, children):
+    proc, state, journal, _ = _hold(tmp_path, nvpmodel_script, mode_of, children)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130   # previous handler chained: KeyboardInterrupt
     assert mode_of(state) == 0
     assert not journal.exists()
 
 
-def test_sigterm_restores_then_dies_with_sigterm(tmp_path, nvpmodel_script, mode_of):
-    proc, state, journal, _ = _hold(tmp_path, nvpmodel_script, mode_of)
+def test_sigterm_restores_then_dies_with_sigterm(tmp_path, nvpmodel_script, mode_of, children):
+    proc, state, journal, _ = _hold(tmp_path, nvpmodel_script, mode_of, children)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == -signal.SIGTERM   # re-delivered with the default action
     assert mode_of(state) == 0
     assert not journal.exists()
 
 
-def test_sigkill_then_control_restore_uses_journal(tmp_path, nvpmodel_script, mode_of, capsys):
-    proc, state, journal, _ = _hold(tmp_path, nvpmodel_script, mode_of)
+def test_sigkill_then_control_restore_uses_journal(tmp_path, nvpmodel_script, mode_of, children, capsys):
+    proc, state, journal, _ = _hold(tmp_path, nvpmodel_script, mode_of, children)
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
     assert mode_of(state) == 1 and journal.exists()     # nothing could restore it
@@ -80,8 +92,8 @@ def test_sigkill_then_control_restore_uses_journal(tmp_path, nvpmodel_script, mo
     assert "restored jetson to 0" in capsys.readouterr().out
 
 
-def test_restore_permission_denied_is_one_line(tmp_path, nvpmodel_script, mode_of, capsys):
-    proc, state, journal, exe = _hold(tmp_path, nvpmodel_script, mode_of)
+def test_restore_permission_denied_is_one_line(tmp_path, nvpmodel_script, mode_of, children, capsys):
+    proc, state, journal, exe = _hold(tmp_path, nvpmodel_script, mode_of, children)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     import json
