@@ -1,0 +1,111 @@
+"""``greenllm eval``: score a model on one task. No torch at module level.
+
+    greenllm eval MODEL --task {perplexity,hellaswag,mmlu,winogrande,arc,squad,choice,lm_eval}
+        --data PATH [--limit N] [--shots K] [--batch-size B] [--set key=value ...] [--json]
+
+The task settings are parsed and the data path checked before the model is loaded, so a typo
+costs nothing. ``--set`` passes any other evaluator setting (``stride=512``, ``split=val``,
+``labels=dev-labels.lst``). For ``lm_eval``, ``--lm-task`` names lm-eval tasks (repeatable).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, List, Optional
+
+import typer
+
+from ..errors import ConfigError
+
+TASKS = ("perplexity", "hellaswag", "mmlu", "winogrande", "arc", "squad", "choice", "lm_eval")
+JSON_KEYS = ("task", "n", "acc", "acc_norm", "acc_stderr", "em", "f1", "perplexity",
+             "word_perplexity", "byte_perplexity", "bits_per_byte", "duration_s")
+
+
+def build_settings(task: str, data: Optional[str], limit: Optional[int], shots: Optional[int],
+                   batch_size: Optional[int], sets: list[str], lm_tasks: list[str]) -> dict:
+    from ..config import parse_scalar
+
+    settings: dict[str, Any] = {}
+    for item in sets:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        settings[key.strip()] = parse_scalar(value.strip())
+    if task == "lm_eval":
+        if data:
+            raise ConfigError("--data: lm_eval reads its tasks' own data; name the tasks with "
+                              "--lm-task (and local task YAMLs with --set include_path=DIR)")
+        if lm_tasks:
+            settings["tasks"] = list(lm_tasks)
+        if shots is not None:
+            settings["num_fewshot"] = shots
+    else:
+        if lm_tasks:
+            raise ConfigError("--lm-task: only used with --task lm_eval")
+        if data is not None:
+            settings["data"] = data
+        elif task in ("hellaswag", "mmlu", "winogrande", "arc"):
+            raise ConfigError(f"--data: {task} needs its data file or folder (there is no "
+                              f"network access to fetch it)")
+        if shots is not None:
+            settings["shots"] = shots
+    if limit is not None:
+        settings["limit"] = limit
+    if batch_size is not None:
+        settings["batch_size"] = batch_size
+    return settings
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def eval_cmd(
+    model: str = typer.Argument(..., help="Hub id, local HF directory or .gguf file."),
+    task: str = typer.Option(..., "--task", help="One of: " + ", ".join(TASKS) + "."),
+    data: Optional[str] = typer.Option(None, "--data",
+                                       help="Data file/folder or builtin:<name>."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Score at most N items."),
+    shots: Optional[int] = typer.Option(None, "--shots", help="Few-shot examples (mmlu)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Items per batch."),
+    sets: List[str] = typer.Option([], "--set", help="Other setting key=value (repeatable)."),
+    lm_task: List[str] = typer.Option([], "--lm-task", help="lm-eval task name (lm_eval)."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16, float16, auto."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    progress: bool = typer.Option(True, "--progress/--no-progress",
+                                  help="Progress bar on stderr."),
+) -> None:
+    """Score MODEL on a task: perplexity, multiple choice, SQuAD or an lm-eval task."""
+    from ..evals import EVALS
+    from ..evals.base import parse_eval, resolve_data
+    from ..registry import did_you_mean
+    from ..errors import UnknownNameError
+
+    if task not in TASKS:
+        raise UnknownNameError("task", task, list(TASKS), did_you_mean(task, list(TASKS)))
+    settings = build_settings(task, data, limit, shots, batch_size, sets, lm_task)
+    key, cfg = parse_eval(task, settings, path="--task")
+    if hasattr(cfg, "progress"):
+        cfg.progress = progress and not as_json
+    if getattr(cfg, "data", None):
+        resolve_data(cfg.data, "--data")
+    from ..models import load_model
+
+    m, tok = load_model(model, dtype=dtype)
+    result = EVALS.get(key).run(m, tok, cfg)
+    flat = result.to_json()
+    if as_json:
+        out = {k: flat[k] for k in JSON_KEYS if k in flat and flat[k] is not None}
+        out["settings"] = flat.get("settings", {})
+        typer.echo(json.dumps(out, default=str))
+        return
+    typer.echo(f"{result.task}  n={result.n}  duration_s={result.duration_s:.2f}")
+    for k, v in result.metrics.items():
+        if v is None or k.endswith("_stderr"):
+            continue
+        err = result.metrics.get(f"{k}_stderr")
+        typer.echo(f"  {k:<16} {_fmt(v)}" + (f"  ± {err:.4f}" if err is not None else ""))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_cmd)

@@ -1,0 +1,109 @@
+"""Perplexity: rolling windows, lm-eval's word/byte normalisation, WikiText handling."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from greenllm.config import parse_config, to_dict  # noqa: E402
+from greenllm.errors import ConfigError, DataError  # noqa: E402
+from greenllm.evals import evaluate  # noqa: E402
+from greenllm.evals.perplexity import (PerplexityConfig, load_documents, perplexity_metrics,  # noqa: E402
+                                       split_wikitext, wikitext_detokenizer)
+
+
+def doc_loglik(model, tok, text):
+    """Hand-computed: BOS (prefix) + tokens in one forward pass, every token predicted once."""
+    ids = tok.encode(text)
+    inp = torch.tensor([[tok.bos_token_id] + ids[:-1]])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=inp).logits[0].double(), -1)
+    return sum(float(logp[i, t]) for i, t in enumerate(ids)), len(ids)
+
+
+def test_config_round_trips_and_validates():
+    cfg = parse_config(PerplexityConfig, {"data": "a.txt", "max_length": 128, "stride": 64,
+                                          "format": "wikitext"})
+    assert parse_config(PerplexityConfig, to_dict(cfg)) == cfg
+    with pytest.raises(ConfigError, match="stride"):
+        parse_config(PerplexityConfig, {"max_length": 8, "stride": 9})
+    with pytest.raises(ConfigError, match="did you mean 'wikitext'"):
+        parse_config(PerplexityConfig, {"format": "wikitxt"})
+
+
+def test_word_and_byte_definitions_hand_checked():
+    # "héllo  wörld\nfoo" -> re.split(r"\s+") gives 3 words; UTF-8 bytes: 18 (é, ö are 2 bytes)
+    text = "héllo  wörld\nfoo"
+    docs, _ = load_documents([text])
+    m = perplexity_metrics(-10.0, 5, 3, len(text.encode()))
+    assert len(text.encode()) == 18
+    assert m["perplexity"] == pytest.approx(math.exp(10 / 5))
+    assert m["word_perplexity"] == pytest.approx(math.exp(10 / 3))
+    assert m["byte_perplexity"] == pytest.approx(math.exp(10 / 18))
+    assert m["bits_per_byte"] == pytest.approx(10 / 18 / math.log(2))
+    assert docs[0].original == text
+
+
+def test_perplexity_equals_hand_computed_single_window(tiny):
+    model, tok = tiny
+    texts = ["The quick brown fox jumps over the lazy dog.", "Second doc, short."]
+    from greenllm.evals.perplexity import run
+    res = run(model, tok, PerplexityConfig(max_length=256), data=texts)
+    ll, n = zip(*(doc_loglik(model, tok, t) for t in texts))
+    assert res.metrics["loglikelihood"] == pytest.approx(sum(ll), abs=1e-3)
+    assert res.metrics["perplexity"] == pytest.approx(math.exp(-sum(ll) / sum(n)), rel=1e-5)
+    words = sum(len(t.split()) for t in texts)
+    assert res.metrics["word_perplexity"] == pytest.approx(math.exp(-sum(ll) / words), rel=1e-5)
+    assert res.n == 2 and res.settings["windows"] == 2
+
+
+def test_windows_and_stride_change_context_not_the_token_count(tiny):
+    model, tok = tiny
+    from greenllm.evals.perplexity import run
+    text = "abcdefghij" * 6
+    a = run(model, tok, PerplexityConfig(max_length=16), data=[text])
+    b = run(model, tok, PerplexityConfig(max_length=16, stride=4), data=[text])
+    c = run(model, tok, PerplexityConfig(max_length=16, batch_size=1), data=[text])
+    assert a.metrics["tokens"] == b.metrics["tokens"] == 60
+    assert a.settings["windows"] == 4 and b.settings["windows"] > a.settings["windows"]
+    assert a.metrics["loglikelihood"] == pytest.approx(c.metrics["loglikelihood"], abs=1e-3)
+    assert a.metrics["loglikelihood"] != pytest.approx(b.metrics["loglikelihood"], abs=1e-3)
+
+
+def test_wikitext_split_and_detokenize(tmp_path):
+    raw = (" = Alpha = \r\n Alpha is 1 @,@ 000 km @-@ long . \r\n = = History = = \r\n"
+           " It began ( in 1900 ) . \r\n = Beta = \r\n Beta 's text . \r\n")
+    p = tmp_path / "wiki.test.raw"
+    p.write_bytes(raw.encode())
+    docs, info = load_documents(str(p))
+    assert info["format"] == "wikitext" and len(docs) == 2
+    assert docs[0].original.startswith(" = Alpha = \n") and "= = History" in docs[0].original
+    assert "1,000 km-long." in docs[0].scored and "(in 1900)" in docs[0].scored
+    assert docs[1].scored.strip() == "= Beta =\nBeta's text."
+    assert split_wikitext(" = A = \n x \n") == [" = A = \n x \n"]
+    ref = pytest.importorskip("lm_eval.tasks.wikitext.preprocess_wikitext")
+    for d in docs:
+        assert wikitext_detokenizer(d.original) == ref.wikitext_detokenizer({"page": d.original})
+
+
+def test_datasets_input_and_bad_inputs(tiny, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    model, tok = tiny
+    from greenllm.evals.perplexity import run
+    ds = datasets.Dataset.from_dict({"text": ["hello there", "", "general kenobi"]})
+    res = run(model, tok, PerplexityConfig(max_length=64), data=ds)
+    assert res.n == 2
+    with pytest.raises(DataError, match="no column 'page'"):
+        run(model, tok, PerplexityConfig(text_field="page"), data=ds)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    with pytest.raises(DataError, match="holds no text"):
+        evaluate(model, tok, "perplexity", data=str(empty))
+
+
+def test_builtin_wiki_sample_loads(tiny):
+    docs, info = load_documents("builtin:wiki-sample")
+    assert len(docs) == 1 and len(docs[0].original.split()) > 1500
+    assert info["data_sha256"] and info["format"] == "text"
