@@ -56,6 +56,30 @@ def build_settings(task: str, data: Optional[str], limit: Optional[int], shots: 
     return settings
 
 
+def check_data(key: str, cfg: Any) -> None:
+    """Read the data once before the model is loaded, so a bad file fails in a second."""
+    from ..evals.base import resolve_data
+
+    if key == "choice":
+        from ..evals.tasks import first, load_docs
+
+        path = resolve_data(cfg.data, "--data")
+        docs = first(load_docs(cfg.task, path, shots=cfg.shots, split=cfg.split,
+                               subjects=cfg.subjects, labels=cfg.labels,
+                               target_delimiter=cfg.target_delimiter), cfg.limit)
+        if not docs:
+            from ..errors import DataError
+            raise DataError(f"{path}: no items to evaluate (empty file or folder)")
+    elif key == "squad":
+        from ..evals.squad import load_squad
+
+        load_squad(resolve_data(cfg.data, "--data"))
+    elif key == "perplexity":
+        from ..evals.perplexity import load_documents
+
+        load_documents(cfg.data, cfg.format, cfg.text_field)
+
+
 def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
@@ -89,6 +113,7 @@ def eval_cmd(
         cfg.progress = progress and not as_json
     if getattr(cfg, "data", None):
         resolve_data(cfg.data, "--data")
+    check_data(key, cfg)
     from ..models import load_model
 
     m, tok = load_model(model, dtype=dtype)
