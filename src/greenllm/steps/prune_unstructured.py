@@ -44,21 +44,23 @@ def nm_keep(score, n: int, m: int):
 
 
 def smallest_keep(score, sparsity: float, *, per_row: bool):
-    """Keep-mask that drops exactly round(sparsity * size) lowest scores (per row or overall)."""
+    """Keep-mask that drops exactly round(sparsity * size) lowest scores (per row or overall).
+
+    The k-th smallest value is the threshold; ties at the threshold are dropped left to right
+    until the count is exact (de-quantized weights have many equal values).
+    """
     import torch
 
-    if per_row:
-        k = _count(score.shape[1], sparsity)
-        keep = torch.ones_like(score, dtype=torch.bool)
-        if k:
-            keep.scatter_(1, torch.topk(score, k, dim=1, largest=False).indices, False)
-        return keep
-    flat = score.reshape(-1)
-    k = _count(flat.numel(), sparsity)
-    keep = torch.ones_like(flat, dtype=torch.bool)
-    if k:
-        keep[torch.topk(flat, k, largest=False).indices] = False
-    return keep.reshape(score.shape)
+    rows = score if per_row else score.reshape(1, -1)
+    k = _count(rows.shape[1], sparsity)
+    if k == 0:
+        return torch.ones_like(score, dtype=torch.bool)
+    thresh = torch.kthvalue(rows, k, dim=1, keepdim=True).values
+    below = rows < thresh
+    ties = rows == thresh
+    need = k - below.sum(1, keepdim=True)
+    drop = below | (ties & (torch.cumsum(ties, dim=1) <= need))
+    return (~drop).reshape(score.shape)
 
 
 def magnitude_mask(weight, sparsity: float, nm: tuple[int, int] | None = None):
