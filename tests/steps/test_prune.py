@@ -287,3 +287,39 @@ def test_targets_and_ignore_select_layers(tiny):
         f"model.layers.{i}.mlp.{p}" for i in range(2) for p in ("up_proj", "down_proj"))
     assert model.model.layers[0].self_attn.q_proj.weight.ne(0).all()
     assert model.model.layers[0].mlp.gate_proj.weight.ne(0).all()
+
+
+# ----------------------------------------------------------------------------- SmolLM2
+
+def _ppl(model, ids, window: int = 256) -> float:
+    nll, n = 0.0, 0
+    with torch.inference_mode():
+        for s in range(0, ids.shape[1], window):
+            x = ids[:, s:s + window]
+            nll += float(model(input_ids=x, labels=x).loss) * (x.shape[1] - 1)
+            n += x.shape[1] - 1
+    return float(torch.exp(torch.tensor(nll / n)))
+
+
+@pytest.mark.slow
+def test_smollm2_wanda_is_far_better_than_magnitude_at_50_percent(smollm2, shared_data):
+    import copy
+
+    base, tok = smollm2
+    text = (shared_data / "wikitext" / "wiki.test.raw").read_text(encoding="utf-8")
+    half = len(text) // 2
+    ids = tok(text[:20000], add_special_tokens=False, return_tensors="pt").input_ids[:, :768]
+    calibration = [text[half:half + 200000]]        # disjoint from the evaluated tokens
+    dense = _ppl(base, ids)
+    mag, _ = compress(copy.deepcopy(base), "prune:method=magnitude,sparsity=0.5")
+    mag_ppl = _ppl(mag, ids)
+    del mag
+    wanda, (res,) = compress(copy.deepcopy(base),
+                             {"prune": {"method": "wanda", "sparsity": 0.5,
+                                        "calibration": {"samples": 8, "seq_len": 256}}},
+                             tokenizer=tok, calibration=calibration)
+    wanda_ppl = _ppl(wanda, ids)
+    assert res.stats["sparsity"] == pytest.approx(0.5, abs=1e-4)
+    assert len(res.stats["layers"]) == 30 * 7
+    assert dense < wanda_ppl < mag_ppl
+    assert (mag_ppl - dense) > 4 * (wanda_ppl - dense), (dense, wanda_ppl, mag_ppl)

@@ -129,3 +129,31 @@ def test_structured_errors_leave_the_model_unchanged():
         compress(model, "prune:method=heads,pattern=2:4")
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     assert model.config.num_hidden_layers == 3 and model.config.num_attention_heads == 4
+
+
+def test_heads_on_plain_multi_head_attention_remove_whole_heads():
+    model, tok = tiny_model_and_tokenizer(0, num_heads=4, num_kv_heads=4)
+    model, (res,) = compress(model, {"prune": {"method": "heads", "sparsity": 0.25,
+                                               "calibration": CAL}},
+                             tokenizer=tok, calibration=TEXT)
+    assert res.stats["unit"] == "kv_group"
+    assert (model.config.num_attention_heads, model.config.num_key_value_heads) == (3, 3)
+    assert model.generate(PROMPT, max_new_tokens=3, do_sample=False).shape[1] == 9
+
+
+@pytest.mark.slow
+def test_smollm2_layer_pruning_keeps_a_working_model(smollm2, shared_data):
+    import copy
+
+    base, tok = smollm2
+    text = (shared_data / "wikitext" / "wiki.test.raw").read_text(encoding="utf-8")
+    model, (res,) = compress(copy.deepcopy(base),
+                             {"prune": {"method": "layers", "sparsity": 0.1,
+                                        "calibration": {"samples": 4, "seq_len": 256}}},
+                             tokenizer=tok, calibration=[text[len(text) // 2:][:100000]])
+    assert model.config.num_hidden_layers == 27 and len(res.stats["removed_layers"]) == 3
+    assert 0 not in res.stats["removed_layers"]     # the first layer changes its input most
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=8, do_sample=False)
+    assert out.shape[1] == ids.shape[1] + 8
+    assert res.size_bytes_after < res.size_bytes_before * 0.95
