@@ -120,3 +120,13 @@ def test_lora_on_smollm2_reduces_loss(smollm2_fresh):
     after = evaluate_loss(out, batches, causal_lm_loss)
     assert res.stats["steps"] == 6 and lora_module_count(out) == 0
     assert after < before - 0.05, (before, after)
+
+
+def test_lora_with_gradient_checkpointing_and_bf16_trains():
+    out, res = apply_step(tiny_causal_lm(0), "lora",
+                          {"data": [TEXT], "seq_len": 32, "epochs": 2, "lr": 5e-3,
+                           "gradient_checkpointing": True, "precision": "bf16",
+                           "target_modules": ["q_proj", "v_proj"]},
+                          StepContext(tokenizer=tiny_tokenizer()))
+    assert res.stats["last_loss"] < res.stats["first_loss"]
+    assert not out.is_activation_checkpointing and lora_module_count(out) == 0
