@@ -23,6 +23,7 @@ Importance scores (calibration activations when given, else the weights alone):
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ..errors import ConfigError, DataError, UnsupportedError
@@ -159,15 +160,16 @@ def prune_heads(model, cfg: PruneConfig, ctx: StepContext) -> dict[str, Any]:
             else:
                 col = col * attn.q_proj.weight.float().norm(dim=1)
             head_score = col.reshape(n_q, head_dim).sum(1).reshape(n_kv, rep)  # [kv, rep]
+            ar = functools.partial(torch.arange, device=head_score.device)
             if unit == "query":
                 keep_q = torch.topk(head_score, rep - removed, dim=1).indices.sort(dim=1).values
-                keep_q = (keep_q + torch.arange(n_kv)[:, None] * rep).reshape(-1)
-                keep_kv = torch.arange(n_kv)
+                keep_q = (keep_q + ar(n_kv)[:, None] * rep).reshape(-1)
+                keep_kv = ar(n_kv)
             else:
                 keep_kv = torch.topk(head_score.sum(1), n_kv - removed).indices.sort().values
-                keep_q = (keep_kv[:, None] * rep + torch.arange(rep)[None, :]).reshape(-1)
-            q_rows = (keep_q[:, None] * head_dim + torch.arange(head_dim)[None, :]).reshape(-1)
-            kv_rows = (keep_kv[:, None] * head_dim + torch.arange(head_dim)[None, :]).reshape(-1)
+                keep_q = (keep_kv[:, None] * rep + ar(rep)[None, :]).reshape(-1)
+            q_rows = (keep_q[:, None] * head_dim + ar(head_dim)[None, :]).reshape(-1)
+            kv_rows = (keep_kv[:, None] * head_dim + ar(head_dim)[None, :]).reshape(-1)
             _slice_linear(attn.q_proj, 0, q_rows)
             _slice_linear(attn.o_proj, 1, q_rows)
             if unit == "kv_group":

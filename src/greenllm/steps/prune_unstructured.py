@@ -85,8 +85,8 @@ def _inverse_cholesky(hessian, dampening: float):
     h = hessian.clone()
     damp = dampening * torch.mean(torch.diag(h))
     if not torch.isfinite(damp) or damp <= 0:
-        damp = torch.tensor(dampening, dtype=h.dtype)
-    eye = torch.eye(h.shape[0], dtype=h.dtype)
+        damp = torch.tensor(dampening, dtype=h.dtype, device=h.device)
+    eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
     for _ in range(6):
         chol, info = torch.linalg.cholesky_ex(h + damp * eye)
         if int(info) == 0:
