@@ -34,8 +34,10 @@ from greenllm.errors import GreenLLMError
 from greenllm.models import load_model, model_size_bytes
 
 WIKI = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext" / "wiki.test.raw"
-CANDIDATES = ("int8_weight", "dynamic_int8", "torchao_int8_weight", "torchao_int8_dynamic",
-              "quanto_int8", "bnb_int8", "bf16")
+# "+lm_head" = also quantize the output head (ignore=[]); SmolLM2 ties it to the embeddings,
+# a fifth of the weights every decode step reads. Others: --methods torchao_int8_dynamic,bnb_int8
+CANDIDATES = ("int8_weight", "int8_weight+lm_head", "dynamic_int8", "torchao_int8_weight",
+              "quanto_int8", "bf16")
 
 
 def perplexity(model, tokenizer, ids: torch.Tensor, window: int) -> float:
@@ -60,11 +62,13 @@ def build_variants(base, tokenizer, methods):
 
     variants, skipped = {"fp32": base}, {}
     for m in methods:
-        if m not in QUANT_METHODS:
+        method, _, extra = m.partition("+")
+        if method not in QUANT_METHODS:
             skipped[m] = "not in greenllm.steps.quantize's registry"
             continue
+        cfg = {"method": method, **({"ignore": []} if extra == "lm_head" else {})}
         try:
-            q, _ = compress(copy.deepcopy(base), {"quantize": {"method": m}}, tokenizer=tokenizer)
+            q, _ = compress(copy.deepcopy(base), {"quantize": cfg}, tokenizer=tokenizer)
         except GreenLLMError as exc:
             skipped[m] = str(exc)
             continue
@@ -95,16 +99,22 @@ def main(argv=None) -> int:
     else:
         ids = tok(WIKI.read_text(encoding="utf-8")[:200_000], return_tensors="pt")["input_ids"][0]
         ids = ids[:args.ppl_tokens]
-        ppl = {name: perplexity(m, tok, ids, args.ppl_window) for name, m in variants.items()}
+        ppl = {}
+        for name, m in variants.items():
+            ppl[name] = perplexity(m, tok, ids, args.ppl_window)
+            print(f"perplexity {name}: {ppl[name]:.3f}", file=sys.stderr, flush=True)
 
     bandwidth = measure_copy_bandwidth("cpu")
     meters = "auto" if args.meter == "auto" else args.meter.split(",")
     wl = {"prompts": "builtin:prompts", "limit": args.prompts, "max_new_tokens": args.max_new_tokens,
           "batch_size": 1, "warmup": 1, "repeats": 1}
     runs: dict[str, list] = {name: [] for name in variants}
-    for _ in range(args.rounds):
+    for rnd in range(args.rounds):
         for name, m in variants.items():          # interleaved: every variant once per round
             runs[name].append(bench(m, tok, wl, meters=meters, bandwidth_bytes_per_s=bandwidth))
+            print(f"round {rnd + 1}/{args.rounds} {name}: "
+                  f"{runs[name][-1].metrics['decode_tokens_per_s']:.2f} tok/s", file=sys.stderr,
+                  flush=True)
 
     def med(name, key):
         vals = [r.metrics[key] for r in runs[name] if r.metrics.get(key) is not None]
