@@ -257,7 +257,7 @@ def _parse_meters(raw: Any) -> str | list[str]:
 
 
 def _check_builtin(source: str, field: str) -> None:
-    from .evals.base import BUILTINS
+    from .builtin_data import BUILTINS
     from .registry import did_you_mean
 
     name = source[len("builtin:"):]

@@ -181,7 +181,7 @@ def _calibration_source(source: str | None, base: Path) -> str | None:
     if not source:
         return None
     if source.startswith("builtin:"):
-        from .evals.base import resolve_data
+        from .builtin_data import resolve_data
 
         return str(resolve_data(source, "calibration"))
     return _resolve_path(source, base)

@@ -18,15 +18,11 @@ from typing import Any, Callable, Iterator
 from ..config import parse_config, to_dict
 from ..errors import DataError, UnknownNameError
 from ..registry import did_you_mean
+from ..builtin_data import BUILTINS, DATA_DIR, resolve_data  # noqa: F401 (re-exported)
 from ..results import EvalResult
 
 CHOICE_TASKS = ("hellaswag", "mmlu", "winogrande", "arc", "jsonl")
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-BUILTINS = {
-    "wiki-sample": "wiki-sample.txt",
-    "choice-sample": "choice-sample.jsonl",
-    "squad-sample": "squad-sample.json",
-}
+# builtin:<name> data sets live in greenllm.builtin_data (shared with steps and bench)
 
 
 @dataclass(frozen=True)
@@ -35,26 +31,6 @@ class EvalSpec:
     config_cls: type
     run: Callable[[Any, Any, Any], EvalResult]
     summary: str = ""
-
-
-def resolve_data(data: str, field: str = "data") -> Path:
-    """A path or ``builtin:<name>`` -> an existing path (DataError naming the fix otherwise)."""
-    if not isinstance(data, str) or not data:
-        raise DataError(f"{field}: give a file/folder path or builtin:<name> "
-                        f"(builtins: {', '.join(sorted(BUILTINS))})")
-    if data.startswith("builtin:"):
-        name = data[len("builtin:"):]
-        if name not in BUILTINS:
-            hint = did_you_mean(name, list(BUILTINS))
-            raise DataError(f"{field}: unknown builtin data {name!r}"
-                            + (f"; did you mean 'builtin:{hint}'?" if hint else "")
-                            + f" (builtins: {', '.join(sorted(BUILTINS))})")
-        return DATA_DIR / BUILTINS[name]
-    path = Path(data).expanduser()
-    if not path.exists():
-        raise DataError(f"{field}: {data} does not exist; give an existing file or folder, "
-                        f"or builtin:<name>")
-    return path
 
 
 def sha256_of(path: Path) -> str:

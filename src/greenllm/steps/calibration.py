@@ -32,19 +32,10 @@ def describe_source(source: Any) -> str:
 
 
 def _resolve_builtin(name: str) -> Path:
-    """``builtin:<name>`` -> a path, through the evals data module when it is installed."""
-    try:
-        from ..evals import data as evals_data  # provided by the evals layer
-    except ImportError:
-        raise DataError(f"calibration: builtin source {name!r} cannot be resolved in this "
-                        "build (greenllm.evals.data is missing); give a text file path, a list "
-                        "of strings or a datasets dataset") from None
-    for attr in ("builtin_path", "resolve_builtin", "resolve"):
-        fn = getattr(evals_data, attr, None)
-        if callable(fn):
-            return Path(fn(name))
-    raise DataError(f"calibration: builtin source {name!r} cannot be resolved "
-                    "(greenllm.evals.data has no resolver); give a text file path instead")
+    """``builtin:<name>`` -> the path of a data set shipped with greenllm."""
+    from ..builtin_data import resolve_data
+
+    return resolve_data(f"builtin:{name}", "calibration")
 
 
 def _read_file(path: Path) -> str:
