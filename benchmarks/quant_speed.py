@@ -52,7 +52,7 @@ def decode(model, prompt_ids, n_tokens: int) -> tuple[float, list[int]]:
     """Greedy decode ``n_tokens`` after the prompt; returns (tokens/s excluding prefill, ids)."""
     import torch
 
-    with torch.inference_mode():
+    with torch.no_grad():
         out = model(input_ids=prompt_ids, use_cache=True)
         past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
         toks = []
@@ -71,7 +71,7 @@ def window_perplexity(model, ids, seq_len: int, windows: int) -> float:
     import torch.nn.functional as F
 
     nll, count = 0.0, 0
-    with torch.inference_mode():
+    with torch.no_grad():
         for w in range(windows):
             chunk = ids[w * seq_len:(w + 1) * seq_len].unsqueeze(0)
             logits = model(input_ids=chunk).logits.float()
@@ -133,9 +133,14 @@ def main(argv=None) -> int:
                       "size_bytes": model_size_bytes(m), "tps": []}
         print(f"prepared {name} in {rows[name]['compress_s']:.1f} s", file=sys.stderr)
 
-    for name, m in models.items():          # warm-up + quality
-        decode(m, prompt, 4)
-        rows[name]["perplexity"] = window_perplexity(m, ids, args.seq_len, args.windows)
+    for name, m in list(models.items()):    # warm-up + quality
+        try:
+            decode(m, prompt, 4)
+            rows[name]["perplexity"] = window_perplexity(m, ids, args.seq_len, args.windows)
+        except Exception as exc:  # a backend failing at run time: report, keep the others
+            skipped[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            del models[name], rows[name]
+            continue
         print(f"perplexity {name}: {rows[name]['perplexity']:.3f}", file=sys.stderr)
     ref_tokens = None
     for r in range(args.repeats):           # interleaved timing rounds

@@ -297,3 +297,58 @@ def test_torchao_so_warning_filter():
                             "Failed to load /x/_C_mxfp8.so: nope", None, None)
     other = logging.LogRecord("torchao", logging.WARNING, __file__, 1, "real warning", None, None)
     assert not log.filter(rec) and log.filter(other)
+
+
+# ------------------------------------------------------------------ SmolLM2-135M (slow)
+def _wikitext_ids(tok, shared_data, n_tokens):
+    path = shared_data / "wikitext" / "wiki.test.raw"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (WikiText-2 test text)")
+    text = path.read_text(encoding="utf-8")[: 12 * n_tokens]
+    ids = torch.tensor(tok(text)["input_ids"][:n_tokens])
+    assert ids.numel() == n_tokens
+    return ids
+
+
+def _perplexity(model, ids, seq_len):
+    import math
+
+    nll, count = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, ids.numel(), seq_len):
+            chunk = ids[start:start + seq_len].unsqueeze(0)
+            logits = model(input_ids=chunk).logits.float()
+            nll += float(torch.nn.functional.cross_entropy(logits[0, :-1], chunk[0, 1:],
+                                                           reduction="sum"))
+            count += chunk.shape[1] - 1
+    return math.exp(nll / count)
+
+
+@pytest.mark.slow
+def test_smollm2_int8_weight_perplexity_within_2_percent(smollm2, shared_data):
+    model, tok = smollm2
+    ids = _wikitext_ids(tok, shared_data, 512)
+    ppl_fp32 = _perplexity(model, ids, 256)
+    q, res = apply_step(copy.deepcopy(model), "quantize", {"method": "int8_weight"})
+    ppl_q = _perplexity(q, ids, 256)
+    assert 5 < ppl_fp32 < 100                      # a real language model on real text
+    assert abs(ppl_q / ppl_fp32 - 1) <= 0.02, (ppl_fp32, ppl_q)
+    assert res.stats["quantized_modules"] == 30 * 7
+    assert res.size_bytes_after < 0.45 * res.size_bytes_before
+
+
+@pytest.mark.slow
+def test_smollm2_int8_weight_save_reload_identical(smollm2, tmp_path):
+    from greenllm.models import load_model, save
+
+    model, tok = smollm2
+    q, _ = apply_step(copy.deepcopy(model), "quantize", {"method": "int8_weight"})
+    ids = torch.tensor([tok("The capital of France is")["input_ids"]])
+    with torch.inference_mode():
+        ref = q(ids).logits
+    out = save(q, tmp_path / "smollm2-int8", tok)
+    again, _ = load_model(str(out))
+    with torch.inference_mode():
+        assert torch.equal(again(ids).logits, ref)
+    assert again.lm_head.weight.data_ptr() == again.model.embed_tokens.weight.data_ptr()
+    assert model_size_bytes(again) == model_size_bytes(q)
