@@ -66,11 +66,11 @@ def test_distill_step_reduces_kd_loss_of_layer_dropped_student():
     # make the teacher less random so there is something to learn: train it briefly
     from greenllm.steps.data import build_batches
     from greenllm.steps.train import train_loop
-    tb, _ = build_batches(tok, [TEXT], seq_len=32, batch_size=4)
+    tb, _ = build_batches(tok, [TEXT], seq_len=32, batch_size=4, max_examples=32)
     train_loop(teacher, tb, cfg=TrainLoopConfig(epochs=2, lr=3e-3))
     cfg = {"student": {"keep_every": 2}, "data": [TEXT], "seq_len": 32, "batch_size": 4,
            "epochs": 3, "lr": 3e-3, "temperature": 2.0, "alpha_ce": 0.5, "alpha_hidden": 0.1,
-           "eval_fraction": 0.2}
+           "eval_fraction": 0.2, "max_examples": 32}
     ctx = StepContext(tokenizer=tok, teacher=teacher)
     student, res = apply_step(teacher, "distill", cfg, ctx)
     st = res.stats

@@ -257,7 +257,8 @@ def test_train_step_lm_via_compress(tmp_path):
     model, tok = tiny_causal_lm(0), tiny_tokenizer()
     model, results = compress(model, [{"train": {"data": str(p), "epochs": 2, "lr": 3e-3,
                                                  "batch_size": 4, "seq_len": 32,
-                                                 "eval_fraction": 0.2}}], tokenizer=tok)
+                                                 "max_examples": 30, "eval_fraction": 0.2}}],
+                              tokenizer=tok)
     st = results[0].stats
     assert results[0].step == "train" and st["steps"] > 0
     assert st["epochs"][1]["eval_loss"] < st["epochs"][0]["eval_loss"]
