@@ -103,18 +103,6 @@ def _read_jsonl(path: Path) -> list[Example]:
     return out
 
 
-def resolve_builtin(name: str, field: str = "data") -> Path:
-    """``builtin:wiki-sample`` -> the file shipped in ``greenllm/data`` (any suffix)."""
-    base = Path(__file__).resolve().parents[1] / "data"
-    stem = name.split(":", 1)[1] if name.startswith("builtin:") else name
-    hits = [p for p in sorted(base.glob(f"{stem}.*")) if p.suffix in (".txt", ".json", ".jsonl")]
-    if not hits:
-        known = sorted({p.stem for p in base.glob("*.*") if p.suffix in (".txt", ".json", ".jsonl")})
-        raise DataError(f"{field}: unknown builtin data {name!r} (known: "
-                        f"{', '.join('builtin:' + k for k in known)})")
-    return hits[0]
-
-
 def load_source(source: Any, task: str = "lm", *, field: str = "data") -> list[Any]:
     """Read ``source`` into a list of strings (task ``lm``) or of ``Example`` (qa/instruct)."""
     if task not in TASKS:
@@ -123,7 +111,8 @@ def load_source(source: Any, task: str = "lm", *, field: str = "data") -> list[A
         raise ConfigError(f"{field}: no training data; give a text file, a SQuAD-style JSON "
                           "file, an instruction JSONL file or a list of strings")
     if isinstance(source, str) and source.startswith("builtin:"):
-        source = resolve_builtin(source, field)
+        from ..builtin_data import resolve_data
+        source = resolve_data(source, field)
     if isinstance(source, (str, Path)):
         path = Path(source).expanduser()
         if not path.is_file():
