@@ -129,3 +129,22 @@ def test_fresh_starts_over(tmp_path):
     s = run(tmp_path / "r.yaml", tmp_path / "out", resume=False, progress=False)
     assert s.done == {"steps": 0, "evals": 1, "benches": 1}
     assert _counts(tmp_path / "out")["runs"] == 1
+
+
+def test_failing_step_keeps_finished_work_and_names_the_variant(tmp_path):
+    from greenllm.errors import GreenLLMError
+
+    recipe = make_tiny_recipe(tmp_path, repeats=1, variants={
+        "wanda": [{"prune": {"method": "wanda", "sparsity": 0.5}}]})
+    recipe.pop("calibration")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(GreenLLMError) as info:
+        run(tmp_path / "r.yaml", tmp_path / "out", progress=False)
+    msg = str(info.value)
+    assert msg.startswith("variants.wanda[0] (prune): ") and "\n" not in msg
+    assert "add 'calibration: builtin:wiki-sample'" in msg
+    counts = _counts(tmp_path / "out")
+    assert counts["evals"] == 1 and counts["benches"] == 1      # the baseline is kept
+    con = sqlite3.connect(tmp_path / "out" / "greenllm.sqlite")
+    assert con.execute("SELECT status FROM runs").fetchone()[0] == "failed"
+    con.close()

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .config import to_dict
-from .errors import ConfigError
+from .errors import ConfigError, GreenLLMError
 from .recipe import BASELINE, Recipe, digest, load_recipe, variant_definition
 from .store import STORE_FILENAME, Store
 
@@ -349,10 +349,17 @@ class _Runner:
             cfg = _resolve_cfg(cfg, self.base)
             self.log(f"{unit.name}: step {i + 1}/{len(unit.steps)} {key}"
                      + (" (re-applied; its measurement is already stored)" if i < stored else ""))
-            with _power_setting(cfg, self.out / "control-journal.json"):
-                with measure(self.recipe.meters, hz=self.recipe.measure.hz,
-                             idle_s=self.recipe.measure.idle_s) as m:
-                    model, result = apply_step(model, key, cfg, ctx)
+            try:
+                with _power_setting(cfg, self.out / "control-journal.json"):
+                    with measure(self.recipe.meters, hz=self.recipe.measure.hz,
+                                 idle_s=self.recipe.measure.idle_s) as m:
+                        model, result = apply_step(model, key, cfg, ctx)
+            except GreenLLMError as exc:
+                hint = ""
+                if self.calibration is None and "calibration" in str(exc):
+                    hint = ("; add 'calibration: builtin:wiki-sample' (or a text file) at the "
+                            "top level of the recipe")
+                raise GreenLLMError(f"variants.{unit.name}[{i}] ({key}): {exc}{hint}") from exc
             result = dataclasses.replace(result, energy=m.report)
             if self.store.add_step(unit.variant_key, i, result, self.run_id):
                 self.summary.done["steps"] += 1
