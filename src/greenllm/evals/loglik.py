@@ -11,11 +11,14 @@ Tokenisation (``Encoder``) mirrors lm-eval's ``HFLM``:
   EOS) unless the continuation already starts with it (``loglikelihood``).
 * Requests longer than ``max_length + 1`` tokens are truncated from the left.
 
-Scoring (``score``) is shared-prefix: for every item (a group of requests, e.g. the choices of
-one question) the longest common token prefix is run once with the KV cache; the cache is then
-expanded over the item's requests and only their remaining tokens are run. Items are batched
-with right padding, explicit position ids and attention masks, so the batch size never changes
-which tokens a position sees (scores agree across batch sizes to float rounding, ~1e-6).
+Scoring (``score``) is shared-prefix by packing: for every item (a group of requests, e.g. the
+choices of one question) the longest common token prefix appears once in a row, followed by
+each request's remaining input tokens as a separate segment; a 4-D attention mask lets each
+segment see the prefix and itself only, and position ids restart after the prefix, so every
+token sees exactly what it would see in its own unpacked sequence. One forward pass scores a
+whole batch of items; rows are right-padded and log-probabilities are computed only at the
+scored positions (hidden states are projected onto the vocabulary in chunks). The batch size
+never changes which tokens a position sees (scores agree across batch sizes to float rounding).
 ``score_naive`` is the plain one-forward-per-request reference used by the tests.
 torch is imported inside functions only.
 """
@@ -177,6 +180,11 @@ def _plan(requests: Sequence[Request], max_length: int):
     return plans
 
 
+def _packed_len(plan) -> int:
+    _, fulls, _, k = plan
+    return k + sum(len(f) - 1 - k for f in fulls)
+
+
 def score(model: Any, requests: Sequence[Request], *, batch_size: int = 8,
           max_length: int | None = None,
           progress: Callable[[int], None] | None = None) -> list[tuple[float, bool]]:
@@ -187,8 +195,8 @@ def score(model: Any, requests: Sequence[Request], *, batch_size: int = 8,
         raise GreenLLMError(f"batch_size must be at least 1, got {batch_size}")
     max_length = max_length or resolve_max_length(model)
     plans = _plan(requests, max_length)
-    # longest first, so padding waste is small and memory peaks early (as lm-eval does)
-    order = sorted(range(len(plans)), key=lambda p: (-max(len(f) for f in plans[p][1]), p))
+    # longest packed row first: little padding, and memory peaks early (as lm-eval does)
+    order = sorted(range(len(plans)), key=lambda p: (-_packed_len(plans[p]), p))
     results: list[tuple[float, bool] | None] = [None] * len(requests)
     device = _device(model)
     with torch.inference_mode():
@@ -249,69 +257,57 @@ def _rows_ll(split, rows, targets) -> tuple[float, bool]:
 
 
 def _score_batch(model, batch, results, device) -> None:
+    """Score a batch of plans in ONE forward pass by packing: each row holds an item's shared
+    prefix once, followed by every request's remaining input tokens as its own segment. A 4-D
+    attention mask lets a segment see the prefix and itself (causally) but no other segment,
+    and position ids restart after the prefix, so each request sees exactly the tokens of its
+    own unpacked sequence."""
     import torch
 
     split = _split_head(model)
-    ks = [b[3] for b in batch]
-    lp = max(ks)
-    ids = torch.zeros((len(batch), lp), dtype=torch.long)
-    mask = torch.zeros((len(batch), lp), dtype=torch.long)
-    needed: set[int] = set()
-    for r, (_, fulls, clens, k) in enumerate(batch):
-        ids[r, :k] = torch.tensor(fulls[0][:k])
-        mask[r, :k] = 1
-        for full, c in zip(fulls, clens):
-            needed.update(range(len(full) - 1 - c, k))
-    keep = sorted(needed)
-    where = {p: j for j, p in enumerate(keep)}
-    pos = torch.arange(lp).unsqueeze(0).expand(len(batch), -1)
-    prefix_rows, cache = _run(
-        model, split, torch.tensor(keep, dtype=torch.long, device=device),
-        input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-        use_cache=any(len(f) - 1 > b[3] for b in batch for f in b[1]))
-    # suffix rows: for each request, tokens full[k:-1] (the inputs whose outputs score the rest)
-    rows, suffixes = [], []
-    for r, (idx, fulls, clens, k) in enumerate(batch):
-        for i, full in zip(idx, fulls):
-            if len(full) - 1 > k:
-                rows.append((r, i))
-                suffixes.append(full[k:-1])
-    suffix_rows = None
-    if rows:
-        ls = max(len(s) for s in suffixes)
-        sids = torch.zeros((len(rows), ls), dtype=torch.long)
-        smask = torch.zeros((len(rows), ls), dtype=torch.long)
-        spos = torch.zeros((len(rows), ls), dtype=torch.long)
-        for j, ((r, _), s) in enumerate(zip(rows, suffixes)):
-            sids[j, :len(s)] = torch.tensor(s)
-            smask[j, :len(s)] = 1
-            spos[j] = ks[r] + torch.arange(ls)
-        sel = torch.tensor([r for r, _ in rows])
-        cache = _expand_cache(cache, sel.to(device))
-        full_mask = torch.cat([mask[sel], smask], dim=1)
-        suffix_rows, _ = _run(model, split, None, input_ids=sids.to(device),
-                              attention_mask=full_mask.to(device), position_ids=spos.to(device),
-                              past_key_values=cache, use_cache=False)
-    by_req = {i: j for j, (_, i) in enumerate(rows)}
-    for r, (idx, fulls, clens, k) in enumerate(batch):
-        for i, full, c in zip(idx, fulls, clens):
+    layouts = []
+    for idx, fulls, clens, k in batch:
+        toks, pos, segs = list(fulls[0][:k]), list(range(k)), []
+        for full in fulls:
+            seg = list(full[k:-1])
+            segs.append(len(toks))
+            toks += seg
+            pos += range(k, k + len(seg))
+        layouts.append((toks, pos, segs))
+    width = max(len(t) for t, _, _ in layouts)
+    ids = torch.zeros((len(batch), width), dtype=torch.long)
+    pos_ids = torch.zeros((len(batch), width), dtype=torch.long)
+    for r, (toks, pos, _) in enumerate(layouts):
+        ids[r, :len(toks)] = torch.tensor(toks)
+        pos_ids[r, :len(pos)] = torch.tensor(pos)
+    packed = any(len(t) > b[3] for (t, _, _), b in zip(layouts, batch))
+    if packed:
+        allow = torch.zeros((len(batch), 1, width, width), dtype=torch.bool)
+        for r, ((toks, _, segs), (_, fulls, _, k)) in enumerate(zip(layouts, batch)):
+            allow[r, 0, :k, :k] = torch.ones(k, k, dtype=torch.bool).tril()
+            for s, full in zip(segs, fulls):
+                n = len(full) - 1 - k
+                if n > 0:
+                    allow[r, 0, s:s + n, :k] = True
+                    allow[r, 0, s:s + n, s:s + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            pad = torch.arange(len(toks), width)
+            allow[r, 0, pad, pad] = True  # padding rows see themselves: no empty softmax
+        dtype = next(model.parameters()).dtype
+        if not dtype.is_floating_point:  # pragma: no cover - quantized storage
+            dtype = torch.float32
+        mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min)
+    else:
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, (toks, _, _) in enumerate(layouts):
+            mask[r, :len(toks)] = 1
+    out_rows, _ = _run(model, split, None, input_ids=ids.to(device),
+                       attention_mask=mask.to(device), position_ids=pos_ids.to(device),
+                       use_cache=False)
+    for r, ((_, _, segs), (idx, fulls, clens, k)) in enumerate(zip(layouts, batch)):
+        for i, full, c, s in zip(idx, fulls, clens, segs):
             # the output at input position p predicts token p+1; scored: len-1-c .. len-2
-            first = len(full) - 1 - c
-            parts = []
-            if first <= k - 1:  # positions inside the prefix pass
-                parts.append(prefix_rows[r, [where[p] for p in range(first, k)]])
-            if i in by_req:
-                parts.append(suffix_rows[by_req[i], max(first - k, 0):len(full) - 1 - k])
-            sel_rows = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
-            results[i] = _rows_ll(split, sel_rows, full[-c:])
-
-
-def _expand_cache(cache, sel):
-    """Repeat/select batch rows of a KV cache (DynamicCache or legacy tuples)."""
-    if hasattr(cache, "reorder_cache"):
-        cache.reorder_cache(sel)
-        return cache
-    return tuple(tuple(t.index_select(0, sel) for t in layer) for layer in cache)
+            where = [p if p < k else s + (p - k) for p in range(len(full) - 1 - c, len(full) - 1)]
+            results[i] = _rows_ll(split, out_rows[r, where], full[-c:])
 
 
 def score_naive(model: Any, requests: Sequence[Request], *,
