@@ -27,6 +27,7 @@ class LmEvalConfig:
     limit: int | None = None
     batch_size: int = 8
     include_path: str | None = None
+    include_defaults: bool = True       # False: only the tasks under include_path (faster)
     add_bos_token: bool | None = None
 
     def validate(self) -> None:
@@ -59,7 +60,8 @@ def run(model: Any, tokenizer: Any, cfg: LmEvalConfig):
     try:
         lm = hf.HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size,
                      add_bos_token=cfg.add_bos_token)
-        manager = tasks_mod.TaskManager(include_path=cfg.include_path)
+        manager = tasks_mod.TaskManager(include_path=cfg.include_path,
+                                        include_defaults=cfg.include_defaults)
         out = lm_eval.simple_evaluate(model=lm, tasks=list(cfg.tasks),
                                       num_fewshot=cfg.num_fewshot, limit=cfg.limit,
                                       task_manager=manager, log_samples=False,
