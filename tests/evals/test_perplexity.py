@@ -107,3 +107,15 @@ def test_builtin_wiki_sample_loads(tiny):
     docs, info = load_documents("builtin:wiki-sample")
     assert len(docs) == 1 and len(docs[0].original.split()) > 1500
     assert info["data_sha256"] and info["format"] == "text"
+
+
+def test_result_round_trips_through_json(tiny):
+    import json
+
+    from greenllm.results import EvalResult
+
+    model, tok = tiny
+    r = evaluate(model, tok, "perplexity", data="builtin:wiki-sample", max_length=128, limit=1)
+    assert EvalResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    assert EvalResult.from_json(json.loads(json.dumps(r.to_json()))) == r
+    assert r.settings["window_tokens"] == 128 and r.settings["windows"] > 10
