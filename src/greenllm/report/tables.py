@@ -44,7 +44,7 @@ def pp(d: Any, se: Any = None) -> str:
 
 
 def payback(v: dict[str, Any]) -> str:
-    if v["name"] == "baseline":
+    if v["name"] == "baseline" or not v.get("bench") or v.get("compression_energy_j") is None:
         return DASH
     p = v.get("payback_inferences")
     return "never" if p is None else f"{p:,.0f}"
