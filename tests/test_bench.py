@@ -203,6 +203,6 @@ def test_bench_smollm2_few_tokens(smollm2_fresh):
                            "warmup": 0, "repeats": 2}, meters=["estimate"])
     assert r.metrics["params"] == pytest.approx(134.5e6, rel=0.01)
     assert r.metrics["size_bytes"] == pytest.approx(134.5e6 * 4, rel=0.01)
-    assert r.metrics["decode_tokens_per_s"] > 0.5
+    assert r.metrics["decode_tokens_per_s"] > 0     # no speed threshold: shared CI machines
     assert 0 < r.metrics["roofline_fraction"] < 5
     assert r.metrics["peak_memory_bytes"] > r.metrics["size_bytes"]
