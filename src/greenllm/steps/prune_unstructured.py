@@ -199,19 +199,31 @@ def _input_hooks(named, kind: str, prune_one=None):
     """
     state: dict[str, dict[str, Any]] = {}
     handles = []
+    last: dict[str, Any] = {"x": None, "v": None}   # q/k/v (gate/up) share one input tensor
+
     for name, mod in named:
         st = {"n": 0, "acc": None}
         state[name] = st
 
         def hook(module, inputs, st=st):
-            x = inputs[0].detach().reshape(-1, module.in_features).float()
-            v = _stat(x, kind)
-            st["acc"] = v if st["acc"] is None else st["acc"].add_(v)
-            st["n"] += x.shape[0]
+            if last["x"] is inputs[0]:
+                v = last["v"]
+            else:
+                x = inputs[0].detach().reshape(-1, module.in_features).float()
+                v = _stat(x, kind)
+                last["x"], last["v"] = inputs[0], v
+            st["acc"] = v.clone() if st["acc"] is None else st["acc"].add_(v)
+            st["n"] += inputs[0].numel() // module.in_features
             if prune_one is not None:
                 prune_one(module, st)
 
         handles.append(mod.register_forward_pre_hook(hook))
+
+    class _Forget:   # removing the hooks also drops the cached input
+        def remove(self):
+            last["x"] = last["v"] = None
+
+    handles.append(_Forget())
     return state, handles
 
 
