@@ -352,3 +352,25 @@ def test_smollm2_int8_weight_save_reload_identical(smollm2, tmp_path):
         assert torch.equal(again(ids).logits, ref)
     assert again.lm_head.weight.data_ptr() == again.model.embed_tokens.weight.data_ptr()
     assert model_size_bytes(again) == model_size_bytes(q)
+
+
+@pytest.mark.slow
+def test_bnb_4bit_bad_roundtrip_is_refused_on_real_weights(smollm2_dir):
+    """bitsandbytes 0.50.2 on CPU mis-quantizes SmolLM2's q_proj at block size 128; the guard
+    refuses it (model unchanged) while the default block size 64 passes."""
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed")
+    from safetensors import safe_open
+
+    with safe_open(str(smollm2_dir / "model.safetensors"), "pt") as fh:
+        w = fh.get_tensor("model.layers.0.self_attn.q_proj.weight")
+    model = torch.nn.Sequential(torch.nn.Linear(w.shape[1], w.shape[0], bias=False))
+    model[0].weight.data = w.clone()
+    _, res = apply_step(copy.deepcopy(model), "quantize", {"method": "bnb_nf4", "ignore": []})
+    assert res.stats["blocksize"] == 64 and res.stats["max_roundtrip_error"] < 0.2
+    try:
+        _, res = apply_step(model, "quantize",
+                            {"method": "bnb_nf4", "ignore": [], "group_size": 128})
+    except UnsupportedError as exc:
+        assert "relative error" in str(exc) and type(model[0]) is torch.nn.Linear
+    else:   # a bitsandbytes release that fixed the bug
+        assert res.stats["max_roundtrip_error"] < 0.3

@@ -51,12 +51,13 @@ def apply_bnb(model, modules, cfg, ctx):
     version = getattr(bnb, "__version__", "?")
     first = modules[0][1].weight
     device = first.device
-    if cfg.method != "bnb_int8" and cfg.group_size < 64:
+    blocksize = cfg.group_size or 64
+    if cfg.method != "bnb_int8" and blocksize < 64:
         raise UnsupportedError(f"quantize.group_size={cfg.group_size}: bitsandbytes 4-bit "
                                "block sizes start at 64; use group_size=64, 128 or 256")
     try:
         probe = _build(bnb, nn.Linear(256, 64, dtype=first.dtype), cfg.method,
-                       cfg.group_size, device)
+                       blocksize, device)
         y = probe(torch.randn(2, 256, dtype=first.dtype, device=device))
         if not torch.isfinite(y).all():
             raise RuntimeError("non-finite output from a scratch layer")
@@ -69,8 +70,35 @@ def apply_bnb(model, modules, cfg, ctx):
                                f"{where} ({msg}); on CPU use int8_weight or quanto_int4") from None
     from .quantize import swap_modules
 
-    new = {name: _build(bnb, lin, cfg.method, cfg.group_size, device) for name, lin in modules}
+    new = {}
+    worst = 0.0
+    for name, lin in modules:
+        new[name] = _build(bnb, lin, cfg.method, blocksize, device)
+        if cfg.method != "bnb_int8":
+            err = _roundtrip_error(bnb, new[name], lin)
+            worst = max(worst, err)
+            if err > MAX_4BIT_ERROR:
+                raise UnsupportedError(
+                    f"quantize.method={cfg.method}: bitsandbytes {version} de-quantizes layer "
+                    f"{name!r} with relative error {err:.2f} at block size {blocksize} (a "
+                    f"correct 4-bit round trip is ~0.1); the model was left unchanged; try "
+                    "group_size=64 or quanto_int4")
     swap_modules(model, new)
     return {"bitsandbytes": version,
             "quant_type": _4BIT.get(cfg.method, "int8"),
-            "blocksize": cfg.group_size if cfg.method != "bnb_int8" else None}
+            "blocksize": blocksize if cfg.method != "bnb_int8" else None,
+            "max_roundtrip_error": round(worst, 4) if cfg.method != "bnb_int8" else None}
+
+
+# bitsandbytes 0.50.2's CPU path mis-quantizes some shapes at block size 128 (SmolLM2's
+# 576x576 q_proj: relative error 0.62 instead of 0.11, perplexity 30 -> 1e6); check every
+# layer's de-quantized weight before installing anything.
+MAX_4BIT_ERROR = 0.3
+
+
+def _roundtrip_error(bnb, qmod, lin) -> float:
+    import torch
+
+    w = lin.weight.detach().float()
+    deq = bnb.functional.dequantize_4bit(qmod.weight.data, qmod.weight.quant_state).float()
+    return float(torch.linalg.norm(deq.reshape(w.shape) - w) / torch.linalg.norm(w).clamp_min(1e-12))

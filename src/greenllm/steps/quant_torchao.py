@@ -72,5 +72,5 @@ def apply_int4_weight(model, modules, cfg, ctx):
         raise UnsupportedError("quantize.method=torchao_int4_weight needs a bfloat16 model "
                                "(tinygemm int4 kernels); load it with dtype=bfloat16")
     return _quantize(model, modules, cfg,
-                     lambda tq: tq.Int4WeightOnlyConfig(group_size=cfg.group_size,
+                     lambda tq: tq.Int4WeightOnlyConfig(group_size=cfg.group_size or 128,
                                                         int4_packing_format="tile_packed_to_4d"))

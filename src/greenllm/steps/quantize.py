@@ -105,8 +105,8 @@ class QuantizeConfig:
     method: a key of QUANT_METHODS (``int8_weight`` is the recommended int8 on CPU).
     targets: glob patterns of linear layers to quantize; empty = every nn.Linear.
     ignore: glob patterns to leave alone (``lm_head`` by default).
-    group_size: group size of the 4-bit methods (torchao_int4_weight, quanto_int4, bnb 4-bit
-      block size).
+    group_size: group size of the 4-bit methods: torchao_int4_weight (default 128) and the
+      bitsandbytes 4-bit block size (default 64); quanto chooses its own (128).
     per_channel: dynamic_int8 only: per-output-channel weight scales (else one per tensor).
     compute_dtype: int8_weight only: activation dtype fed to the int8 kernel (PyTorch's CPU
       kernel is fast for bfloat16 and slow for float32).
@@ -115,7 +115,7 @@ class QuantizeConfig:
     method: str = RECOMMENDED_INT8
     targets: list[str] = field(default_factory=list)
     ignore: list[str] = field(default_factory=lambda: ["lm_head"])
-    group_size: int = 128
+    group_size: int | None = None
     per_channel: bool = True
     compute_dtype: str = "bfloat16"
 
@@ -128,7 +128,7 @@ class QuantizeConfig:
             for i, pat in enumerate(getattr(self, name)):
                 if not pat.strip():
                     raise ConfigError(f"{name}[{i}]: empty pattern")
-        if self.group_size not in (32, 64, 128, 256):
+        if self.group_size is not None and self.group_size not in (32, 64, 128, 256):
             raise ConfigError(f"group_size: {self.group_size} is not one of 32, 64, 128, 256")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ConfigError(f"compute_dtype: {self.compute_dtype!r} is not one of "
