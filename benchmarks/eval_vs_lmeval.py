@@ -71,6 +71,7 @@ def main() -> None:
         rows.append((task, len(docs), len(pairs), t_l, t_g, t_l / t_g, m_l["acc"], m_g["acc"],
                      100 * (m_g["acc"] - m_l["acc"]), 100 * (m_g["acc_norm"] - m_l["acc_norm"]),
                      dmax))
+        print(f"done {task}: lm-eval {t_l:.1f} s, greenllm {t_g:.1f} s", flush=True)
     head = ("task", "items", "requests", "lm-eval s", "greenllm s", "speedup", "acc lm-eval",
             "acc greenllm", "Δacc pp", "Δacc_norm pp", "max |Δll|")
     print("| " + " | ".join(head) + " |")
