@@ -148,3 +148,28 @@ def test_failing_step_keeps_finished_work_and_names_the_variant(tmp_path):
     con = sqlite3.connect(tmp_path / "out" / "greenllm.sqlite")
     assert con.execute("SELECT status FROM runs").fetchone()[0] == "failed"
     con.close()
+
+
+def test_training_step_records_energy_per_epoch(tmp_path):
+    """A train step run by the runner gets energy and carbon in each epoch record; the step
+    itself never imports a meter (the runner passes the hook through StepContext)."""
+    recipe = make_tiny_recipe(tmp_path, variants={
+        "ft": [{"train": {"epochs": 2, "batch_size": 2, "seq_len": 16, "lr": 1e-3}}]},
+        repeats=2)
+    recipe["evals"] = []
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    run(path, tmp_path / "out", progress=False)
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    (ft,) = [v for v in data["variants"] if v["name"] == "ft"]
+    con = sqlite3.connect(tmp_path / "out" / "greenllm.sqlite")
+    try:
+        (raw,) = con.execute("SELECT result_json FROM steps").fetchone()
+    finally:
+        con.close()
+    stats = json.loads(raw)["stats"]
+    assert len(stats["epochs"]) == 2
+    for rec in stats["epochs"]:
+        assert rec["energy_j"] > 0 and rec["energy_estimated"] is True
+        assert rec["emissions_g"] == pytest.approx(rec["energy_j"] / 3.6e6 * 400.0)
+    assert ft["compression_energy_j"] >= sum(r["energy_j"] for r in stats["epochs"]) * 0.99

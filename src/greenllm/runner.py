@@ -64,6 +64,9 @@ class _Unit:
                 "steps": self.definition["steps"]}
 
 
+_TRAINING_STEPS = ("train", "distill", "lora")
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run"
 
@@ -353,6 +356,9 @@ class _Runner:
                 with _power_setting(cfg, self.out / "control-journal.json"):
                     with measure(self.recipe.meters, hz=self.recipe.measure.hz,
                                  idle_s=self.recipe.measure.idle_s) as m:
+                        # training steps get per-epoch energy (and carbon) in their records
+                        ctx.extras["train_hooks"] = (
+                            [self._epoch_hook(m)] if key in _TRAINING_STEPS else None)
                         model, result = apply_step(model, key, cfg, ctx)
             except GreenLLMError as exc:
                 hint = ""
@@ -366,6 +372,15 @@ class _Runner:
             else:
                 self.summary.skipped["steps"] += 1
         return model
+
+    def _epoch_hook(self, handle):
+        from .carbon import grid_intensity
+        from .training import EpochEnergyHook
+
+        c = self.recipe.carbon
+        intensity = grid_intensity(region=c.region,
+                                   intensity_g_per_kwh=c.intensity_g_per_kwh).g_per_kwh
+        return EpochEnergyHook(handle, intensity_g_per_kwh=intensity, pue=c.pue)
 
     def _evals(self, unit: _Unit, model, tok) -> None:
         from .evals import EVALS
