@@ -131,7 +131,7 @@ def sparsegpt_prune(weight, hessian, sparsity: float, nm: tuple[int, int] | None
             w = W1[:, j]
             q = w * keep1[:, j]
             err = (w - q) / d[j]
-            W1[:, j:] -= err[:, None] * U1[j, j:][None, :]
+            W1[:, j:].addr_(err, U1[j, j:], alpha=-1.0)     # in place, no outer temp
             W1[:, j] = q
             Err1[:, j] = err
         W[:, b0:b1] = W1
