@@ -193,3 +193,17 @@ def test_parse_scalar_keeps_nm_patterns_as_text():
     assert parse_scalar("1e-3") == 0.001
     assert parse_scalar("'8'") == "8"
     assert parse_scalar("None") is None
+
+
+def test_public_functions_survive_submodule_imports():
+    """greenllm.measure / greenllm.bench are functions even after their modules are imported."""
+    import subprocess
+    import sys
+
+    code = ("import greenllm.measure, greenllm.bench, greenllm.runner, greenllm.steps.base\n"
+            "import greenllm\n"
+            "assert callable(greenllm.measure) and greenllm.measure.__name__ == 'measure'\n"
+            "assert callable(greenllm.bench) and greenllm.bench.__name__ == 'bench'\n"
+            "assert callable(greenllm.compress) and callable(greenllm.evaluate)\n"
+            "import sys; assert 'torch' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -22,14 +22,12 @@ _LAZY = {
     "save": "greenllm.models:save",
     "offline_model_dir": "greenllm.models:offline_model_dir",
     # measurement
-    "measure": "greenllm.measure:measure",
     "detect_meters": "greenllm.meters:detect_meters",
     "capped": "greenllm.control.base:capped",
     "grid_intensity": "greenllm.carbon:grid_intensity",
     "emissions_g": "greenllm.carbon:emissions_g",
     # evaluation and benchmarks
     "evaluate": "greenllm.evals:evaluate",
-    "bench": "greenllm.bench:bench",
     # recipes, runner, reports
     "load_recipe": "greenllm.recipe:load_recipe",
     "run": "greenllm.runner:run",
@@ -41,7 +39,13 @@ _LAZY = {
     "BenchResult": "greenllm.results:BenchResult",
 }
 
-__all__ = ["GreenLLMError", "__version__", *_LAZY]
+# ``measure`` and ``bench`` are both submodules and public functions. Importing a submodule
+# sets the package attribute to the module, so the functions are bound eagerly here, after
+# their modules load (neither imports torch), and stay bound for any later import.
+from .bench import bench  # noqa: E402
+from .measure import measure  # noqa: E402
+
+__all__ = ["GreenLLMError", "__version__", "bench", "measure", *_LAZY]
 
 
 def __getattr__(name: str):
@@ -59,11 +63,9 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .bench import bench
     from .carbon import emissions_g, grid_intensity
     from .control.base import capped
     from .evals import evaluate
-    from .measure import measure
     from .meters import detect_meters
     from .models import load_model, offline_model_dir, save
     from .recipe import load_recipe
