@@ -292,7 +292,7 @@ def test_torchao_so_warning_filter():
     quiet_torchao_import()
     quiet_torchao_import()   # idempotent
     log = logging.getLogger("torchao")
-    assert len([f for f in log.filters if type(f).__name__ == "_TorchaoSoFilter"]) == 1
+    assert len([f for f in log.filters if type(f).__name__ == "_DropNoise"]) == 1
     rec = logging.LogRecord("torchao", logging.WARNING, __file__, 1,
                             "Failed to load /x/_C_mxfp8.so: nope", None, None)
     other = logging.LogRecord("torchao", logging.WARNING, __file__, 1, "real warning", None, None)
@@ -374,3 +374,41 @@ def test_bnb_4bit_bad_roundtrip_is_refused_on_real_weights(smollm2_dir):
         assert "relative error" in str(exc) and type(model[0]) is torch.nn.Linear
     else:   # a bitsandbytes release that fixed the bug
         assert res.stats["max_roundtrip_error"] < 0.3
+
+
+def test_int8_weight_keeps_a_tied_embedding_as_one_int8_matrix(tmp_path):
+    """With lm_head quantized and tied to the input embedding, the embedding reads the head's
+    int8 rows: the tied matrix is stored once, as int8, and the model saves and reloads."""
+    import torch
+
+    from greenllm.models import load_model, model_size_bytes, save
+    from greenllm.steps import compress
+    from greenllm.steps.quant_native import Int8Embedding
+    from greenllm.testing import tiny_causal_lm, tiny_tokenizer
+
+    model, tok = tiny_causal_lm(3, tie_word_embeddings=True), tiny_tokenizer()
+    ids = torch.tensor([tok("tied weights, stored once").input_ids])
+    with torch.no_grad():
+        ref = model(ids).logits
+    emb_rows = model.get_input_embeddings().weight.detach().clone()
+    q, (res,) = compress(model, ["quantize:method=int8_weight,ignore=[]"])
+    assert res.stats["tied_embedding"] == "lm_head"
+    emb = q.get_input_embeddings()
+    assert isinstance(emb, Int8Embedding)
+    # the embedding rows are the head's de-quantized rows, within int8 rounding of the original
+    step = emb_rows.abs().amax(dim=1, keepdim=True) / 127
+    assert torch.all((emb.weight - emb_rows).abs() <= step / 2 + 1e-7)
+    # stored once: 259x64 int8 + 259 float32 scales, not a second float matrix
+    vocab, hidden = emb_rows.shape
+    big = [k for k, t in q.state_dict().items() if tuple(t.shape) == (vocab, hidden)]
+    assert big == ["lm_head.weight_int8"]
+    assert res.size_bytes_after == model_size_bytes(q) < res.size_bytes_before / 3
+    with torch.no_grad():
+        out = q(ids).logits
+    assert torch.allclose(out, ref, atol=0.05 * ref.abs().max().item())
+    save(q, tmp_path / "q", tok)
+    r, _ = load_model(str(tmp_path / "q"))
+    assert isinstance(r.get_input_embeddings(), Int8Embedding)
+    with torch.no_grad():
+        assert torch.equal(r(ids).logits, out)
+    assert model_size_bytes(r) == model_size_bytes(q)

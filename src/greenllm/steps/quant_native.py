@@ -75,16 +75,19 @@ class Int8WeightLinear(nn.Module):
         return self.weight_int8.float() * self.weight_scale[:, None]
 
     def _scale(self) -> torch.Tensor:
-        key = (self.weight_scale.data_ptr(), self.weight_scale._version, self.compute_dtype)
-        if self._scale_cache is None or self._scale_cache[0] != key:
-            self._scale_cache = (key, self.weight_scale.to(self.compute_dtype))
-        return self._scale_cache[1]
+        """``weight_scale`` in the compute dtype, converted once per change of the scale."""
+        version = self.weight_scale._version
+        cache = self._scale_cache
+        if cache is None or cache[0] != version or cache[1].device != self.weight_scale.device:
+            cache = self._scale_cache = (version, self.weight_scale.to(self.compute_dtype))
+        return cache[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x2 = x.reshape(-1, self.in_features).to(self.compute_dtype).contiguous()
+        x2 = x.reshape(-1, self.in_features).to(self.compute_dtype)
         if self.use_kernel:
-            y = torch.ops.aten._weight_int8pack_mm(x2, self.weight_int8, self._scale())
+            y = torch.ops.aten._weight_int8pack_mm(x2.contiguous(), self.weight_int8,
+                                                   self._scale())
         else:  # devices without the kernel: de-quantize on the fly
             w = self.weight_int8.to(self.compute_dtype) * self._scale()[:, None]
             y = F.linear(x2, w)
@@ -99,18 +102,73 @@ class Int8WeightLinear(nn.Module):
                 f"kernel={'_weight_int8pack_mm' if self.use_kernel else 'dequantize'}")
 
 
+class Int8Embedding(nn.Module):
+    """The input embedding of a model whose embedding is tied to an int8 ``lm_head``.
+
+    It owns no tensor: rows are looked up in the head's int8 weight and scaled, so the tied
+    matrix is stored once, as int8 (SmolLM2-135M: 28 M of its 134 M parameters).
+    """
+
+    greenllm_weight_format = "int8_weight(tied)"
+
+    def __init__(self, head: Int8WeightLinear, padding_idx: int | None = None,
+                 dtype: torch.dtype = torch.float32):
+        super().__init__()
+        object.__setattr__(self, "_head", head)   # not a submodule: no second state_dict entry
+        self.padding_idx = padding_idx
+        self.out_dtype = dtype
+        self.num_embeddings, self.embedding_dim = head.out_features, head.in_features
+
+    @property
+    def weight(self) -> torch.Tensor:   # read-only, de-quantized view for code that asks
+        return self._head.dequantized_weight()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        head = self._head
+        rows = head.weight_int8[ids].to(self.out_dtype)
+        return rows * head.weight_scale[ids].unsqueeze(-1).to(self.out_dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, tied to the int8 lm_head"
+
+
+def _tied_input_embedding(model, modules) -> str | None:
+    """Name of the quantized Linear whose weight is the model's input embedding, if any."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if emb is None or not isinstance(getattr(emb, "weight", None), torch.Tensor):
+        return None
+    for name, lin in modules:
+        if lin.weight is emb.weight:
+            return name
+    return None
+
+
+def _tie_int8_embedding(model, head: Int8WeightLinear) -> None:
+    emb = model.get_input_embeddings()
+    dtype = emb.weight.dtype if isinstance(getattr(emb, "weight", None), torch.Tensor) \
+        else torch.float32
+    model.set_input_embeddings(Int8Embedding(head, getattr(emb, "padding_idx", None), dtype))
+    # from here on the embedding follows the head; nothing may re-tie float weights
+    model.config.tie_word_embeddings = False
+    if hasattr(model.config, "get_text_config"):
+        model.config.get_text_config().tie_word_embeddings = False
+
+
 def apply_int8_weight(model, modules, cfg, ctx):
     dtype = getattr(torch, cfg.compute_dtype)
     device = modules[0][1].weight.device
     use_kernel = _int8pack_works(device, dtype)
+    tied = _tied_input_embedding(model, modules)
     new = {name: Int8WeightLinear.from_linear(lin, cfg.compute_dtype, use_kernel)
            for name, lin in modules}
     swap_modules(model, new)
+    if tied is not None:
+        _tie_int8_embedding(model, new[tied])
     return {"kernel": "_weight_int8pack_mm" if use_kernel else "dequantize",
-            "compute_dtype": cfg.compute_dtype}
+            "compute_dtype": cfg.compute_dtype, "tied_embedding": tied}
 
 
-def restore_int8_weight(model, names, cfg, tensors):
+def restore_int8_weight(model, names, cfg, tensors, stats=None):
     """Rebuild Int8WeightLinear modules at ``names`` from checkpoint ``tensors``."""
     dtype = getattr(torch, cfg.compute_dtype)
     new = {}
@@ -127,6 +185,9 @@ def restore_int8_weight(model, names, cfg, tensors):
             mod.bias.data = tensors[f"{name}.bias"].to(device).float()
         new[name] = mod
     swap_modules(model, new)
+    tied = (stats or {}).get("tied_embedding")
+    if tied:
+        _tie_int8_embedding(model, new[tied])
 
 
 # --------------------------------------------------------------------------- casting

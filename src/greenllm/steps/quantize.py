@@ -13,7 +13,7 @@ suffix of it, so ``down_proj``, ``mlp.*`` and ``model.layers.1[0-9].*`` all work
 from __future__ import annotations
 
 import fnmatch
-import logging
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -313,28 +313,23 @@ def restore_step(model, entry: dict, tensors) -> None:
     if not names:
         raise ModelError("greenllm.json: quantize step has no module list; re-save the model "
                          "with greenllm.save")
-    cfg.info.load_restore()(model, names, cfg, tensors)
+    restore = cfg.info.load_restore()
+    if "stats" in inspect.signature(restore).parameters:
+        restore(model, names, cfg, tensors, stats=entry.get("stats", {}))
+    else:
+        restore(model, names, cfg, tensors)
 
 
 SPEC = StepSpec("quantize", QuantizeConfig, apply,
                 "quantize or cast linear-layer weights (int8/int4/float8/bf16/fp16)")
 
 
-class _TorchaoSoFilter(logging.Filter):
-    """Drops torchao's "Failed to load ..._C*.so" warnings (optional CUDA/mxfp8 kernels that
-    cannot load on a CPU-only install); every other torchao record passes."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        return not (msg.startswith("Failed to load") and ".so" in msg)
-
-
 def quiet_torchao_import() -> None:
-    """Install the filter on the ``torchao`` logger (idempotent). Call before importing
-    transformers/torchao."""
-    log = logging.getLogger("torchao")
-    if not any(isinstance(f, _TorchaoSoFilter) for f in log.filters):
-        log.addFilter(_TorchaoSoFilter())
+    """Drop torchao's "Failed to load ..._C*.so" lines (CUDA-only kernels on a CPU install);
+    idempotent. ``import greenllm`` already does it; kept for code importing this module."""
+    from .._logging import quiet_third_party
+
+    quiet_third_party()
 
 
 __all__ = ["QUANT_METHODS", "RECOMMENDED_INT8", "QuantMethod", "QuantizeConfig", "SPEC",
