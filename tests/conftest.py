@@ -107,3 +107,26 @@ def shared_data() -> Path:
 
 def needs_chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> str:
+    """The tiny model and tokenizer saved with greenllm.save (a local model directory)."""
+    from greenllm.models import save
+    from greenllm.testing import tiny_model_and_tokenizer
+
+    model, tok = tiny_model_and_tokenizer(0)
+    return str(save(model, tmp_path_factory.mktemp("tiny") / "model", tok))
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """``run_cli(*argv) -> (exit code, stdout, stderr)`` through greenllm.cli.main."""
+    from greenllm.cli import main
+
+    def _run(*argv):
+        rc = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    return _run

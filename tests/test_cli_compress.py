@@ -7,26 +7,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from greenllm.cli import main  # noqa: E402
-from greenllm.models import load_model, save  # noqa: E402
-from greenllm.testing import tiny_model_and_tokenizer  # noqa: E402
+from greenllm.models import load_model  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    model, tok = tiny_model_and_tokenizer(0)
-    return str(save(model, tmp_path_factory.mktemp("tiny") / "model", tok))
-
-
-def _run(capsys, *argv):
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def test_quantize_and_save_json(tiny_dir, tmp_path, capsys):
+def test_quantize_and_save_json(tiny_dir, tmp_path, capsys, run_cli):
     out_dir = tmp_path / "q8"
-    rc, out, err = _run(capsys, "compress", tiny_dir, "--step", "quantize:method=int8_weight",
+    rc, out, err = run_cli("compress", tiny_dir, "--step", "quantize:method=int8_weight",
                         "--out", str(out_dir), "--json")
     assert rc == 0, err
     rec = json.loads(out)
@@ -39,8 +25,8 @@ def test_quantize_and_save_json(tiny_dir, tmp_path, capsys):
     assert type(model.model.layers[0].mlp.up_proj).__name__ == "Int8WeightLinear"
 
 
-def test_two_steps_in_order_table_output(tiny_dir, tmp_path, capsys):
-    rc, out, err = _run(capsys, "compress", tiny_dir,
+def test_two_steps_in_order_table_output(tiny_dir, tmp_path, capsys, run_cli):
+    rc, out, err = run_cli("compress", tiny_dir,
                         "--step", "quantize:method=bf16,targets=[mlp.*]",
                         "--step", "quantize:method=int8_weight,targets=[self_attn.*]",
                         "--out", str(tmp_path / "mixed"))
@@ -53,8 +39,8 @@ def test_two_steps_in_order_table_output(tiny_dir, tmp_path, capsys):
     assert type(layer.self_attn.q_proj).__name__ == "Int8WeightLinear"
 
 
-def test_non_reloadable_with_out_refused_before_work(tiny_dir, tmp_path, capsys):
-    rc, out, err = _run(capsys, "compress", tiny_dir, "--step", "quantize:method=dynamic_int8",
+def test_non_reloadable_with_out_refused_before_work(tiny_dir, tmp_path, capsys, run_cli):
+    rc, out, err = run_cli("compress", tiny_dir, "--step", "quantize:method=dynamic_int8",
                         "--out", str(tmp_path / "d8"))
     assert rc == 2
     assert err.count("\n") == 1 and "does not reload" in err and "drop --out" in err
@@ -62,8 +48,8 @@ def test_non_reloadable_with_out_refused_before_work(tiny_dir, tmp_path, capsys)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_non_reloadable_without_out_runs_and_says_why(tiny_dir, capsys):
-    rc, out, err = _run(capsys, "compress", tiny_dir, "--step",
+def test_non_reloadable_without_out_runs_and_says_why(tiny_dir, capsys, run_cli):
+    rc, out, err = run_cli("compress", tiny_dir, "--step",
                         "quantize:method=dynamic_int8,per_channel=false")
     assert rc == 0, err
     assert "not saved" in out and "does not reload" in out and "per_channel=False" in out
@@ -77,26 +63,26 @@ def test_non_reloadable_without_out_runs_and_says_why(tiny_dir, capsys):
     (["--step", "quantize:method=bf16", "--calibration", "/nonexistent/cal.txt"],
      "--calibration"),
 ])
-def test_bad_input_is_one_line_exit_2(tiny_dir, capsys, argv, needle):
-    rc, out, err = _run(capsys, "compress", tiny_dir, *argv)
+def test_bad_input_is_one_line_exit_2(tiny_dir, capsys, argv, needle, run_cli):
+    rc, out, err = run_cli("compress", tiny_dir, *argv)
     assert rc == 2
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_missing_model_dir_is_exit_2(tmp_path, capsys):
-    rc, out, err = _run(capsys, "compress", str(tmp_path / "nope"), "--step",
+def test_missing_model_dir_is_exit_2(tmp_path, capsys, run_cli):
+    rc, out, err = run_cli("compress", str(tmp_path / "nope"), "--step",
                         "quantize:method=bf16")
     assert rc == 2 and "does not exist" in err
 
 
-def test_existing_out_needs_overwrite(tiny_dir, tmp_path, capsys):
+def test_existing_out_needs_overwrite(tiny_dir, tmp_path, capsys, run_cli):
     target = tmp_path / "o"
     target.mkdir()
     (target / "x").write_text("keep")
-    rc, out, err = _run(capsys, "compress", tiny_dir, "--step", "quantize:method=bf16",
+    rc, out, err = run_cli("compress", tiny_dir, "--step", "quantize:method=bf16",
                         "--out", str(target))
     assert rc == 2 and "--overwrite" in err and (target / "x").exists()
-    rc, out, err = _run(capsys, "compress", tiny_dir, "--step", "quantize:method=bf16",
+    rc, out, err = run_cli("compress", tiny_dir, "--step", "quantize:method=bf16",
                         "--out", str(target), "--overwrite")
     assert rc == 0, err
     assert (target / "greenllm.json").exists() and not (target / "x").exists()

@@ -17,14 +17,6 @@ def _load(name: str):
     return mod
 
 
-@pytest.fixture
-def tiny_dir(tmp_path, tiny):
-    model, tok = tiny
-    model.save_pretrained(tmp_path / "tiny")
-    tok.save_pretrained(tmp_path / "tiny")
-    return str(tmp_path / "tiny")
-
-
 def test_every_example_has_a_test():
     tested = {"measure_generation", "compress_and_compare"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested

@@ -453,6 +453,21 @@ def _spec_or_none(registry, key: str):
         raise
 
 
+def _registry_sections(registry, prefix: str) -> list[str]:
+    """One ``### `key` `` section per registered step/evaluator: summary + settings table."""
+    lines: list[str] = []
+    for key in registry.names():
+        spec = _spec_or_none(registry, key)
+        lines += [f"### `{key}`", ""]
+        if spec is None:
+            lines += ["(not built into this version)", ""]
+            continue
+        if getattr(spec, "summary", ""):
+            lines += [spec.summary, ""]
+        lines += _fields_table(spec.config_cls, f"{prefix}{key}.") + [""]
+    return lines
+
+
 def schema_markdown() -> str:
     """The recipe reference (docs/recipes.md), generated from the dataclasses and registries."""
     from .evals import EVALS
@@ -504,25 +519,9 @@ def schema_markdown() -> str:
               "Each step is `{KEY: {settings}}`; the steps of a variant run in order, each "
               "measured (duration and energy) by the runner. Steps whose config has "
               "`power_cap_w` or `power_mode` run under that hardware setting, restored after.", ""]
-    for key in STEPS.names():
-        spec = _spec_or_none(STEPS, key)
-        lines += [f"### `{key}`", ""]
-        if spec is None:
-            lines += ["(not built into this version)", ""]
-            continue
-        if getattr(spec, "summary", ""):
-            lines += [spec.summary, ""]
-        lines += _fields_table(spec.config_cls, f"steps.{key}.") + [""]
+    lines += _registry_sections(STEPS, "steps.")
     lines += ["## Evaluations (`evals[i]`)", "",
               "Each entry is `{KEY: {settings}}`. Data sources are a file path (relative to the "
               "recipe's folder) or `builtin:NAME` for the sets shipped in greenllm/data.", ""]
-    for key in EVALS.names():
-        spec = _spec_or_none(EVALS, key)
-        lines += [f"### `{key}`", ""]
-        if spec is None:
-            lines += ["(not built into this version)", ""]
-            continue
-        if getattr(spec, "summary", ""):
-            lines += [spec.summary, ""]
-        lines += _fields_table(spec.config_cls, f"evals.{key}.") + [""]
+    lines += _registry_sections(EVALS, "evals.")
     return "\n".join(lines).rstrip() + "\n"
