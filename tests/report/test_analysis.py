@@ -66,3 +66,12 @@ def test_pareto_front():
     # perplexity: lower is better
     ppl = [("a", 1.0, 30.0), ("b", 2.0, 20.0), ("c", 3.0, 25.0)]
     assert A.pareto_front(ppl, higher_better=False) == ["a", "b"]
+
+
+def test_payback_is_shown_in_whole_inferences():
+    from greenllm.report.tables import payback_text
+
+    assert payback_text(0.21) == "1"           # repaid within the first inference
+    assert payback_text(720.0) == "720"
+    assert payback_text(1200.4) == "1,201"
+    assert payback_text(0.0) == "0" and payback_text(None) == "never"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..units import J_PER_WH
-from .tables import num, step_summary
+from .tables import num, payback_text, step_summary
 
 
 def _meters_used(doc: dict[str, Any]) -> tuple[list[str], bool, list[float], str | None]:
@@ -117,7 +117,8 @@ def carbon_statement(doc: dict[str, Any]) -> str:
              f"{num(v.get('compression_emissions_g'))} g CO2e)")
         p = v.get("payback_inferences")
         s += (", and it never pays that back (no energy saving per request)" if p is None
-              else f", repaid after {p:,.0f} inferences")
+              else f", repaid after {payback_text(p)} "
+              f"{'inference' if payback_text(p) == '1' else 'inferences'}")
         if v.get("not_greener"):
             s += "; compressed but not greener (energy per token not lower within its CI)"
         parts.append(s + ".")

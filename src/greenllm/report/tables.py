@@ -46,8 +46,13 @@ def pp(d: Any, se: Any = None) -> str:
 def payback(v: dict[str, Any]) -> str:
     if v["name"] == "baseline" or not v.get("bench") or v.get("compression_energy_j") is None:
         return DASH
-    p = v.get("payback_inferences")
-    return "never" if p is None else f"{p:,.0f}"
+    return payback_text(v.get("payback_inferences"))
+
+
+def payback_text(p: float | None) -> str:
+    """Whole inferences until the compression energy is repaid (the ceiling: after 0.2
+    inferences' worth of saving, the first inference has repaid it)."""
+    return "never" if p is None else f"{math.ceil(p):,}"
 
 
 def step_summary(definition: list[dict[str, Any]]) -> str:
