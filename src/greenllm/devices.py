@@ -262,11 +262,10 @@ def _nvml_name(nvml: Any) -> str | None:
 
 
 def _auto_nvml() -> Any:
-    try:
-        import pynvml  # vendor SDK: optional here, detection just skips it when missing
-    except ImportError:
-        return None
-    return pynvml
+    """pynvml through the NVML adapter; None when it is not installed (detection skips it)."""
+    from .meters.nvml import load_pynvml
+
+    return load_pynvml()
 
 
 def detect_device(device_tree_root: str | Path = "/proc/device-tree",

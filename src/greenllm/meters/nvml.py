@@ -16,6 +16,15 @@ from ..units import mj_to_j, mw_to_w
 from .base import COUNTER, POWER, BaseMeter, Clock, DomainInfo, Reading
 
 
+def load_pynvml() -> Any:
+    """The pynvml module if nvidia-ml-py is installed, else None (for optional detection).
+    The one place greenllm imports the NVML SDK; control/nvml.py and devices.py use it too."""
+    try:
+        return require("pynvml", "nvml", "NVML")
+    except MissingDependencyError:
+        return None
+
+
 def parse_visible_devices(value: str | None) -> list[str] | None:
     """CUDA_VISIBLE_DEVICES -> list of entries (None = unset = all devices).
 
