@@ -276,3 +276,13 @@ def test_cli_train_search_json_and_one_line_errors(tmp_path, tiny, capsys):
     rc = main(["train-search", str(tmp_path / "m"), "--data", str(data), "--batch-sizes", "2,x"])
     err = capsys.readouterr().err
     assert rc == 2 and "--batch-sizes" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_train_search_missing_data_fails_before_loading_the_model(tmp_path, run_cli):
+    # the model path does not exist either: the data error must come first, without loading
+    rc, out, err = run_cli("train-search", tmp_path / "no-model", "--data", tmp_path / "no.txt",
+                           "--batch-sizes", "2")
+    assert rc == 2
+    assert err.strip().splitlines() == [f"greenllm: error: --data: {tmp_path / 'no.txt'} does "
+                                        "not exist; give an existing file or folder, or "
+                                        "builtin:<name>"]

@@ -67,6 +67,10 @@ def train_search_cmd(
         "data": data, "task": task, "seq_len": seq_len, "epochs": epochs, "lr": lr,
         "precision": precision, "batch_size": default_batch_size or sizes[0]}, "train-search")
     meters = meter if meter == "auto" else [m.strip() for m in meter.split(",") if m.strip()]
+    if not data.startswith("builtin:"):  # a missing data file is found before the model loads
+        from ..builtin_data import resolve_data
+
+        resolve_data(data, "--data")
     from ..training import detect_power_control
 
     cap = None
