@@ -6,6 +6,7 @@ GreenLLMError into one line on stderr and exit code 2, with no traceback. No tor
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -53,6 +54,9 @@ _register_all()
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: exit 0 / the command's code, 2 with one line on user errors."""
+    # greenllm prints its own progress; transformers' per-load weight bars only clutter the
+    # output (transformers reads this when first imported, which the commands do lazily)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         rv = app(args=argv, standalone_mode=False)
     except GreenLLMError as exc:
