@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ import torch
 
 from greenllm.bench import bench, measure_copy_bandwidth
 from greenllm.errors import GreenLLMError
+from greenllm.evals.perplexity import token_perplexity
 from greenllm.models import load_model, model_size_bytes
 
 WIKI = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext" / "wiki.test.raw"
@@ -38,22 +38,6 @@ WIKI = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext" / "w
 # a fifth of the weights every decode step reads. Others: --methods torchao_int8_dynamic,bnb_int8
 CANDIDATES = ("int8_weight", "int8_weight+lm_head", "dynamic_int8", "torchao_int8_weight",
               "quanto_int8", "bf16")
-
-
-def perplexity(model, tokenizer, ids: torch.Tensor, window: int) -> float:
-    """exp(mean NLL) over non-overlapping ``window``-token windows of ``ids`` (1-D)."""
-    nll, count = 0.0, 0
-    with torch.inference_mode():
-        for start in range(0, ids.numel() - 1, window):
-            chunk = ids[start:start + window].unsqueeze(0)
-            if chunk.shape[1] < 2:
-                break
-            logits = model(input_ids=chunk).logits.float()
-            logp = torch.log_softmax(logits[0, :-1], dim=-1)
-            tgt = chunk[0, 1:]
-            nll -= logp.gather(-1, tgt[:, None]).sum().item()
-            count += tgt.numel()
-    return math.exp(nll / count)
 
 
 def build_variants(base, tokenizer, methods):
@@ -101,7 +85,7 @@ def main(argv=None) -> int:
         ids = ids[:args.ppl_tokens]
         ppl = {}
         for name, m in variants.items():
-            ppl[name] = perplexity(m, tok, ids, args.ppl_window)
+            ppl[name] = token_perplexity(m, ids, args.ppl_window)
             print(f"perplexity {name}: {ppl[name]:.3f}", file=sys.stderr, flush=True)
 
     bandwidth = measure_copy_bandwidth("cpu")

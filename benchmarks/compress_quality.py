@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 import threading
 import time
@@ -74,21 +73,6 @@ class PeakRSS:
         self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
-def perplexity(model, ids, seq_len: int) -> float:
-    import torch
-
-    nll, n = 0.0, 0
-    with torch.inference_mode():
-        for s in range(0, ids.shape[1], seq_len):
-            x = ids[:, s:s + seq_len]
-            if x.shape[1] < 2:
-                break
-            loss = model(input_ids=x, labels=x).loss
-            nll += float(loss) * (x.shape[1] - 1)
-            n += x.shape[1] - 1
-    return math.exp(nll / n)
-
-
 def step_available(spec: str | None) -> str | None:
     """None when the row can run, else why not."""
     if spec is None or spec.startswith("prune:"):
@@ -117,6 +101,7 @@ def main(argv=None) -> int:
     import torch
 
     from greenllm.models import load_model, model_size_bytes, param_count
+    from greenllm.evals.perplexity import token_perplexity
     from greenllm.steps import compress
 
     text_path = WIKITEXT if WIKITEXT.exists() else args.text
@@ -160,7 +145,7 @@ def main(argv=None) -> int:
                 model, _ = compress(model, spec, tokenizer=tok, calibration=calibration)
                 t_wall, t_cpu = time.perf_counter() - w0, time.process_time() - c0
             peak, start = mem.peak, mem.start
-        ppl = perplexity(model, eval_ids, args.seq_len)
+        ppl = token_perplexity(model, eval_ids, args.seq_len)
         if name == "dense":
             dense_ppl = ppl
         zeros = sum(int((p == 0).sum()) for p in model.parameters() if p.dim() == 2)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import statistics
 import sys
 import time
@@ -65,21 +64,6 @@ def decode(model, prompt_ids, n_tokens: int) -> tuple[float, list[int]]:
     return n_tokens / dt, toks
 
 
-def window_perplexity(model, ids, seq_len: int, windows: int) -> float:
-    """exp(mean NLL) over ``windows`` non-overlapping windows of ``seq_len`` tokens."""
-    import torch
-    import torch.nn.functional as F
-
-    nll, count = 0.0, 0
-    with torch.no_grad():
-        for w in range(windows):
-            chunk = ids[w * seq_len:(w + 1) * seq_len].unsqueeze(0)
-            logits = model(input_ids=chunk).logits.float()
-            nll += float(F.cross_entropy(logits[0, :-1], chunk[0, 1:], reduction="sum"))
-            count += chunk.shape[1] - 1
-    return math.exp(nll / count)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
@@ -100,6 +84,7 @@ def main(argv=None) -> int:
 
     from greenllm.errors import GreenLLMError
     from greenllm.models import load_model, model_size_bytes
+    from greenllm.evals.perplexity import token_perplexity
     from greenllm.steps import compress
 
     if not WIKITEXT.exists():
@@ -136,7 +121,7 @@ def main(argv=None) -> int:
     for name, m in list(models.items()):    # warm-up + quality
         try:
             decode(m, prompt, 4)
-            rows[name]["perplexity"] = window_perplexity(m, ids, args.seq_len, args.windows)
+            rows[name]["perplexity"] = token_perplexity(m, ids, args.seq_len, args.windows)
         except Exception as exc:  # a backend failing at run time: report, keep the others
             skipped[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             del models[name], rows[name]

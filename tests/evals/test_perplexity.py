@@ -119,3 +119,29 @@ def test_result_round_trips_through_json(tiny):
     assert EvalResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
     assert EvalResult.from_json(json.loads(json.dumps(r.to_json()))) == r
     assert r.settings["window_tokens"] == 128 and r.settings["windows"] > 10
+
+
+def test_token_perplexity_by_hand(tiny):
+    """Non-overlapping windows, tokens 2..k of each window predicted, short tail dropped."""
+    import math
+
+    import torch
+
+    from greenllm.errors import DataError
+    from greenllm.evals.perplexity import token_perplexity
+
+    model, tok = tiny
+    ids = torch.tensor(tok("windows of a fixed token slice, scored by hand").input_ids)
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for lo, hi in ((0, 8), (8, 16), (16, 24)):          # window 8, at most 3 windows
+            logp = torch.log_softmax(model(ids[None, lo:hi]).logits[0].float(), -1)
+            for p in range(hi - lo - 1):
+                nll -= logp[p, ids[lo + p + 1]].item()
+                count += 1
+    assert token_perplexity(model, ids, 8, windows=3) == pytest.approx(math.exp(nll / count),
+                                                                      rel=1e-5)
+    assert token_perplexity(model, ids[None, :24], 8) == pytest.approx(math.exp(nll / count),
+                                                                       rel=1e-5)
+    with pytest.raises(DataError):
+        token_perplexity(model, ids[:1], 8)

@@ -12,6 +12,7 @@ from greenllm.steps.prune import (PRUNE_METHODS, PruneConfig, masks, reapply_mas
                                   target_linears)
 from greenllm.steps.prune_unstructured import (magnitude_mask, sparsegpt_prune, wanda_mask,
                                                wanda_score)
+from greenllm.evals.perplexity import token_perplexity
 from greenllm.testing import tiny_model_and_tokenizer
 
 CAL = {"samples": 4, "seq_len": 64}
@@ -291,16 +292,6 @@ def test_targets_and_ignore_select_layers(tiny):
 
 # ----------------------------------------------------------------------------- SmolLM2
 
-def _ppl(model, ids, window: int = 256) -> float:
-    nll, n = 0.0, 0
-    with torch.inference_mode():
-        for s in range(0, ids.shape[1], window):
-            x = ids[:, s:s + window]
-            nll += float(model(input_ids=x, labels=x).loss) * (x.shape[1] - 1)
-            n += x.shape[1] - 1
-    return float(torch.exp(torch.tensor(nll / n)))
-
-
 @pytest.mark.slow
 def test_smollm2_wanda_is_far_better_than_magnitude_at_50_percent(smollm2, shared_data):
     import copy
@@ -310,15 +301,15 @@ def test_smollm2_wanda_is_far_better_than_magnitude_at_50_percent(smollm2, share
     half = len(text) // 2
     ids = tok(text[:20000], add_special_tokens=False, return_tensors="pt").input_ids[:, :768]
     calibration = [text[half:half + 200000]]        # disjoint from the evaluated tokens
-    dense = _ppl(base, ids)
+    dense = token_perplexity(base, ids, 256)
     mag, _ = compress(copy.deepcopy(base), "prune:method=magnitude,sparsity=0.5")
-    mag_ppl = _ppl(mag, ids)
+    mag_ppl = token_perplexity(mag, ids, 256)
     del mag
     wanda, (res,) = compress(copy.deepcopy(base),
                              {"prune": {"method": "wanda", "sparsity": 0.5,
                                         "calibration": {"samples": 8, "seq_len": 256}}},
                              tokenizer=tok, calibration=calibration)
-    wanda_ppl = _ppl(wanda, ids)
+    wanda_ppl = token_perplexity(wanda, ids, 256)
     assert res.stats["sparsity"] == pytest.approx(0.5, abs=1e-4)
     assert len(res.stats["layers"]) == 30 * 7
     assert dense < wanda_ppl < mag_ppl

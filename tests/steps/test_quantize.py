@@ -18,6 +18,7 @@ from greenllm.steps import apply_step, compress  # noqa: E402
 from greenllm.steps.quantize import (QUANT_METHODS, QuantizeConfig, layer_bits,  # noqa: E402
                                      matches, quiet_torchao_import, select_linears,
                                      tensor_storage_bytes)
+from greenllm.evals.perplexity import token_perplexity  # noqa: E402
 from greenllm.testing import tiny_causal_lm  # noqa: E402
 
 N_LINEARS = 14   # 2 layers x (q, k, v, o, gate, up, down); lm_head ignored by default
@@ -310,27 +311,13 @@ def _wikitext_ids(tok, shared_data, n_tokens):
     return ids
 
 
-def _perplexity(model, ids, seq_len):
-    import math
-
-    nll, count = 0.0, 0
-    with torch.inference_mode():
-        for start in range(0, ids.numel(), seq_len):
-            chunk = ids[start:start + seq_len].unsqueeze(0)
-            logits = model(input_ids=chunk).logits.float()
-            nll += float(torch.nn.functional.cross_entropy(logits[0, :-1], chunk[0, 1:],
-                                                           reduction="sum"))
-            count += chunk.shape[1] - 1
-    return math.exp(nll / count)
-
-
 @pytest.mark.slow
 def test_smollm2_int8_weight_perplexity_within_2_percent(smollm2, shared_data):
     model, tok = smollm2
     ids = _wikitext_ids(tok, shared_data, 512)
-    ppl_fp32 = _perplexity(model, ids, 256)
+    ppl_fp32 = token_perplexity(model, ids, 256)
     q, res = apply_step(copy.deepcopy(model), "quantize", {"method": "int8_weight"})
-    ppl_q = _perplexity(q, ids, 256)
+    ppl_q = token_perplexity(q, ids, 256)
     assert 5 < ppl_fp32 < 100                      # a real language model on real text
     assert abs(ppl_q / ppl_fp32 - 1) <= 0.02, (ppl_fp32, ppl_q)
     assert res.stats["quantized_modules"] == 30 * 7

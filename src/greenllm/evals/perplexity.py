@@ -19,7 +19,6 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from ..config import ConfigError, to_dict
@@ -128,6 +127,33 @@ def load_documents(data: Any, fmt: str = "auto", text_field: str = "text") -> tu
     if not docs:
         raise DataError(f"data: {info['data_file']} holds no text to score")
     return docs, info
+
+
+def token_perplexity(model: Any, ids: Any, window: int, windows: int | None = None) -> float:
+    """exp(mean NLL) over non-overlapping ``window``-token windows of a fixed token slice.
+
+    For comparing variants of one model on the same tokens (benchmarks, integration tests):
+    ``ids`` is 1-D or ``[1, n]``; each window predicts its tokens 2..k from the ones before, a
+    trailing window of fewer than 2 tokens is dropped, ``windows`` caps how many are used. It
+    runs under ``no_grad`` rather than ``inference_mode`` (quanto's int4 tensors refuse the
+    latter). The ``perplexity`` evaluator, with lm-eval's document semantics, is ``run``.
+    """
+    import torch
+
+    ids = ids.reshape(-1)
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for n, start in enumerate(range(0, ids.numel(), window)):
+            chunk = ids[start:start + window].unsqueeze(0)
+            if (windows is not None and n >= windows) or chunk.shape[1] < 2:
+                break
+            logits = model(input_ids=chunk).logits.float()
+            nll += float(torch.nn.functional.cross_entropy(logits[0, :-1], chunk[0, 1:],
+                                                           reduction="sum"))
+            count += chunk.shape[1] - 1
+    if count == 0:
+        raise DataError(f"token_perplexity: need at least 2 tokens, got {ids.numel()}")
+    return math.exp(nll / count)
 
 
 def perplexity_metrics(total_ll: float, n_tokens: int, n_words: int, n_bytes: int) -> dict:
