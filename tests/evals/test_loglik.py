@@ -75,6 +75,85 @@ def test_shared_prefix_equals_naive_and_batch_size_never_changes_a_score(tiny):
             assert ga == gb
 
 
+HEADER = "The following are multiple choice questions about things.\n\n"
+MC = [(i, HEADER + q + "\nAnswer:", " " + a) for i, q in enumerate(
+    ["Why?", "What is the capital of the place where we live now?", "2+2=?", "Name a colour."])
+      for a in "ABCD"]
+
+
+def _forward_lengths(model):
+    """(rows, length) of every forward pass of the tiny model (a pre-hook on its base)."""
+    seen: list[tuple[int, int]] = []
+    base = getattr(model, model.base_model_prefix)
+    handle = base.register_forward_pre_hook(
+        lambda _m, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    return seen, handle
+
+
+def test_one_token_answers_with_padding_equal_naive(tiny):
+    """MMLU-shaped items (one shared position scores four one-token answers) in one padded,
+    mask-free batch, and again with the shared header run once for the whole batch."""
+    model, tok = tiny
+    reqs = build_requests(Encoder(tok), MC)
+    naive = score_naive(model, reqs)
+    for bs in (1, 3, 4):
+        for (a, ga), (b, gb) in zip(naive, score(model, reqs, batch_size=bs)):
+            assert a == pytest.approx(b, abs=1e-4) and ga == gb
+
+
+def test_header_shared_by_all_items_runs_once_across_batches(tiny):
+    model, tok = tiny
+    enc = Encoder(tok)
+    reqs = build_requests(enc, MC + [(9, HEADER + "Pick one", " yes"),
+                                     (9, HEADER + "Pick one", " no, never")])
+    header = len(enc.encode(HEADER.rstrip()))
+    seen, handle = _forward_lengths(model)
+    try:
+        got = score(model, reqs, batch_size=2)
+    finally:
+        handle.remove()
+    for (a, ga), (b, gb) in zip(score_naive(model, reqs), got):
+        assert a == pytest.approx(b, abs=1e-4) and ga == gb
+    # 5 items in 3 batches: the header (>= 8 tokens) is computed once, then only the rest
+    assert len(seen) == 4 and seen[0][0] == 1 and seen[0][1] >= header - 1 >= 8, seen
+
+
+def test_items_sharing_long_k_shot_prefixes_are_batched_together(tiny):
+    """Two 'subjects' with their own long example prefix, interleaved and of mixed lengths:
+    each subject's prefix runs once, and every score still equals the naive one."""
+    model, tok = tiny
+    enc = Encoder(tok)
+    shots = {s: f"Examples about {s}: " + " ".join(f"q{i} {s} a{i}." for i in range(12)) + "\n"
+             for s in ("ducks", "boats")}
+    pairs = [(i, shots[s] + "Q" + "?" * (i + 1) + "\nAnswer:", " " + a)
+             for i, s in enumerate(["ducks", "boats"] * 3) for a in "AB"]
+    reqs = build_requests(enc, pairs)
+    seen, handle = _forward_lengths(model)
+    try:
+        got = score(model, reqs, batch_size=3)
+    finally:
+        handle.remove()
+    for (a, ga), (b, gb) in zip(score_naive(model, reqs), got):
+        assert a == pytest.approx(b, abs=1e-4) and ga == gb
+    prefix_runs = [n for rows, n in seen if rows == 1]
+    assert len(seen) == 4 and len(prefix_runs) == 2 and min(prefix_runs) >= 64, seen
+
+
+def test_log_probs_are_accurate_and_greedy_takes_the_first_of_tied_maxima():
+    from greenllm.evals.loglik import _positions_ll
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(300, 49152, generator=g) * 8
+    logits[5, 7] = logits[5, 9] = logits[5].max() + 1  # an exact tie: argmax is index 7
+    wanted = [(r, (r * 131) % 49152) for r in range(300)] + [(5, 7), (5, 9), (0, 3)]
+    ll, hit = _positions_ll(None, logits, wanted)
+    ref = torch.log_softmax(logits.double(), -1)
+    exact = torch.tensor([float(ref[r, t]) for r, t in wanted], dtype=torch.float64)
+    assert ((ll.double() - exact).abs() <= 2e-7 * exact.abs() + 1e-6).all()  # ~1 float32 ulp
+    assert hit[-3] and not hit[-2]
+    assert hit.tolist() == [bool(logits[r].argmax() == t) for r, t in wanted]
+
+
 def test_is_greedy_is_true_for_the_argmax_continuation(tiny):
     model, tok = tiny
     ids = tok.encode("abc")

@@ -58,4 +58,7 @@ def test_loglikelihoods_equal_lm_eval_hflm(smollm2, shared_data):
                                        for c, k in zip(d.contexts, d.continuations))]
     theirs = [ll for ll, _ in lm.loglikelihood(reqs, disable_tqdm=True)]
     assert len(ours) == len(theirs) == 20 * 4 + 5 * 2 + 3 * 4
-    assert max(abs(a - b) for a, b in zip(ours, theirs)) < 1e-4
+    # lm-eval's float32 log_softmax kernel is off by up to ~1e-5 nats per token against a float64
+    # reference; greenllm's logit - logsumexp stays within ~1e-6 (test_loglik checks that), so
+    # sums over ~30 tokens differ by a few 1e-4 at most
+    assert max(abs(a - b) for a, b in zip(ours, theirs)) < 1e-3

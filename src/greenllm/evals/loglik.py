@@ -24,6 +24,7 @@ torch is imported inside functions only.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -185,6 +186,32 @@ def _packed_len(plan) -> int:
     return k + sum(len(f) - 1 - k for f in fulls)
 
 
+LONG_SHARED_PREFIX = 64  # items sharing this many leading tokens are batched together
+
+
+def _order(plans) -> list[int]:
+    """Batch order. Items whose inputs share a long prefix (the k-shot examples of one MMLU
+    subject) stay together so that prefix runs once per batch; within such a group, and among
+    the other items, the longest packed row comes first (little padding, and memory peaks
+    early, as lm-eval does)."""
+    lex = sorted(range(len(plans)), key=lambda p: plans[p][1][0])
+    groups: list[list[int]] = []
+    rest: list[int] = []
+    run = lex[:1]
+    for prev, cur in zip(lex, lex[1:] + [None]):
+        if cur is not None and _common_prefix(
+                [plans[prev][1][0][:LONG_SHARED_PREFIX], plans[cur][1][0][:LONG_SHARED_PREFIX]]
+        ) == LONG_SHARED_PREFIX:
+            run.append(cur)
+            continue
+        (groups.append(run) if len(run) > 1 else rest.extend(run))
+        run = [cur]
+    by_len = lambda p: (-_packed_len(plans[p]), p)  # noqa: E731
+    groups = [sorted(g, key=by_len) for g in groups] + [sorted(rest, key=by_len)]
+    groups.sort(key=lambda g: by_len(g[0]) if g else (0, 0))
+    return [p for g in groups for p in g]
+
+
 def score(model: Any, requests: Sequence[Request], *, batch_size: int = 8,
           max_length: int | None = None,
           progress: Callable[[int], None] | None = None) -> list[tuple[float, bool]]:
@@ -195,20 +222,20 @@ def score(model: Any, requests: Sequence[Request], *, batch_size: int = 8,
         raise GreenLLMError(f"batch_size must be at least 1, got {batch_size}")
     max_length = max_length or resolve_max_length(model)
     plans = _plan(requests, max_length)
-    # longest packed row first: little padding, and memory peaks early (as lm-eval does)
-    order = sorted(range(len(plans)), key=lambda p: (-_packed_len(plans[p]), p))
+    order = _order(plans)
     results: list[tuple[float, bool] | None] = [None] * len(requests)
     device = _device(model)
+    prefixes: dict = {}  # shared leading tokens -> their keys/values (see _score_batch)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             batch = [plans[p] for p in order[start:start + batch_size]]
-            _score_batch(model, batch, results, device)
+            _score_batch(model, batch, results, device, prefixes)
             if progress:
                 progress(sum(len(b[0]) for b in batch))
     return results  # type: ignore[return-value]
 
 
-_HEAD_CHUNK = 512  # positions projected onto the vocabulary at a time
+_HEAD_CHUNK = 128  # positions projected onto the vocabulary at a time (logits stay in cache)
 
 
 def _split_head(model):
@@ -241,22 +268,51 @@ def _run(model, split, keep, **kwargs):
         return (out.logits if keep is None else out.logits[:, keep]), out.past_key_values
 
 
-def _rows_ll(split, rows, targets) -> tuple[float, bool]:
-    """Sum of log p(target) over rows (hidden states projected in chunks, or logits)."""
+def _positions_ll(split, rows, wanted):
+    """Log-probabilities for ``wanted`` = [(row index, target token)] over ``rows`` (hidden
+    states or logits, one per distinct scored position). Each row is projected onto the
+    vocabulary once, in chunks of ``_HEAD_CHUNK`` rows, however many targets it serves:
+    ``log p(t) = logit[t] - logsumexp(logits)``. Returns float32 log-probs and is-argmax flags,
+    one per entry."""
     import torch
 
-    total, greedy = 0.0, True
-    tgt = torch.as_tensor(targets, device=rows.device)
+    row_of = torch.as_tensor([w[0] for w in wanted], dtype=torch.long, device=rows.device)
+    tgt = torch.as_tensor([w[1] for w in wanted], dtype=torch.long, device=rows.device)
+    ll = torch.empty(len(wanted), dtype=torch.float32, device=rows.device)
+    hit = torch.empty(len(wanted), dtype=torch.bool, device=rows.device)
     for lo in range(0, rows.shape[0], _HEAD_CHUNK):
         part = rows[lo:lo + _HEAD_CHUNK]
-        logits = split[1](part) if split is not None else part
-        ll, g = _gather(logits.float(), tgt[lo:lo + _HEAD_CHUNK])
-        total += ll
-        greedy = greedy and g
-    return total, greedy
+        logits = (split[1](part) if split is not None else part).float()
+        top = logits.amax(-1, keepdim=True)
+        lse = logits.sub(top).exp_().sum(-1).log_().add_(top.squeeze(-1))
+        sel = ((row_of >= lo) & (row_of < lo + part.shape[0])).nonzero().squeeze(-1)
+        r, t = row_of[sel] - lo, tgt[sel]
+        picked = logits[r, t]
+        ll[sel] = picked - lse[r]
+        # greedy = the target is argmax (its first index, on an exact tie, as lm-eval's argmax)
+        greedy = picked == top.squeeze(-1)[r]
+        tied = greedy.nonzero().squeeze(-1)
+        if tied.numel():
+            greedy[tied] = logits[r[tied]].argmax(-1) == t[tied]
+        hit[sel] = greedy
+    return ll, hit
 
 
-def _score_batch(model, batch, results, device) -> None:
+MIN_SHARED_PREFIX = 8  # fewer shared tokens than this are not worth a separate forward pass
+
+
+def _batch_prefix(layouts, batch) -> int:
+    """How many leading tokens all rows share and can run once: within every row's own
+    shared part and before its first scored position; 0 when too few to pay off."""
+    if len(batch) < 2:
+        return 0
+    limit = min(min(k, min(len(f) - 1 - c for f, c in zip(fulls, clens)))
+                for _, fulls, clens, k in batch)
+    n = _common_prefix([toks[:limit] for toks, _, _ in layouts])
+    return n if n >= MIN_SHARED_PREFIX else 0
+
+
+def _score_batch(model, batch, results, device, prefixes: dict) -> None:
     """Score a batch of plans in ONE forward pass by packing: each row holds an item's shared
     prefix once, followed by every request's remaining input tokens as its own segment. A 4-D
     attention mask lets a segment see the prefix and itself (causally) but no other segment,
@@ -297,17 +353,45 @@ def _score_batch(model, batch, results, device) -> None:
             dtype = torch.float32
         mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min)
     else:
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, (toks, _, _) in enumerate(layouts):
-            mask[r, :len(toks)] = 1
+        mask = None  # right padding under a causal mask: no real token sees a pad (as lm-eval)
+    # the leading tokens every row of the batch shares (e.g. MMLU's "The following are multiple
+    # choice questions ..." header) run once, as one row whose keys/values all rows then reuse
+    # (kept across batches: computing a short prefix alone reads every weight once)
+    start = _batch_prefix(layouts, batch)
+    past = None
+    if start:
+        key = tuple(layouts[0][0][:start])
+        if key not in prefixes:
+            if len(prefixes) >= 8:
+                prefixes.pop(next(iter(prefixes)))
+            prefixes[key] = _run(model, split, [start - 1], input_ids=ids[:1, :start].to(device),
+                                 position_ids=pos_ids[:1, :start].to(device), use_cache=True)[1]
+        past = copy.deepcopy(prefixes[key])
+        past.batch_repeat_interleave(len(batch))
+        ids, pos_ids = ids[:, start:], pos_ids[:, start:]
+        mask = None if mask is None else mask[:, :, start:, :]
     out_rows, _ = _run(model, split, None, input_ids=ids.to(device),
-                       attention_mask=mask.to(device), position_ids=pos_ids.to(device),
-                       use_cache=False)
+                       attention_mask=None if mask is None else mask.to(device),
+                       position_ids=pos_ids.to(device), past_key_values=past,
+                       use_cache=past is not None)
+    # every scored position of the batch, each once (MMLU's four answers share one position)
+    slot: dict[tuple[int, int], int] = {}
+    wanted, owners = [], []
     for r, ((_, _, segs), (idx, fulls, clens, k)) in enumerate(zip(layouts, batch)):
         for i, full, c, s in zip(idx, fulls, clens, segs):
             # the output at input position p predicts token p+1; scored: len-1-c .. len-2
-            where = [p if p < k else s + (p - k) for p in range(len(full) - 1 - c, len(full) - 1)]
-            results[i] = _rows_ll(split, out_rows[r, where], full[-c:])
+            for p in range(len(full) - 1 - c, len(full) - 1):
+                at = (r, (p if p < k else s + (p - k)) - start)
+                wanted.append((slot.setdefault(at, len(slot)), full[p + 1]))
+                owners.append(i)
+    where = torch.as_tensor(list(slot), dtype=torch.long, device=out_rows.device)
+    ll, hit = _positions_ll(split, out_rows[where[:, 0], where[:, 1]], wanted)
+    per: dict[int, list[int]] = {}
+    for j, i in enumerate(owners):
+        per.setdefault(i, []).append(j)
+    for i, js in per.items():  # a float32 sum over the request's tokens, as lm-eval adds them
+        js_t = torch.as_tensor(js)
+        results[i] = (float(ll[js_t].sum()), bool(hit[js_t].all()))
 
 
 def score_naive(model: Any, requests: Sequence[Request], *,
