@@ -8,11 +8,18 @@ taken per round and summarised by its median and its best round. One copy bandwi
 measured at the start, is the roofline bandwidth of every row (unless the device profile has
 a published one).
 
+Each variant runs in two decode modes (``--modes``): ``eager`` (Hugging Face's dynamic KV
+cache, one Python-level forward per token) and ``compiled`` (``workload.compile``: a static KV
+cache and a torch.compile'd decode step, for fp32 and ``--compiled-methods``). Ratios are
+against fp32 in the same mode and round. The compiled mode compiles during the first round's
+warm-up (tens of seconds per variant); later rounds reuse it.
+
 Goals (issue 5): an int8 method with <= 2 % perplexity cost decodes at >= 1.4x fp32
-tokens/s; fp32 decode reaches >= 60 % of the roofline.
+tokens/s; fp32 decode reaches >= 60 % of the roofline. Both are checked per mode.
 
     python benchmarks/bench_cpu.py [--rounds 3] [--max-new-tokens 32] [--prompts 2]
                                    [--ppl-tokens 4096] [--methods int8_weight,bf16,...]
+                                   [--modes eager,compiled] [--compiled-methods ...]
 
 Energy comes from the best meter available (``--meter``, default auto); on a machine without
 RAPL/NVML it is the labelled CPU estimate and the table says so.
@@ -69,6 +76,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ppl-window", type=int, default=512)
     ap.add_argument("--methods", default=",".join(CANDIDATES))
     ap.add_argument("--meter", default="auto")
+    ap.add_argument("--modes", default="eager,compiled")
+    ap.add_argument("--compiled-methods", default="int8_weight,int8_weight+lm_head,bf16",
+                    help="variants (besides fp32) also run in the compiled mode")
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -92,46 +102,53 @@ def main(argv=None) -> int:
     meters = "auto" if args.meter == "auto" else args.meter.split(",")
     wl = {"prompts": "builtin:prompts", "limit": args.prompts, "max_new_tokens": args.max_new_tokens,
           "batch_size": 1, "warmup": 1, "repeats": 1}
-    runs: dict[str, list] = {name: [] for name in variants}
+    compiled = {"fp32", *args.compiled_methods.split(",")}
+    rows = [(name, mode) for mode in args.modes.split(",") for name in variants
+            if mode == "eager" or (mode == "compiled" and name in compiled)]
+    runs: dict[tuple, list] = {row: [] for row in rows}
     for rnd in range(args.rounds):
-        for name, m in variants.items():          # interleaved: every variant once per round
-            runs[name].append(bench(m, tok, wl, meters=meters, bandwidth_bytes_per_s=bandwidth))
-            print(f"round {rnd + 1}/{args.rounds} {name}: "
-                  f"{runs[name][-1].metrics['decode_tokens_per_s']:.2f} tok/s", file=sys.stderr,
-                  flush=True)
+        for name, mode in rows:                  # interleaved: every row once per round
+            res = bench(variants[name], tok, {**wl, "compile": mode == "compiled"},
+                        meters=meters, bandwidth_bytes_per_s=bandwidth)
+            runs[(name, mode)].append(res)
+            print(f"round {rnd + 1}/{args.rounds} {name} {mode}: "
+                  f"{res.metrics['decode_tokens_per_s']:.2f} tok/s "
+                  f"(warm-up {res.workload['warmup_s']:.1f} s)", file=sys.stderr, flush=True)
 
-    def med(name, key):
-        vals = [r.metrics[key] for r in runs[name] if r.metrics.get(key) is not None]
+    def med(row, key):
+        vals = [r.metrics[key] for r in runs[row] if r.metrics.get(key) is not None]
         return statistics.median(vals) if vals else None
 
-    base_tps = [r.metrics["decode_tokens_per_s"] for r in runs["fp32"]]
-    meter, est = runs["fp32"][0].meter, runs["fp32"][0].estimated
+    first = runs[rows[0]][0]
     print(f"SmolLM2-135M-Instruct on {torch.get_num_threads()} CPU threads; {args.rounds} "
           f"interleaved rounds x {args.prompts} prompts x {args.max_new_tokens} new tokens; "
-          f"copy bandwidth {bandwidth / 1e9:.2f} GB/s (measured); meter {meter}"
-          f"{' (ESTIMATE)' if est else ''}; perplexity: WikiText-2 test, first "
-          f"{args.ppl_tokens} tokens, {args.ppl_window}-token windows")
-    hdr = (f"{'variant':<22}{'size MB':>9}{'ppl':>9}{'Δppl %':>8}{'decode tok/s':>14}"
+          f"copy bandwidth {bandwidth / 1e9:.2f} GB/s (measured); meter {first.meter}"
+          f"{' (ESTIMATE)' if first.estimated else ''}; perplexity: WikiText-2 test, first "
+          f"{args.ppl_tokens} tokens, {args.ppl_window}-token windows (eager)")
+    hdr = (f"{'variant':<22}{'mode':>9}{'size MB':>9}{'ppl':>9}{'Δppl %':>8}{'decode tok/s':>14}"
            f"{'×fp32 med':>10}{'×fp32 best':>11}{'TTFT ms':>9}{'J/token':>9}{'roofline':>9}")
     print(hdr)
     print("-" * len(hdr))
     summary = {}
-    for name in variants:
-        ratios = [r.metrics["decode_tokens_per_s"] / b for r, b in zip(runs[name], base_tps)]
+    for name, mode in rows:
+        base_tps = [r.metrics["decode_tokens_per_s"] for r in runs[("fp32", mode)]]
+        ratios = [r.metrics["decode_tokens_per_s"] / b for r, b in zip(runs[(name, mode)], base_tps)]
         dppl = (ppl[name] / ppl["fp32"] - 1) * 100 if ppl[name] and ppl["fp32"] else None
-        summary[name] = (statistics.median(ratios), max(ratios), dppl)
-        print(f"{name:<22}{model_size_bytes(variants[name]) / 1e6:>9.1f}"
+        summary[(name, mode)] = (statistics.median(ratios), max(ratios), dppl)
+        print(f"{name:<22}{mode:>9}{model_size_bytes(variants[name]) / 1e6:>9.1f}"
               f"{(ppl[name] or float('nan')):>9.3f}{(dppl if dppl is not None else float('nan')):>8.2f}"
-              f"{med(name, 'decode_tokens_per_s'):>14.2f}{summary[name][0]:>10.2f}"
-              f"{summary[name][1]:>11.2f}{med(name, 'ttft_s') * 1e3:>9.1f}"
-              f"{med(name, 'energy_per_token_j'):>9.3f}{med(name, 'roofline_fraction'):>9.2f}")
-    ok = [n for n, (r_med, _, d) in summary.items()
-          if n != "fp32" and d is not None and d <= 2.0 and r_med >= 1.4 and "int8" in n]
-    roof = med("fp32", "roofline_fraction")
-    print(f"goal int8 (<=2 % ppl, >=1.4x fp32 decode, median ratio): "
-          f"{'MET by ' + ', '.join(ok) if ok else 'NOT MET'}")
-    print(f"goal fp32 decode >= 60 % of roofline: {'MET' if roof >= 0.6 else 'NOT MET'} "
-          f"({roof:.2f})")
+              f"{med((name, mode), 'decode_tokens_per_s'):>14.2f}{summary[(name, mode)][0]:>10.2f}"
+              f"{summary[(name, mode)][1]:>11.2f}{med((name, mode), 'ttft_s') * 1e3:>9.1f}"
+              f"{med((name, mode), 'energy_per_token_j'):>9.3f}"
+              f"{med((name, mode), 'roofline_fraction'):>9.2f}")
+    for mode in args.modes.split(","):
+        ok = [n for (n, m), (r_med, _, d) in summary.items()
+              if m == mode and n != "fp32" and d is not None and d <= 2.0 and r_med >= 1.4
+              and "int8" in n]
+        roof = med(("fp32", mode), "roofline_fraction")
+        print(f"[{mode}] goal int8 (<=2 % ppl, >=1.4x fp32 decode, median ratio): "
+              f"{'MET by ' + ', '.join(ok) if ok else 'NOT MET'}; goal fp32 decode >= 60 % of "
+              f"roofline: {'MET' if roof >= 0.6 else 'NOT MET'} ({roof:.2f})")
     print(f"total {time.perf_counter() - t_start:.0f} s")
     return 0
 

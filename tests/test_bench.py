@@ -8,7 +8,7 @@ import pytest
 from greenllm.bench import (Workload, bench, load_prompts, mean_ci95, measure_copy_bandwidth,
                             parse_workload, t_critical_95, weight_bytes_per_token)
 from greenllm.config import parse_config, to_dict
-from greenllm.errors import ConfigError, DataError, UnknownNameError
+from greenllm.errors import ConfigError, DataError, UnknownNameError, UnsupportedError
 from greenllm.meters.estimate import EstimateMeter
 from greenllm.results import BenchResult, EnergyReport
 
@@ -94,7 +94,9 @@ def test_decode_loop_matches_hf_generate_and_batching(tiny):
     left-padded batch gives each prompt the tokens it gets alone."""
     import torch
 
-    from greenllm.bench import _forward_kwargs, _run_request, _tokenize_batches
+    from greenllm.bench import _tokenize_batches
+    from greenllm.decode import forward_kwargs as _forward_kwargs
+    from greenllm.decode import run_request as _run_request
 
     model, tok = tiny
     dev = torch.device("cpu")
@@ -113,6 +115,30 @@ def test_decode_loop_matches_hf_generate_and_batching(tiny):
     assert both["new_tokens"] == 2 * n and both["decode_tokens"] == 2 * (n - 1)
     assert both["prompt_tokens"] == sum(len(tok(p)["input_ids"]) for p in PROMPTS[:2])
     assert tok.padding_side == "right"   # restored
+
+
+def test_compiled_static_cache_decode_gives_the_eager_tokens(tiny):
+    """The torch.compile'd static-cache loop decodes exactly what the eager loop decodes, for a
+    left-padded batch and a single prompt, and a second run reuses the compiled step."""
+    import torch
+
+    from greenllm.bench import _tokenize_batches
+    from greenllm.decode import CompiledDecoder, forward_kwargs, run_request
+
+    model, tok = tiny
+    dev = torch.device("cpu")
+    n = 5
+    with torch.inference_mode():
+        batches = _tokenize_batches(tok, PROMPTS[:3], 2, dev)
+        dec = CompiledDecoder(model, max(b["input_ids"].shape[1] for b in batches) + n)
+        for b in batches:
+            eager = run_request(model, b, n, dev, forward_kwargs(model))
+            fast = dec.run(b, n, dev)
+            assert fast["tokens"].tolist() == eager["tokens"].tolist()
+            assert fast["decode_tokens"] == eager["decode_tokens"] == b["input_ids"].shape[0] * (n - 1)
+        assert CompiledDecoder(model, 64).step is dec.step      # compiled once per model
+        with pytest.raises(UnsupportedError, match="exceed the static cache"):
+            CompiledDecoder(model, 4).run(batches[0], n, dev)
 
 
 def test_bench_tiny_all_metrics(tiny):

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import parse_config, to_dict
+from .decode import CompiledDecoder, forward_kwargs, run_request
+from .decode import sync as _sync
 from .errors import ConfigError, DataError, UnknownNameError
 from .registry import did_you_mean
 from .results import BenchResult, EnergyReport
@@ -38,6 +40,8 @@ class Workload:
     field), a list of strings, or ``builtin:prompts``. A request is one prompt; ``batch_size``
     prompts are decoded together. ``warmup`` untimed batches run first; ``repeats`` timed,
     metered passes over all prompts follow. ``limit`` keeps only the first N prompts.
+    ``compile``: decode with a static KV cache and a ``torch.compile``'d decode step
+    (``greenllm.decode.CompiledDecoder``; at least one warm-up batch runs, it compiles).
     """
 
     prompts: str | list[str] = "builtin:prompts"
@@ -46,6 +50,7 @@ class Workload:
     warmup: int = 2
     repeats: int = 5
     limit: int | None = None
+    compile: bool = False
 
     def validate(self) -> None:
         if isinstance(self.prompts, str):
@@ -164,13 +169,6 @@ def mean_ci95(values: list[float | None]) -> tuple[float | None, float | None]:
 
 # --- hardware probes ---------------------------------------------------------------------
 
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_copy_bandwidth(device: Any = "cpu", size_bytes: int = COPY_PROBE_BYTES,
                            repeats: int = 5) -> float:
     """Copy bandwidth in bytes/s: best of ``repeats`` copies of a ``size_bytes`` float32 buffer,
@@ -206,64 +204,6 @@ def weight_bytes_per_token(model) -> int:
         if not tied:
             total -= model_size_bytes(emb)
     return int(total)
-
-
-def _rss_bytes() -> int:
-    import psutil
-
-    return int(psutil.Process().memory_info().rss)
-
-
-# --- the timed loop ----------------------------------------------------------------------
-
-def _forward_kwargs(model) -> set[str]:
-    import inspect
-
-    try:
-        return set(inspect.signature(model.forward).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
-def _run_request(model, batch, max_new_tokens: int, device, accepts: set[str]) -> dict[str, Any]:
-    """Greedy prefill + decode of one batch; EOS ignored. Times are wall-clock seconds."""
-    import torch
-
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    extra: dict[str, Any] = {}
-    if "logits_to_keep" in accepts:
-        extra["logits_to_keep"] = 1
-    use_pos = "position_ids" in accepts
-    peak = _rss_bytes()
-    _sync(device)
-    t0 = time.perf_counter()
-    out = model(input_ids=ids, attention_mask=mask, use_cache=True,
-                **({"position_ids": pos} if use_pos else {}), **extra)
-    nxt = out.logits[:, -1, :].argmax(-1)
-    _sync(device)
-    t1 = time.perf_counter()
-    peak = max(peak, _rss_bytes())
-    past = out.past_key_values
-    generated = [nxt]
-    last_pos = pos[:, -1:]
-    ones = torch.ones((mask.shape[0], 1), dtype=mask.dtype, device=mask.device)
-    for _ in range(max_new_tokens - 1):
-        mask = torch.cat([mask, ones], dim=1)
-        last_pos = last_pos + 1
-        out = model(input_ids=nxt[:, None], attention_mask=mask, past_key_values=past,
-                    use_cache=True, **({"position_ids": last_pos} if use_pos else {}), **extra)
-        past = out.past_key_values
-        nxt = out.logits[:, -1, :].argmax(-1)
-        generated.append(nxt)
-    _sync(device)
-    t2 = time.perf_counter()
-    peak = max(peak, _rss_bytes())
-    tokens = torch.stack(generated, dim=1)
-    return {"prefill_s": t1 - t0, "decode_s": t2 - t1, "e2e_s": t2 - t0,
-            "batch": int(ids.shape[0]), "prompt_tokens": int(batch["attention_mask"].sum()),
-            "new_tokens": int(tokens.numel()), "decode_tokens": int(ids.shape[0]) * (max_new_tokens - 1),
-            "peak_rss_bytes": peak, "tokens": tokens}
 
 
 def _tokenize_batches(tokenizer, prompts: list[str], batch_size: int, device) -> list[dict]:
@@ -337,7 +277,16 @@ def bench(model, tokenizer, workload: Workload | dict | None = None, meters: Any
     wbytes = weight_bytes_per_token(model)
     bandwidth, bw_source, profile_name = _resolve_bandwidth(profile, dev, bandwidth_bytes_per_s)
     batches = _tokenize_batches(tokenizer, prompts, wl.batch_size, dev)
-    accepts = _forward_kwargs(model)
+    accepts = forward_kwargs(model)
+    if wl.compile:
+        decoder = CompiledDecoder(model, max(b["input_ids"].shape[1] for b in batches)
+                                  + wl.max_new_tokens)
+
+        def one(batch):
+            return decoder.run(batch, wl.max_new_tokens, dev)
+    else:
+        def one(batch):
+            return run_request(model, batch, wl.max_new_tokens, dev, accepts)
     cuda = dev.type == "cuda"
 
     meter_objs, created = resolve_meters(meters)   # once, reused by every repeat's window
@@ -348,15 +297,17 @@ def bench(model, tokenizer, workload: Workload | dict | None = None, meters: Any
     gpu_utils: list[float | None] = []
     try:
         with torch.inference_mode():
-            for i in range(wl.warmup):
-                _run_request(model, batches[i % len(batches)], wl.max_new_tokens, dev, accepts)
+            t_warm = time.perf_counter()
+            for i in range(max(wl.warmup, 1 if wl.compile else 0)):
+                one(batches[i % len(batches)])
+            warmup_s = time.perf_counter() - t_warm
             if cuda:
                 torch.cuda.reset_peak_memory_stats(dev)
             for _ in range(wl.repeats):
                 runs = []
                 with measure(meter_objs, hz=hz) as handle:
                     for b in batches:
-                        runs.append(_run_request(model, b, wl.max_new_tokens, dev, accepts))
+                        runs.append(one(b))
                 report = handle.report
                 gpu_utils.append(_gpu_util(report, handle))
                 per_repeat.append(_repeat_metrics(runs, report, wl, wbytes, bandwidth, b_params))
@@ -385,7 +336,9 @@ def bench(model, tokenizer, workload: Workload | dict | None = None, meters: Any
         meter="+".join(report.meters) if report.meters else report.method,
         estimated=bool(report.estimated), repeats=wl.repeats,
         workload={**to_dict(wl), "n_prompts": len(prompts), "n_batches": len(batches),
-                  "decoding": "greedy, KV cache, EOS ignored"},
+                  "decoding": ("greedy, static KV cache, torch.compile'd decode step, EOS "
+                               "ignored" if wl.compile else "greedy, KV cache, EOS ignored"),
+                  "warmup_s": warmup_s},
         device={"torch_device": str(dev), "profile": profile_name,
                 "memory_bandwidth_bytes_per_s": bandwidth, "bandwidth_source": bw_source,
                 "torch_threads": torch.get_num_threads()},

@@ -381,6 +381,8 @@ FIELD_DOCS = {
     "workload.warmup": "Untimed, unmetered batches run before the repeats.",
     "workload.repeats": "Measured passes; means and 95 % CIs are over these.",
     "workload.limit": "Use only the first N prompts (null = all).",
+    "workload.compile": "Decode with a static KV cache and a torch.compile'd decode step "
+                        "(compiled during the warm-up; needs a C++ compiler on CPU).",
     "measure.hz": "Meter sampling rate in samples per second.",
     "measure.idle_s": "Seconds of idle power measured before each window and subtracted "
                       "(0 = no idle subtraction).",

@@ -71,6 +71,8 @@ def bench_cmd(
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
     profile: Optional[str] = typer.Option(None, "--profile",
                                           help="Device profile for the roofline bandwidth."),
+    compile_: bool = typer.Option(False, "--compile", help="Decode with a static KV cache and "
+                                  "a torch.compile'd decode step (compiles in the warm-up)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Benchmark inference: TTFT, tokens/s, J/token, tokens/Wh, EDP, memory, roofline."""
@@ -81,7 +83,7 @@ def bench_cmd(
 
     wl = parse_workload({"prompts": prompts or "builtin:prompts", "max_new_tokens": max_new_tokens,
                          "batch_size": batch_size, "repeats": repeats, "warmup": warmup,
-                         "limit": limit})
+                         "limit": limit, "compile": compile_})
     from ..bench import load_prompts
 
     load_prompts(wl.prompts, wl.limit)          # a bad prompt file fails before the model loads
@@ -125,7 +127,7 @@ def _print_table(model: str, result) -> None:
     d = result.device
     typer.echo(f"roofline bandwidth {d.get('memory_bandwidth_bytes_per_s', 0) / 1e9:.1f} GB/s "
                f"({d.get('bandwidth_source')}); device {d.get('torch_device')}, profile "
-               f"{d.get('profile')}")
+               f"{d.get('profile')}; decoding: {result.workload.get('decoding')}")
 
 
 def devices_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:

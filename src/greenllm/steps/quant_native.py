@@ -33,6 +33,18 @@ def _int8pack_works(device: torch.device, dtype: torch.dtype) -> bool:
         return False
 
 
+@torch.library.custom_op("greenllm::int8pack_mm", mutates_args=())
+def int8pack_mm(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``aten._weight_int8pack_mm`` as an opaque op: torch.compile calls the ATen kernel on
+    realised inputs instead of lowering it (inductor's lowering rejects fused inputs)."""
+    return torch.ops.aten._weight_int8pack_mm(x.contiguous(), weight, scale)
+
+
+@int8pack_mm.register_fake
+def _(x, weight, scale):
+    return x.new_empty(x.shape[0], weight.shape[0])
+
+
 class Int8WeightLinear(nn.Module):
     """y = x @ (q * scale).T + b with int8 ``q`` [out, in] and float32 per-row ``scale``."""
 
@@ -75,7 +87,10 @@ class Int8WeightLinear(nn.Module):
         return self.weight_int8.float() * self.weight_scale[:, None]
 
     def _scale(self) -> torch.Tensor:
-        """``weight_scale`` in the compute dtype, converted once per change of the scale."""
+        """``weight_scale`` in the compute dtype, converted once per change of the scale
+        (inside torch.compile the conversion is part of the graph: no Python-side cache)."""
+        if torch.compiler.is_compiling():
+            return self.weight_scale.to(self.compute_dtype)
         version = self.weight_scale._version
         cache = self._scale_cache
         if cache is None or cache[0] != version or cache[1].device != self.weight_scale.device:
@@ -86,8 +101,11 @@ class Int8WeightLinear(nn.Module):
         shape = x.shape
         x2 = x.reshape(-1, self.in_features).to(self.compute_dtype)
         if self.use_kernel:
-            y = torch.ops.aten._weight_int8pack_mm(x2.contiguous(), self.weight_int8,
-                                                   self._scale())
+            if torch.compiler.is_compiling():
+                y = int8pack_mm(x2, self.weight_int8, self._scale())
+            else:  # eager: the ATen op directly (a custom op's dispatch costs ~10 us a call)
+                y = torch.ops.aten._weight_int8pack_mm(x2.contiguous(), self.weight_int8,
+                                                       self._scale())
         else:  # devices without the kernel: de-quantize on the fly
             w = self.weight_int8.to(self.compute_dtype) * self._scale()[:, None]
             y = F.linear(x2, w)
