@@ -80,11 +80,14 @@ def run_request(model, batch, max_new_tokens: int, device, accepts: set[str]) ->
     generated = [nxt]
     last_pos = pos[:, -1:]
     ones = torch.ones((mask.shape[0], 1), dtype=mask.dtype, device=mask.device)
+    padded = not bool(mask.all())  # without padding the mask is all ones: leave it out
     for _ in range(max_new_tokens - 1):
-        mask = torch.cat([mask, ones], dim=1)
+        if padded:
+            mask = torch.cat([mask, ones], dim=1)
         last_pos = last_pos + 1
-        out = model(input_ids=nxt[:, None], attention_mask=mask, past_key_values=past,
-                    use_cache=True, **({"position_ids": last_pos} if use_pos else {}), **extra)
+        out = model(input_ids=nxt[:, None], attention_mask=mask if padded else None,
+                    past_key_values=past, use_cache=True,
+                    **({"position_ids": last_pos} if use_pos else {}), **extra)
         past = out.past_key_values
         nxt = out.logits[:, -1, :].argmax(-1)
         generated.append(nxt)
