@@ -81,13 +81,20 @@ MC = [(i, HEADER + q + "\nAnswer:", " " + a) for i, q in enumerate(
       for a in "ABCD"]
 
 
-def _forward_lengths(model):
-    """(rows, length) of every forward pass of the tiny model (a pre-hook on its base)."""
+def _scored_like_naive(model, reqs, batch_size):
+    """Score ``reqs``; assert every score equals the naive one; return the (rows, length) of
+    every forward pass the scorer made (a pre-hook on the tiny model's base)."""
     seen: list[tuple[int, int]] = []
     base = getattr(model, model.base_model_prefix)
     handle = base.register_forward_pre_hook(
         lambda _m, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
-    return seen, handle
+    try:
+        got = score(model, reqs, batch_size=batch_size)
+    finally:
+        handle.remove()
+    for (a, ga), (b, gb) in zip(score_naive(model, reqs), got):
+        assert a == pytest.approx(b, abs=1e-4) and ga == gb
+    return seen
 
 
 def test_one_token_answers_with_padding_equal_naive(tiny):
@@ -107,13 +114,7 @@ def test_header_shared_by_all_items_runs_once_across_batches(tiny):
     reqs = build_requests(enc, MC + [(9, HEADER + "Pick one", " yes"),
                                      (9, HEADER + "Pick one", " no, never")])
     header = len(enc.encode(HEADER.rstrip()))
-    seen, handle = _forward_lengths(model)
-    try:
-        got = score(model, reqs, batch_size=2)
-    finally:
-        handle.remove()
-    for (a, ga), (b, gb) in zip(score_naive(model, reqs), got):
-        assert a == pytest.approx(b, abs=1e-4) and ga == gb
+    seen = _scored_like_naive(model, reqs, batch_size=2)
     # 5 items in 3 batches: the header (>= 8 tokens) is computed once, then only the rest
     assert len(seen) == 4 and seen[0][0] == 1 and seen[0][1] >= header - 1 >= 8, seen
 
@@ -127,14 +128,7 @@ def test_items_sharing_long_k_shot_prefixes_are_batched_together(tiny):
              for s in ("ducks", "boats")}
     pairs = [(i, shots[s] + "Q" + "?" * (i + 1) + "\nAnswer:", " " + a)
              for i, s in enumerate(["ducks", "boats"] * 3) for a in "AB"]
-    reqs = build_requests(enc, pairs)
-    seen, handle = _forward_lengths(model)
-    try:
-        got = score(model, reqs, batch_size=3)
-    finally:
-        handle.remove()
-    for (a, ga), (b, gb) in zip(score_naive(model, reqs), got):
-        assert a == pytest.approx(b, abs=1e-4) and ga == gb
+    seen = _scored_like_naive(model, build_requests(enc, pairs), batch_size=3)
     prefix_runs = [n for rows, n in seen if rows == 1]
     assert len(seen) == 4 and len(prefix_runs) == 2 and min(prefix_runs) >= 64, seen
 
