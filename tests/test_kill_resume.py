@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from greenllm.runner import run
-from greenllm.testing import tiny_model_and_tokenizer
+from greenllm.testing import default_signal_dispositions, tiny_model_and_tokenizer
 
 TABLES = ("runs", "variants", "steps", "evals", "benches")
 
@@ -52,7 +52,8 @@ def _start_and_wait(recipe: Path, out: Path, table: str) -> subprocess.Popen:
     running). Polls the store; nothing here times the work."""
     proc = subprocess.Popen([sys.executable, "-m", "greenllm", "run", str(recipe), "--out",
                              str(out), "--quiet"], stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                            preexec_fn=default_signal_dispositions)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if (out / "greenllm.sqlite").exists():

@@ -387,3 +387,15 @@ def recorded_runner(lines, exit_after: bool = False):
         return proc
     runner.argv = None
     return runner
+
+
+def default_signal_dispositions() -> None:
+    """``preexec_fn`` for a test's child process: SIGINT and SIGTERM back to their defaults.
+
+    A shell that starts a job in the background (``cmd &`` without job control, ``nohup``)
+    makes it ignore SIGINT, and children inherit that; a test that sends SIGINT to a child
+    must not depend on how the test run itself was started."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from greenllm.cli import main
+from greenllm.testing import default_signal_dispositions
 
 
 CHILD = r'''
@@ -51,7 +52,8 @@ def _hold(tmp_path, nvpmodel_script, mode_of, children):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     proc = subprocess.Popen([sys.executable, str(script), str(exe), str(journal), str(ready)],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_signal_dispositions)
     children.append(proc)
     deadline = time.monotonic() + 60
     while not ready.exists():  # wait for the child to hold the cap (process sync, not timing)
