@@ -44,6 +44,7 @@ def test_results_json_contract_and_known_numbers(run_dir, evil):
     assert doc["pareto"] == ["baseline", "int8"]
     assert "All figures are hardware measurements." in doc["methodology"]
     assert "rapl" in doc["methodology"] and "5 measured repeats" in doc["methodology"]
+    assert "with the KV cache, eager" in doc["methodology"]      # the decode mode is named
     assert "repaid after 720 inferences" in doc["carbon_statement"]
 
 
@@ -88,3 +89,13 @@ def test_report_command_rebuilds(run_dir, capsys):
     assert main(["report", str(run_dir / "nothing-here")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no results store" in err
+
+
+def test_methodology_names_compiled_decoding():
+    from greenllm.report.statements import methodology
+
+    doc = {"variants": [], "workload": {"prompts": "builtin:prompts", "compile": True,
+                                        "max_new_tokens": 8, "batch_size": 1, "warmup": 1,
+                                        "repeats": 2}}
+    text = methodology(doc)
+    assert "static KV cache and a torch.compile'd decode step" in text and "eager" not in text

@@ -78,7 +78,10 @@ def methodology(doc: dict[str, Any]) -> str:
     prompts = wl.get("prompts")
     n_prompts = len(prompts) if isinstance(prompts, list) else prompts
     parts.append(f"Workload: prompts {n_prompts}, {wl.get('max_new_tokens')} new tokens, batch "
-                 f"size {wl.get('batch_size')}, {wl.get('warmup')} warm-up and "
+                 f"size {wl.get('batch_size')}, greedy decoding (end-of-sequence ignored) "
+                 + ("with a static KV cache and a torch.compile'd decode step"
+                    if wl.get("compile") else "with the KV cache, eager")
+                 + f", {wl.get('warmup')} warm-up and "
                  f"{wl.get('repeats')} measured repeats per variant; ± are 95 % confidence "
                  "half-widths over the repeats, propagated to relative changes by the delta "
                  "method. Compression energy is the measured energy of each step.")
