@@ -117,15 +117,24 @@ def test_decode_loop_matches_hf_generate_and_batching(tiny):
     assert tok.padding_side == "right"   # restored
 
 
-def test_compiled_static_cache_decode_gives_the_eager_tokens(tiny):
+@pytest.mark.parametrize("variant", ["fp32", "int8_weight"])
+def test_compiled_static_cache_decode_gives_the_eager_tokens(tiny, variant):
     """The torch.compile'd static-cache loop decodes exactly what the eager loop decodes, for a
-    left-padded batch and a single prompt, and a second run reuses the compiled step."""
+    left-padded batch and a single prompt, and a second run reuses the compiled step. The
+    int8_weight model (head and tied embedding quantized too) compiles through the
+    greenllm::int8pack_mm custom op."""
+    import copy
+
     import torch
 
     from greenllm.bench import _tokenize_batches
     from greenllm.decode import CompiledDecoder, forward_kwargs, run_request
+    from greenllm.steps import compress
 
     model, tok = tiny
+    if variant != "fp32":
+        model, _ = compress(copy.deepcopy(model), {"quantize": {"method": variant, "ignore": []}},
+                            tokenizer=tok)
     dev = torch.device("cpu")
     n = 5
     with torch.inference_mode():
