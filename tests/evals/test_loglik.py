@@ -119,6 +119,20 @@ def test_header_shared_by_all_items_runs_once_across_batches(tiny):
     assert len(seen) == 4 and seen[0][0] == 1 and seen[0][1] >= header - 1 >= 8, seen
 
 
+def test_a_cache_that_cannot_be_shared_falls_back_to_plain_batches(tiny, monkeypatch):
+    from transformers import DynamicCache
+
+    def refuse(self, repeats):
+        raise NotImplementedError("this cache cannot be repeated")
+
+    monkeypatch.setattr(DynamicCache, "batch_repeat_interleave", refuse)
+    model, tok = tiny
+    seen = _scored_like_naive(model, build_requests(Encoder(tok), MC), batch_size=2)
+    # batch 1 tries its header (one 1-row pass), then every batch runs whole, and no later
+    # batch tries again
+    assert [rows for rows, _ in seen] == [1, 2, 2], seen
+
+
 def test_items_sharing_long_k_shot_prefixes_are_batched_together(tiny):
     """Two 'subjects' with their own long example prefix, interleaved and of mixed lengths:
     each subject's prefix runs once, and every score still equals the naive one."""

@@ -312,6 +312,26 @@ def _batch_prefix(layouts, batch) -> int:
     return n if n >= MIN_SHARED_PREFIX else 0
 
 
+_NO_PREFIX = "prefix sharing failed for this model"
+
+
+def _run_after_prefix(model, split, prefixes, start, ids, pos_ids, mask, device):
+    """Rows after their shared first ``start`` tokens, over the prefix's cached keys/values
+    (computed once and kept in ``prefixes``: run alone, a short prefix reads every weight)."""
+    key = tuple(ids[0, :start].tolist())
+    if key not in prefixes:
+        if len(prefixes) >= 8:
+            prefixes.pop(next(iter(prefixes)))
+        prefixes[key] = _run(model, split, [start - 1], input_ids=ids[:1, :start].to(device),
+                             position_ids=pos_ids[:1, :start].to(device), use_cache=True)[1]
+    past = copy.deepcopy(prefixes[key])
+    past.batch_repeat_interleave(ids.shape[0])
+    mask = None if mask is None else mask[:, :, start:, :].to(device)
+    return _run(model, split, None, input_ids=ids[:, start:].to(device), attention_mask=mask,
+                position_ids=pos_ids[:, start:].to(device), past_key_values=past,
+                use_cache=True)[0]
+
+
 def _score_batch(model, batch, results, device, prefixes: dict) -> None:
     """Score a batch of plans in ONE forward pass by packing: each row holds an item's shared
     prefix once, followed by every request's remaining input tokens as its own segment. A 4-D
@@ -357,23 +377,20 @@ def _score_batch(model, batch, results, device, prefixes: dict) -> None:
     # the leading tokens every row of the batch shares (e.g. MMLU's "The following are multiple
     # choice questions ..." header) run once, as one row whose keys/values all rows then reuse
     # (kept across batches: computing a short prefix alone reads every weight once)
-    start = _batch_prefix(layouts, batch)
-    past = None
+    start = 0 if prefixes.get(_NO_PREFIX) else _batch_prefix(layouts, batch)
+    out_rows = None
     if start:
-        key = tuple(layouts[0][0][:start])
-        if key not in prefixes:
-            if len(prefixes) >= 8:
-                prefixes.pop(next(iter(prefixes)))
-            prefixes[key] = _run(model, split, [start - 1], input_ids=ids[:1, :start].to(device),
-                                 position_ids=pos_ids[:1, :start].to(device), use_cache=True)[1]
-        past = copy.deepcopy(prefixes[key])
-        past.batch_repeat_interleave(len(batch))
-        ids, pos_ids = ids[:, start:], pos_ids[:, start:]
-        mask = None if mask is None else mask[:, :, start:, :]
-    out_rows, _ = _run(model, split, None, input_ids=ids.to(device),
-                       attention_mask=None if mask is None else mask.to(device),
-                       position_ids=pos_ids.to(device), past_key_values=past,
-                       use_cache=past is not None)
+        try:
+            out_rows = _run_after_prefix(model, split, prefixes, start, ids, pos_ids, mask,
+                                         device)
+        except Exception:  # noqa: BLE001 - a model whose cache cannot be shared this way
+            prefixes.clear()
+            prefixes[_NO_PREFIX] = True  # score this batch and the rest without it
+            start = 0
+    if out_rows is None:
+        out_rows, _ = _run(model, split, None, input_ids=ids.to(device),
+                           attention_mask=None if mask is None else mask.to(device),
+                           position_ids=pos_ids.to(device), use_cache=False)
     # every scored position of the batch, each once (MMLU's four answers share one position)
     slot: dict[tuple[int, int], int] = {}
     wanted, owners = [], []
