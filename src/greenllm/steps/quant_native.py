@@ -103,9 +103,8 @@ class Int8WeightLinear(nn.Module):
         if self.use_kernel:
             if torch.compiler.is_compiling():
                 y = int8pack_mm(x2, self.weight_int8, self._scale())
-            else:  # eager: the ATen op directly (a custom op's dispatch costs ~10 us a call)
-                y = torch.ops.aten._weight_int8pack_mm(x2.contiguous(), self.weight_int8,
-                                                       self._scale())
+            else:  # eager: the ATen binding directly (a custom op's dispatch costs ~10 us)
+                y = torch._weight_int8pack_mm(x2.contiguous(), self.weight_int8, self._scale())
         else:  # devices without the kernel: de-quantize on the fly
             w = self.weight_int8.to(self.compute_dtype) * self._scale()[:, None]
             y = F.linear(x2, w)
