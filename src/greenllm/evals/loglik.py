@@ -16,19 +16,26 @@ choices of one question) the longest common token prefix appears once in a row, 
 each request's remaining input tokens as a separate segment; a 4-D attention mask lets each
 segment see the prefix and itself only, and position ids restart after the prefix, so every
 token sees exactly what it would see in its own unpacked sequence. One forward pass scores a
-whole batch of items; rows are right-padded and log-probabilities are computed only at the
-scored positions (hidden states are projected onto the vocabulary in chunks). The batch size
-never changes which tokens a position sees (scores agree across batch sizes to float rounding).
+whole batch of items; rows are right-padded (no mask at all when nothing is packed). Leading
+tokens that every row of a batch shares (a task header, or the k-shot examples of an MMLU
+subject, whose items are batched together) run once and their keys/values are reused, across
+batches too. Log-probabilities are computed only at the scored positions: each distinct
+position of a batch is projected onto the vocabulary once, in cache-sized chunks, as
+``logit - logsumexp``. The batch size never changes which tokens a position sees (scores agree
+across batch sizes to float rounding).
 ``score_naive`` is the plain one-forward-per-request reference used by the tests.
 torch is imported inside functions only.
 """
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import DataError, GreenLLMError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's default when neither config nor tokenizer give one
 _TOKENIZER_INFINITY = 1000000000000000019884624838656
@@ -333,11 +340,12 @@ def _run_after_prefix(model, split, prefixes, start, ids, pos_ids, mask, device)
 
 
 def _score_batch(model, batch, results, device, prefixes: dict) -> None:
-    """Score a batch of plans in ONE forward pass by packing: each row holds an item's shared
-    prefix once, followed by every request's remaining input tokens as its own segment. A 4-D
-    attention mask lets a segment see the prefix and itself (causally) but no other segment,
-    and position ids restart after the prefix, so each request sees exactly the tokens of its
-    own unpacked sequence."""
+    """Score a batch of plans in one forward pass (two when the rows share a header, see
+    ``_run_after_prefix``) by packing: each row holds an item's shared prefix once, followed
+    by every request's remaining input tokens as its own segment. A 4-D attention mask lets a
+    segment see the prefix and itself (causally) but no other segment, and position ids
+    restart after the prefix, so each request sees exactly the tokens of its own unpacked
+    sequence."""
     import torch
 
     split = _split_head(model)
@@ -383,7 +391,9 @@ def _score_batch(model, batch, results, device, prefixes: dict) -> None:
         try:
             out_rows = _run_after_prefix(model, split, prefixes, start, ids, pos_ids, mask,
                                          device)
-        except Exception:  # noqa: BLE001 - a model whose cache cannot be shared this way
+        except Exception as exc:  # noqa: BLE001 - a model whose cache cannot be shared so
+            log.info("scoring without shared-prefix caching for %s: %s",
+                     type(model).__name__, exc)
             prefixes.clear()
             prefixes[_NO_PREFIX] = True  # score this batch and the rest without it
             start = 0
