@@ -145,7 +145,14 @@ def test_compiled_static_cache_decode_gives_the_eager_tokens(tiny, variant):
             fast = dec.run(b, n, dev)
             assert fast["tokens"].tolist() == eager["tokens"].tolist()
             assert fast["decode_tokens"] == eager["decode_tokens"] == b["input_ids"].shape[0] * (n - 1)
-        assert CompiledDecoder(model, 64).step is dec.step      # compiled once per model
+        assert CompiledDecoder(model, 64).step is dec.step      # compiled once per class
+        # a copy with other weights decodes with its own weights, not the original's
+        other = copy.deepcopy(model)
+        for p in other.parameters():
+            p.add_(torch.randn_like(p) * 0.5) if p.is_floating_point() else None
+        b = batches[0]
+        mine = CompiledDecoder(other, dec.max_cache_len).run(b, n, dev)["tokens"].tolist()
+        assert mine == run_request(other, b, n, dev, forward_kwargs(other))["tokens"].tolist()
         with pytest.raises(UnsupportedError, match="exceed the static cache"):
             CompiledDecoder(model, 4).run(batches[0], n, dev)
 

@@ -16,7 +16,6 @@ Both return the same dict of wall-clock seconds and token counts, and both decod
 from __future__ import annotations
 
 import time
-import weakref
 from typing import Any
 
 from .errors import UnsupportedError
@@ -96,13 +95,13 @@ def run_request(model, batch, max_new_tokens: int, device, accepts: set[str]) ->
     return _result(batch, ids, t0, t1, t2, max(peak, rss_bytes()), generated, max_new_tokens)
 
 
-_STEPS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_STEPS: dict[type, Any] = {}
 
 
 class CompiledDecoder:
     """Greedy decoding with a static KV cache of ``max_cache_len`` positions and a compiled
-    decode step. One compiled step per model object is kept for the life of the model, so
-    repeated benchmarks of the same model compile once."""
+    decode step. The compiled step is kept per model class, so repeated benchmarks of the same
+    model compile once."""
 
     def __init__(self, model, max_cache_len: int):
         import torch
@@ -115,9 +114,13 @@ class CompiledDecoder:
         self.model = model
         self.max_cache_len = int(max_cache_len)
         self.extra = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
-        if model not in _STEPS:
-            _STEPS[model] = torch.compile(model.forward, dynamic=False)
-        self.step = _STEPS[model]
+        # one compiled forward per model class, called with the model as its first argument:
+        # it holds no reference to any model (a copy of a model never decodes with the
+        # original's weights), and dynamo's guards tell models of one class apart
+        cls = type(model)
+        if cls not in _STEPS:
+            _STEPS[cls] = torch.compile(cls.forward, dynamic=False)
+        self.step = _STEPS[cls]
 
     def _cache(self, device):
         from transformers import StaticCache
@@ -157,7 +160,7 @@ class CompiledDecoder:
                 last_pos = pos[:, -1:]
                 for i in range(max_new_tokens - 1):
                     last_pos = last_pos + 1
-                    out = self.step(input_ids=nxt[:, None], attention_mask=full,
+                    out = self.step(self.model, input_ids=nxt[:, None], attention_mask=full,
                                     position_ids=last_pos, past_key_values=cache, use_cache=True,
                                     cache_position=torch.tensor([width + i], device=ids.device),
                                     **self.extra)

@@ -91,10 +91,12 @@ class Int8WeightLinear(nn.Module):
         (inside torch.compile the conversion is part of the graph: no Python-side cache)."""
         if torch.compiler.is_compiling():
             return self.weight_scale.to(self.compute_dtype)
-        version = self.weight_scale._version
+        ws = self.weight_scale
+        # which tensor, and how often changed in place (inference tensors keep no count)
+        key = (ws.data_ptr(), ws.device, None if ws.is_inference() else ws._version)
         cache = self._scale_cache
-        if cache is None or cache[0] != version or cache[1].device != self.weight_scale.device:
-            cache = self._scale_cache = (version, self.weight_scale.to(self.compute_dtype))
+        if cache is None or cache[0] != key:
+            cache = self._scale_cache = (key, ws.to(self.compute_dtype))
         return cache[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
