@@ -157,6 +157,25 @@ def test_compiled_static_cache_decode_gives_the_eager_tokens(tiny, variant):
             CompiledDecoder(model, 4).run(batches[0], n, dev)
 
 
+def test_a_decode_step_that_cannot_compile_is_one_clear_error(tiny, monkeypatch):
+    import torch
+    from torch._dynamo.exc import TorchRuntimeError
+
+    from greenllm import decode
+    from greenllm.bench import _tokenize_batches
+
+    def no_compiler(*args, **kwargs):
+        raise TorchRuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+
+    model, tok = tiny
+    monkeypatch.setitem(decode._STEPS, type(model), no_compiler)
+    (batch,) = _tokenize_batches(tok, PROMPTS[:1], 1, torch.device("cpu"))
+    with torch.inference_mode(), pytest.raises(UnsupportedError,
+                                               match="could not compile .*C\\+\\+ compiler.*"
+                                                     "compile: false"):
+        decode.CompiledDecoder(model, 64).run(batch, 4, torch.device("cpu"))
+
+
 def test_bench_tiny_all_metrics(tiny):
     model, tok = tiny
     meter = EstimateMeter(tdp_w=20.0, idle_w=20.0)   # constant 20 W: a labelled estimate

@@ -23,6 +23,11 @@ from .errors import UnsupportedError
 RECOMPILE_LIMIT = 64  # several models may share one forward's code object in a process
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
 def sync(device) -> None:
     import torch
 
@@ -122,7 +127,7 @@ class CompiledDecoder:
             _STEPS[cls] = torch.compile(cls.forward, dynamic=False)
         self.step = _STEPS[cls]
 
-    def _cache(self, device):
+    def _cache(self):
         from transformers import StaticCache
 
         try:
@@ -139,7 +144,7 @@ class CompiledDecoder:
         if width + max_new_tokens > self.max_cache_len:
             raise UnsupportedError(f"compile: {width} prompt + {max_new_tokens} new tokens "
                                    f"exceed the static cache of {self.max_cache_len}")
-        cache = self._cache(device)
+        cache = self._cache()
         full = torch.ones((n_batch, self.max_cache_len), dtype=mask.dtype, device=mask.device)
         full[:, :width] = mask
         pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -174,8 +179,8 @@ class CompiledDecoder:
             if type(exc).__module__.startswith("torch"):
                 raise UnsupportedError(f"compile: torch.compile could not compile "
                                        f"{type(self.model).__name__}'s decode step "
-                                       f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                                       f"); run with compile: false") from exc
+                                       f"({type(exc).__name__}: {first_line(exc)}); run with "
+                                       f"compile: false") from exc
             raise
         return _result(batch, ids, t0, t1, t2, max(peak, rss_bytes()), generated,
                        max_new_tokens)
