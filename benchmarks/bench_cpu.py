@@ -31,7 +31,6 @@ import copy
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -40,7 +39,8 @@ from greenllm.errors import GreenLLMError
 from greenllm.evals.perplexity import token_perplexity
 from greenllm.models import load_model, model_size_bytes
 
-WIKI = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext" / "wiki.test.raw"
+from _shared import WIKITEXT_TEST as WIKI  # noqa: E402
+
 # "+lm_head" = also quantize the output head (ignore=[]); SmolLM2 ties it to the embeddings,
 # a fifth of the weights every decode step reads. Others: --methods torchao_int8_dynamic,bnb_int8
 CANDIDATES = ("int8_weight", "int8_weight+lm_head", "dynamic_int8", "torchao_int8_weight",

@@ -29,8 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext" / "wiki.test.raw"
+from _shared import WIKITEXT_TEST as WIKITEXT  # noqa: E402
 
 ROWS = {
     "dense": (None, "-"),

@@ -17,9 +17,8 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
 
-WIKI = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext" / "wiki.test.raw"
+from _shared import WIKITEXT_TEST as WIKI  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -19,7 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _shared import SHARED_DATA  # noqa: E402
 FILES = {"hellaswag": "hellaswag/hellaswag_val_full.txt", "mmlu": "mmlu",
          "winogrande": "winogrande/dev.jsonl"}
 
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each side (median)")
     ap.add_argument("--tasks", default="hellaswag,mmlu,winogrande")
     ap.add_argument("--mmlu-shots", type=int, default=0)
-    ap.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--data-root", default=str(SHARED_DATA))
     args = ap.parse_args()
 
     from lm_eval.api.instance import Instance

@@ -25,8 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext" / "wiki.test.raw"
+from _shared import WIKITEXT_TEST as WIKITEXT  # noqa: E402
 PROMPT = ("The history of the steam engine begins in the first century, when Hero of "
           "Alexandria described a device that")
 

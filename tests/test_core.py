@@ -207,3 +207,12 @@ def test_public_functions_survive_submodule_imports():
             "assert callable(greenllm.compress) and callable(greenllm.evaluate)\n"
             "import sys; assert 'torch' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_first_line_of_an_exception():
+    from greenllm.errors import first_line
+
+    assert first_line(RuntimeError("  bad thing\n  Traceback details\n")) == "bad thing"
+    assert first_line(ValueError("x" * 50), 10) == "x" * 10
+    assert first_line(RuntimeError()) == "RuntimeError"        # no message: the type's name
+    assert first_line(OSError("   ")) == "OSError"

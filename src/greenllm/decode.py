@@ -18,14 +18,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .errors import UnsupportedError
+from .errors import UnsupportedError, first_line
 
 RECOMPILE_LIMIT = 64  # several models may share one forward's code object in a process
-
-
-def first_line(exc: BaseException, limit: int = 200) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:limit] if lines else type(exc).__name__
 
 
 def sync(device) -> None:
@@ -179,7 +174,7 @@ class CompiledDecoder:
             if type(exc).__module__.startswith("torch"):
                 raise UnsupportedError(f"compile: torch.compile could not compile "
                                        f"{type(self.model).__name__}'s decode step "
-                                       f"({type(exc).__name__}: {first_line(exc)}); run with "
+                                       f"({type(exc).__name__}: {first_line(exc, 200)}); run with "
                                        f"compile: false") from exc
             raise
         return _result(batch, ids, t0, t1, t2, max(peak, rss_bytes()), generated,

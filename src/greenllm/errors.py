@@ -62,6 +62,13 @@ class ModelError(GreenLLMError):
     """A model cannot be loaded, saved or reloaded."""
 
 
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message, for a one-line error (``limit`` characters
+    at most); the exception's type name when it has no message."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
 def require(module: str, extra: str | None = None, purpose: str = ""):
     """Import an optional SDK or raise MissingDependencyError naming the extra."""
     import importlib

@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from .errors import GreenLLMError, ModelError
+from .errors import GreenLLMError, ModelError, first_line
 
 META_ATTR = "_greenllm"          # dict on the model: source, provenance, steps applied
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -196,7 +196,7 @@ def load_model(source: str, *, dtype: str = "float32", device: str = "cpu",
     except GreenLLMError:
         raise
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelError(f"cannot load model {source!r}: {first} (give a local directory, a "
                          f".gguf file, or a hub id reachable from this machine)") from None
     if tok.pad_token is None:
@@ -361,7 +361,7 @@ def save(model, out_dir, tokenizer=None, *, overwrite: bool = False) -> Path:
         raise
     except Exception as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelError(f"cannot save to {str(out)!r}: {first}; nothing was written") from None
     return out
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import parse_config, to_dict
-from .errors import ConfigError, DataError, UnknownNameError
+from .errors import ConfigError, DataError, UnknownNameError, first_line
 
 RECIPE_SCHEMA_VERSION = 1
 BASELINE = "baseline"
@@ -342,7 +342,7 @@ def load_recipe(source: str | Path | dict | Recipe) -> Recipe:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
     if data is None:
         raise ConfigError(f"{path}: the recipe is empty")

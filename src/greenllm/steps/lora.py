@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..errors import ConfigError, require
+from ..errors import ConfigError, first_line, require
 from .base import StepContext, StepSpec
 from .train import TrainingStepConfig, autocast_context, causal_lm_loss, device_of, train_loop
 
@@ -79,7 +79,7 @@ def _apply(model, cfg: LoraConfig, ctx: StepContext):
     try:
         pmodel = peft.get_peft_model(model, pcfg)
     except ValueError as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = first_line(exc)
         raise ConfigError(f"target_modules: {first} (name the Linear modules to adapt, e.g. "
                           "[q_proj, v_proj] for Llama or [c_attn] for GPT-2)") from None
     trainable = sum(p.numel() for p in pmodel.parameters() if p.requires_grad)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import warnings
 
-from ..errors import UnsupportedError, require
+from ..errors import UnsupportedError, first_line, require
 
 _4BIT = {"bnb_nf4": "nf4", "bnb_fp4": "fp4"}
 
@@ -63,7 +63,7 @@ def apply_bnb(model, modules, cfg, ctx):
             raise RuntimeError("non-finite output from a scratch layer")
     except (RuntimeError, NotImplementedError, AssertionError, ValueError, TypeError,
             AttributeError) as exc:
-        msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc, 160)
         where = ("needs CUDA or a newer bitsandbytes with a CPU backend (>= 0.47)"
                  if device.type == "cpu" else f"cannot run on {device}")
         raise UnsupportedError(f"quantize.method={cfg.method}: installed bitsandbytes {version} "

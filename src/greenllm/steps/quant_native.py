@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import UnsupportedError
+from ..errors import UnsupportedError, first_line
 from .quantize import swap_modules
 
 
@@ -241,7 +241,7 @@ def apply_cast(model, modules, cfg, ctx):
                  torch.ones(4, 8, dtype=dtype, device=device))
     except RuntimeError as exc:
         raise UnsupportedError(f"quantize.method={cfg.method}: {dtype} matmul does not run on "
-                               f"{device} ({str(exc).splitlines()[0]}); use bf16 or "
+                               f"{device} ({first_line(exc)}); use bf16 or "
                                "int8_weight") from None
     swap_modules(model, {name: _cast_module(lin, dtype, cfg.method) for name, lin in modules})
     return {"weight_dtype": str(dtype).replace("torch.", "")}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 
-from ..errors import UnsupportedError, require
+from ..errors import UnsupportedError, first_line, require
 
 _QTYPES = {"quanto_int8": "qint8", "quanto_int4": "qint4", "quanto_float8": "qfloat8"}
 
@@ -35,7 +35,7 @@ def apply_quanto(model, modules, cfg, ctx):
         qu.freeze(probe)
         probe(torch.ones(2, 256, device=first.device, dtype=first.dtype))
     except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         raise UnsupportedError(f"quantize.method={cfg.method}: optimum-quanto cannot run it on "
                                f"{first.device} with {first.dtype} weights ({msg})") from None
     names = [n for n, _ in modules]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 
-from ..errors import UnsupportedError, require
+from ..errors import UnsupportedError, first_line, require
 from .quantize import quiet_torchao_import
 
 
@@ -39,7 +39,7 @@ def _quantize(model, modules, cfg, make_config):
         if type(probe[0].weight).__name__ in ("Parameter", "Tensor"):
             raise RuntimeError("torchao left the weight unquantized")
     except (RuntimeError, AssertionError, NotImplementedError, ImportError, ValueError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         raise UnsupportedError(
             f"quantize.method={cfg.method}: torchao cannot run "
             f"it on {first.device} with {dtype} weights ({msg}); on CPU use int8_weight "
