@@ -39,7 +39,7 @@ from greenllm.errors import GreenLLMError
 from greenllm.evals.perplexity import token_perplexity
 from greenllm.models import load_model, model_size_bytes
 
-from _shared import WIKITEXT_TEST as WIKI  # noqa: E402
+from _shared import WIKITEXT_TEST as WIKI
 
 # "+lm_head" = also quantize the output head (ignore=[]); SmolLM2 ties it to the embeddings,
 # a fifth of the weights every decode step reads. Others: --methods torchao_int8_dynamic,bnb_int8

@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from _shared import WIKITEXT_TEST as WIKITEXT  # noqa: E402
+from _shared import WIKITEXT_TEST as WIKITEXT
 
 ROWS = {
     "dense": (None, "-"),

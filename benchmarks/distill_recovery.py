@@ -18,7 +18,8 @@ import math
 import sys
 import time
 
-from _shared import WIKITEXT_TEST as WIKI  # noqa: E402
+from _shared import WIKITEXT_TEST as WIKI
+from _shared import add_threads_option, apply_threads
 
 
 def main(argv=None) -> int:
@@ -32,13 +33,9 @@ def main(argv=None) -> int:
     ap.add_argument("--temperature", type=float, default=2.0)
     ap.add_argument("--alpha-ce", type=float, default=0.5)
     ap.add_argument("--precision", default="fp32")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads for this benchmark (default: torch's choice); 1 avoids "
-                         "spin-wait waste on a machine shared with other jobs")
+    add_threads_option(ap)
     args = ap.parse_args(argv)
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     if not WIKI.exists():
         print(f"{WIKI} is absent: this demo needs WikiText-2 test beside the repo",
               file=sys.stderr)

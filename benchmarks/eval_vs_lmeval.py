@@ -19,7 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _shared import SHARED_DATA  # noqa: E402
+from _shared import SHARED_DATA
 FILES = {"hellaswag": "hellaswag/hellaswag_val_full.txt", "mmlu": "mmlu",
          "winogrande": "winogrande/dev.jsonl"}
 

@@ -25,7 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from _shared import WIKITEXT_TEST as WIKITEXT  # noqa: E402
+from _shared import WIKITEXT_TEST as WIKITEXT
+from _shared import add_threads_option, apply_threads
 PROMPT = ("The history of the steam engine begins in the first century, when Hero of "
           "Alexandria described a device that")
 
@@ -72,14 +73,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--methods", default=",".join(VARIANTS))
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch intra-op threads (default: torch's choice)")
+    add_threads_option(ap)
     args = ap.parse_args(argv)
+    apply_threads(args)
 
     import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     from greenllm.errors import GreenLLMError
     from greenllm.models import load_model, model_size_bytes

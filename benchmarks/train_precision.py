@@ -20,7 +20,8 @@ import copy
 import sys
 import time
 
-from _shared import WIKITEXT_TEST as WIKI  # noqa: E402
+from _shared import WIKITEXT_TEST as WIKI
+from _shared import add_threads_option, apply_threads
 
 
 def main(argv=None) -> int:
@@ -31,13 +32,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--meter", default="estimate")
     ap.add_argument("--precisions", default="fp32,bf16")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads for this benchmark (default: torch's choice); 1 avoids "
-                         "spin-wait waste on a machine shared with other jobs")
+    add_threads_option(ap)
     args = ap.parse_args(argv)
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
 
     import torch
 
