@@ -51,14 +51,16 @@ def decode(model, prompt_ids, n_tokens: int) -> tuple[float, list[int]]:
     """Greedy decode ``n_tokens`` after the prompt; returns (tokens/s excluding prefill, ids)."""
     import torch
 
+    from greenllm._compat import cache_kwargs, output_cache
+
     with torch.no_grad():
         out = model(input_ids=prompt_ids, use_cache=True)
-        past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        past, nxt = output_cache(out), out.logits[:, -1:].argmax(-1)
         toks = []
         t0 = time.perf_counter()
         for _ in range(n_tokens):
-            out = model(input_ids=nxt, past_key_values=past, use_cache=True)
-            past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            out = model(input_ids=nxt, use_cache=True, **cache_kwargs(model, past))
+            past, nxt = output_cache(out), out.logits[:, -1:].argmax(-1)
             toks.append(int(nxt))
         dt = time.perf_counter() - t0
     return n_tokens / dt, toks

@@ -5,8 +5,9 @@ token over Hugging Face's dynamic KV cache; it works for any causal LM.
 
 ``CompiledDecoder`` is the same greedy decoding with a static KV cache (``StaticCache``, sized
 once for the whole workload) and a ``torch.compile``'d decode step. The attention mask is one
-fixed-size tensor (left padding zeroed, everything else one; causality comes from
-``cache_position``), so every decode step has the same shapes and the step compiles once.
+fixed-size tensor (left padding zeroed, everything else one; causality comes from the
+position the cache writes at), so every decode step has the same shapes and the step compiles
+once.
 Compiling removes most of the per-token Python and operator-dispatch cost, which at batch 1
 on a CPU is a fifth of a small model's decode step. The prefill runs eagerly.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ._compat import cache_arg, cache_kwargs, forward_params, output_cache, takes_cache_position
 from .errors import UnsupportedError, first_line
 
 RECOMPILE_LIMIT = 64  # several models may share one forward's code object in a process
@@ -37,12 +39,8 @@ def rss_bytes() -> int:
 
 
 def forward_kwargs(model) -> set[str]:
-    import inspect
-
-    try:
-        return set(inspect.signature(model.forward).parameters)
-    except (TypeError, ValueError):
-        return set()
+    """The named parameters of ``model.forward`` (empty when unreadable)."""
+    return forward_params(model)
 
 
 def _result(batch, ids, t0, t1, t2, peak, generated, max_new_tokens) -> dict[str, Any]:
@@ -75,7 +73,7 @@ def run_request(model, batch, max_new_tokens: int, device, accepts: set[str]) ->
     sync(device)
     t1 = time.perf_counter()
     peak = max(peak, rss_bytes())
-    past = out.past_key_values
+    past = output_cache(out)
     generated = [nxt]
     last_pos = pos[:, -1:]
     ones = torch.ones((mask.shape[0], 1), dtype=mask.dtype, device=mask.device)
@@ -85,9 +83,9 @@ def run_request(model, batch, max_new_tokens: int, device, accepts: set[str]) ->
             mask = torch.cat([mask, ones], dim=1)
         last_pos = last_pos + 1
         out = model(input_ids=nxt[:, None], attention_mask=mask if padded else None,
-                    past_key_values=past, use_cache=True,
+                    use_cache=True, **cache_kwargs(model, past),
                     **({"position_ids": last_pos} if use_pos else {}), **extra)
-        past = out.past_key_values
+        past = output_cache(out)
         nxt = out.logits[:, -1, :].argmax(-1)
         generated.append(nxt)
     sync(device)
@@ -107,10 +105,13 @@ class CompiledDecoder:
         import torch
 
         accepts = forward_kwargs(model)
-        if "past_key_values" not in accepts:
-            raise UnsupportedError(f"compile: {type(model).__name__}.forward takes no "
-                                   f"past_key_values; a static-cache compiled decode needs a "
-                                   f"KV cache. Run with compile: false")
+        cache_name = cache_arg(model)
+        if cache_name is None:
+            raise UnsupportedError(f"compile: {type(model).__name__}.forward takes no KV "
+                                   f"cache (neither cache nor past_key_values); a static-cache "
+                                   f"compiled decode needs one. Run with compile: false")
+        self.cache_name = cache_name
+        self.positions = takes_cache_position(model)
         self.model = model
         self.max_cache_len = int(max_cache_len)
         self.extra = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
@@ -148,9 +149,10 @@ class CompiledDecoder:
             with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
                 sync(device)
                 t0 = time.perf_counter()
+                where = ({"cache_position": torch.arange(width, device=ids.device)}
+                         if self.positions else {})
                 out = self.model(input_ids=ids, attention_mask=full, position_ids=pos,
-                                 past_key_values=cache, use_cache=True,
-                                 cache_position=torch.arange(width, device=ids.device),
+                                 use_cache=True, **{self.cache_name: cache}, **where,
                                  **self.extra)
                 nxt = out.logits[:, -1, :].argmax(-1)
                 sync(device)
@@ -160,10 +162,11 @@ class CompiledDecoder:
                 last_pos = pos[:, -1:]
                 for i in range(max_new_tokens - 1):
                     last_pos = last_pos + 1
+                    if self.positions:
+                        where = {"cache_position": torch.tensor([width + i], device=ids.device)}
                     out = self.step(self.model, input_ids=nxt[:, None], attention_mask=full,
-                                    position_ids=last_pos, past_key_values=cache, use_cache=True,
-                                    cache_position=torch.tensor([width + i], device=ids.device),
-                                    **self.extra)
+                                    position_ids=last_pos, use_cache=True,
+                                    **{self.cache_name: cache}, **where, **self.extra)
                     nxt = out.logits[:, -1, :].argmax(-1)
                     generated.append(nxt)
                 sync(device)

@@ -33,6 +33,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
+from .._compat import cache_kwargs, output_cache
 from ..errors import DataError, GreenLLMError
 
 log = logging.getLogger(__name__)
@@ -266,13 +267,13 @@ def _run(model, split, keep, **kwargs):
     if split is not None:
         out = split[0](**kwargs)
         hidden = out.last_hidden_state
-        return (hidden if keep is None else hidden[:, keep]), out.past_key_values
+        return (hidden if keep is None else hidden[:, keep]), output_cache(out)
     try:
         out = model(logits_to_keep=0 if keep is None else keep, **kwargs)
-        return out.logits, out.past_key_values
+        return out.logits, output_cache(out)
     except TypeError:  # a model without logits_to_keep
         out = model(**kwargs)
-        return (out.logits if keep is None else out.logits[:, keep]), out.past_key_values
+        return (out.logits if keep is None else out.logits[:, keep]), output_cache(out)
 
 
 def _positions_ll(split, rows, wanted):
@@ -335,8 +336,8 @@ def _run_after_prefix(model, split, prefixes, start, ids, pos_ids, mask, device)
     past.batch_repeat_interleave(ids.shape[0])
     mask = None if mask is None else mask[:, :, start:, :].to(device)
     return _run(model, split, None, input_ids=ids[:, start:].to(device), attention_mask=mask,
-                position_ids=pos_ids[:, start:].to(device), past_key_values=past,
-                use_cache=True)[0]
+                position_ids=pos_ids[:, start:].to(device), use_cache=True,
+                **cache_kwargs(model if split is None else split[0], past))[0]
 
 
 def _score_batch(model, batch, results, device, prefixes: dict) -> None:
