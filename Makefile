@@ -1,18 +1,28 @@
 # The two set-up commands of the README:
 #   make quickstart   # the main job: quickstart recipe on SmolLM2-135M, writes out/quickstart/
 #   make test         # the test suite
-# Both create .venv on first use and install greenllm with the pins of constraints.txt.
+# Both create .venv on first use and install exactly requirements.lock (see tools/lock.py).
+#
+# Also:
+#   make lint          # ruff (lint + format check) and mypy on the torch-free layers
+#   make lock          # regenerate requirements.lock / requirements-jetson.lock from pyproject
+#   make test-latest   # the newest versions pyproject allows, in .venv-latest: drift shows here first
+#   make install-jetson  # on a Jetson: greenllm next to JetPack's torch (no torch pin)
 PYTHON ?= python3
 VENV   ?= .venv
 PIP     = $(VENV)/bin/python -m pip
+PIP_VERSION = 26.3
 STAMP   = $(VENV)/.greenllm-installed
+LATEST ?= .venv-latest
 
-.PHONY: quickstart test install clean
+.PHONY: quickstart test install lint lock test-latest install-jetson clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	$(PIP) install -q "pip==$(PIP_VERSION)"
+	$(PIP) install -q -r requirements.lock
+	$(PIP) install -q --no-deps -e .
+	$(PIP) check
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,5 +33,30 @@ quickstart: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks examples tools
+	$(VENV)/bin/ruff format --check src tests benchmarks examples tools
+	$(VENV)/bin/mypy
+
+lock: $(STAMP)
+	$(VENV)/bin/python tools/lock.py
+
+# Newest allowed versions (only torch stays at the CPU build on disk): not the lock.
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip
+	$(LATEST)/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(LATEST)/bin/python -m pip check
+	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/resolved.txt
+	$(LATEST)/bin/python -m pytest -q -p no:cacheprovider
+
+# On a Jetson (JetPack 6, Python 3.10): NVIDIA's torch must already be in the environment
+# (python3 -m venv --system-site-packages .venv, after installing the JetPack torch wheel).
+install-jetson:
+	$(PYTHON) -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+	$(PYTHON) -m pip install -c requirements-jetson.lock -e ".[torch,jetson,carbon,peft,datasets,plots]"
+	$(PYTHON) -m pip check
+
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(LATEST) out .pytest_cache

@@ -158,12 +158,30 @@ def test_require_names_the_extra():
     assert isinstance(info.value, GreenLLMError)
 
 
+def test_one_version_source():
+    import tomllib
+    from pathlib import Path
+
+    import greenllm
+    from greenllm import _version
+
+    meta = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert "version" in meta["project"]["dynamic"] and "version" not in meta["project"]
+    attr = meta["tool"]["setuptools"]["dynamic"]["version"]["attr"]
+    assert attr == "greenllm._version.__version__"
+    assert greenllm.__version__ == _version.__version__
+    assert "## [" + greenllm.__version__ + "]" in (Path(__file__).parent.parent
+                                                   / "CHANGELOG.md").read_text()
+
+
 def test_cli_maps_usage_errors_to_exit_2(capsys):
     from greenllm.cli import main
 
     assert main(["no-such-command"]) == 2
     assert main(["version"]) == 0
-    assert capsys.readouterr().out.strip() == "0.1.0"
+    import greenllm
+
+    assert capsys.readouterr().out.strip() == greenllm.__version__
 
 
 def test_cli_maps_greenllm_error_to_one_line(capsys):

@@ -13,7 +13,7 @@ from .errors import GreenLLMError
 
 quiet_third_party()
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 _LAZY = {
     # compression
