@@ -49,7 +49,7 @@ test-latest:
 	$(LATEST)/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
 	$(LATEST)/bin/python -m pip check
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/resolved.txt
-	$(LATEST)/bin/python -m pytest -q -p no:cacheprovider
+	GREENLLM_LATEST=1 $(LATEST)/bin/python -m pytest -q -p no:cacheprovider
 
 # On a Jetson (JetPack 6, Python 3.10): NVIDIA's torch must already be in the environment
 # (python3 -m venv --system-site-packages .venv, after installing the JetPack torch wheel).
