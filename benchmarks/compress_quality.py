@@ -41,6 +41,15 @@ ROWS = {
     "neurons25": ("prune:method=neurons,sparsity=0.25", "25 % FFN"),
     "layers20": ("prune:method=layers,sparsity=0.2", "6/30 layers"),
     "int8_weight": ("quantize:method=int8_weight", "8 bit"),
+    # 4-bit at group 64 (the offline SmolLM2 is de-quantized Q4_1 at blocks of 32: any 4-bit
+    # grid of group 32 would look lossless on it)
+    "rtn4g64": ("quantize:method=rtn,bits=4,group_size=64,sym=true", "4 bit g64 sym"),
+    "gptq4g64": ("quantize:method=gptq,bits=4,group_size=64,sym=true", "4 bit g64 sym"),
+    "rtn4g64a": ("quantize:method=rtn,bits=4,group_size=64,sym=false", "4 bit g64 asym"),
+    "gptq4g64a": ("quantize:method=gptq,bits=4,group_size=64,sym=false", "4 bit g64 asym"),
+    "sparsegpt50+gptq4": ("quantize:method=gptq,bits=4,group_size=64,sym=false,sparsity=0.5",
+                          "50 % + 4 bit g64"),
+    "bnb_nf4": ("quantize:method=bnb_nf4", "4 bit nf4 b64"),
 }
 DEFAULT_ROWS = "dense,magnitude50,wanda50,sparsegpt50,wanda2:4,neurons25,layers20,int8_weight"
 
@@ -137,7 +146,7 @@ def main(argv=None) -> int:
         t_wall = t_cpu = 0.0
         peak = start = None
         if spec is not None:
-            if spec.startswith("prune:"):
+            if spec.startswith("prune:") or "method=gptq" in spec:
                 spec += f",calibration.samples={args.samples},calibration.seq_len={args.cal_seq_len}"
             with PeakRSS() as mem:
                 w0, c0 = time.perf_counter(), time.process_time()

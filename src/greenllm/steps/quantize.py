@@ -20,6 +20,7 @@ from typing import Any
 from ..config import ConfigError
 from ..registry import Registry, _resolve
 from .base import StepContext, StepSpec
+from .prune import CalibrationConfig
 
 RECOMMENDED_INT8 = "int8_weight"
 COMPUTE_DTYPES = ("bfloat16", "float32", "float16")
@@ -52,12 +53,21 @@ _N = "greenllm.steps.quant_native"
 _TAO = "greenllm.steps.quant_torchao"
 _QU = "greenllm.steps.quant_quanto"
 _BNB = "greenllm.steps.quant_bnb"
+_GPTQ = "greenllm.steps.quant_gptq"
 _TAO_NO = ("torchao tensor subclasses cannot be written by save_pretrained; save the fp32 "
            "model and quantize after loading, or use int8_weight, which reloads")
 _BNB_NO = ("bitsandbytes checkpoints saved on CPU do not reload correctly (NF4 reloaded with "
            "perplexity in the millions); quantize after loading instead")
 
 _METHODS = [
+    QuantMethod("gptq", f"{_GPTQ}:apply_gptq", 4, "torch", True,
+                summary="GPTQ: calibrated, error-compensating weight quantization (bits "
+                        "2/3/4/8, groups or per channel, sym/asym, act-order); 4-bit layers "
+                        "are packed and run on PyTorch's CPU int4 kernel",
+                restore=f"{_GPTQ}:restore_gptq"),
+    QuantMethod("rtn", f"{_GPTQ}:apply_rtn", 4, "torch", True,
+                summary="round-to-nearest on GPTQ's grid and storage (no calibration): the "
+                        "data-free baseline of gptq", restore=f"{_GPTQ}:restore_gptq"),
     QuantMethod("int8_weight", f"{_N}:apply_int8_weight", 8, "torch", True,
                 summary="int8 weight-only, per-channel scales, PyTorch's "
                         "_weight_int8pack_mm kernel (recommended int8 on CPU)",
@@ -118,6 +128,16 @@ class QuantizeConfig:
     group_size: int | None = None
     per_channel: bool = True
     compute_dtype: str = "bfloat16"
+    # gptq only (see docs/compress-quantize.md)
+    bits: int = 4
+    sym: bool = True
+    desc_act: bool = False
+    static_groups: bool = False
+    dampening: float = 0.01
+    blocksize: int = 128
+    sparsity: float = 0.0
+    pattern: str | None = None
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def validate(self) -> None:
         try:
@@ -128,11 +148,51 @@ class QuantizeConfig:
             for i, pat in enumerate(getattr(self, name)):
                 if not pat.strip():
                     raise ConfigError(f"{name}[{i}]: empty pattern")
-        if self.group_size is not None and self.group_size not in (32, 64, 128, 256):
+        if self.method in ("gptq", "rtn"):
+            self._validate_gptq()
+        elif self.group_size is not None and self.group_size not in (32, 64, 128, 256):
             raise ConfigError(f"group_size: {self.group_size} is not one of 32, 64, 128, 256")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ConfigError(f"compute_dtype: {self.compute_dtype!r} is not one of "
                               f"{', '.join(COMPUTE_DTYPES)}")
+
+    def _validate_gptq(self) -> None:
+        if self.bits not in (2, 3, 4, 8):
+            raise ConfigError(f"bits: {self.bits} is not one of 2, 3, 4, 8")
+        if self.group_size is not None and self.group_size != -1 and (
+                self.group_size < 2 or self.group_size & (self.group_size - 1)):
+            raise ConfigError(f"group_size: {self.group_size} is not a power of two >= 2 "
+                              "(or -1 / null for one scale per output channel)")
+        if self.blocksize < 1:
+            raise ConfigError(f"blocksize: must be >= 1, got {self.blocksize}")
+        if not 0 < self.dampening < 1:
+            raise ConfigError(f"dampening: {self.dampening} is not in (0, 1)")
+        if not 0 <= self.sparsity < 1:
+            raise ConfigError(f"sparsity: {self.sparsity} is not in [0, 1)")
+        if self.desc_act and self.group_size not in (None, -1) and not self.static_groups:
+            raise ConfigError("static_groups: desc_act with groups needs static_groups: true "
+                              "(groups stay contiguous along the input dimension, the layout "
+                              "the int4 kernel needs)")
+        if self.group_size not in (None, -1) and self.blocksize % self.group_size:
+            raise ConfigError(f"blocksize: {self.blocksize} is not a multiple of group_size "
+                              f"{self.group_size}")
+        if self.pattern is not None:
+            n, m = self.nm()
+            if self.blocksize % m:
+                raise ConfigError(f"blocksize: {self.blocksize} is not a multiple of the "
+                                  f"pattern's M ({m})")
+        self.calibration.validate()
+
+    def nm(self) -> tuple[int, int] | None:
+        if self.pattern is None:
+            return None
+        try:
+            n, m = (int(v) for v in str(self.pattern).split(":"))
+        except ValueError:
+            raise ConfigError(f"pattern: {self.pattern!r} is not N:M (e.g. 2:4)") from None
+        if not 0 < n < m:
+            raise ConfigError(f"pattern: {self.pattern!r} needs 0 < N < M")
+        return n, m
 
     @property
     def info(self) -> QuantMethod:
@@ -275,7 +335,8 @@ def apply(model, cfg: QuantizeConfig, ctx: StepContext):
     handler = info.load()
     n_params = sum(m.weight.numel() for _, m in modules)
     stats = dict(handler(model, modules, cfg, ctx) or {})
-    stats.update({"method": cfg.method, "bits": info.bits, "backend": info.backend,
+    stats.update({"method": cfg.method, "bits": stats.get("bits", info.bits),
+                  "backend": info.backend,
                   "quantized_modules": len(modules), "quantized_params": int(n_params),
                   "reloads": info.reloads, "modules": [n for n, _ in modules]})
     return model, stats
