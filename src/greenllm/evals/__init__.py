@@ -6,5 +6,4 @@ from __future__ import annotations
 
 from .base import EVALS, evaluate
 
-
 __all__ = ["EVALS", "evaluate"]

@@ -8,5 +8,4 @@ from __future__ import annotations
 from .base import METERS
 from .detect import detect_meters
 
-
 __all__ = ["METERS", "detect_meters"]
