@@ -24,7 +24,7 @@ def _table_profile(table):
 
     def profile(c):
         calls.append(c)
-        t, w = table[(c.batch_size, c.power_limit_w)]
+        t, w = table[(c.batch_size, c.power_cap_w)]
         return Profile(c, samples=64, duration_s=64 * t, energy_j=64 * t * w)
 
     return profile, calls
@@ -36,18 +36,18 @@ def test_search_picks_lowest_zeus_cost_from_injected_measurements():
              (32, 300.0): (0.006, 300.0), (32, 200.0): (0.0065, 198.0),
              (32, None): (0.006, 300.0)}
     profile, calls = _table_profile(table)
-    cands = candidates_from([8, 32], power_limits_w=[300, 200])
+    cands = candidates_from([8, 32], power_caps_w=[300, 200])
     res = search(cands, profile, eta=0.5, default=Candidate(32), p_max_w=300.0)
     costs = {k: zeus_cost(t * w, t, 0.5, 300.0) for k, (t, w) in table.items()}
     best = min(costs, key=costs.get)
-    assert (res.choice.batch_size, res.choice.power_limit_w) == best == (32, 200.0)
-    assert {(r["batch_size"], r["power_limit_w"]): r["cost_per_sample_j"] for r in res.rows} \
+    assert (res.choice.batch_size, res.choice.power_cap_w) == best == (32, 200.0)
+    assert {(r["batch_size"], r["power_cap_w"]): r["cost_per_sample_j"] for r in res.rows} \
         == pytest.approx(costs)
     assert len(calls) == 5  # 4 candidates + the default, each profiled once
     e_default, e_choice = 0.006 * 300.0, 0.0065 * 198.0
     assert res.projected_energy_saving == pytest.approx(1 - e_choice / e_default)
     assert res.projected_time_change == pytest.approx(0.0065 / 0.006 - 1)
-    assert "chosen" in res.table() and res.to_dict()["choice"]["power_limit_w"] == 200.0
+    assert "chosen" in res.table() and res.to_dict()["choice"]["power_cap_w"] == 200.0
 
 
 def test_eta_moves_the_choice_between_energy_and_time():
@@ -66,7 +66,7 @@ def test_search_without_power_control_is_batch_size_only():
                  default=Candidate(8))
     assert res.note.startswith("no power control on this device: searched batch size only")
     with pytest.raises(HardwareControlError, match="no power control"):
-        search(candidates_from([8], power_limits_w=[150]), profile, power_control=False)
+        search(candidates_from([8], power_caps_w=[150]), profile, power_control=False)
 
 
 def test_search_rejects_bad_input():
@@ -76,7 +76,7 @@ def test_search_rejects_bad_input():
     with pytest.raises(ConfigError, match="batch_sizes"):
         candidates_from([0, 8])
     with pytest.raises(ConfigError, match="not both"):
-        candidates_from([8], power_limits_w=[100], power_modes=[0])
+        candidates_from([8], power_caps_w=[100], power_modes=[0])
 
 
 # ----------------------------------------------------------------------------- with torch
@@ -126,7 +126,7 @@ def test_cap_is_restored_after_an_exception_in_the_training_loop(tmp_path, tiny)
     journal = tmp_path / "journal.json"
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_with_setting(model, train_b, causal_lm_loss, TrainLoopConfig(epochs=1),
-                           Candidate(4, power_limit_w=150.0), cap=cap,
+                           Candidate(4, power_cap_w=150.0), cap=cap,
                            meters=[_estimate_meter(FakeClock())], hz=0, hooks=[Boom()],
                            journal=journal)
     assert seen == [150_000, 150_000]
@@ -144,7 +144,7 @@ def test_cap_without_permission_is_one_line_error_and_nothing_changes(tmp_path, 
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(HardwareControlError) as ei:
         train_with_setting(model, _batches(tok)[0], causal_lm_loss, TrainLoopConfig(),
-                           Candidate(4, power_limit_w=150.0), cap=cap,
+                           Candidate(4, power_cap_w=150.0), cap=cap,
                            meters=[_estimate_meter(FakeClock())], hz=0,
                            journal=tmp_path / "j.json")
     assert "\n" not in str(ei.value)
@@ -162,7 +162,7 @@ def test_real_profiler_measures_restores_weights_and_applies_cap(tmp_path, tiny)
     cfg = TrainConfig(data=[TEXT], seq_len=32, lr=1e-3)
     profile = make_profiler(model, tok, cfg, steps=2, cap=cap, meters="estimate", hz=0,
                             journal=tmp_path / "j.json")
-    p = profile(Candidate(4, power_limit_w=200.0))
+    p = profile(Candidate(4, power_cap_w=200.0))
     assert p.samples == 8 and p.duration_s > 0 and p.energy_j > 0 and p.estimated
     assert gpu.set_limit_calls == [200_000, 400_000]
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
@@ -185,7 +185,7 @@ def test_energy_aware_train_searches_then_trains_with_epoch_energy(tiny):
     assert all(e["energy_j"] >= 0 and "energy_per_token_j" in e for e in rep.epochs)
     assert energy.estimated and energy.energy_j >= sum(e["energy_j"] for e in rep.epochs) - 1e-9
     with pytest.raises(HardwareControlError, match="no power control"):
-        energy_aware_train(model, tok, cfg, batch_sizes=[2], power_limits_w=[100.0], cap=None,
+        energy_aware_train(model, tok, cfg, batch_sizes=[2], power_caps_w=[100.0], cap=None,
                            profile_fn=profile)
 
 

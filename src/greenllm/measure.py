@@ -27,11 +27,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 from .errors import ConfigError, MeterUnavailable
-from .meters.base import COUNTER, DomainInfo, Meter, Reading, trapezoid
-from .results import DomainEnergy, EnergyReport
+from .meters.aggregate import build_report, domain_energy
+from .meters.base import Meter, Reading
+from .results import EnergyReport
 
 TRACE_COLUMNS = ("t_s", "phase", "meter", "domain", "quantity", "value", "in_total",
                  "estimated", "method")
@@ -68,62 +69,6 @@ def resolve_meters(meters: Any, clock: Callable[[], float] | None = None) -> tup
     if len(set(names)) != len(names):
         raise ConfigError(f"meters: {names} lists a meter twice")
     return out, created
-
-
-def build_report(domains: dict[str, list[DomainInfo]], samples: dict[str, list[Reading]],
-                 duration_s: float, sampling_hz: float, rounds: int,
-                 idle_power_w: dict[tuple[str, str], float] | None = None,
-                 flags: Sequence[str] = (), trace_path: str | None = None,
-                 started_at_unix_s: float | None = None) -> EnergyReport:
-    """Aggregate per-meter readings into an EnergyReport (pure; shared with replay)."""
-    flags = list(flags)
-    out: list[DomainEnergy] = []
-    for meter, infos in domains.items():
-        readings = samples.get(meter, [])
-        for info in infos:
-            energy, n = _domain_energy(meter, info, readings, flags)
-            idle = idle_power_w.get((meter, info.name)) if idle_power_w else None
-            mean = energy / duration_s if duration_s > 0 else 0.0
-            if n == 1 and info.kind != COUNTER and duration_s <= 0:
-                mean = next(r.power_w[info.name] for r in readings if info.name in r.power_w)
-            out.append(DomainEnergy(
-                meter=meter, domain=info.name, energy_j=energy, mean_power_w=mean, samples=n,
-                method=info.report_method, in_total=info.in_total, estimated=info.estimated,
-                idle_power_w=idle,
-                net_energy_j=None if idle is None else energy - idle * duration_s))
-    counted = [d for d in out if d.in_total]
-    total = sum(d.energy_j for d in counted)
-    methods = sorted({d.method for d in counted})
-    method = methods[0] if len(methods) == 1 else ("mixed" if methods else "none")
-    idle_total = None
-    net_total = None
-    if idle_power_w is not None:
-        idle_total = sum(d.idle_power_w or 0.0 for d in counted)
-        net_total = total - idle_total * duration_s
-    return EnergyReport(
-        duration_s=duration_s, energy_j=total,
-        mean_power_w=total / duration_s if duration_s > 0 else 0.0,
-        domains=tuple(out), samples=rounds, sampling_hz=sampling_hz, method=method,
-        estimated=any(d.estimated for d in counted), meters=tuple(domains),
-        idle_power_w=idle_total, net_energy_j=net_total, flags=tuple(dict.fromkeys(flags)),
-        trace_path=trace_path, started_at_unix_s=started_at_unix_s)
-
-
-def _domain_energy(meter: str, info: DomainInfo, readings: list[Reading],
-                   flags: list[str]) -> tuple[float, int]:
-    if info.kind == COUNTER:
-        vals = [r.energy_j[info.name] for r in readings if info.name in r.energy_j]
-        energy = 0.0
-        for a, b in zip(vals, vals[1:]):
-            if b < a:
-                flags.append(f"counter_reset:{meter}/{info.name}")
-                continue
-            energy += b - a
-        return energy, len(vals)
-    pts = [(r.timestamp_s, r.power_w[info.name]) for r in readings if info.name in r.power_w]
-    if len(pts) < 2:
-        return 0.0, len(pts)
-    return trapezoid([t for t, _ in pts], [p for _, p in pts]), len(pts)
 
 
 class Measurement(contextlib.ContextDecorator):
@@ -236,7 +181,7 @@ class Measurement(contextlib.ContextDecorator):
         self._idle_power = {}
         for meter, infos in self._domains.items():
             for info in infos:
-                e, _ = _domain_energy(meter, info, self._idle_samples.get(meter, []), flags)
+                e, _ = domain_energy(meter, info, self._idle_samples.get(meter, []), flags)
                 self._idle_power[(meter, info.name)] = e / span if span > 0 else 0.0
         self._flags.extend(flags)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .config import to_dict
-from .errors import ConfigError, GreenLLMError
+from .errors import GreenLLMError
 from .recipe import BASELINE, Recipe, digest, load_recipe, variant_definition
 from .store import STORE_FILENAME, Store
 
@@ -215,17 +215,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _power_setting(cfg: Any, journal: Path):
     """``control.capped`` for a step config with power_cap_w / power_mode, else a no-op."""
-    cap_w = getattr(cfg, "power_cap_w", None)
-    mode = getattr(cfg, "power_mode", None)
-    if cap_w is None and mode is None:
+    from .control.select import select_power_cap
+
+    cap, value = select_power_cap(getattr(cfg, "power_cap_w", None),
+                                  getattr(cfg, "power_mode", None))
+    if cap is None:
         return contextlib.nullcontext()
-    if cap_w is not None and mode is not None:
-        raise ConfigError("a step sets both power_cap_w and power_mode; choose one")
-    from .control import POWER_CAPS
     from .control.base import capped
 
-    control = POWER_CAPS.get("nvml" if cap_w is not None else "jetson")()
-    return capped(control, cap_w if cap_w is not None else mode, journal=journal)
+    return capped(cap, value, journal=journal)
 
 
 # ---------------------------------------------------------------- the run

@@ -1,5 +1,5 @@
 """Energy-efficient training (runner layer): per-epoch energy, a Trainer callback, and the
-energy-aware batch-size / power-limit search.
+energy-aware batch-size / power-cap search.
 
 - ``EpochEnergyHook(handle)``: a ``train_loop`` hook that adds ``energy_j``, ``mean_power_w``,
   ``energy_per_token_j`` (and ``emissions_g`` with a carbon intensity) to every epoch record,
@@ -7,7 +7,7 @@ energy-aware batch-size / power-limit search.
   steps through ``ctx.extras["train_hooks"]``.
 - ``EnergyCallback``: the same per-epoch energy and carbon records for users who train with
   their own Hugging Face ``Trainer`` (``Trainer(..., callbacks=[EnergyCallback()])``).
-- ``search(candidates, profile_fn, eta)``: profile each (batch size, power limit or Jetson power
+- ``search(candidates, profile_fn, eta)``: profile each (batch size, power cap or Jetson power
   mode) candidate for a few steps, pick the lowest Zeus cost ``eta*E + (1-eta)*P_max*T`` per
   training sample, and project the savings against the default. ``make_profiler`` is the real
   profiling function (measure + control.capped); tests inject their own measurements.
@@ -141,15 +141,15 @@ def __getattr__(name: str):
 # ----------------------------------------------------------------------------- the search
 @dataclass(frozen=True)
 class Candidate:
-    """One training configuration to profile. ``power_limit_w`` / ``power_mode`` None = leave
+    """One training configuration to profile. ``power_cap_w`` / ``power_mode`` None = leave
     the hardware as it is."""
 
     batch_size: int
-    power_limit_w: float | None = None
+    power_cap_w: float | None = None
     power_mode: str | int | None = None
 
     def label(self) -> str:
-        p = (f"{self.power_limit_w:g} W" if self.power_limit_w is not None else
+        p = (f"{self.power_cap_w:g} W" if self.power_cap_w is not None else
              f"mode {self.power_mode}" if self.power_mode is not None else "as is")
         return f"bs={self.batch_size}, {p}"
 
@@ -210,19 +210,19 @@ class SearchResult:
         return "\n".join(lines)
 
 
-def candidates_from(batch_sizes: Sequence[int], power_limits_w: Sequence[float] = (),
+def candidates_from(batch_sizes: Sequence[int], power_caps_w: Sequence[float] = (),
                     power_modes: Sequence[str | int] = ()) -> list[Candidate]:
     """The grid of batch sizes x power settings (no power setting = leave as is)."""
     if not batch_sizes:
         raise ConfigError("batch_sizes: give at least one candidate batch size")
     if any(int(b) < 1 for b in batch_sizes):
         raise ConfigError(f"batch_sizes: {list(batch_sizes)} must all be >= 1")
-    if power_limits_w and power_modes:
-        raise ConfigError("give power limits (W, discrete GPUs) or power modes (Jetson), not both")
+    if power_caps_w and power_modes:
+        raise ConfigError("give power caps (W, discrete GPUs) or power modes (Jetson), not both")
     out = []
     for b in batch_sizes:
-        if power_limits_w:
-            out.extend(Candidate(int(b), power_limit_w=float(p)) for p in power_limits_w)
+        if power_caps_w:
+            out.extend(Candidate(int(b), power_cap_w=float(p)) for p in power_caps_w)
         elif power_modes:
             out.extend(Candidate(int(b), power_mode=m) for m in power_modes)
         else:
@@ -236,7 +236,7 @@ def search(candidates: Sequence[Candidate], profile_fn: Callable[[Candidate], Pr
     """Profile every candidate (and the default) and choose by the Zeus cost per sample.
 
     ``p_max_w``: the device's maximum power limit (Zeus's P_max); when not given, the largest
-    power limit among the candidates, else the highest mean power measured. With
+    power cap among the candidates, else the highest mean power measured. With
     ``power_control=False`` candidates with a power setting are refused (batch size only).
     """
     if not 0.0 <= eta <= 1.0:
@@ -244,10 +244,10 @@ def search(candidates: Sequence[Candidate], profile_fn: Callable[[Candidate], Pr
     cands = list(dict.fromkeys(candidates))
     if not cands:
         raise ConfigError("candidates: nothing to search")
-    if not power_control and any(c.power_limit_w is not None or c.power_mode is not None
+    if not power_control and any(c.power_cap_w is not None or c.power_mode is not None
                                  for c in cands):
         raise HardwareControlError("this device has no power control here; search batch sizes "
-                                   "only (drop the power limits / modes)")
+                                   "only (drop the power caps / modes)")
     default = default or Candidate(max(c.batch_size for c in cands))
     if default not in cands:
         cands.append(default)
@@ -259,13 +259,13 @@ def search(candidates: Sequence[Candidate], profile_fn: Callable[[Candidate], Pr
                                 f"{p.duration_s} s using {p.energy_j} J; profile more steps")
         profiles[c] = p
     if p_max_w is None:
-        limits = [c.power_limit_w for c in cands if c.power_limit_w is not None]
+        limits = [c.power_cap_w for c in cands if c.power_cap_w is not None]
         p_max_w = max(limits) if limits else max(p.mean_power_w for p in profiles.values())
     cost = {c: zeus_cost(p.energy_per_sample_j, p.time_per_sample_s, eta, p_max_w)
             for c, p in profiles.items()}
     choice = min(cands, key=lambda c: (cost[c], cands.index(c)))
     d, ch = profiles[default], profiles[choice]
-    rows = [{"label": c.label(), "batch_size": c.batch_size, "power_limit_w": c.power_limit_w,
+    rows = [{"label": c.label(), "batch_size": c.batch_size, "power_cap_w": c.power_cap_w,
              "power_mode": c.power_mode, "samples": p.samples, "duration_s": p.duration_s,
              "energy_j": p.energy_j, "time_per_sample_s": p.time_per_sample_s,
              "energy_per_sample_j": p.energy_per_sample_j, "mean_power_w": p.mean_power_w,
@@ -290,23 +290,9 @@ def search(candidates: Sequence[Candidate], profile_fn: Callable[[Candidate], Pr
 
 
 # ----------------------------------------------------------------------------- real profiling
-def detect_power_control(kinds: Sequence[str] = ("nvml", "jetson")) -> tuple[Any | None, str]:
-    """The power control of this machine: ``(NvmlPowerCap | JetsonPowerMode, key)`` or
-    ``(None, why not)``. ``kinds``: ("nvml",) for power limits, ("jetson",) for power modes."""
-    from .control import POWER_CAPS
-
-    reasons = []
-    for key in kinds:
-        try:
-            return POWER_CAPS.get(key)(), key
-        except (HardwareControlError, MissingDependencyError) as exc:
-            reasons.append(f"{key}: {exc}")
-    return None, "; ".join(reasons)
-
-
 def power_setting(cap, candidate: Candidate, journal=None):
     """``control.capped`` for the candidate's power setting, or a no-op context."""
-    value = candidate.power_limit_w if candidate.power_limit_w is not None else candidate.power_mode
+    value = candidate.power_cap_w if candidate.power_cap_w is not None else candidate.power_mode
     if value is None:
         return contextlib.nullcontext()
     if cap is None:
@@ -380,12 +366,13 @@ def make_profiler(model, tokenizer, cfg, *, steps: int = 3, warmup_steps: int = 
 
 
 def energy_aware_train(model, tokenizer, cfg, *, batch_sizes: Sequence[int],
-                       power_limits_w: Sequence[float] = (), power_modes: Sequence[Any] = (),
+                       power_caps_w: Sequence[float] = (), power_modes: Sequence[Any] = (),
                        eta: float = 0.5, profile_steps: int = 3, meters: Any = "auto",
                        cap: Any = "auto", profile_fn=None, train: bool = True):
     """Search batch size x power setting, then train with the choice.
 
-    ``cap="auto"`` detects NVML / Jetson power control; None means none (batch size only).
+    ``cap="auto"`` selects the power control for ``power_caps_w`` (NVML) or ``power_modes``
+    (Jetson) with ``control.select.select_power_cap``; None means none (batch size only).
     Returns ``(SearchResult, TrainReport | None, EnergyReport | None)``.
     """
     import dataclasses
@@ -393,18 +380,18 @@ def energy_aware_train(model, tokenizer, cfg, *, batch_sizes: Sequence[int],
     from .steps.data import build_batches
     from .steps.train import causal_lm_loss
 
-    reason = ""
-    if cap == "auto":
-        kinds = ("nvml",) if power_limits_w else ("jetson",) if power_modes else ()
-        cap, reason = detect_power_control(kinds) if kinds else (None, "")
-    wants_power = bool(power_limits_w or power_modes)
+    if cap == "auto":   # the adapter for this device; every setting is checked before profiling
+        from .control.select import select_power_cap
+
+        cap, _ = select_power_cap(list(power_caps_w), list(power_modes),
+                                  names=("power_caps_w", "power_modes"))
+    wants_power = bool(power_caps_w or power_modes)
     if wants_power and cap is None:
-        raise HardwareControlError(f"power limits/modes were asked for, but this device has no "
-                                   f"power control ({reason or 'none given'}); search batch "
-                                   "sizes only")
-    cands = candidates_from(batch_sizes, power_limits_w, power_modes)
+        raise HardwareControlError("power caps/modes were asked for, but no power control was "
+                                   "given (cap=None); search batch sizes only")
+    cands = candidates_from(batch_sizes, power_caps_w, power_modes)
     p_max = None
-    if cap is not None and power_limits_w:
+    if cap is not None and power_caps_w:
         allowed = cap.allowed()
         if isinstance(allowed, (tuple, list)) and len(allowed) == 2:
             p_max = float(allowed[1])
@@ -428,5 +415,5 @@ def energy_aware_train(model, tokenizer, cfg, *, batch_sizes: Sequence[int],
 
 
 __all__ = ["EpochEnergyHook", "EnergyCallback", "Candidate", "Profile", "SearchResult",
-           "zeus_cost", "candidates_from", "search", "detect_power_control", "power_setting",
+           "zeus_cost", "candidates_from", "search", "power_setting",
            "train_with_setting", "make_profiler", "energy_aware_train"]

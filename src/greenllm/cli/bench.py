@@ -8,7 +8,6 @@ from typing import Optional
 
 import typer
 
-from ..errors import ConfigError
 
 _TABLE_ROWS = (
     ("ttft_s", "TTFT", "s"), ("tpot_s", "time per output token", "s"),
@@ -37,19 +36,10 @@ def _fmt(v) -> str:
 
 def make_cap(power_cap_w: float | None, power_mode: str | None, profile: str | None = None):
     """(cap, value) for the CLI options, checked before any model is loaded; (None, None)."""
-    if power_cap_w is not None and power_mode is not None:
-        raise ConfigError("--power-cap-w and --power-mode are exclusive: give one of them")
-    if power_cap_w is not None:
-        from ..control.nvml import NvmlPowerCap
+    from ..control.select import select_power_cap
 
-        cap = NvmlPowerCap()
-        return cap, cap.check(power_cap_w)
-    if power_mode is not None:
-        from ..control.jetson import JetsonPowerMode
-
-        cap = JetsonPowerMode(profile=profile)
-        return cap, cap.check(power_mode)
-    return None, None
+    return select_power_cap(power_cap_w, power_mode, profile=profile,
+                            names=("--power-cap-w", "--power-mode"))
 
 
 def bench_cmd(

@@ -1,4 +1,4 @@
-"""``greenllm train-search``: energy-aware batch size / power limit search, then training.
+"""``greenllm train-search``: energy-aware batch size / power cap search, then training.
 
 Parses arguments and calls ``greenllm.training``. No torch here.
 """
@@ -36,8 +36,10 @@ def train_search_cmd(
     data: str = typer.Option(..., "--data", help="Training data: text file, SQuAD JSON, "
                              "instruction JSONL or builtin:NAME."),
     batch_sizes: str = typer.Option("4,8,16", "--batch-sizes", help="Candidates, e.g. 4,8,16."),
+    power_caps_w: Optional[str] = typer.Option(
+        None, "--power-caps-w", help="GPU power caps to try (W, NVML), e.g. 150,200,250."),
     power_limits_w: Optional[str] = typer.Option(
-        None, "--power-limits-w", help="GPU power limits to try (NVML), e.g. 150,200,250."),
+        None, "--power-limits-w", hidden=True, help="Old name of --power-caps-w."),
     power_modes: Optional[str] = typer.Option(
         None, "--power-modes", help="Jetson nvpmodel modes to try, e.g. 0,1."),
     eta: float = typer.Option(0.5, "--eta", help="Zeus weight: 1 = energy only, 0 = time only."),
@@ -55,13 +57,17 @@ def train_search_cmd(
     search_only: bool = typer.Option(False, "--search-only", help="Do not train afterwards."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Profile batch sizes x power limits, pick by eta*E + (1-eta)*P_max*T, then train."""
+    """Profile batch sizes x power caps, pick by eta*E + (1-eta)*P_max*T, then train."""
     from ..config import parse_config
     from ..steps.train import TrainConfig
     from ..training import energy_aware_train
 
     sizes = _ints(batch_sizes, "--batch-sizes")
-    limits = _floats(power_limits_w, "--power-limits-w")
+    if power_caps_w is not None and power_limits_w is not None:
+        raise ConfigError("--power-caps-w: give it once (--power-limits-w is its old name)")
+    if power_limits_w is not None:
+        power_caps_w = power_limits_w
+    limits = _floats(power_caps_w, "--power-caps-w")
     modes = [m.strip() for m in (power_modes or "").split(",") if m.strip()]
     cfg = parse_config(TrainConfig, {
         "data": data, "task": task, "seq_len": seq_len, "epochs": epochs, "lr": lr,
@@ -71,20 +77,15 @@ def train_search_cmd(
         from ..builtin_data import resolve_data
 
         resolve_data(data, "--data")
-    from ..training import detect_power_control
+    from ..control.select import select_power_cap
 
-    cap = None
-    if limits or modes:   # check power control before the model is loaded
-        cap, why = detect_power_control(("nvml",) if limits else ("jetson",))
-        if cap is None:
-            from ..errors import HardwareControlError
-            raise HardwareControlError(f"--power-limits-w/--power-modes: no power control on "
-                                       f"this device ({why}); search batch sizes only")
+    # the power control of this device, every setting checked before the model is loaded
+    cap, _ = select_power_cap(limits, modes, names=("--power-caps-w", "--power-modes"))
     from ..models import load_model
 
     m, tok = load_model(model, device=device)
     result, report, energy = energy_aware_train(
-        m, tok, cfg, batch_sizes=sizes, power_limits_w=limits, power_modes=modes, eta=eta,
+        m, tok, cfg, batch_sizes=sizes, power_caps_w=limits, power_modes=modes, eta=eta,
         profile_steps=profile_steps, meters=meters, cap=cap, train=not search_only)
     if json_out:
         out = {"search": result.to_dict(),

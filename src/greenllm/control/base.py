@@ -58,7 +58,7 @@ class PowerCap(Protocol):
 
 
 def default_journal_path() -> Path:
-    from ..models import cache_root
+    from ..paths import cache_root
 
     return cache_root() / "control-journal.json"
 

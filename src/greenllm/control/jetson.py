@@ -153,6 +153,6 @@ class JetsonPowerMode:
 
 
 def _default_clocks_file() -> Path:
-    from ..models import cache_root
+    from ..paths import cache_root
 
     return cache_root() / "jetson-clocks-store.conf"

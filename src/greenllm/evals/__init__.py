@@ -4,19 +4,6 @@ meters or control; torch is imported inside functions only (recipes validate wit
 """
 from __future__ import annotations
 
-from ..registry import Registry
-
-EVALS: Registry = Registry("evaluator", {
-    "perplexity": "greenllm.evals.perplexity:SPEC",
-    "choice": "greenllm.evals.choice:SPEC",
-    "squad": "greenllm.evals.squad:SPEC",
-    "lm_eval": "greenllm.evals.lm_eval:SPEC",
-})
-
-
-def evaluate(*args, **kwargs):
-    from .base import evaluate as _evaluate
-    return _evaluate(*args, **kwargs)
-
+from .base import EVALS, evaluate
 
 __all__ = ["EVALS", "evaluate"]

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 from ..config import parse_config, to_dict
 from ..errors import DataError, UnknownNameError
-from ..registry import did_you_mean
+from ..registry import Registry, did_you_mean
 from ..builtin_data import BUILTINS, DATA_DIR, resolve_data  # noqa: F401 (re-exported)
 from ..results import EvalResult
 
@@ -31,6 +31,14 @@ class EvalSpec:
     config_cls: type
     run: Callable[[Any, Any, Any], EvalResult]
     summary: str = ""
+
+
+EVALS: Registry[EvalSpec] = Registry("evaluator", {
+    "perplexity": "greenllm.evals.perplexity:SPEC",
+    "choice": "greenllm.evals.choice:SPEC",
+    "squad": "greenllm.evals.squad:SPEC",
+    "lm_eval": "greenllm.evals.lm_eval:SPEC",
+})
 
 
 def sha256_of(path: Path) -> str:
@@ -79,8 +87,6 @@ def make_result(task: str, n: int, metrics: dict[str, float | None], t0: float,
 
 def parse_eval(task: str, settings: dict[str, Any] | None = None, path: str = "eval"):
     """``(task, settings)`` -> ``(evaluator key, config)``; choice task names map to choice."""
-    from . import EVALS
-
     settings = dict(settings or {})
     key = task
     if task in CHOICE_TASKS and task not in EVALS:
@@ -97,8 +103,6 @@ def parse_eval(task: str, settings: dict[str, Any] | None = None, path: str = "e
 
 def evaluate(model: Any, tokenizer: Any, task: str, **settings: Any) -> EvalResult:
     """Score ``model`` on ``task`` (an evaluator key or a choice task name)."""
-    from . import EVALS
-
     key, cfg = parse_eval(task, settings)
     return EVALS.get(key).run(model, tokenizer, cfg)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Literal, Protocol, Sequence, runtime_checkable
 
 from ..errors import MeterError
+from ..registry import Registry
 
 Clock = Callable[[], float]
 
@@ -56,6 +57,18 @@ class Meter(Protocol):
     def read(self) -> Reading: ...
 
     def close(self) -> None: ...
+
+
+# registry keys -> meter classes (lazy targets: a meter's module loads when it is used)
+METERS: Registry[type] = Registry("meter", {
+    "nvml": "greenllm.meters.nvml:NvmlMeter",
+    "rapl": "greenllm.meters.rapl:RaplMeter",
+    "jetson": "greenllm.meters.jetson:JetsonRailsMeter",
+    "tegrastats": "greenllm.meters.tegrastats:TegrastatsMeter",
+    "jtop": "greenllm.meters.jtop:JtopMeter",
+    "estimate": "greenllm.meters.estimate:EstimateMeter",
+    "replay": "greenllm.meters.replay:ReplayMeter",
+})
 
 
 class BaseMeter:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import GreenLLMError
+from .base import METERS
 
 ORDER = ("nvml", "rapl", "jetson", "tegrastats", "jtop", "estimate", "replay")
 _RAIL_SOURCES = ("jetson", "tegrastats", "jtop")
@@ -38,8 +39,6 @@ def detect_meters(factories: dict[str, Callable[[], object]] | None = None,
                   clock: Callable[[], float] | None = None) -> Detection:
     """Probe every meter. ``factories`` (name -> zero-arg constructor) replaces the defaults
     for tests; unknown names are ignored."""
-    from . import METERS
-
     det = Detection()
     instances: dict[str, object] = {}
     for name in ORDER:

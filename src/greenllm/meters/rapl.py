@@ -11,7 +11,16 @@ from pathlib import Path
 
 from ..errors import MeterError, MeterUnavailable
 from ..units import uj_to_j
-from .base import COUNTER, BaseMeter, Clock, CounterUnwrapper, DomainInfo, Reading, read_number, read_text
+from .base import (
+    COUNTER,
+    BaseMeter,
+    Clock,
+    CounterUnwrapper,
+    DomainInfo,
+    Reading,
+    read_number,
+    read_text,
+)
 
 DEFAULT_ROOT = "/sys/class/powercap"
 

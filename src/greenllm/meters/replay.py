@@ -59,7 +59,7 @@ def load_trace(path: str | os.PathLike, phase: str = "window"):
 
 
 def replay_report(path: str | os.PathLike) -> EnergyReport:
-    from ..measure import build_report
+    from .aggregate import build_report
 
     domains, readings = load_trace(path)
     times = [r.timestamp_s for rs in readings.values() for r in rs]

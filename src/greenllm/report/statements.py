@@ -50,7 +50,7 @@ def methodology(doc: dict[str, Any]) -> str:
     parts.append(f"Software: {sw_desc}.")
     parts.append(f"Model: {model.get('id')} ({model.get('dtype')}); the baseline is the "
                  "unmodified model and every variant starts from it.")
-    from ..models import source_note
+    from ..provenance import source_note
 
     note = source_note(model.get("id"))
     if note:

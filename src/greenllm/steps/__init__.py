@@ -7,16 +7,7 @@ them. ``compress()`` applies a list of steps in order.
 """
 from __future__ import annotations
 
-from ..registry import Registry
-from .base import StepContext, StepSpec, apply_step, compress, parse_step, parse_steps
-
-STEPS: Registry[StepSpec] = Registry("step", {
-    "quantize": "greenllm.steps.quantize:SPEC",
-    "prune": "greenllm.steps.prune:SPEC",
-    "distill": "greenllm.steps.distill:SPEC",
-    "lora": "greenllm.steps.lora:SPEC",
-    "train": "greenllm.steps.train:SPEC",
-})
+from .base import STEPS, StepContext, StepSpec, apply_step, compress, parse_step, parse_steps
 
 __all__ = ["STEPS", "StepContext", "StepSpec", "apply_step", "compress", "parse_step",
            "parse_steps"]

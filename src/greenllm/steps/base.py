@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..config import ConfigError, parse_config, to_dict
+from ..registry import Registry
 from ..results import StepResult
 
 
@@ -36,10 +37,16 @@ class StepSpec:
     summary: str = ""
 
 
+STEPS: Registry[StepSpec] = Registry("step", {
+    "quantize": "greenllm.steps.quantize:SPEC",
+    "prune": "greenllm.steps.prune:SPEC",
+    "distill": "greenllm.steps.distill:SPEC",
+    "lora": "greenllm.steps.lora:SPEC",
+    "train": "greenllm.steps.train:SPEC",
+})
+
 def parse_step(entry: Any, path: str = "step") -> tuple[str, Any]:
     """``{'prune': {...}}`` or ``('prune', {...})`` -> ``(key, config)`` (strict)."""
-    from . import STEPS
-
     if isinstance(entry, tuple) and len(entry) == 2:
         key, body = entry
     elif isinstance(entry, dict) and len(entry) == 1:
@@ -66,7 +73,6 @@ def parse_steps(entries: Any, path: str = "steps") -> list[tuple[str, Any]]:
 def apply_step(model, key: str, cfg: Any, ctx: StepContext | None = None):
     """Apply one step; returns ``(model, StepResult)``."""
     from ..models import model_meta, model_size_bytes
-    from . import STEPS
 
     ctx = ctx or StepContext()
     spec = STEPS.get(key)
