@@ -213,8 +213,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _power_setting(cfg: Any, journal: Path):
-    """``control.capped`` for a step config with power_cap_w / power_mode, else a no-op."""
+def _power_setting(cfg: Any):
+    """``control.capped`` for a step config with power_cap_w / power_mode, else a no-op.
+    The journal and device lock live in the system-wide control directory, not in OUT."""
     cap_w = getattr(cfg, "power_cap_w", None)
     mode = getattr(cfg, "power_mode", None)
     if cap_w is None and mode is None:
@@ -225,7 +226,7 @@ def _power_setting(cfg: Any, journal: Path):
     from .control.base import capped
 
     control = POWER_CAPS.get("nvml" if cap_w is not None else "jetson")()
-    return capped(control, cap_w if cap_w is not None else mode, journal=journal)
+    return capped(control, cap_w if cap_w is not None else mode)
 
 
 # ---------------------------------------------------------------- the run
@@ -353,7 +354,7 @@ class _Runner:
             self.log(f"{unit.name}: step {i + 1}/{len(unit.steps)} {key}"
                      + (" (re-applied; its measurement is already stored)" if i < stored else ""))
             try:
-                with _power_setting(cfg, self.out / "control-journal.json"):
+                with _power_setting(cfg):
                     with measure(self.recipe.meters, hz=self.recipe.measure.hz,
                                  idle_s=self.recipe.measure.idle_s) as m:
                         # training steps get per-epoch energy (and carbon) in their records
