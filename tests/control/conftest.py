@@ -187,3 +187,15 @@ def children():
         if p.poll() is None:
             p.kill()
             p.wait(timeout=30)
+
+
+class _FakeNvmlDevice:
+    uuid = FAKE_UUID
+    make = staticmethod(fake_pynvml_module)
+    limit = staticmethod(nvml_limit)
+
+
+@pytest.fixture
+def file_nvml():
+    """The file-backed NVML fake: ``.make(folder)``, ``.limit(state)``, ``.uuid``."""
+    return _FakeNvmlDevice
