@@ -15,8 +15,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from greenllm.cli import main
 
 ORIGINAL_MW = 300_000
@@ -78,13 +76,28 @@ def test_two_runs_and_a_sigkill_never_leave_the_device_capped(tmp_path, control_
         children.extend(procs)
         time.sleep(0.35)                 # both have imported greenllm and wait for "go"
         go.write_text("go")
-        time.sleep(rng.uniform(0.0, 0.35))
-        victim = rng.randrange(2)
-        os.kill(procs[victim].pid, signal.SIGKILL)
-        both = rng.random() < 0.3        # sometimes the other run is killed too
-        if both:
-            time.sleep(rng.uniform(0.0, 0.3))
-            os.kill(procs[1 - victim].pid, signal.SIGKILL)
+        if rnd < 2:
+            # two rounds hit a window for sure: round 0 kills the holder and the waiting run
+            # (the journal stays: `control restore`), round 1 only the holder (the waiting
+            # run finds the stale journal and restores it first)
+            deadline = time.monotonic() + 60
+            while not any("recorded" in lg.read_text() for lg in logs if lg.exists()):
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            victim = next(i for i, lg in enumerate(logs)
+                          if lg.exists() and "recorded" in lg.read_text())
+            both = rnd == 0
+            if both:
+                os.kill(procs[1 - victim].pid, signal.SIGKILL)
+            os.kill(procs[victim].pid, signal.SIGKILL)
+        else:
+            time.sleep(rng.uniform(0.0, 0.35))
+            victim = rng.randrange(2)
+            os.kill(procs[victim].pid, signal.SIGKILL)
+            both = rng.random() < 0.3        # sometimes the other run is killed too
+            if both:
+                time.sleep(rng.uniform(0.0, 0.3))
+                os.kill(procs[1 - victim].pid, signal.SIGKILL)
         for p, e in zip(procs, errs):
             p.wait(timeout=60)
             e.close()

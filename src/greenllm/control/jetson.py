@@ -12,8 +12,9 @@ optional ``NV Fan Mode:...`` line)::
 after selecting the mode, and ``jetson_clocks --restore <file>`` when putting it back. Both
 tools need root. Program paths and the clocks file come from the constructor (default: the
 names on PATH, and a file in the control directory), never from a journal; the board's
-identity (``device_id()``: its serial number, else the machine id) keys the journal and lock. The requested mode is checked against the board's device profile first, so
-an unknown mode lists the board's modes and nothing is changed.
+identity (``device_id()``: its serial number, else the machine id) keys the journal and lock.
+The requested mode is checked against the board's device profile first, so an unknown mode
+lists the board's modes and nothing is changed.
 """
 from __future__ import annotations
 
