@@ -99,14 +99,19 @@ def test_devices_json(capsys):
     assert "detected:" in capsys.readouterr().out
 
 
-def test_control_show_and_restore_nothing(tmp_path, capsys):
+def test_control_show_and_restore_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GREENLLM_CONTROL_DIR", str(tmp_path / "control"))
     j = tmp_path / "j.json"
     assert main(["control", "show", "--journal", str(j), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["journal"] is None and set(out) >= {"nvml", "jetson", "device"}
     assert main(["control", "restore", "--journal", str(j)]) == 0
     assert "nothing to restore" in capsys.readouterr().out
-    j.write_text(json.dumps({"cap": "jetson", "original": 0, "requested": 1, "pid": 1,
+    assert main(["control", "restore"]) == 0
+    assert "nothing to restore" in capsys.readouterr().out
+    j.write_text(json.dumps({"version": 2, "cap": "jetson", "device_id": "serial-x",
+                             "original": 0, "requested": 1, "pid": 1, "boot_id": "b",
                              "params": {"profile": "jetson-orin-nano-8gb"}}))
+    j.chmod(0o644)
     assert main(["control", "show", "--journal", str(j)]) == 0
     assert "PENDING" in capsys.readouterr().out

@@ -213,8 +213,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _power_setting(cfg: Any, journal: Path):
-    """``control.capped`` for a step config with power_cap_w / power_mode, else a no-op."""
+def _power_setting(cfg: Any):
+    """``control.capped`` for a step config with power_cap_w / power_mode, else a no-op.
+    The journal and device lock live in the system-wide control directory, not in OUT."""
     from .control.select import select_power_cap
 
     cap, value = select_power_cap(getattr(cfg, "power_cap_w", None),
@@ -223,7 +224,7 @@ def _power_setting(cfg: Any, journal: Path):
         return contextlib.nullcontext()
     from .control.base import capped
 
-    return capped(cap, value, journal=journal)
+    return capped(cap, value)
 
 
 # ---------------------------------------------------------------- the run
@@ -351,7 +352,7 @@ class _Runner:
             self.log(f"{unit.name}: step {i + 1}/{len(unit.steps)} {key}"
                      + (" (re-applied; its measurement is already stored)" if i < stored else ""))
             try:
-                with _power_setting(cfg, self.out / "control-journal.json"):
+                with _power_setting(cfg):
                     with measure(self.recipe.meters, hz=self.recipe.measure.hz,
                                  idle_s=self.recipe.measure.idle_s) as m:
                         # training steps get per-epoch energy (and carbon) in their records

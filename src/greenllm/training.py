@@ -291,14 +291,16 @@ def search(candidates: Sequence[Candidate], profile_fn: Callable[[Candidate], Pr
 
 # ----------------------------------------------------------------------------- real profiling
 def power_setting(cap, candidate: Candidate, journal=None):
-    """``control.capped`` for the candidate's power setting, or a no-op context."""
+    """``control.capped`` for the candidate's power setting, or a no-op context.
+    ``journal``: the control directory for the device's journal and lock (default: the
+    system-wide one, ``greenllm.control.journal.control_dir()``)."""
     value = candidate.power_cap_w if candidate.power_cap_w is not None else candidate.power_mode
     if value is None:
         return contextlib.nullcontext()
     if cap is None:
         raise HardwareControlError(f"{candidate.label()}: no power control on this device")
     from .control.base import capped
-    return capped(cap, value, journal=journal)
+    return capped(cap, value, control_dir=journal)
 
 
 def train_with_setting(model, batches, loss_fn, loop_cfg, candidate: Candidate, *, cap=None,

@@ -56,6 +56,15 @@ class FakeJetsonTools:
         return 127, "", f"unexpected command {argv}"
 
 
+@pytest.fixture(autouse=True)
+def control_dir(tmp_path, monkeypatch):
+    """Every control test gets its own control directory (journals + device locks)."""
+    d = tmp_path / "control"
+    monkeypatch.setenv("GREENLLM_CONTROL_DIR", str(d))
+    monkeypatch.delenv("GREENLLM_CONTROL_WAIT_S", raising=False)
+    return d
+
+
 @pytest.fixture
 def fake_tools():
     return FakeJetsonTools()
@@ -111,3 +120,82 @@ def nvpmodel_script():
 @pytest.fixture
 def mode_of():
     return read_mode
+
+
+_PYNVML = r'''"""A file-backed FakePynvml: the power limit lives in a JSON file, so the holder,
+a second process and `greenllm control restore` all see one device (tests/control)."""
+import json
+import os
+from pathlib import Path
+
+from greenllm.testing import FakeGpu, FakePynvml
+
+_STATE = Path({state!r})
+
+
+def _load():
+    return json.loads(_STATE.read_text())
+
+
+class _FilePynvml(FakePynvml):
+    def nvmlDeviceGetPowerManagementLimit(self, h):
+        self._limit("nvmlDeviceGetPowerManagementLimit", h)
+        return _load()["limit_mw"]
+
+    def nvmlDeviceSetPowerManagementLimit(self, h, limit_mw):
+        super().nvmlDeviceSetPowerManagementLimit(h, limit_mw)  # range / permission checks
+        st = _load()
+        st["limit_mw"] = int(limit_mw)
+        st["history"].append([os.getpid(), int(limit_mw)])
+        tmp = _STATE.with_name(f".{{_STATE.name}}.{{os.getpid()}}")
+        tmp.write_text(json.dumps(st))
+        tmp.replace(_STATE)
+
+
+_impl = _FilePynvml(gpus=[FakeGpu(uuid={uuid!r}, power_limit_mw={limit}, min_limit_mw=100_000,
+                                  max_limit_mw=350_000)])
+
+
+def __getattr__(name):
+    return getattr(_impl, name)
+'''
+
+FAKE_UUID = "GPU-5e1f0c2a-0000-4000-8000-00000000beef"
+
+
+def fake_pynvml_module(folder: Path, limit_mw: int = 300_000) -> tuple[Path, Path]:
+    """``folder/pynvml.py`` (put ``folder`` first on PYTHONPATH) and its ``nvml-state.json``."""
+    state = folder / "nvml-state.json"
+    state.write_text(json.dumps({"limit_mw": limit_mw, "history": []}))
+    (folder / "pynvml.py").write_text(_PYNVML.format(state=str(state), uuid=FAKE_UUID,
+                                                     limit=limit_mw))
+    return folder / "pynvml.py", state
+
+
+def nvml_limit(state: Path) -> int:
+    return json.loads(state.read_text())["limit_mw"]
+
+
+@pytest.fixture
+def children():
+    """Child processes of a test; any still running at teardown are killed (no orphans)."""
+    import subprocess
+
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=30)
+
+
+class _FakeNvmlDevice:
+    uuid = FAKE_UUID
+    make = staticmethod(fake_pynvml_module)
+    limit = staticmethod(nvml_limit)
+
+
+@pytest.fixture
+def file_nvml():
+    """The file-backed NVML fake: ``.make(folder)``, ``.limit(state)``, ``.uuid``."""
+    return _FakeNvmlDevice

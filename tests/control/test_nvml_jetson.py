@@ -86,7 +86,7 @@ def test_jetson_clocks_stored_pinned_and_restored(tmp_path, fake_tools):
     store = tmp_path / "clocks.conf"
     cap = JetsonPowerMode("jetson-orin-nano-8gb", runner=fake_tools, max_clocks=True,
                           clocks_file=str(store))
-    with capped(cap, 1, journal=tmp_path / "j.json"):
+    with capped(cap, 1):
         assert fake_tools.clocks_pinned and store.exists() and fake_tools.mode == 1
     assert not fake_tools.clocks_pinned and fake_tools.mode == 0
     assert ["jetson_clocks", "--restore", str(store)] in fake_tools.calls

@@ -80,12 +80,11 @@ def test_the_runner_selects_through_control_select(fake_nvml, tmp_path):
     from greenllm.runner import _power_setting
 
     nv, kinds = fake_nvml
-    with _power_setting(SimpleNamespace(power_cap_w=150.0, power_mode=None),
-                        tmp_path / "journal.json"):
+    with _power_setting(SimpleNamespace(power_cap_w=150.0, power_mode=None)):
         assert nv.gpus[0].power_limit_mw == 150_000
     assert nv.gpus[0].power_limit_mw == 300_000 and kinds == ["nvml"]
     with pytest.raises(ConfigError, match="power_cap_w and power_mode are exclusive"):
-        _power_setting(SimpleNamespace(power_cap_w=150.0, power_mode="1"), tmp_path / "j2")
+        _power_setting(SimpleNamespace(power_cap_w=150.0, power_mode="1"))
 
 
 def test_cli_bench_selects_through_control_select(fake_nvml):

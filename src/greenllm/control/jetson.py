@@ -10,8 +10,11 @@ optional ``NV Fan Mode:...`` line)::
 ``nvpmodel -m <id>`` selects a mode. With ``max_clocks=True`` the cap also runs
 ``jetson_clocks --store <file>`` and ``jetson_clocks`` (clocks pinned to the mode's maximum)
 after selecting the mode, and ``jetson_clocks --restore <file>`` when putting it back. Both
-tools need root. The requested mode is checked against the board's device profile first, so
-an unknown mode lists the board's modes and nothing is changed.
+tools need root. Program paths and the clocks file come from the constructor (default: the
+names on PATH, and a file in the control directory), never from a journal; the board's
+identity (``device_id()``: its serial number, else the machine id) keys the journal and lock.
+The requested mode is checked against the board's device profile first, so an unknown mode
+lists the board's modes and nothing is changed.
 """
 from __future__ import annotations
 
@@ -68,10 +71,12 @@ class JetsonPowerMode:
     """``PowerCap`` for the nvpmodel mode id of a Jetson board."""
 
     name = "jetson"
+    JOURNAL_KEYS = ("profile", "max_clocks")
 
     def __init__(self, profile: DeviceProfile | str | None = None, runner: Runner | None = None,
                  nvpmodel: str = "nvpmodel", jetson_clocks: str = "jetson_clocks",
-                 max_clocks: bool = False, clocks_file: str | None = None):
+                 max_clocks: bool = False, clocks_file: str | None = None,
+                 board_id: str | None = None):
         if profile is None:
             detected = detect_device()
             profile = detected.profile
@@ -89,7 +94,17 @@ class JetsonPowerMode:
         self.runner = runner or subprocess_runner
         self.nvpmodel, self.jetson_clocks = nvpmodel, jetson_clocks
         self.max_clocks = bool(max_clocks)
-        self.clocks_file = clocks_file or str(_default_clocks_file())
+        self.board_id = board_id or board_identity()
+        self._clocks_file = clocks_file
+
+    @property
+    def clocks_file(self) -> str:
+        if self._clocks_file is None:
+            from .journal import control_dir, device_key
+
+            self._clocks_file = str(control_dir() / f"{device_key('jetson-clocks', self.board_id)}"
+                                                    ".conf")
+        return self._clocks_file
 
     def _run(self, argv: list[str], what: str) -> str:
         rc, out, err = self.runner(argv)
@@ -138,21 +153,41 @@ class JetsonPowerMode:
         return f"{self.profile.title} nvpmodel mode (modes: {modes})" + (
             ", clocks pinned with jetson_clocks" if self.max_clocks else "")
 
+    def device_id(self) -> str:
+        return self.board_id
+
     def journal_params(self) -> dict[str, Any]:
-        return {"profile": self.profile.name, "nvpmodel": self.nvpmodel,
-                "jetson_clocks": self.jetson_clocks, "max_clocks": self.max_clocks,
-                "clocks_file": self.clocks_file}
+        return {"profile": self.profile.name, "max_clocks": self.max_clocks}
+
+    def adapter_config(self) -> dict[str, Any]:
+        """Constructor arguments that never come from a journal."""
+        return {"runner": self.runner, "nvpmodel": self.nvpmodel,
+                "jetson_clocks": self.jetson_clocks, "clocks_file": self._clocks_file,
+                "board_id": self.board_id}
 
     @classmethod
-    def from_journal(cls, params: dict[str, Any], runner: Runner | None = None) -> "JetsonPowerMode":
-        return cls(profile=params.get("profile"), runner=runner,
-                   nvpmodel=params.get("nvpmodel", "nvpmodel"),
-                   jetson_clocks=params.get("jetson_clocks", "jetson_clocks"),
-                   max_clocks=bool(params.get("max_clocks", False)),
-                   clocks_file=params.get("clocks_file"))
+    def from_journal(cls, params: dict[str, Any], **config: Any) -> "JetsonPowerMode":
+        """The board's cap from journal data (profile name, max_clocks) only; programs and
+        files from ``config`` / the defaults."""
+        profile = params.get("profile")
+        if not isinstance(profile, str):
+            raise HardwareControlError("the jetson journal names no device profile")
+        return cls(profile=profile, max_clocks=params.get("max_clocks") is True, **config)
 
 
-def _default_clocks_file() -> Path:
-    from ..paths import cache_root
+_BOARD_ID_FILES = ("/proc/device-tree/serial-number",
+                   "/sys/firmware/devicetree/base/serial-number", "/etc/machine-id")
 
-    return cache_root() / "jetson-clocks-store.conf"
+
+def board_identity(files: tuple[str, ...] = _BOARD_ID_FILES) -> str:
+    """The board's serial number (device tree), else the machine id, else the host name."""
+    import socket
+
+    for f in files:
+        try:
+            text = Path(f).read_bytes()[:128].decode("ascii", "replace").strip("\x00 \n\t")
+        except OSError:
+            continue
+        if text:
+            return ("serial-" if "serial" in f else "machine-") + text
+    return "host-" + socket.gethostname()

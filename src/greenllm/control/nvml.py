@@ -31,8 +31,9 @@ class NvmlPowerCap:
     """``PowerCap`` for one NVIDIA GPU's power management limit (W)."""
 
     name = "nvml"
+    JOURNAL_KEYS = ("uuid", "index")
 
-    def __init__(self, index: int = 0, pynvml: Any = None):
+    def __init__(self, index: int = 0, pynvml: Any = None, uuid: str | None = None):
         self.index = int(index)
         self._nvml = pynvml if pynvml is not None else require(
             "pynvml", "nvml", "setting a GPU power limit")
@@ -45,12 +46,23 @@ class NvmlPowerCap:
             raise HardwareControlError(
                 f"no NVML GPU: NVML cannot start here ({exc}); a GPU power cap needs an "
                 "NVIDIA GPU with its driver loaded") from None
+        if uuid is not None:
+            self.index = self._index_of(str(uuid), count)
         if not 0 <= self.index < count:
             raise HardwareControlError(
                 f"no NVML GPU with index {self.index} (this machine has {count}); "
                 f"pass an index from 0 to {max(count - 1, 0)}" if count else
                 "no NVML GPU: NVML reports 0 GPUs on this machine")
         self._handle = self._nvml.nvmlDeviceGetHandleByIndex(self.index)
+
+    def _index_of(self, uuid: str, count: int) -> int:
+        for i in range(count):
+            h = self._nvml.nvmlDeviceGetHandleByIndex(i)
+            u = self._nvml.nvmlDeviceGetUUID(h)
+            if (u.decode() if isinstance(u, bytes) else str(u)) == uuid:
+                return i
+        raise HardwareControlError(f"no NVML GPU with UUID {uuid[:80]!r} on this machine "
+                                   f"({count} GPU(s))")
 
     # -- helpers --------------------------------------------------------------------------
     def _call(self, what: str, fn, *args):
@@ -119,9 +131,22 @@ class NvmlPowerCap:
         except Exception:
             pass
 
+    def device_id(self) -> str:
+        """The GPU's UUID (stable across reboots and index changes)."""
+        u = self._call("reading the GPU UUID", self._nvml.nvmlDeviceGetUUID, self._handle)
+        return u.decode() if isinstance(u, bytes) else str(u)
+
     def journal_params(self) -> dict[str, Any]:
-        return {"index": self.index}
+        return {"uuid": self.device_id(), "index": self.index}
+
+    def adapter_config(self) -> dict[str, Any]:
+        """Constructor arguments that never come from a journal."""
+        return {"pynvml": self._nvml}
 
     @classmethod
     def from_journal(cls, params: dict[str, Any], pynvml: Any = None) -> "NvmlPowerCap":
-        return cls(index=int(params.get("index", 0)), pynvml=pynvml)
+        """The GPU with the journal's UUID (index is informational)."""
+        uuid = params.get("uuid")
+        if not isinstance(uuid, str) or not uuid:
+            raise HardwareControlError("the nvml journal names no GPU UUID; cannot restore")
+        return cls(pynvml=pynvml, uuid=uuid)
