@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 quickstart: $(STAMP)
-	$(VENV)/bin/greenllm run src/greenllm/recipes/quickstart.yaml --out out/quickstart
+	$(VENV)/bin/greenllm run recipes/quickstart.yaml --out out/quickstart
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
