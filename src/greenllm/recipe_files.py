@@ -36,7 +36,19 @@ def recipes_dir() -> Path:
 class ShippedRecipe:
     name: str            # quickstart, seeds/slm-energy-edge
     path: Path
-    description: str     # the first sentence of the file's leading comment, else its name
+    description: str     # the leading comment's first sentence, shortened; else its name
+
+
+def _shorten(text: str, width: int = 90) -> str:
+    """One line: parenthetical asides (paper titles, sizes) dropped, cut at ``width``."""
+    while True:
+        inner = re.sub(r"\s*\([^()]*\)", "", text)
+        if inner == text:
+            break
+        text = inner
+    if len(text) <= width:
+        return text
+    return text[:width - 1].rsplit(" ", 1)[0].rstrip(" ,;:(") + "\u2026"
 
 
 def _description(path: Path) -> str:
@@ -49,7 +61,7 @@ def _description(path: Path) -> str:
     para = " ".join(x for x in lines if x)
     if para:
         m = re.search(r"[.!?](\s|$)", para)
-        return para[:m.start() + 1] if m else para
+        return _shorten(para[:m.start() + 1] if m else para)
     m = re.search(r"^name:\s*(.+?)\s*$", text, re.MULTILINE)
     return m.group(1).strip("'\"") if m else ""
 
@@ -57,10 +69,9 @@ def _description(path: Path) -> str:
 def list_recipes() -> list[ShippedRecipe]:
     """Every shipped recipe, top-level ones first, then by name."""
     base = recipes_dir()
-    paths = sorted(base.rglob("*.yaml"), key=lambda p: (len(p.relative_to(base).parts),
-                                                         p.relative_to(base).as_posix()))
-    return [ShippedRecipe(p.relative_to(base).with_suffix("").as_posix(), p, _description(p))
-            for p in paths]
+    out = [ShippedRecipe(p.relative_to(base).with_suffix("").as_posix(), p, _description(p))
+           for p in base.rglob("*.yaml")]
+    return sorted(out, key=lambda r: (r.name.count("/"), r.name))
 
 
 def find_recipe(name: str) -> ShippedRecipe:
