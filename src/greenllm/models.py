@@ -20,6 +20,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from . import fsutil
 from .errors import GreenLLMError, ModelError, first_line
 
 META_ATTR = "_greenllm"          # dict on the model: source, provenance, steps applied
@@ -348,7 +349,7 @@ def save(model, out_dir, tokenizer=None, *, overwrite: bool = False) -> Path:
             "packages": _package_versions(model),
         }
         (staging / GREENLLM_JSON).write_text(json.dumps(record, indent=2, default=str))
-        staging.chmod(0o777 & ~_umask())
+        fsutil.honour_umask(staging)  # save_pretrained writes weights 0600 (mkstemp)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)

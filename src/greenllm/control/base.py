@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol, runtime_checkable
 
 from ..errors import HardwareControlError
+from ..fsutil import atomic_write
 
 JOURNAL_VERSION = 1
 
@@ -64,13 +65,7 @@ def default_journal_path() -> Path:
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True), fsync=True)
 
 
 def read_journal(path: str | Path | None = None) -> dict[str, Any] | None:
