@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml requirements.lock
 install: $(STAMP)
 
 quickstart: $(STAMP)
-	$(VENV)/bin/greenllm run src/greenllm/recipes/quickstart.yaml --out out/quickstart
+	$(VENV)/bin/greenllm run recipes/quickstart.yaml --out out/quickstart
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

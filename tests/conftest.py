@@ -130,3 +130,22 @@ def run_cli(capsys):
         return rc, out, err
 
     return _run
+
+
+@pytest.fixture(params=[0o022, 0o077], ids=["umask022", "umask077"])
+def umask(request):
+    """Run the test under umask 022 and 077; yields (file mode, folder mode) expected."""
+    old = os.umask(request.param)
+    try:
+        yield 0o666 & ~request.param, 0o777 & ~request.param
+    finally:
+        os.umask(old)
+
+
+@pytest.fixture
+def tree_modes():
+    """tree_modes(root) -> permission bits of root and everything under it, by relative path."""
+    def modes(root: Path) -> dict[str, int]:
+        return {p.relative_to(root).as_posix(): p.stat().st_mode & 0o777
+                for p in [root, *root.rglob("*")]}
+    return modes

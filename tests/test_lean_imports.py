@@ -15,7 +15,7 @@ LEAN_MODULES = [
     "greenllm.meters.jtop", "greenllm.meters.estimate", "greenllm.meters.replay",
     "greenllm.meters.detect", "greenllm.measure", "greenllm.carbon", "greenllm.control",
     "greenllm.control.base", "greenllm.recipe", "greenllm.store", "greenllm.report",
-    "greenllm.report.build", "greenllm.cli",
+    "greenllm.report.build", "greenllm.cli", "greenllm.fsutil", "greenllm.recipe_files",
 ]
 HEAVY = ("torch", "transformers", "numpy", "pandas", "codecarbon")
 

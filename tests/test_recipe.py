@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-import greenllm
 from greenllm.cli import main
 from greenllm.errors import ConfigError, DataError
 from greenllm.recipe import load_recipe, parse_recipe, schema_markdown
+from greenllm.recipe_files import recipes_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = sorted((Path(greenllm.__file__).parent / "recipes").rglob("*.yaml"))
+RECIPES = sorted(recipes_dir().rglob("*.yaml"))
 BAD = sorted((Path(__file__).parent / "data" / "bad_recipes").glob("*.yaml"))
 
 
@@ -36,7 +36,7 @@ def test_shipped_recipe_validates_and_round_trips(path):
 
 
 def test_quickstart_shape():
-    r = load_recipe(Path(greenllm.__file__).parent / "recipes" / "quickstart.yaml")
+    r = load_recipe(recipes_dir() / "quickstart.yaml")
     assert r.model.id == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert list(r.variants) == ["int8", "wanda50", "wanda50-int8"]
     assert [k for k, _ in r.variants["wanda50-int8"]] == ["prune", "quantize"]
@@ -104,7 +104,7 @@ def test_only_safe_yaml(tmp_path):
 
 
 def test_validate_ok_prints_summary(capsys):
-    path = Path(greenllm.__file__).parent / "recipes" / "quickstart.yaml"
+    path = recipes_dir() / "quickstart.yaml"
     assert main(["validate", str(path)]) == 0
     assert "ok: quickstart-smollm2" in capsys.readouterr().out
 
@@ -120,7 +120,7 @@ def test_recipe_module_imports_no_torch():
     code = ("import sys, greenllm.recipe, greenllm.store, greenllm.runner, greenllm.report.build,"
             " greenllm.cli.run; from greenllm.recipe import load_recipe;"
             " load_recipe(sys.argv[1]); print('torch' in sys.modules)")
-    path = Path(greenllm.__file__).parent / "recipes" / "quickstart.yaml"
+    path = recipes_dir() / "quickstart.yaml"
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

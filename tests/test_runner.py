@@ -173,3 +173,75 @@ def test_training_step_records_energy_per_epoch(tmp_path):
         assert rec["energy_j"] > 0 and rec["energy_estimated"] is True
         assert rec["emissions_g"] == pytest.approx(rec["energy_j"] / 3.6e6 * 400.0)
     assert ft["compression_energy_j"] >= sum(r["energy_j"] for r in stats["epochs"]) * 0.99
+
+
+class _RecordingMeter:
+    """A meter that says whether it is available and records that it was closed."""
+
+    def __init__(self, name: str, closed: list, ok: bool = True, fail: Exception | None = None):
+        self.name, self.closed, self.ok, self.fail = name, closed, ok, fail
+
+    def available(self):
+        if self.fail is not None:
+            raise self.fail
+        return self.ok, f"{self.name} {'works' if self.ok else 'is missing'}"
+
+    def close(self) -> None:
+        self.closed.append(self.name)
+
+
+def test_auto_meters_are_stored_as_json_not_an_object_repr(tmp_path):
+    from greenllm.store import Store
+
+    recipe = make_tiny_recipe(tmp_path, variants={}, repeats=1)
+    recipe["meters"] = "auto"
+    recipe["evals"] = []
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    summary = run(path, tmp_path / "out", progress=False)
+    assert summary.status == "finished"
+    store = Store(tmp_path / "out")
+    try:
+        meters = store.latest_run()["environment"]["meters"]
+    finally:
+        store.close()
+    assert "object at 0x" not in json.dumps(meters)
+    assert meters["requested"] == "auto"
+    det = meters["detected"]
+    assert isinstance(det, dict) and det["chosen"] and all(isinstance(n, str)
+                                                           for n in det["chosen"])
+    rows = {r["meter"]: r for r in det["meters"]}
+    assert set(det["chosen"]) <= {n for n, r in rows.items() if r["available"]}
+    assert all(r["detail"] for r in rows.values())
+
+
+def test_collect_environment_closes_every_meter_detection_opened(tmp_path):
+    from greenllm.runner import collect_environment
+
+    recipe = load_recipe({**make_tiny_recipe(tmp_path), "meters": "auto"})
+    closed: list[str] = []
+    env = collect_environment(recipe, meter_factories={
+        "nvml": lambda: _RecordingMeter("nvml", closed, ok=False),
+        "rapl": lambda: _RecordingMeter("rapl", closed),
+        "estimate": lambda: _RecordingMeter("estimate", closed),
+    })
+    det = env["meters"]["detected"]
+    assert det["chosen"] == ["rapl"] and det["estimated"] is False
+    json.dumps(env)
+    assert sorted(closed) == ["estimate", "nvml", "rapl"]     # each one exactly once
+
+
+def test_meters_detection_opened_are_closed_when_detection_fails(tmp_path):
+    from greenllm.errors import MeterError
+    from greenllm.runner import collect_environment
+
+    recipe = load_recipe({**make_tiny_recipe(tmp_path), "meters": "auto"})
+    closed: list[str] = []
+    env = collect_environment(recipe, meter_factories={
+        "nvml": lambda: _RecordingMeter("nvml", closed, fail=MeterError("no driver")),
+        "rapl": lambda: _RecordingMeter("rapl", closed),
+        "jetson": lambda: _RecordingMeter("jetson", closed, fail=RuntimeError("sysfs broke")),
+        "estimate": lambda: _RecordingMeter("estimate", closed),
+    })
+    assert env["meters"]["detect_error"] == "sysfs broke"
+    assert sorted(closed) == ["jetson", "nvml", "rapl"]       # estimate was never opened

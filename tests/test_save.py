@@ -49,7 +49,17 @@ def test_reloadable_methods_are_declared():
 def test_save_reload_identical_outputs(method, tiny_pair, ids, tmp_path):
     model, tok = tiny_pair
     model = copy.deepcopy(model)
-    model, res = apply_step(model, "quantize", {"method": method})
+    if method == "gptq":   # calibrated: a few windows of the built-in text
+        from greenllm.builtin_data import resolve_data
+        from greenllm.steps.base import StepContext
+
+        ctx = StepContext(tokenizer=tok, calibration=str(resolve_data("builtin:wiki-sample",
+                                                                      "calibration")))
+        model, res = apply_step(model, "quantize", {"method": method, "group_size": 32,
+                                                    "calibration": {"samples": 4,
+                                                                    "seq_len": 32}}, ctx)
+    else:
+        model, res = apply_step(model, "quantize", {"method": method})
     ref = _logits(model, ids)
     out = save(model, tmp_path / "ckpt", tok)
     assert _leftovers(tmp_path) == ["ckpt"]
@@ -158,3 +168,15 @@ def test_missing_quantized_tensor_is_a_model_error(tiny_pair, tmp_path):
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(ModelError, match="weight_scale.*missing"):
         load_model(str(out))
+
+
+def test_saved_files_honour_the_umask(tiny_pair, tmp_path, umask, tree_modes):
+    """save_pretrained writes model.safetensors through mkstemp (0600); the saved checkpoint
+    gets the modes of any tool's output: 0644 / 0755 under umask 022, 0600 / 0700 under 077."""
+    fmode, dmode = umask
+    model, tok = tiny_pair
+    out = save(copy.deepcopy(model), tmp_path / "ckpt", tok)
+    modes = tree_modes(out)
+    assert "model.safetensors" in modes and "greenllm.json" in modes
+    assert {k: oct(v) for k, v in modes.items()} == {
+        k: oct(dmode if (out / k).is_dir() else fmode) for k in modes}

@@ -30,6 +30,7 @@ _LAZY = {
     "evaluate": "greenllm.evals:evaluate",
     # recipes, runner, reports
     "load_recipe": "greenllm.recipe:load_recipe",
+    "recipes_dir": "greenllm.recipe_files:recipes_dir",
     "run": "greenllm.runner:run",
     "write_report": "greenllm.report.build:write_report",
     # records
@@ -69,6 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .meters import detect_meters
     from .models import load_model, offline_model_dir, save
     from .recipe import load_recipe
+    from .recipe_files import recipes_dir
     from .report.build import write_report
     from .results import BenchResult, EnergyReport, EvalResult, StepResult
     from .runner import run

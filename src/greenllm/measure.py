@@ -23,13 +23,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import ConfigError, MeterUnavailable
+from .fsutil import atomic_open
 from .meters.aggregate import build_report, domain_energy
 from .meters.base import Meter, Reading
 from .results import EnergyReport
@@ -203,27 +203,18 @@ class Measurement(contextlib.ContextDecorator):
         return self._build(self.clock())
 
     def _write_trace(self) -> None:
-        path = self.trace
-        path.parent.mkdir(parents=True, exist_ok=True)
         info = {(m, d.name): d for m, ds in self._domains.items() for d in ds}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", newline="") as fh:
-                w = csv.writer(fh)
-                w.writerow(TRACE_COLUMNS)
-                for phase, meter, r in self._trace_rows:
-                    for quantity, values in (("energy_j", r.energy_j), ("power_w", r.power_w)):
-                        for dom, v in values.items():
-                            d = info.get((meter, dom))
-                            w.writerow((repr(r.timestamp_s), phase, meter, dom, quantity, repr(v),
-                                        int(d.in_total) if d else 1,
-                                        int(d.estimated) if d else 0,
-                                        d.report_method if d else ""))
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with atomic_open(self.trace, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(TRACE_COLUMNS)
+            for phase, meter, r in self._trace_rows:
+                for quantity, values in (("energy_j", r.energy_j), ("power_w", r.power_w)):
+                    for dom, v in values.items():
+                        d = info.get((meter, dom))
+                        w.writerow((repr(r.timestamp_s), phase, meter, dom, quantity, repr(v),
+                                    int(d.in_total) if d else 1,
+                                    int(d.estimated) if d else 0,
+                                    d.report_method if d else ""))
 
 
 def measure(meters: Any = "auto", hz: float = 10.0, idle_s: float = 0.0,

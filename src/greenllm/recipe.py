@@ -504,7 +504,7 @@ def schema_markdown() -> str:
              "## One model per recipe", "",
              "A recipe has exactly one `model`. A study over several models is one recipe per "
              "model with the same variants, evals and workload (see "
-             "`src/greenllm/recipes/seeds/`: `slm-energy-edge*.yaml`, `jetson-inference*.yaml`), "
+             "`recipes/seeds/`: `slm-energy-edge*.yaml`, `jetson-inference*.yaml`), "
              "each run into its own output directory.", "",
              "## Top level", ""]
     lines += ["| key | type | default | meaning |", "|---|---|---|---|"]

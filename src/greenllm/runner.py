@@ -113,8 +113,10 @@ def _jetpack() -> str | None:
         return None
 
 
-def collect_environment(recipe: Recipe) -> dict[str, Any]:
-    """Hardware / device profile, driver, package versions, meters and sampling settings."""
+def collect_environment(recipe: Recipe,
+                        meter_factories: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Hardware / device profile, driver, package versions, meters and sampling settings.
+    ``meter_factories`` is passed to ``detect_meters(factories=...)`` (tests inject meters)."""
     hardware: dict[str, Any] = {"machine": platform.machine(), "system": platform.system(),
                                 "release": platform.release(), "cpu_count": os.cpu_count(),
                                 "model_device": recipe.model.device}
@@ -134,25 +136,25 @@ def collect_environment(recipe: Recipe) -> dict[str, Any]:
     hardware["jetson_release"] = _jetpack()
     meters: dict[str, Any] = {"requested": recipe.meters}
     if recipe.meters == "auto":
-        try:
-            from .meters import detect_meters
-            found = detect_meters()
-            meters["detected"] = _describe_detected(found)
-        except Exception as exc:
-            meters["detect_error"] = str(exc)
+        meters.update(_detected_meters(meter_factories))
     return {"hardware": hardware, "software": _versions(), "meters": meters,
             "sampling_hz": recipe.measure.hz, "idle_s": recipe.measure.idle_s}
 
 
-def _describe_detected(found: Any) -> Any:
-    """detect_meters() output as JSON-able data, whatever shape it comes in."""
-    if isinstance(found, tuple) and len(found) == 2:
-        usable, reasons = found
-        return {"usable": [getattr(m, "name", str(m)) for m in usable],
-                "unavailable": {str(k): str(v) for k, v in dict(reasons).items()}}
-    if isinstance(found, (list, tuple)):
-        return {"usable": [getattr(m, "name", str(m)) for m in found]}
-    return str(found)
+def _detected_meters(factories: dict[str, Any] | None) -> dict[str, Any]:
+    """What ``meters: auto`` finds here, as JSON (``Detection.to_json()``: the chosen meters,
+    each meter's availability and reason). Every meter the detection opened is closed again,
+    also when describing it fails: the measurements open their own."""
+    from .meters.detect import close_meters, detect_meters
+
+    try:
+        det = detect_meters(factories=factories)
+    except Exception as exc:  # detection never blocks a run; measure() reports it properly
+        return {"detect_error": str(exc)}
+    try:
+        return {"detected": det.to_json()}
+    finally:
+        close_meters(det.meters)
 
 
 # ---------------------------------------------------------------- resolution of paths

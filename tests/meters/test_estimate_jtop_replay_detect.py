@@ -157,3 +157,34 @@ def test_detect_on_this_machine_names_every_meter():
     names = set(det.available) | set(det.unavailable)
     assert names == {"nvml", "rapl", "jetson", "tegrastats", "jtop", "estimate", "replay"}
     assert all(reason for reason in det.unavailable.values())
+
+
+class _Closing:
+    def __init__(self, name, closed, fail=None):
+        self.name, self.closed, self.fail = name, closed, fail
+
+    def available(self):
+        if self.fail is not None:
+            raise self.fail
+        return True, "works"
+
+    def close(self):
+        self.closed.append(self.name)
+
+
+def test_detect_closes_what_it_opened_when_a_probe_raises():
+    from greenllm.errors import MeterError
+
+    closed: list[str] = []
+    with pytest.raises(RuntimeError, match="sysfs broke"):
+        detect_meters(factories={
+            "nvml": lambda: _Closing("nvml", closed, fail=MeterError("no driver")),
+            "rapl": lambda: _Closing("rapl", closed),
+            "jetson": lambda: _Closing("jetson", closed, fail=RuntimeError("sysfs broke"))})
+    assert sorted(closed) == ["jetson", "nvml", "rapl"]
+    closed.clear()
+    det = detect_meters(factories={
+        "nvml": lambda: _Closing("nvml", closed, fail=MeterError("no driver")),
+        "rapl": lambda: _Closing("rapl", closed)})
+    assert det.chosen == ["rapl"] and "no driver" in det.unavailable["nvml"]
+    assert closed == ["nvml"]          # the unavailable one; the chosen one stays open

@@ -99,3 +99,17 @@ def test_methodology_names_compiled_decoding():
                                         "repeats": 2}}
     text = methodology(doc)
     assert "static KV cache and a torch.compile'd decode step" in text and "eager" not in text
+
+
+def test_report_files_honour_the_umask(run_dir, tmp_path, umask, tree_modes):
+    """Written like any tool's output: 0644 under umask 022, 0600 under 077 (not mkstemp's
+    0600 always)."""
+    from greenllm.report.build import write_report
+
+    fmode, dmode = umask
+    out = tmp_path / "report-out"
+    files = write_report(run_dir, out)
+    assert len(files) >= 10
+    modes = tree_modes(out)
+    assert modes.pop(".") == dmode
+    assert modes == {f.name: fmode for f in files}, {k: oct(v) for k, v in modes.items()}

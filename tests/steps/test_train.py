@@ -321,12 +321,11 @@ def test_training_recipes_validate_and_their_train_steps_run_on_a_tiny_model(nam
     """The seed recipes need the hub and a GPU/Jetson; their step logic runs here on the
     tiny model with the shipped SQuAD sample instead of the dev file."""
     import dataclasses
-    from pathlib import Path
 
-    import greenllm
     from greenllm.recipe import load_recipe
+    from greenllm.recipe_files import recipes_dir
 
-    path = Path(greenllm.__file__).parent / "recipes" / "seeds" / name
+    path = recipes_dir() / "seeds" / name
     recipe = load_recipe(path)
     steps = [(k, c) for _, v in recipe.variants.items() for k, c in v]
     assert steps and all(k == "train" for k, _ in steps)

@@ -22,7 +22,8 @@ app = typer.Typer(
 )
 
 # Each module defines register(app). Adding a command family = adding a name here.
-_COMMAND_MODULES = ("measure", "compress", "evaluate", "bench", "control", "run", "train")
+_COMMAND_MODULES = ("measure", "compress", "evaluate", "bench", "control", "run", "train",
+                    "recipes")
 
 
 def _register_all() -> None:

@@ -5,6 +5,7 @@ estimate only when nothing can be read.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -35,6 +36,15 @@ class Detection:
                 "meters": rows}
 
 
+def close_meters(meters) -> None:
+    """Close every meter given (None entries skipped); one failing close does not keep the
+    others open."""
+    for meter in meters:
+        if meter is not None:
+            with contextlib.suppress(Exception):  # best effort: the handle is gone either way
+                meter.close()
+
+
 def detect_meters(factories: dict[str, Callable[[], object]] | None = None,
                   clock: Callable[[], float] | None = None) -> Detection:
     """Probe every meter. ``factories`` (name -> zero-arg constructor) replaces the defaults
@@ -45,6 +55,7 @@ def detect_meters(factories: dict[str, Callable[[], object]] | None = None,
         if name == "replay":
             det.unavailable[name] = "only used explicitly, to replay a recorded trace"
             continue
+        meter = None
         try:
             if factories is not None:
                 if name not in factories:
@@ -53,25 +64,26 @@ def detect_meters(factories: dict[str, Callable[[], object]] | None = None,
             else:
                 cls = METERS.get(name)
                 meter = cls(clock=clock) if clock is not None else cls()
-            ok, reason = meter.available()
+            ok, reason = meter.available()  # type: ignore[attr-defined]
         except GreenLLMError as exc:
-            ok, reason, meter = False, str(exc), None
+            ok, reason = False, str(exc)
+        except BaseException:
+            # an unexpected failure: close what this detection opened, then let it through
+            close_meters([meter, *instances.values()])
+            raise
         if ok:
             det.available[name] = reason
             instances[name] = meter
         else:
             det.unavailable[name] = reason
-            if meter is not None:
-                meter.close()
+            close_meters([meter])
     chosen = [n for n in ("nvml", "rapl") if n in instances]
     rail = next((n for n in _RAIL_SOURCES if n in instances), None)
     if rail:
         chosen.append(rail)
     if not chosen and "estimate" in instances:
         chosen = ["estimate"]
-    for name, meter in instances.items():
-        if name not in chosen:
-            meter.close()  # type: ignore[attr-defined]
+    close_meters([m for n, m in instances.items() if n not in chosen])
     det.chosen = chosen
     det.meters = [instances[n] for n in chosen]
     if not chosen:

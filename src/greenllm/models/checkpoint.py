@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import fsutil
 from ..errors import GreenLLMError, ModelError, first_line
 from ..registry import Registry
 from .meta import model_meta
@@ -29,12 +30,6 @@ RESTORERS: Registry[Callable[..., None]] = Registry("step restorer", {
 
 GREENLLM_JSON = "greenllm.json"
 CHECKPOINT_FORMAT = "greenllm-checkpoint/1"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _package_versions(model) -> dict[str, str]:
@@ -122,7 +117,7 @@ def save(model, out_dir, tokenizer=None, *, overwrite: bool = False) -> Path:
             "packages": _package_versions(model),
         }
         (staging / GREENLLM_JSON).write_text(json.dumps(record, indent=2, default=str))
-        staging.chmod(0o777 & ~_umask())
+        fsutil.honour_umask(staging)  # save_pretrained writes weights 0600 (mkstemp)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)

@@ -7,28 +7,14 @@ to a temporary name and renamed, so a report is never half-written. No torch.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..fsutil import atomic_write
 from ..results import SCHEMA_VERSION
 from ..store import Store, store_path
 from . import analysis as A
-
-
-def atomic_write(path: Path, data: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _intensity(carbon_cfg: dict[str, Any]) -> dict[str, Any]:
