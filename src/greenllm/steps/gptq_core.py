@@ -25,10 +25,23 @@ torch is imported inside the functions.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from .prune_unstructured import _inverse_cholesky, nm_keep, smallest_keep
+
+
+@contextmanager
+def _single_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 @dataclass
@@ -124,48 +137,54 @@ def gptq_quantize(weight, hessian, *, bits: int = 4, group_size: int | None = 64
         perm = torch.argsort(torch.diag(H), descending=True)
         W, H = W[:, perm], H[perm][:, perm]
     U = _inverse_cholesky(H, dampening)
-    Q = torch.zeros_like(W)
-    codes = torch.zeros(rows, cols, dtype=torch.uint8)
+    # columns are rows of these transposed buffers: every per-column update is contiguous
+    QT = torch.empty(cols, rows, dtype=ft)
+    codesT = torch.zeros(cols, rows, dtype=torch.uint8)
     fresh_groups = group_size is not None and not (static_groups or act_order)
     for b0 in range(0, cols, blocksize):
         b1 = min(b0 + blocksize, cols)
-        W1 = W[:, b0:b1].clone()
+        W1 = W[:, b0:b1].t().contiguous()        # [block, rows]
         U1 = U[b0:b1, b0:b1]
         d = torch.diag(U1)
         Err1 = torch.zeros_like(W1)
-        keep1 = None
+        keep1 = None                              # [block, rows]
         if sparsity > 0 and nm is None:
-            keep1 = smallest_keep(W1.pow(2) / d.pow(2)[None, :], sparsity, per_row=False)
+            keep1 = smallest_keep(W1.t().pow(2) / d.pow(2)[None, :], sparsity,
+                                  per_row=False).t().contiguous()
         elif nm is not None:
             keep1 = torch.ones_like(W1, dtype=torch.bool)
-        for j in range(b1 - b0):
-            col = b0 + j
-            orig = int(perm[col]) if perm is not None else col
-            if fresh_groups and col % group_size == 0:
-                g = col // group_size
-                ahead = torch.cat([W1[:, j:], W[:, b1:]], dim=1)[:, :group_size]
-                scales[:, g], zeros[:, g] = grid_params(ahead, bits, sym)
-            if nm is not None and j % nm[1] == 0:
-                sl = slice(j, j + nm[1])
-                keep1[:, sl] = nm_keep(W1[:, sl].pow(2) / d[sl].pow(2)[None, :], *nm)
-            g = int(g_idx[orig])
-            s, z = scales[:, g], zeros[:, g]
-            w = W1[:, j]
-            c = to_codes(w, s, z, bits)
-            if keep1 is not None:
-                c = torch.where(keep1[:, j], c, z)   # a pruned weight is the grid's zero
-            q = s * (c - z)
-            codes[:, orig] = c.to(torch.uint8)
-            Q[:, col] = q
-            err = (w - q) / d[j]
-            W1[:, j:].addr_(err, U1[j, j:], alpha=-1.0)
-            Err1[:, j] = err
-        W[:, b1:] -= Err1 @ U[b0:b1, b1:]
+        with _single_thread():   # thousands of small ops: threads only add sync cost
+            for j in range(b1 - b0):
+                col = b0 + j
+                orig = int(perm[col]) if perm is not None else col
+                if fresh_groups and col % group_size == 0:
+                    g = col // group_size
+                    ahead = torch.cat([W1[j:].t(), W[:, b1:]], dim=1)[:, :group_size]
+                    scales[:, g], zeros[:, g] = grid_params(ahead, bits, sym)
+                if nm is not None and j % nm[1] == 0:
+                    sl = slice(j, j + nm[1])
+                    keep1[sl] = nm_keep(W1[sl].t().pow(2) / d[sl].pow(2)[None, :], *nm).t()
+                g = int(g_idx[orig])
+                s, z = scales[:, g], zeros[:, g]
+                w = W1[j]
+                c = to_codes(w, s, z, bits)
+                if keep1 is not None:
+                    c = torch.where(keep1[j], c, z)   # a pruned weight is the grid's zero
+                q = s * (c - z)
+                codesT[orig] = c.to(torch.uint8)
+                QT[col] = q
+                err = (w - q) / d[j]
+                W1[j:].addr_(U1[j, j:], err, alpha=-1.0)
+                Err1[j] = err
+        W[:, b1:] -= Err1.t() @ U[b0:b1, b1:]
+    Q = QT.t()
+    codes = codesT.t().contiguous()
     if perm is not None:
         Q = Q[:, torch.argsort(perm)]
+    Q = Q.contiguous()
     E = W0 - Q
-    denom = float(torch.einsum("ij,jk,ik->", W0, H0, W0))
-    rel = float(torch.einsum("ij,jk,ik->", E, H0, E)) / denom if denom > 0 else 0.0
+    denom = float(((W0 @ H0) * W0).sum())
+    rel = float(((E @ H0) * E).sum()) / denom if denom > 0 else 0.0
     return GPTQResult(codes, scales, zeros, g_idx, Q.to(weight.dtype), rel, bits, group_size,
                       sym)
 
