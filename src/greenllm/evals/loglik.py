@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import DataError, GreenLLMError
+from ..grad_mode import no_autograd
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +224,6 @@ def score(model: Any, requests: Sequence[Request], *, batch_size: int = 8,
           max_length: int | None = None,
           progress: Callable[[int], None] | None = None) -> list[tuple[float, bool]]:
     """Shared-prefix scoring: ``(log-likelihood, is_greedy)`` per request, in input order."""
-    import torch
-
     if batch_size < 1:
         raise GreenLLMError(f"batch_size must be at least 1, got {batch_size}")
     max_length = max_length or resolve_max_length(model)
@@ -233,7 +232,7 @@ def score(model: Any, requests: Sequence[Request], *, batch_size: int = 8,
     results: list[tuple[float, bool] | None] = [None] * len(requests)
     device = _device(model)
     prefixes: dict = {}  # shared leading tokens -> their keys/values (see _score_batch)
-    with torch.inference_mode():
+    with no_autograd(model):
         for start in range(0, len(order), batch_size):
             batch = [plans[p] for p in order[start:start + batch_size]]
             _score_batch(model, batch, results, device, prefixes)
@@ -429,7 +428,7 @@ def score_naive(model: Any, requests: Sequence[Request], *,
     max_length = max_length or resolve_max_length(model)
     device = _device(model)
     out = []
-    with torch.inference_mode():
+    with no_autograd(model):
         for req in requests:
             full, c = _truncate(req, max_length)
             inp = torch.tensor([full[:-1]], device=device)
