@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from greenllm.grad_mode import holds_tensor_subclass, no_autograd  # noqa: E402
-from greenllm.testing import tiny_model_and_tokenizer  # noqa: E402
+from greenllm.grad_mode import holds_tensor_subclass, no_autograd
+from greenllm.testing import tiny_model_and_tokenizer
 
 needs_quanto = pytest.mark.skipif(importlib.util.find_spec("optimum") is None
                                   or importlib.util.find_spec("optimum.quanto") is None,

@@ -9,10 +9,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from greenllm.errors import UnsupportedError  # noqa: E402
-from greenllm.steps import compress  # noqa: E402
-from greenllm.steps.quant_native import Int8Embedding  # noqa: E402
-from greenllm.testing import tiny_causal_lm  # noqa: E402
+from greenllm.errors import UnsupportedError
+from greenllm.steps import compress
+from greenllm.steps.quant_native import Int8Embedding
+from greenllm.testing import tiny_causal_lm
 
 HEAD = "quantize:method=int8_weight,ignore=[]"
 
