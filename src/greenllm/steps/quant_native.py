@@ -7,6 +7,11 @@ matmul kernel ``torch.ops.aten._weight_int8pack_mm`` (activations in ``compute_d
 bfloat16 by default, because the CPU kernel's float32 path is several times slower). Its
 state dict holds ``weight_int8`` (int8) and ``weight_scale`` (float32), so save_pretrained
 writes 1 byte per weight and ``restore_int8_weight`` rebuilds the modules on load.
+
+``dynamic_int8`` is torch.ao's dynamic ``quantized.dynamic.Linear``: int8 weights (one scale
+per output channel, or one per tensor with ``per_channel=False``) and activations quantized
+to int8 on every call with **one** scale and zero point for the whole input tensor
+(per-tensor, not per-token): an outlier token coarsens every other token's activations.
 """
 from __future__ import annotations
 
@@ -324,4 +329,6 @@ def apply_dynamic_int8(model, modules, cfg, ctx):
             finally:
                 del lin.qconfig
     swap_modules(model, new)
-    return {"per_channel": cfg.per_channel, "engine": torch.backends.quantized.engine}
+    return {"per_channel": cfg.per_channel, "engine": torch.backends.quantized.engine,
+            "weights": "int8, per-channel" if cfg.per_channel else "int8, per-tensor",
+            "activations": "int8, dynamic per-tensor (one scale per input tensor per call)"}
