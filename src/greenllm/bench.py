@@ -23,6 +23,7 @@ from .config import parse_config, to_dict
 from .decode import CompiledDecoder, forward_kwargs, run_request
 from .decode import sync as _sync
 from .errors import ConfigError, DataError, UnknownNameError
+from .grad_mode import no_autograd
 from .registry import did_you_mean
 from .results import BenchResult, EnergyReport
 from .units import J_PER_WH
@@ -296,7 +297,7 @@ def bench(model, tokenizer, workload: Workload | dict | None = None, meters: Any
     report: EnergyReport | None = None
     gpu_utils: list[float | None] = []
     try:
-        with torch.inference_mode():
+        with no_autograd(model):
             t_warm = time.perf_counter()
             for i in range(max(wl.warmup, 1 if wl.compile else 0)):
                 one(batches[i % len(batches)])

@@ -35,8 +35,12 @@ def _gptq(group_size=32, **kw):
 def test_gptq_packs_every_decoder_linear_and_keeps_the_logits_close():
     from greenllm.steps.int4_linear import Int4Linear
 
+    from greenllm.models import param_count
+
     model, tok, ids, ref = _setup()
+    before = param_count(model)
     model, steps = greenllm.compress(model, [_gptq()], tokenizer=tok, calibration=_calib())
+    assert param_count(model) == before     # packed 4-bit counts as the weights it stands for
     packed = [n for n, m in model.named_modules() if isinstance(m, Int4Linear)]
     assert len(packed) == 2 * 7          # q k v o gate up down in each of 2 layers
     assert type(model.lm_head) is torch.nn.Linear   # ignored by default

@@ -22,7 +22,10 @@ subject, whose items are batched together) run once and their keys/values are re
 batches too. Log-probabilities are computed only at the scored positions: each distinct
 position of a batch is projected onto the vocabulary once, in cache-sized chunks, as
 ``logit - logsumexp``. The batch size never changes which tokens a position sees (scores agree
-across batch sizes to float rounding).
+across batch sizes to float rounding). A model with sliding-window attention (Mistral,
+Phi-3, Gemma-2/3) has its own per-layer masks, which one packed 4-D mask cannot express: an
+item with a request of at least ``sliding_window`` input tokens is not packed, and such rows
+are batched apart from packed ones, with the model's own (causal, sliding) mask.
 ``score_naive`` is the plain one-forward-per-request reference used by the tests.
 torch is imported inside functions only.
 """
@@ -35,6 +38,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .._compat import cache_kwargs, output_cache
 from ..errors import DataError, GreenLLMError
+from ..grad_mode import no_autograd
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +173,35 @@ def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
     return i
 
 
-def _plan(requests: Sequence[Request], max_length: int):
+def sliding_window(model: Any) -> int | None:
+    """The model's sliding attention window in tokens, or None when no layer uses one
+    (Mistral, Phi-3, Gemma-2/3 and Qwen2 with ``use_sliding_window`` have one)."""
+    cfg = getattr(model, "config", None)
+    if cfg is not None and hasattr(cfg, "get_text_config"):
+        cfg = cfg.get_text_config()
+    window = getattr(cfg, "sliding_window", None)
+    if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
+        return None
+    if getattr(cfg, "use_sliding_window", True) is False:
+        return None
+    layer_types = getattr(cfg, "layer_types", None)
+    if layer_types and not any("sliding" in str(t) for t in layer_types):
+        return None
+    return window
+
+
+def _needs_model_mask(plan, window: int | None) -> bool:
+    """Whether a request of ``plan`` is at least ``window`` input tokens long: its tokens then
+    attend through the model's own sliding-window mask, which a packed row's 4-D mask (one
+    mask for every layer, full and sliding alike) would replace."""
+    return window is not None and any(len(f) - 1 >= window for f in plan[1])
+
+
+def _plan(requests: Sequence[Request], max_length: int, window: int | None = None):
     """Group requests by item; each plan is (indices, full token lists, cont lengths, k) where
-    the first ``k`` tokens are shared by every request of the plan and run once."""
+    the first ``k`` tokens are shared by every request of the plan and run once. With a
+    sliding ``window``, an item with a request of ``window`` or more input tokens is not
+    packed: each of its requests is a plan of its own."""
     groups: dict[int, list[int]] = {}
     for i, r in enumerate(requests):
         groups.setdefault(r.item, []).append(i)
@@ -182,7 +212,9 @@ def _plan(requests: Sequence[Request], max_length: int):
             plans.append((idx, fulls, clens, len(fulls[0]) - 1))
             continue
         k = min(_common_prefix(fulls), min(len(f) - c for f, c in zip(fulls, clens)))
-        if k == 0:  # nothing shared (e.g. contexts differ at the first token): score apart
+        if k == 0 or _needs_model_mask((idx, fulls, clens, k), window):
+            # nothing shared (e.g. contexts differ at the first token), or longer than the
+            # sliding window: score apart
             plans.extend(([i], [f], [c], len(f) - 1) for i, f, c in zip(idx, fulls, clens))
         else:
             plans.append((list(idx), list(fulls), list(clens), k))
@@ -224,19 +256,24 @@ def score(model: Any, requests: Sequence[Request], *, batch_size: int = 8,
           max_length: int | None = None,
           progress: Callable[[int], None] | None = None) -> list[tuple[float, bool]]:
     """Shared-prefix scoring: ``(log-likelihood, is_greedy)`` per request, in input order."""
-    import torch
-
     if batch_size < 1:
         raise GreenLLMError(f"batch_size must be at least 1, got {batch_size}")
     max_length = max_length or resolve_max_length(model)
-    plans = _plan(requests, max_length)
+    window = sliding_window(model)
+    plans = _plan(requests, max_length, window)
     order = _order(plans)
+    # rows at least a sliding window long run in batches of their own, without a packed 4-D
+    # mask (which would replace the model's sliding-window mask in every row of its batch)
+    long = {p for p in order if _needs_model_mask(plans[p], window)}
+    batches = [part[lo:lo + batch_size]
+               for part in ([p for p in order if p not in long], [p for p in order if p in long])
+               for lo in range(0, len(part), batch_size)]
     results: list[tuple[float, bool] | None] = [None] * len(requests)
     device = _device(model)
     prefixes: dict = {}  # shared leading tokens -> their keys/values (see _score_batch)
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            batch = [plans[p] for p in order[start:start + batch_size]]
+    with no_autograd(model):
+        for members in batches:
+            batch = [plans[p] for p in members]
             _score_batch(model, batch, results, device, prefixes)
             if progress:
                 progress(sum(len(b[0]) for b in batch))
@@ -430,7 +467,7 @@ def score_naive(model: Any, requests: Sequence[Request], *,
     max_length = max_length or resolve_max_length(model)
     device = _device(model)
     out = []
-    with torch.inference_mode():
+    with no_autograd(model):
         for req in requests:
             full, c = _truncate(req, max_length)
             inp = torch.tensor([full[:-1]], device=device)

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..config import ConfigError, to_dict
 from ..errors import DataError
+from ..grad_mode import no_autograd
 from .base import EvalSpec, make_result, mean_stderr, progress_bar, resolve_data, sha256_of
 from .loglik import Encoder, resolve_max_length
 
@@ -124,7 +125,7 @@ def generate_answers(model: Any, encoder: Encoder, prompts: list[str], *,
     encoded = [encoder.encode(p)[-(max_len - max_new_tokens):] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     out: list[str] = [""] * len(prompts)
-    with torch.inference_mode():
+    with no_autograd(model):
         for lo in range(0, len(order), batch_size):
             idx = order[lo:lo + batch_size]
             width = max(len(encoded[i]) for i in idx)

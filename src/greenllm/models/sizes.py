@@ -106,12 +106,13 @@ def model_size_bytes(model) -> int:
 
 
 def param_count(model) -> int:
-    seen, n = set(), 0
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            n += p.numel()
-    return n
+    """The parameters the model stands for: quantized modules (int8 buffers, packed 4-bit
+    codes, bitsandbytes / quanto / torchao weights) count as the float parameters they
+    represent, tied tensors once (``greenllm.sizes.represented_param_count``). This is the B
+    of EDP/B and Wh/B, and the ``param_count`` a checkpoint records."""
+    from ..sizes import represented_param_count
+
+    return represented_param_count(model)
 
 
 __all__ = ["layer_bits", "model_size_bytes", "packed_storage_bytes", "param_count",

@@ -7,6 +7,11 @@ matmul kernel ``torch.ops.aten._weight_int8pack_mm`` (activations in ``compute_d
 bfloat16 by default, because the CPU kernel's float32 path is several times slower). Its
 state dict holds ``weight_int8`` (int8) and ``weight_scale`` (float32), so save_pretrained
 writes 1 byte per weight and ``restore_int8_weight`` rebuilds the modules on load.
+
+``dynamic_int8`` is torch.ao's dynamic ``quantized.dynamic.Linear``: int8 weights (one scale
+per output channel, or one per tensor with ``per_channel=False``) and activations quantized
+to int8 on every call with **one** scale and zero point for the whole input tensor
+(per-tensor, not per-token): an outlier token coarsens every other token's activations.
 """
 from __future__ import annotations
 
@@ -126,16 +131,19 @@ class Int8Embedding(nn.Module):
 
     It owns no tensor: rows are looked up in the head's int8 weight and scaled, so the tied
     matrix is stored once, as int8 (SmolLM2-135M: 28 M of its 134 M parameters).
+    ``embed_scale`` is the factor the replaced embedding multiplied its rows by (Gemma's
+    ``*ScaledWordEmbedding``: sqrt(hidden_size)); 1.0 for a plain ``nn.Embedding``.
     """
 
     greenllm_weight_format = "int8_weight(tied)"
 
     def __init__(self, head: Int8WeightLinear, padding_idx: int | None = None,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, embed_scale: float = 1.0):
         super().__init__()
         object.__setattr__(self, "_head", head)   # not a submodule: no second state_dict entry
         self.padding_idx = padding_idx
         self.out_dtype = dtype
+        self.embed_scale = float(embed_scale)
         self.num_embeddings, self.embedding_dim = head.out_features, head.in_features
 
     @property
@@ -145,10 +153,14 @@ class Int8Embedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         head = self._head
         rows = head.weight_int8[ids].to(self.out_dtype)
-        return rows * head.weight_scale[ids].unsqueeze(-1).to(self.out_dtype)
+        out = rows * head.weight_scale[ids].unsqueeze(-1).to(self.out_dtype)
+        if self.embed_scale != 1.0:   # rounded to the output dtype, as Gemma's module does
+            out = out * torch.tensor(self.embed_scale, dtype=self.out_dtype)
+        return out
 
     def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_dim}, tied to the int8 lm_head"
+        scale = f", embed_scale={self.embed_scale:g}" if self.embed_scale != 1.0 else ""
+        return f"{self.num_embeddings}, {self.embedding_dim}{scale}, tied to the int8 lm_head"
 
 
 def _tied_input_embedding(model, modules) -> str | None:
@@ -162,11 +174,42 @@ def _tied_input_embedding(model, modules) -> str | None:
     return None
 
 
-def _tie_int8_embedding(model, head: Int8WeightLinear) -> None:
+def _declared_embed_scale(emb) -> float:
+    """The row scale an embedding module declares (``embed_scale``, a number or a 0-d tensor,
+    as in Gemma's, BART's and others' scaled embeddings); 1.0 when it declares none."""
+    scale = getattr(emb, "embed_scale", None)
+    if isinstance(scale, torch.Tensor) and scale.numel() == 1 and not scale.is_meta:
+        return float(scale.item())
+    if isinstance(scale, (int, float)):
+        return float(scale)
+    return 1.0
+
+
+def _embedding_scale(model) -> float:
+    """The factor by which the model's input embedding multiplies the rows of its (tied)
+    weight. Checked on a few rows: an embedding that does anything else (a normaliser, a
+    non-scalar scale) is refused, because the int8 embedding would silently change it."""
+    emb = model.get_input_embeddings()
+    scale = _declared_embed_scale(emb)
+    w = emb.weight
+    ids = torch.linspace(0, w.shape[0] - 1, steps=min(8, w.shape[0]), device=w.device).long()
+    with torch.no_grad():
+        got = emb(ids[None])[0].float()
+        want = (w[ids] * torch.tensor(scale, dtype=w.dtype, device=w.device)).float()
+    if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-2, atol=1e-6):
+        raise UnsupportedError(
+            f"quantize.ignore: the input embedding {type(emb).__name__} is tied to the "
+            "quantized head but does more than scale the rows of its weight, so an int8 "
+            "embedding cannot replace it; keep the head in float with ignore=['lm_head']")
+    return scale
+
+
+def _tie_int8_embedding(model, head: Int8WeightLinear, embed_scale: float = 1.0) -> None:
     emb = model.get_input_embeddings()
     dtype = emb.weight.dtype if isinstance(getattr(emb, "weight", None), torch.Tensor) \
         else torch.float32
-    model.set_input_embeddings(Int8Embedding(head, getattr(emb, "padding_idx", None), dtype))
+    model.set_input_embeddings(Int8Embedding(head, getattr(emb, "padding_idx", None), dtype,
+                                             embed_scale))
     # from here on the embedding follows the head; nothing may re-tie float weights
     model.config.tie_word_embeddings = False
     if hasattr(model.config, "get_text_config"):
@@ -178,13 +221,17 @@ def apply_int8_weight(model, modules, cfg, ctx):
     device = modules[0][1].weight.device
     use_kernel = _int8pack_works(device, dtype)
     tied = _tied_input_embedding(model, modules)
+    embed_scale = _embedding_scale(model) if tied is not None else None   # may refuse
     new = {name: Int8WeightLinear.from_linear(lin, cfg.compute_dtype, use_kernel)
            for name, lin in modules}
     swap_modules(model, new)
     if tied is not None:
-        _tie_int8_embedding(model, new[tied])
-    return {"kernel": "_weight_int8pack_mm" if use_kernel else "dequantize",
-            "compute_dtype": cfg.compute_dtype, "tied_embedding": tied}
+        _tie_int8_embedding(model, new[tied], embed_scale)
+    stats = {"kernel": "_weight_int8pack_mm" if use_kernel else "dequantize",
+             "compute_dtype": cfg.compute_dtype, "tied_embedding": tied}
+    if tied is not None:
+        stats["embedding_scale"] = embed_scale
+    return stats
 
 
 def restore_int8_weight(model, names, cfg, tensors, stats=None):
@@ -204,9 +251,15 @@ def restore_int8_weight(model, names, cfg, tensors, stats=None):
             mod.bias.data = tensors[f"{name}.bias"].to(device).float()
         new[name] = mod
     swap_modules(model, new)
-    tied = (stats or {}).get("tied_embedding")
+    stats = stats or {}
+    tied = stats.get("tied_embedding")
     if tied:
-        _tie_int8_embedding(model, new[tied])
+        # the freshly loaded model's embedding declares its scale (Gemma: sqrt(hidden_size));
+        # checkpoints saved before the scale was recorded fall back to it
+        scale = stats.get("embedding_scale")
+        if scale is None:
+            scale = _declared_embed_scale(model.get_input_embeddings())
+        _tie_int8_embedding(model, new[tied], scale)
 
 
 # --------------------------------------------------------------------------- casting
@@ -276,4 +329,6 @@ def apply_dynamic_int8(model, modules, cfg, ctx):
             finally:
                 del lin.qconfig
     swap_modules(model, new)
-    return {"per_channel": cfg.per_channel, "engine": torch.backends.quantized.engine}
+    return {"per_channel": cfg.per_channel, "engine": torch.backends.quantized.engine,
+            "weights": "int8, per-channel" if cfg.per_channel else "int8, per-tensor",
+            "activations": "int8, dynamic per-tensor (one scale per input tensor per call)"}

@@ -82,8 +82,9 @@ _METHODS = [
     QuantMethod("dynamic_int8", f"{_N}:apply_dynamic_int8", 8, "torch", False,
                 why_not_reload="torch.ao dynamic int8 modules keep their weights in packed "
                                "script objects that save_pretrained cannot write",
-                summary="torch.ao dynamic quantization: int8 weights and per-token int8 "
-                        "activations (per-channel weights by default)"),
+                summary="torch.ao dynamic quantization: int8 weights (per-channel by "
+                        "default) and int8 activations with one dynamic scale per input "
+                        "tensor (per-tensor, not per-token)"),
     QuantMethod("torchao_int8_weight", f"{_TAO}:apply_int8_weight", 8, "torchao", False,
                 why_not_reload=_TAO_NO, summary="torchao Int8WeightOnlyConfig"),
     QuantMethod("torchao_int8_dynamic", f"{_TAO}:apply_int8_dynamic", 8, "torchao", False,
