@@ -314,3 +314,114 @@ def test_smollm2_wanda_is_far_better_than_magnitude_at_50_percent(smollm2, share
     assert len(res.stats["layers"]) == 30 * 7
     assert dense < wanda_ppl < mag_ppl
     assert (mag_ppl - dense) > 4 * (wanda_ppl - dense), (dense, wanda_ppl, mag_ppl)
+
+
+# ----------------------------------------------------------------------------- layer walk
+
+def _tiny_gemma3(seed=0):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    cfg = Gemma3TextConfig(vocab_size=128, hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                           head_dim=8, query_pre_attn_scalar=8, sliding_window=8,
+                           max_position_embeddings=256,
+                           layer_types=["sliding_attention", "full_attention",
+                                        "sliding_attention", "full_attention"],
+                           attn_implementation="eager")
+    return Gemma3ForCausalLM(cfg).eval()
+
+
+def _full_forward_layer_io(model, ids):
+    from greenllm.steps.prune import decoder_layers
+
+    ins, outs, handles = {}, {}, []
+    for i, layer in enumerate(decoder_layers(model)):
+        handles.append(layer.register_forward_pre_hook(
+            lambda m, a, kw, i=i: ins.__setitem__(i, (a[0] if a else kw["hidden_states"])
+                                                  .detach().clone()), with_kwargs=True))
+        handles.append(layer.register_forward_hook(
+            lambda m, a, o, i=i: outs.__setitem__(
+                i, (o[0] if isinstance(o, tuple) else o).detach().clone())))
+    with torch.no_grad():
+        model(input_ids=ids, use_cache=False)
+    for h in handles:
+        h.remove()
+    return ins, outs
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_layer_walk_gives_every_layer_its_own_mask_and_rotary_embedding(batch_size):
+    """Gemma-3 mixes sliding-window and full attention layers (different masks and rotary
+    bases): replaying layer 0's arguments into layer 1 gives it the wrong activations."""
+    from greenllm.steps.prune import layerwise
+
+    model = _tiny_gemma3()
+    ids = torch.randint(0, 128, (4, 24), generator=torch.Generator().manual_seed(1))
+    ins, outs = _full_forward_layer_io(model, ids)
+    seen_in, seen_out = {}, {}
+
+    def visit(i, _layer, forward):
+        got = forward()
+        seen_in[i] = torch.cat(forward.inputs)
+        seen_out[i] = torch.cat(got)
+        return got, True
+
+    layerwise(model, ids, visit, batch_size=batch_size)
+    assert sorted(seen_in) == [0, 1, 2, 3]
+    for i in range(4):
+        assert (seen_in[i] - ins[i]).abs().max() < 1e-5, i
+        assert (seen_out[i] - outs[i]).abs().max() < 1e-5, i
+
+
+def test_layer_walk_restores_the_layers_and_handles_positional_layer_arguments():
+    """GPT-2 passes the mask to its blocks positionally; the walk must replay it too, and
+    leave no passthrough forward or hook behind."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from greenllm.steps.prune import layerwise
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=128, n_embd=32, n_layer=3, n_head=4,
+                                       n_positions=64)).eval()
+    ids = torch.randint(0, 128, (3, 20), generator=torch.Generator().manual_seed(2))
+    ins, outs = _full_forward_layer_io(model, ids)
+    seen_out = {}
+
+    def visit(i, _layer, forward):
+        got = forward()
+        seen_out[i] = torch.cat(got)
+        return got, True
+
+    layerwise(model, ids, visit)
+    for i in range(3):
+        assert (seen_out[i] - outs[i]).abs().max() < 1e-5, i
+    for block in model.transformer.h:
+        assert "forward" not in block.__dict__ and not block._forward_pre_hooks
+    with torch.no_grad():
+        again = model(input_ids=ids).logits
+    assert torch.isfinite(again).all()
+
+
+def test_wanda_on_gemma3_uses_each_layers_real_inputs(monkeypatch):
+    """The Wanda mask of a full-attention layer's q_proj comes from the inputs the real
+    forward gives it (the windows are longer than the sliding window)."""
+    import copy
+
+    import greenllm.steps.prune_unstructured as pu
+    from greenllm.steps.base import StepContext
+
+    model = _tiny_gemma3()
+    ids = torch.randint(0, 128, (4, 24), generator=torch.Generator().manual_seed(3))
+    ref = copy.deepcopy(model)
+    seen = {}
+    q = ref.model.layers[2].self_attn.q_proj
+    h = q.register_forward_pre_hook(lambda mod, inp: seen.setdefault("x", inp[0].detach()))
+    with torch.no_grad():
+        ref(input_ids=ids, use_cache=False)
+    h.remove()
+    expected = wanda_mask(q.weight, seen["x"].reshape(-1, q.in_features).pow(2).sum(0), 0.5)
+    monkeypatch.setattr(pu, "require_calibration", lambda *a, **k: ids)
+    pu.prune_wanda(model, PruneConfig(method="wanda", targets=["*layers.2.self_attn.q_proj"]),
+                   StepContext())
+    assert torch.equal(model.model.layers[2].self_attn.q_proj.weight != 0, expected)
