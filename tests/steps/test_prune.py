@@ -180,17 +180,16 @@ def test_wanda_on_a_model_uses_the_real_layer_inputs(tiny):
     per_row = got.sum(1)
     assert int(per_row.min()) == int(per_row.max()) == q.in_features // 2
     assert res.stats["calibration"] == {"samples": 4, "seq_len": 64, "tokens": 256,
-                                        "sequential": True, "one_pass": True}
+                                        "sequential": True}
 
 
-def test_wanda_two_pass_and_one_pass_modes_both_prune_exactly(tiny):
+def test_wanda_batched_and_non_sequential_modes_both_prune_exactly(tiny):
     model, tok = tiny
     for extra in ({"calibration": {**CAL, "batch_size": 2}}, {"sequential": False}):
         m, t = tiny_model_and_tokenizer(0)
         m, (res,) = compress(m, {"prune": {"method": "wanda", "sparsity": 0.4,
                                            "calibration": CAL, **extra}},
                              tokenizer=t, calibration=TEXT)
-        assert res.stats["calibration"]["one_pass"] is False
         for name, mod in _linears(m):
             rows = (mod.weight == 0).sum(1)
             assert int(rows.min()) == int(rows.max()) == round(0.4 * mod.in_features), name
@@ -425,3 +424,56 @@ def test_wanda_on_gemma3_uses_each_layers_real_inputs(monkeypatch):
     pu.prune_wanda(model, PruneConfig(method="wanda", targets=["*layers.2.self_attn.q_proj"]),
                    StepContext())
     assert torch.equal(model.model.layers[2].self_attn.q_proj.weight != 0, expected)
+
+
+def _reference_prune(model, ids, method, sparsity=0.5, blocksize=128, dampening=0.01):
+    """Reference Wanda/SparseGPT, written plainly: for each decoder layer in turn, one full
+    forward of the model (earlier layers already pruned, this one still dense) gives the
+    inputs of all the layer's Linears; then all of them are pruned."""
+    keep = {}
+    for i, layer in enumerate(model.model.layers):
+        named = [(f"model.layers.{i}.{n}", m) for n, m in layer.named_modules()
+                 if isinstance(m, torch.nn.Linear)]
+        xs, handles = {}, []
+        for name, mod in named:
+            handles.append(mod.register_forward_pre_hook(
+                lambda m, inp, name=name: xs.__setitem__(
+                    name, inp[0].detach().reshape(-1, m.in_features).float())))
+        with torch.no_grad():
+            model(input_ids=ids, use_cache=False)
+        for h in handles:
+            h.remove()
+        for name, mod in named:
+            x = xs[name]
+            with torch.no_grad():
+                if method == "wanda":
+                    k = wanda_mask(mod.weight, x.pow(2).sum(0), sparsity)
+                else:
+                    w, k = sparsegpt_prune(mod.weight, 2.0 / x.shape[0] * x.t() @ x, sparsity,
+                                           blocksize=blocksize, dampening=dampening)
+                    mod.weight.copy_(w)
+                mod.weight.mul_(k)
+            keep[name] = k
+    return keep
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_default_one_batch_calibration_is_the_reference_algorithm(method):
+    """batch_size: null (all windows in one pass) gives the masks of batch_size 1 and of the
+    reference algorithm: statistics of all Linears of a layer from its unpruned forward."""
+    from greenllm.steps.calibration import calibration_batches
+
+    _, tok = tiny_model_and_tokenizer(0)
+    ids = calibration_batches(TEXT, tok, samples=4, seq_len=64, seed=0)
+    ref = _reference_prune(tiny_model_and_tokenizer(0)[0], ids, method)
+    got = {}
+    for bs in (None, 1):
+        m, t = tiny_model_and_tokenizer(0)
+        m, _ = compress(m, {"prune": {"method": method, "sparsity": 0.5,
+                                      "calibration": {**CAL, "batch_size": bs}}},
+                        tokenizer=t, calibration=TEXT)
+        got[bs] = masks(m)
+    assert got[None].keys() == got[1].keys() == ref.keys()
+    for name in ref:
+        assert torch.equal(got[None][name], ref[name]), name
+        assert torch.equal(got[1][name], ref[name]), name
