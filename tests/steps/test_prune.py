@@ -62,6 +62,9 @@ def test_config_round_trips(body):
     ({"calibration": {"samples": 0}}, "calibration.samples"),
     ({"calibraton": {}}, "did you mean 'calibration'"),
     ({"dampening": 0}, "dampening"),
+    ({"method": "sparsegpt", "pattern": "2:4", "blocksize": 6},
+     r"blocksize: .*'2:4'.* multiple of M=4.* got 6; use e\.g\. blocksize: 4"),
+    ({"method": "sparsegpt", "pattern": "4:8", "blocksize": 20}, r"blocksize: .*M=8.*got 20"),
 ])
 def test_config_errors(body, match):
     with pytest.raises(ConfigError, match=match):
@@ -123,6 +126,21 @@ def test_nm_pattern_holds_in_every_group(method, pattern):
         assert int(groups.max()) == n and int(groups.min()) == n, name
     assert res.stats["sparsity"] == pytest.approx(1 - n / m)
     assert res.stats["pattern"] == pattern
+
+
+def test_sparsegpt_nm_with_a_blocksize_that_does_not_divide_the_width():
+    """blocksize 12 with 2:4 on 64/128-wide Linears: the last block is shorter, every group of
+    4 still lies in one block and keeps exactly 2 weights."""
+    model, tok = tiny_model_and_tokenizer(1)
+    model, (res,) = compress(model, {"prune": {"method": "sparsegpt", "pattern": "2:4",
+                                               "calibration": CAL, "blocksize": 12}},
+                             tokenizer=tok, calibration=TEXT)
+    for name, mod in _linears(model):
+        groups = (mod.weight != 0).reshape(mod.out_features, -1, 4).sum(-1)
+        assert int(groups.max()) == int(groups.min()) == 2, name
+    assert res.stats["blocksize"] == 12
+    with pytest.raises(ValueError, match="blocksize 6 is not a multiple of M=4"):
+        sparsegpt_prune(torch.ones(4, 8), torch.eye(8), 0.5, (2, 4), blocksize=6)
 
 
 def test_nm_that_does_not_divide_a_layer_names_it_and_changes_nothing():

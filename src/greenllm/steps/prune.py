@@ -95,6 +95,13 @@ class PruneConfig:
             raise ConfigError(f"dampening: must be > 0, got {self.dampening}")
         if self.blocksize < 1:
             raise ConfigError(f"blocksize: must be >= 1, got {self.blocksize}")
+        if self.method == "sparsegpt" and self.pattern is not None:
+            _, m = self.nm()
+            if self.blocksize % m:
+                raise ConfigError(f"blocksize: SparseGPT with pattern {self.pattern!r} needs "
+                                  f"blocksize to be a multiple of M={m} (every group of {m} "
+                                  f"columns inside one block), got {self.blocksize}; use "
+                                  f"e.g. blocksize: {max(m, self.blocksize - self.blocksize % m)}")
         if not self.targets:
             raise ConfigError("targets: give at least one glob pattern, e.g. ['*']")
 

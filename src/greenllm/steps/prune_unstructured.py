@@ -106,6 +106,9 @@ def sparsegpt_prune(weight, hessian, sparsity: float, nm: tuple[int, int] | None
     """
     import torch
 
+    if nm is not None and blocksize % nm[1]:
+        raise ValueError(f"sparsegpt_prune: blocksize {blocksize} is not a multiple of "
+                         f"M={nm[1]} of the {nm[0]}:{nm[1]} pattern")
     W = weight.detach().float().clone()
     H = hessian.detach().float().clone()
     rows, cols = W.shape
