@@ -495,3 +495,22 @@ def test_default_one_batch_calibration_is_the_reference_algorithm(method):
     for name in ref:
         assert torch.equal(got[None][name], ref[name]), name
         assert torch.equal(got[1][name], ref[name]), name
+
+
+def test_capturing_the_layer_arguments_does_not_compute_the_layers():
+    """The per-layer masks and rotary embeddings are recorded in one forward whose decoder
+    layers pass their input through (no attention or MLP is computed)."""
+    from greenllm.steps.prune import capture_layer_inputs, decoder_layers
+
+    for model in (tiny_model_and_tokenizer(0)[0], _tiny_gemma3()):
+        layers = decoder_layers(model)
+        calls = []
+        hooks = [layer.mlp.register_forward_pre_hook(lambda m, a: calls.append(1))
+                 for layer in layers]
+        ids = torch.randint(0, 128, (4, 24), generator=torch.Generator().manual_seed(0))
+        batches = capture_layer_inputs(model, layers, ids, 2)
+        for h in hooks:
+            h.remove()
+        assert calls == [] and len(batches) == 2
+        assert all(len(per_layer) == len(layers) for _, per_layer in batches)
+        assert all("forward" not in layer.__dict__ for layer in layers)
