@@ -156,8 +156,8 @@ WIKI_LF = (" \n = Alpha = \n \n Alpha is 1 @,@ 000 km @-@ long . \n \n = = Histo
            " It began ( in 1900 ) . \n \n = = = Early years = = = \n x = y \n \n"
            " = Beta = \n \n Beta 's text . \n \n")
 WIKI_LF_PAGES = [
-    " = Alpha = \n \n Alpha is 1 @,@ 000 km @-@ long . \n \n = = History = = \n \n"
-    " It began ( in 1900 ) . \n \n = = = Early years = = = \n x = y \n ",
+    (" = Alpha = \n \n Alpha is 1 @,@ 000 km @-@ long . \n \n = = History = = \n \n"
+     " It began ( in 1900 ) . \n \n = = = Early years = = = \n x = y \n "),
     " = Beta = \n \n Beta 's text . \n \n",
 ]
 

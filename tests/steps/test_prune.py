@@ -201,13 +201,12 @@ def test_wanda_on_a_model_uses_the_real_layer_inputs(tiny):
                                         "sequential": True}
 
 
-def test_wanda_batched_and_non_sequential_modes_both_prune_exactly(tiny):
-    model, tok = tiny
+def test_wanda_batched_and_non_sequential_modes_both_prune_exactly():
     for extra in ({"calibration": {**CAL, "batch_size": 2}}, {"sequential": False}):
         m, t = tiny_model_and_tokenizer(0)
-        m, (res,) = compress(m, {"prune": {"method": "wanda", "sparsity": 0.4,
-                                           "calibration": CAL, **extra}},
-                             tokenizer=t, calibration=TEXT)
+        m, _ = compress(m, {"prune": {"method": "wanda", "sparsity": 0.4,
+                                      "calibration": CAL, **extra}},
+                        tokenizer=t, calibration=TEXT)
         for name, mod in _linears(m):
             rows = (mod.weight == 0).sum(1)
             assert int(rows.min()) == int(rows.max()) == round(0.4 * mod.in_features), name
@@ -402,7 +401,7 @@ def test_layer_walk_restores_the_layers_and_handles_positional_layer_arguments()
     model = GPT2LMHeadModel(GPT2Config(vocab_size=128, n_embd=32, n_layer=3, n_head=4,
                                        n_positions=64)).eval()
     ids = torch.randint(0, 128, (3, 20), generator=torch.Generator().manual_seed(2))
-    ins, outs = _full_forward_layer_io(model, ids)
+    _, outs = _full_forward_layer_io(model, ids)
     seen_out = {}
 
     def visit(i, _layer, forward):
@@ -455,7 +454,7 @@ def _reference_prune(model, ids, method, sparsity=0.5, blocksize=128, dampening=
         xs, handles = {}, []
         for name, mod in named:
             handles.append(mod.register_forward_pre_hook(
-                lambda m, inp, name=name: xs.__setitem__(
+                lambda m, inp, name=name, xs=xs: xs.__setitem__(
                     name, inp[0].detach().reshape(-1, m.in_features).float())))
         with torch.no_grad():
             model(input_ids=ids, use_cache=False)
@@ -505,7 +504,7 @@ def test_capturing_the_layer_arguments_does_not_compute_the_layers():
     for model in (tiny_model_and_tokenizer(0)[0], _tiny_gemma3()):
         layers = decoder_layers(model)
         calls = []
-        hooks = [layer.mlp.register_forward_pre_hook(lambda m, a: calls.append(1))
+        hooks = [layer.mlp.register_forward_pre_hook(lambda m, a, calls=calls: calls.append(1))
                  for layer in layers]
         ids = torch.randint(0, 128, (4, 24), generator=torch.Generator().manual_seed(0))
         batches = capture_layer_inputs(model, layers, ids, 2)

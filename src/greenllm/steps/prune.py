@@ -311,7 +311,7 @@ def layerwise(model, tokens, visit, *, batch_size: int | None = None,
         batches = capture_layer_inputs(model, layers, tokens, batch_size or tokens.shape[0])
         with torch.no_grad():
             for i, layer in enumerate(layers):
-                def forward(layer=layer, i=i):
+                def forward(layer=layer, i=i, batches=batches):
                     return [run_layer(layer, h, calls[i]) for h, calls in batches]
                 forward.inputs = [h for h, _ in batches]   # type: ignore[attr-defined]
                 outs, final = visit(i, layer, forward)
