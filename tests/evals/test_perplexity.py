@@ -145,3 +145,65 @@ def test_token_perplexity_by_hand(tiny):
                                                                        rel=1e-5)
     with pytest.raises(DataError):
         token_perplexity(model, ids[:1], 8)
+
+
+# lm-eval's ``wikitext`` task reads EleutherAI/wikitext_document_level, whose builder splits
+# wiki.{split}.raw into pages: every line kept (blank ones too), a new page at each line that,
+# with "= =" / "= = =" closed up and stripped, starts with "= " and ends with " ="; pages joined
+# by "\n"; a whitespace-only part before the first heading dropped. The pages below are what it
+# yields for this text, worked out by hand from that rule.
+WIKI_LF = (" \n = Alpha = \n \n Alpha is 1 @,@ 000 km @-@ long . \n \n = = History = = \n \n"
+           " It began ( in 1900 ) . \n \n = = = Early years = = = \n x = y \n \n"
+           " = Beta = \n \n Beta 's text . \n \n")
+WIKI_LF_PAGES = [
+    (" = Alpha = \n \n Alpha is 1 @,@ 000 km @-@ long . \n \n = = History = = \n \n"
+     " It began ( in 1900 ) . \n \n = = = Early years = = = \n x = y \n "),
+    " = Beta = \n \n Beta 's text . \n \n",
+]
+
+
+def test_wikitext_split_keeps_blank_lines_like_lm_evals_documents(tmp_path):
+    assert split_wikitext(WIKI_LF) == WIKI_LF_PAGES
+    assert "\n".join(WIKI_LF_PAGES) == WIKI_LF[len(" \n"):]   # nothing else is lost
+    p = tmp_path / "wiki.test.raw"
+    p.write_text(WIKI_LF, encoding="utf-8")
+    docs, info = load_documents(str(p))
+    assert info["format"] == "wikitext"
+    assert [d.original for d in docs] == WIKI_LF_PAGES
+    # CRLF line ends read as LF, as Python's text mode does when the data set is built
+    p.write_bytes(WIKI_LF.replace("\n", "\r\n").encode())
+    assert [d.original for d in load_documents(str(p))[0]] == WIKI_LF_PAGES
+    ref = pytest.importorskip("lm_eval.tasks.wikitext.preprocess_wikitext")
+    import re
+
+    for d in docs:   # scored text and word/byte counts as lm-eval computes them on the page
+        assert d.scored == ref.wikitext_detokenizer({"page": d.original})
+        words, nbytes = len(re.split(r"\s+", d.original)), len(d.original.encode("utf-8"))
+        got = ref.process_results({"page": d.original}, [-1.0])
+        assert got["word_perplexity"][1] == words and got["byte_perplexity"][1] == nbytes
+
+
+def test_wikitext_split_on_the_real_test_set(shared_data):
+    """The shipped wiki.test.raw is CRLF with its blank lines removed; rebuilding the original
+    LF layout from test.txt's blank-line positions gives lm-eval's 62 test documents, and the
+    shipped file gives the same 62 documents less their blank lines."""
+    from greenllm.evals.perplexity import is_wikitext_title
+
+    d = shared_data / "wikitext"
+    if not (d / "wiki.test.raw").is_file() or not (d / "test.txt").is_file():
+        pytest.skip("no shared wikitext test files")
+    tokens = (d / "test.txt").read_text(encoding="utf-8").split("\n")
+    raw = iter(ln for ln in (d / "wiki.test.raw").read_bytes().decode("utf-8").split("\r\n")
+               if ln)
+    original = "\n".join(ln if not ln.strip() else next(raw) for ln in tokens)
+    assert next(raw, None) is None
+    docs = split_wikitext(original)
+    assert len(docs) == 62
+    assert all(is_wikitext_title(doc.split("\n")[0]) for doc in docs)
+    assert "\n".join(docs) == original[len(" \n"):]
+    assert docs[0].startswith(" = Robert Boulter = \n \n Robert Boulter is an English film")
+    shipped = split_wikitext((d / "wiki.test.raw").read_text(encoding="utf-8"))
+    assert len(shipped) == 62
+    for a, b in zip(docs, shipped):
+        assert [ln for ln in a.split("\n") if ln.strip()] == [ln for ln in b.split("\n")
+                                                              if ln.strip()]

@@ -119,3 +119,30 @@ def test_distill_config_round_trips_and_validates():
         parse_config(DistillConfig, {"method": "kdd"}, "distill")
     with pytest.raises(ConfigError, match="did you mean 'temperature'"):
         parse_config(DistillConfig, {"temprature": 2}, "distill")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_hidden_loss_compares_layer_outputs_on_both_sides(arch):
+    """A student made of the teacher's first two layers computes exactly the teacher's layer 0
+    and 1 outputs, so the hidden-state MSE is exactly 0. HF's hidden_states[-1] is the final
+    norm's output, so comparing the student's last entry with the teacher's middle one was not
+    0 (post-norm vs pre-norm)."""
+    if arch == "llama":
+        teacher = tiny_causal_lm(0, num_layers=3)
+    else:
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        torch.manual_seed(0)
+        teacher = GPT2LMHeadModel(GPT2Config(vocab_size=259, n_embd=32, n_layer=3, n_head=4,
+                                             n_positions=64)).eval()
+    student = drop_layers(teacher, [0, 1])
+    cfg = parse_config(DistillConfig, {"alpha_kl": 0.0, "alpha_hidden": 1.0}, "distill")
+    ids = torch.randint(0, 256, (2, 10), generator=torch.Generator().manual_seed(0))
+    b = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    for hmap in ([[0, 0], [1, 1]], [[1, 1]]):
+        assert float(make_kd_loss(teacher, cfg, hmap)(student, b).detach()) == 0.0
+    # a real mismatch is seen: student layer 1 against teacher layer 2
+    assert float(make_kd_loss(teacher, cfg, [[1, 2]])(student, b).detach()) > 0.0
+    # full copy, every layer mapped to itself
+    twin = drop_layers(teacher, [0, 1, 2])
+    assert float(make_kd_loss(teacher, cfg, [[i, i] for i in range(3)])(twin, b).detach()) == 0.0

@@ -73,6 +73,49 @@ def test_lora_merge_keeps_pruning_masks():
     assert not torch.equal(w2, w)  # the unpruned weights did move
 
 
+@pytest.mark.parametrize("eval_fraction", [0.0, 0.25])
+def test_lora_on_a_pruned_model_reports_the_loss_of_the_returned_model(eval_fraction):
+    """The merge re-masks the dense adapter update, so the loss in the stats must be measured
+    on the re-pruned model that is returned, not on the model with adapters in place."""
+    from greenllm.steps.data import build_batches
+    from greenllm.steps.train import causal_lm_loss, evaluate_loss
+
+    tok = tiny_tokenizer()
+    model, _ = compress(tiny_causal_lm(0), [{"prune": {"method": "magnitude", "sparsity": 0.5}}])
+    body = {"target_modules": ["q_proj", "v_proj", "up_proj"], "data": [TEXT], "seq_len": 32,
+            "batch_size": 4, "max_steps": 4, "lr": 2e-2, "dropout": 0.0,
+            "eval_fraction": eval_fraction}
+    out, res = apply_step(model, "lora", body, StepContext(tokenizer=tok))
+    st = res.stats
+    train_b, eval_b = build_batches(tok, [TEXT], seq_len=32, batch_size=4,
+                                    eval_fraction=eval_fraction, seed=0)
+    again = evaluate_loss(out, eval_b or train_b, causal_lm_loss)
+    assert st["final_loss"] == pytest.approx(again, abs=1e-6)
+    assert st["final_loss_data"] == ("eval" if eval_fraction else "train")
+    assert st["remasked_after_merge"] is True and st["masks_reapplied"] > 0
+    # re-masking really changed the model: the adapter-in-place loss differs
+    assert abs(st["loss_before_remask"] - st["final_loss"]) > 1e-6
+    assert bool((out.model.layers[0].self_attn.q_proj.weight
+                 [~out.model.layers[0].self_attn.q_proj._greenllm_prune_mask] == 0).all())
+
+
+def test_lora_without_masks_reports_the_loss_of_the_returned_model():
+    from greenllm.steps.data import build_batches
+    from greenllm.steps.train import causal_lm_loss, evaluate_loss
+
+    tok = tiny_tokenizer()
+    for merge in (True, False):
+        out, res = apply_step(tiny_causal_lm(0), "lora",
+                              {"merge": merge, "r": 2, "data": [TEXT], "seq_len": 32,
+                               "batch_size": 4, "max_steps": 2, "dropout": 0.0},
+                              StepContext(tokenizer=tok))
+        train_b, _ = build_batches(tok, [TEXT], seq_len=32, batch_size=4, seed=0)
+        assert res.stats["final_loss"] == pytest.approx(
+            evaluate_loss(out, train_b, causal_lm_loss), abs=1e-6)
+        assert res.stats["remasked_after_merge"] is False
+        assert "loss_before_remask" not in res.stats
+
+
 def test_qlora_needs_a_4bit_model_and_no_merge():
     with pytest.raises(ConfigError, match="merge: merging adapters into 4-bit"):
         parse_config(LoraConfig, {"method": "qlora"}, "lora")

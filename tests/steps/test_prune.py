@@ -62,6 +62,9 @@ def test_config_round_trips(body):
     ({"calibration": {"samples": 0}}, "calibration.samples"),
     ({"calibraton": {}}, "did you mean 'calibration'"),
     ({"dampening": 0}, "dampening"),
+    ({"method": "sparsegpt", "pattern": "2:4", "blocksize": 6},
+     r"blocksize: .*'2:4'.* multiple of M=4.* got 6; use e\.g\. blocksize: 4"),
+    ({"method": "sparsegpt", "pattern": "4:8", "blocksize": 20}, r"blocksize: .*M=8.*got 20"),
 ])
 def test_config_errors(body, match):
     with pytest.raises(ConfigError, match=match):
@@ -125,6 +128,21 @@ def test_nm_pattern_holds_in_every_group(method, pattern):
     assert res.stats["pattern"] == pattern
 
 
+def test_sparsegpt_nm_with_a_blocksize_that_does_not_divide_the_width():
+    """blocksize 12 with 2:4 on 64/128-wide Linears: the last block is shorter, every group of
+    4 still lies in one block and keeps exactly 2 weights."""
+    model, tok = tiny_model_and_tokenizer(1)
+    model, (res,) = compress(model, {"prune": {"method": "sparsegpt", "pattern": "2:4",
+                                               "calibration": CAL, "blocksize": 12}},
+                             tokenizer=tok, calibration=TEXT)
+    for name, mod in _linears(model):
+        groups = (mod.weight != 0).reshape(mod.out_features, -1, 4).sum(-1)
+        assert int(groups.max()) == int(groups.min()) == 2, name
+    assert res.stats["blocksize"] == 12
+    with pytest.raises(ValueError, match="blocksize 6 is not a multiple of M=4"):
+        sparsegpt_prune(torch.ones(4, 8), torch.eye(8), 0.5, (2, 4), blocksize=6)
+
+
 def test_nm_that_does_not_divide_a_layer_names_it_and_changes_nothing():
     model, tok = tiny_model_and_tokenizer(0, intermediate_size=100)   # 100 % 8 != 0
     state = _state(model)
@@ -180,17 +198,15 @@ def test_wanda_on_a_model_uses_the_real_layer_inputs(tiny):
     per_row = got.sum(1)
     assert int(per_row.min()) == int(per_row.max()) == q.in_features // 2
     assert res.stats["calibration"] == {"samples": 4, "seq_len": 64, "tokens": 256,
-                                        "sequential": True, "one_pass": True}
+                                        "sequential": True}
 
 
-def test_wanda_two_pass_and_one_pass_modes_both_prune_exactly(tiny):
-    model, tok = tiny
+def test_wanda_batched_and_non_sequential_modes_both_prune_exactly():
     for extra in ({"calibration": {**CAL, "batch_size": 2}}, {"sequential": False}):
         m, t = tiny_model_and_tokenizer(0)
-        m, (res,) = compress(m, {"prune": {"method": "wanda", "sparsity": 0.4,
-                                           "calibration": CAL, **extra}},
-                             tokenizer=t, calibration=TEXT)
-        assert res.stats["calibration"]["one_pass"] is False
+        m, _ = compress(m, {"prune": {"method": "wanda", "sparsity": 0.4,
+                                      "calibration": CAL, **extra}},
+                        tokenizer=t, calibration=TEXT)
         for name, mod in _linears(m):
             rows = (mod.weight == 0).sum(1)
             assert int(rows.min()) == int(rows.max()) == round(0.4 * mod.in_features), name
@@ -314,3 +330,186 @@ def test_smollm2_wanda_is_far_better_than_magnitude_at_50_percent(smollm2, share
     assert len(res.stats["layers"]) == 30 * 7
     assert dense < wanda_ppl < mag_ppl
     assert (mag_ppl - dense) > 4 * (wanda_ppl - dense), (dense, wanda_ppl, mag_ppl)
+
+
+# ----------------------------------------------------------------------------- layer walk
+
+def _tiny_gemma3(seed=0):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    cfg = Gemma3TextConfig(vocab_size=128, hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                           head_dim=8, query_pre_attn_scalar=8, sliding_window=8,
+                           max_position_embeddings=256,
+                           layer_types=["sliding_attention", "full_attention",
+                                        "sliding_attention", "full_attention"],
+                           attn_implementation="eager")
+    return Gemma3ForCausalLM(cfg).eval()
+
+
+def _full_forward_layer_io(model, ids):
+    from greenllm.steps.prune import decoder_layers
+
+    ins, outs, handles = {}, {}, []
+    for i, layer in enumerate(decoder_layers(model)):
+        handles.append(layer.register_forward_pre_hook(
+            lambda m, a, kw, i=i: ins.__setitem__(i, (a[0] if a else kw["hidden_states"])
+                                                  .detach().clone()), with_kwargs=True))
+        handles.append(layer.register_forward_hook(
+            lambda m, a, o, i=i: outs.__setitem__(
+                i, (o[0] if isinstance(o, tuple) else o).detach().clone())))
+    with torch.no_grad():
+        model(input_ids=ids, use_cache=False)
+    for h in handles:
+        h.remove()
+    return ins, outs
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_layer_walk_gives_every_layer_its_own_mask_and_rotary_embedding(batch_size):
+    """Gemma-3 mixes sliding-window and full attention layers (different masks and rotary
+    bases): replaying layer 0's arguments into layer 1 gives it the wrong activations."""
+    from greenllm.steps.prune import layerwise
+
+    model = _tiny_gemma3()
+    ids = torch.randint(0, 128, (4, 24), generator=torch.Generator().manual_seed(1))
+    ins, outs = _full_forward_layer_io(model, ids)
+    seen_in, seen_out = {}, {}
+
+    def visit(i, _layer, forward):
+        got = forward()
+        seen_in[i] = torch.cat(forward.inputs)
+        seen_out[i] = torch.cat(got)
+        return got, True
+
+    layerwise(model, ids, visit, batch_size=batch_size)
+    assert sorted(seen_in) == [0, 1, 2, 3]
+    for i in range(4):
+        assert (seen_in[i] - ins[i]).abs().max() < 1e-5, i
+        assert (seen_out[i] - outs[i]).abs().max() < 1e-5, i
+
+
+def test_layer_walk_restores_the_layers_and_handles_positional_layer_arguments():
+    """GPT-2 passes the mask to its blocks positionally; the walk must replay it too, and
+    leave no passthrough forward or hook behind."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from greenllm.steps.prune import layerwise
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=128, n_embd=32, n_layer=3, n_head=4,
+                                       n_positions=64)).eval()
+    ids = torch.randint(0, 128, (3, 20), generator=torch.Generator().manual_seed(2))
+    _, outs = _full_forward_layer_io(model, ids)
+    seen_out = {}
+
+    def visit(i, _layer, forward):
+        got = forward()
+        seen_out[i] = torch.cat(got)
+        return got, True
+
+    layerwise(model, ids, visit)
+    for i in range(3):
+        assert (seen_out[i] - outs[i]).abs().max() < 1e-5, i
+    for block in model.transformer.h:
+        assert "forward" not in block.__dict__ and not block._forward_pre_hooks
+    with torch.no_grad():
+        again = model(input_ids=ids).logits
+    assert torch.isfinite(again).all()
+
+
+def test_wanda_on_gemma3_uses_each_layers_real_inputs(monkeypatch):
+    """The Wanda mask of a full-attention layer's q_proj comes from the inputs the real
+    forward gives it (the windows are longer than the sliding window)."""
+    import copy
+
+    import greenllm.steps.prune_unstructured as pu
+    from greenllm.steps.base import StepContext
+
+    model = _tiny_gemma3()
+    ids = torch.randint(0, 128, (4, 24), generator=torch.Generator().manual_seed(3))
+    ref = copy.deepcopy(model)
+    seen = {}
+    q = ref.model.layers[2].self_attn.q_proj
+    h = q.register_forward_pre_hook(lambda mod, inp: seen.setdefault("x", inp[0].detach()))
+    with torch.no_grad():
+        ref(input_ids=ids, use_cache=False)
+    h.remove()
+    expected = wanda_mask(q.weight, seen["x"].reshape(-1, q.in_features).pow(2).sum(0), 0.5)
+    monkeypatch.setattr(pu, "require_calibration", lambda *a, **k: ids)
+    pu.prune_wanda(model, PruneConfig(method="wanda", targets=["*layers.2.self_attn.q_proj"]),
+                   StepContext())
+    assert torch.equal(model.model.layers[2].self_attn.q_proj.weight != 0, expected)
+
+
+def _reference_prune(model, ids, method, sparsity=0.5, blocksize=128, dampening=0.01):
+    """Reference Wanda/SparseGPT, written plainly: for each decoder layer in turn, one full
+    forward of the model (earlier layers already pruned, this one still dense) gives the
+    inputs of all the layer's Linears; then all of them are pruned."""
+    keep = {}
+    for i, layer in enumerate(model.model.layers):
+        named = [(f"model.layers.{i}.{n}", m) for n, m in layer.named_modules()
+                 if isinstance(m, torch.nn.Linear)]
+        xs, handles = {}, []
+        for name, mod in named:
+            handles.append(mod.register_forward_pre_hook(
+                lambda m, inp, name=name, xs=xs: xs.__setitem__(
+                    name, inp[0].detach().reshape(-1, m.in_features).float())))
+        with torch.no_grad():
+            model(input_ids=ids, use_cache=False)
+        for h in handles:
+            h.remove()
+        for name, mod in named:
+            x = xs[name]
+            with torch.no_grad():
+                if method == "wanda":
+                    k = wanda_mask(mod.weight, x.pow(2).sum(0), sparsity)
+                else:
+                    w, k = sparsegpt_prune(mod.weight, 2.0 / x.shape[0] * x.t() @ x, sparsity,
+                                           blocksize=blocksize, dampening=dampening)
+                    mod.weight.copy_(w)
+                mod.weight.mul_(k)
+            keep[name] = k
+    return keep
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_default_one_batch_calibration_is_the_reference_algorithm(method):
+    """batch_size: null (all windows in one pass) gives the masks of batch_size 1 and of the
+    reference algorithm: statistics of all Linears of a layer from its unpruned forward."""
+    from greenllm.steps.calibration import calibration_batches
+
+    _, tok = tiny_model_and_tokenizer(0)
+    ids = calibration_batches(TEXT, tok, samples=4, seq_len=64, seed=0)
+    ref = _reference_prune(tiny_model_and_tokenizer(0)[0], ids, method)
+    got = {}
+    for bs in (None, 1):
+        m, t = tiny_model_and_tokenizer(0)
+        m, _ = compress(m, {"prune": {"method": method, "sparsity": 0.5,
+                                      "calibration": {**CAL, "batch_size": bs}}},
+                        tokenizer=t, calibration=TEXT)
+        got[bs] = masks(m)
+    assert got[None].keys() == got[1].keys() == ref.keys()
+    for name in ref:
+        assert torch.equal(got[None][name], ref[name]), name
+        assert torch.equal(got[1][name], ref[name]), name
+
+
+def test_capturing_the_layer_arguments_does_not_compute_the_layers():
+    """The per-layer masks and rotary embeddings are recorded in one forward whose decoder
+    layers pass their input through (no attention or MLP is computed)."""
+    from greenllm.steps.prune import capture_layer_inputs, decoder_layers
+
+    for model in (tiny_model_and_tokenizer(0)[0], _tiny_gemma3()):
+        layers = decoder_layers(model)
+        calls = []
+        hooks = [layer.mlp.register_forward_pre_hook(lambda m, a, calls=calls: calls.append(1))
+                 for layer in layers]
+        ids = torch.randint(0, 128, (4, 24), generator=torch.Generator().manual_seed(0))
+        batches = capture_layer_inputs(model, layers, ids, 2)
+        for h in hooks:
+            h.remove()
+        assert calls == [] and len(batches) == 2
+        assert all(len(per_layer) == len(layers) for _, per_layer in batches)
+        assert all("forward" not in layer.__dict__ for layer in layers)

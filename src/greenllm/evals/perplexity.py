@@ -80,17 +80,35 @@ def wikitext_detokenizer(string: str) -> str:
     return string
 
 
+def is_wikitext_title(line: str) -> bool:
+    """A top-level WikiText heading (`` = Title = ``), the rule lm-eval's ``wikitext`` data
+    (EleutherAI/wikitext_document_level) splits articles at: with the level-2/3 markers
+    ``= =`` / ``= = =`` closed up, the stripped line starts with ``"= "`` and ends with
+    ``" ="``."""
+    closed = line.replace("= = =", "===").replace("= =", "==").strip()
+    return closed.startswith("= ") and closed.endswith(" =")
+
+
 def split_wikitext(text: str) -> list[str]:
-    """A WikiText file -> one string per article (split at level-1 ``" = Title = "`` lines),
-    lines ending in "\\n"; CRLF and blank lines are tolerated."""
-    docs: list[list[str]] = []
-    for line in text.replace("\r\n", "\n").split("\n"):
-        if not line.strip():
-            continue
-        if _HEADING.match(line) or not docs:
-            docs.append([])
-        docs[-1].append(line + "\n")
-    return ["".join(d) for d in docs]
+    """A WikiText file -> one string per article, as lm-eval's ``wikitext`` documents.
+
+    Every line is kept, blank ones included (in ``wiki.test.raw`` a blank line is ``" "``): an
+    article is its heading line and every line up to the next top-level heading, joined by
+    ``"\n"``. A part before the first heading is kept unless it is only whitespace; the last
+    article runs to the end of the text (so ends in ``"\n"`` when the file does). CRLF and CR
+    line ends are read as LF, as Python's text mode does when that data is built."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    docs: list[str] = []
+    lines: list[str] = []
+    for line in text.split("\n"):
+        if is_wikitext_title(line):
+            page = "\n".join(lines)
+            if page.strip():
+                docs.append(page)
+            lines = []
+        lines.append(line)
+    docs.append("\n".join(lines))
+    return docs
 
 
 def load_documents(data: Any, fmt: str = "auto", text_field: str = "text") -> tuple[list[Document], dict]:
@@ -106,7 +124,8 @@ def load_documents(data: Any, fmt: str = "auto", text_field: str = "text") -> tu
         if fmt == "auto":
             fmt = "wikitext" if any(_HEADING.match(ln) for ln in text.splitlines()[:50]) else "text"
         if fmt == "wikitext":
-            docs = [Document(d, wikitext_detokenizer(d)) for d in split_wikitext(text)]
+            docs = [Document(d, wikitext_detokenizer(d)) for d in split_wikitext(text)
+                    if d.strip()]
         elif fmt == "lines":
             docs = [Document(ln, ln) for ln in text.splitlines() if ln.strip()]
         else:

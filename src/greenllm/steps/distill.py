@@ -14,7 +14,8 @@ Loss per target token (positions whose next-token label is not -100)::
 
 The T^2 factor keeps the soft-target gradients on the same scale as the hard-target ones
 when T changes (Hinton et al. 2015). Hidden states are compared as the outputs of student
-layer i and teacher layer map[i]; by default the layers the student kept. Training runs in
+layer i and teacher layer map[i] (the decoder layers' own outputs on both sides, before any
+final norm); by default the layers the student kept. Training runs in
 the shared loop of ``steps/train.py``.
 """
 from __future__ import annotations
@@ -169,20 +170,54 @@ def default_hidden_map(keep: list[int] | None, n_student: int, n_teacher: int) -
     return [[i, max(0, round((i + 1) * n_teacher / n_student) - 1)] for i in range(n_student)]
 
 
+class _LayerOutputs:
+    """Records the outputs of chosen decoder layers during one forward (a context manager).
+
+    These are the decoder layers' own outputs (the residual stream). ``output_hidden_states``
+    is not used: its last entry is the output of the final norm, not of the last layer
+    (Llama, GPT-2, ...), so a student's last layer would be compared post-norm against a
+    teacher's middle layer pre-norm."""
+
+    def __init__(self, model, indices):
+        self.layers = _layers_parent(model)[2]
+        self.indices = sorted(set(indices))
+        self.out: dict[int, Any] = {}
+        self.handles: list[Any] = []
+
+    def __enter__(self):
+        def make(i):
+            def hook(_module, _args, output):
+                self.out[i] = output[0] if isinstance(output, (tuple, list)) else output
+            return hook
+        self.handles = [self.layers[i].register_forward_hook(make(i)) for i in self.indices]
+        return self.out
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        return False
+
+
 def make_kd_loss(teacher, cfg: DistillConfig, hidden_map: list[list[int]] | None):
     """``loss_fn(student, batch)`` for the shared loop."""
+    import contextlib
+
     import torch
     import torch.nn.functional as F
 
     want_hidden = cfg.alpha_hidden > 0
+    s_idx = [si for si, _ in hidden_map or []]
+    t_idx = [ti for _, ti in hidden_map or []]
 
     def loss_fn(student, batch):
         ids, attn, labels = batch["input_ids"], batch.get("attention_mask"), batch["labels"]
-        with torch.no_grad():
-            t_out = teacher(input_ids=ids, attention_mask=attn, use_cache=False,
-                            output_hidden_states=want_hidden)
-        s_out = student(input_ids=ids, attention_mask=attn, use_cache=False,
-                        output_hidden_states=want_hidden)
+        t_rec = _LayerOutputs(teacher, t_idx) if want_hidden else contextlib.nullcontext({})
+        s_rec = _LayerOutputs(student, s_idx) if want_hidden else contextlib.nullcontext({})
+        with torch.no_grad(), t_rec as t_hidden:
+            t_out = teacher(input_ids=ids, attention_mask=attn, use_cache=False)
+        with s_rec as s_hidden:
+            s_out = student(input_ids=ids, attention_mask=attn, use_cache=False)
         # position t predicts token t+1: the same positions HF's shifted CE uses
         mask = labels[:, 1:] != -100
         s_logits, t_logits = s_out.logits[:, :-1], t_out.logits[:, :-1]
@@ -198,9 +233,9 @@ def make_kd_loss(teacher, cfg: DistillConfig, hidden_map: list[list[int]] | None
             m = tok.unsqueeze(-1).to(torch.float32)
             mse = 0.0
             for si, ti in hidden_map:
-                # hidden_states[0] is the embedding output; [k + 1] is the output of layer k
-                hs = s_out.hidden_states[si + 1].float()
-                ht = t_out.hidden_states[ti + 1].float()
+                # both sides: the output of the decoder layer itself (before any final norm)
+                hs = s_hidden[si].float()
+                ht = t_hidden[ti].float()
                 diff = ((hs - ht) ** 2 * m).sum() / (m.sum() * hs.shape[-1]).clamp_min(1.0)
                 mse = mse + diff
             loss = loss + cfg.alpha_hidden * mse / len(hidden_map)

@@ -5,7 +5,11 @@ recover part of the lost quality while training ~1 % of the parameters. ``method
 trains adapters on top of a 4-bit bitsandbytes model (put ``quantize: {method: bnb_nf4}``
 before it). With ``merge: true`` (default) the adapters are folded into the weights
 (``merge_and_unload``), so the result is a plain model with no LoRA modules; pruning masks are
-re-applied after the merge so a pruned model stays sparse. Training runs in the shared loop.
+re-applied after the merge so a pruned model stays sparse, which drops the part of the dense
+adapter update that falls on pruned weights. ``final_loss`` in the stats is therefore measured
+on the returned model (held-out batches if any, else the training batches); with masks,
+``loss_before_remask`` is the same loss with the adapters still in place. Training runs in the
+shared loop.
 """
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from typing import Any, Literal
 
 from ..errors import ConfigError, first_line, require
 from .base import StepContext, StepSpec
-from .train import TrainingStepConfig, autocast_context, causal_lm_loss, device_of, train_loop
+from .train import (TrainingStepConfig, autocast_context, causal_lm_loss, device_of,
+                    evaluate_loss, train_loop)
 
 
 @dataclass
@@ -90,14 +95,27 @@ def _apply(model, cfg: LoraConfig, ctx: StepContext):
     report = train_loop(pmodel, train_b, causal_lm_loss, cfg.loop_config(), eval_b or None,
                         ctx.extras.get("train_hooks"))
     adapters = lora_module_count(pmodel)
+    amp = autocast_context(cfg.precision, device_of(pmodel))
+    loss_batches = eval_b or train_b
+    extra: dict[str, Any] = {}
     if cfg.merge:
-        out = pmodel.merge_and_unload()
         from . import prune as prune_mod
-        masked = prune_mod.reapply_masks(out)   # the merged delta is dense
+
+        has_masks = bool(prune_mod.masks(pmodel))
+        if has_masks:   # the loss of the dense-delta model, before the merge re-masks it
+            extra["loss_before_remask"] = evaluate_loss(pmodel, loss_batches, causal_lm_loss,
+                                                        amp)
+        out = pmodel.merge_and_unload()
+        masked = prune_mod.reapply_masks(out)   # the merged delta is dense: re-prune it
         for n, p in out.named_parameters():     # peft froze the base weights
             p.requires_grad_(grad_state.get(n, True))
     else:
         out, masked = pmodel, 0
+    # The loss of the model this step returns (after the merge and re-masking), so the
+    # reported number belongs to the returned weights; the training-loop losses above it
+    # (first_loss, last_loss, evals) are those of the model with the adapters in place.
+    extra["final_loss"] = evaluate_loss(out, loss_batches, causal_lm_loss, amp)
+    extra["final_loss_data"] = "eval" if eval_b else "train"
     if meta is not None:
         setattr(out, "_greenllm", meta)
     out.eval()
@@ -105,8 +123,9 @@ def _apply(model, cfg: LoraConfig, ctx: StepContext):
     stats.update(method=cfg.method, r=cfg.r, alpha=cfg.alpha, adapted_modules=adapters,
                  trainable_params=trainable, total_params=total,
                  trainable_fraction=trainable / max(total, 1), merged=cfg.merge,
-                 masks_reapplied=masked, train_batches=len(train_b), eval_batches=len(eval_b),
-                 power_cap_w=cfg.power_cap_w, power_mode=cfg.power_mode)
+                 masks_reapplied=masked, remasked_after_merge=masked > 0,
+                 train_batches=len(train_b), eval_batches=len(eval_b),
+                 power_cap_w=cfg.power_cap_w, power_mode=cfg.power_mode, **extra)
     return out, stats
 
 

@@ -95,6 +95,13 @@ class PruneConfig:
             raise ConfigError(f"dampening: must be > 0, got {self.dampening}")
         if self.blocksize < 1:
             raise ConfigError(f"blocksize: must be >= 1, got {self.blocksize}")
+        if self.method == "sparsegpt" and self.pattern is not None:
+            _, m = self.nm()
+            if self.blocksize % m:
+                raise ConfigError(f"blocksize: SparseGPT with pattern {self.pattern!r} needs "
+                                  f"blocksize to be a multiple of M={m} (every group of {m} "
+                                  f"columns inside one block), got {self.blocksize}; use "
+                                  f"e.g. blocksize: {max(m, self.blocksize - self.blocksize % m)}")
         if not self.targets:
             raise ConfigError("targets: give at least one glob pattern, e.g. ['*']")
 
@@ -202,36 +209,84 @@ def _model_device(model):
     return next(model.parameters()).device
 
 
+_NOT_REPLAYED = ("hidden_states", "past_key_values", "past_key_value", "cache", "use_cache")
+
+
+class _Passthrough(tuple):
+    """What a decoder layer returns while only its inputs are recorded: ``(hidden,)``, so a
+    loop that takes ``out[0]`` and one that takes the output as is both carry it on."""
+
+
+def _layer_calls(model, layers, ids, *, run_layers: bool):
+    """One forward of ``model`` on ``ids`` recording, for every decoder layer, the arguments the
+    model passes it besides the hidden states (attention masks and rotary embeddings differ
+    between layer types, e.g. sliding and full attention). Returns ``(hidden of layer 0,
+    [(args, kwargs) per layer])``. Unless ``run_layers``, the layers are not computed: each
+    one passes its input through, since those arguments do not depend on the hidden states."""
+    calls: list[tuple[tuple, dict] | None] = [None] * len(layers)
+    first: dict[str, Any] = {}
+    last = len(layers) - 1
+
+    def make_hook(i):
+        def hook(_module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            if i == 0:
+                first["hidden"] = hidden.detach()
+            calls[i] = (tuple(args[1:]),
+                        {k: v for k, v in kwargs.items() if k not in _NOT_REPLAYED})
+            if i == last:
+                raise _Captured
+        return hook
+
+    def passthrough(*args, **kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        return hidden if isinstance(hidden, _Passthrough) else _Passthrough((hidden,))
+
+    handles = [layer.register_forward_pre_hook(make_hook(i), with_kwargs=True)
+               for i, layer in enumerate(layers)]
+    own = [layer.__dict__.get("forward") for layer in layers]   # e.g. accelerate's wrapper
+    if not run_layers:
+        for layer in layers:
+            layer.forward = passthrough
+    try:
+        model(input_ids=ids, use_cache=False)
+    except _Captured:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+        if not run_layers:
+            for layer, fwd in zip(layers, own):
+                if fwd is None:
+                    del layer.forward    # the instance attribute; the class method is back
+                else:
+                    layer.forward = fwd
+    if any(c is None for c in calls):
+        raise UnsupportedError(f"prune: the forward of {type(model).__name__} did not call "
+                               "every decoder layer; calibration cannot replay its layers")
+    return first["hidden"], calls
+
+
 def capture_layer_inputs(model, layers, tokens, batch_size: int):
-    """Run the model up to decoder layer 0: per batch ``(hidden_states, layer_kwargs)``."""
+    """Per batch ``(hidden_states of layer 0, [(args, kwargs) of every decoder layer])``."""
     import torch
 
-    captured: list[tuple[Any, dict]] = []
-
-    def hook(_module, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        kw = {k: v for k, v in kwargs.items()
-              if k not in ("hidden_states", "past_key_values", "past_key_value", "use_cache")}
-        captured.append((hidden.detach(), kw))
-        raise _Captured
-
-    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    captured: list[tuple[Any, list]] = []
     device = _model_device(model)
-    try:
-        with torch.no_grad():
-            for start in range(0, tokens.shape[0], batch_size):
-                ids = tokens[start:start + batch_size].to(device)
-                try:
-                    model(input_ids=ids, use_cache=False)
-                except _Captured:
-                    pass
-    finally:
-        handle.remove()
+    with torch.no_grad():
+        for start in range(0, tokens.shape[0], batch_size):
+            ids = tokens[start:start + batch_size].to(device)
+            try:
+                captured.append(_layer_calls(model, layers, ids, run_layers=False))
+            except Exception:  # noqa: BLE001 - a model that works on the hidden states
+                # between layers: record the arguments with the layers really computed
+                captured.append(_layer_calls(model, layers, ids, run_layers=True))
     return captured
 
 
-def run_layer(layer, hidden, kwargs):
-    out = layer(hidden, use_cache=False, **kwargs)
+def run_layer(layer, hidden, call):
+    args, kwargs = call
+    out = layer(hidden, *args, use_cache=False, **kwargs)
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
@@ -240,12 +295,12 @@ def layerwise(model, tokens, visit, *, batch_size: int | None = None,
     """Walk the decoder layers with calibration activations.
 
     ``visit(i, layer, forward)`` may register hooks, calls ``forward()`` (which runs the layer
-    on every captured batch and returns the outputs; ``forward.inputs`` holds the inputs)
-    and may then modify the layer. It
-    returns ``(outputs, final)``: ``final`` says the outputs already come from the modified
-    layer (e.g. it pruned inside forward pre-hooks). Otherwise, with ``sequential``, the layer
-    is run again so layer i+1 sees the outputs of the pruned layer i; without it the outputs
-    of the stats pass are used (one pass per layer, about half the time).
+    on every captured batch, with the masks and position embeddings the model gives that
+    layer, and returns the outputs; ``forward.inputs`` holds the inputs) and may then modify
+    the layer. It returns ``(outputs, final)``: ``final`` says the outputs already come from
+    the modified layer. Otherwise, with ``sequential``, the layer is run again so layer i+1
+    sees the outputs of the pruned layer i; without it the outputs of the stats pass are used
+    (one pass per layer, about half the time).
     """
     import torch
 
@@ -256,13 +311,13 @@ def layerwise(model, tokens, visit, *, batch_size: int | None = None,
         batches = capture_layer_inputs(model, layers, tokens, batch_size or tokens.shape[0])
         with torch.no_grad():
             for i, layer in enumerate(layers):
-                def forward(layer=layer):
-                    return [run_layer(layer, h, kw) for h, kw in batches]
+                def forward(layer=layer, i=i, batches=batches):
+                    return [run_layer(layer, h, calls[i]) for h, calls in batches]
                 forward.inputs = [h for h, _ in batches]   # type: ignore[attr-defined]
                 outs, final = visit(i, layer, forward)
                 if outs is None or (sequential and not final):
                     outs = forward()
-                batches = [(o, kw) for o, (_, kw) in zip(outs, batches)]
+                batches = [(o, calls) for o, (_, calls) in zip(outs, batches)]
     finally:
         model.train(was_training)
 

@@ -106,6 +106,9 @@ def sparsegpt_prune(weight, hessian, sparsity: float, nm: tuple[int, int] | None
     """
     import torch
 
+    if nm is not None and blocksize % nm[1]:
+        raise ValueError(f"sparsegpt_prune: blocksize {blocksize} is not a multiple of "
+                         f"M={nm[1]} of the {nm[0]}:{nm[1]} pattern")
     W = weight.detach().float().clone()
     H = hessian.detach().float().clone()
     rows, cols = W.shape
@@ -191,12 +194,9 @@ def _stat(x, kind: str):
     return x.pow(2).sum(0) if kind == "sq" else x.t() @ x
 
 
-def _input_hooks(named, kind: str, prune_one=None):
+def _input_hooks(named, kind: str):
     """Forward pre-hooks accumulating per-Linear input statistics: 'sq' (sum of x_j^2) or
-    'hessian' (X^T X). With ``prune_one`` the Linear is pruned inside its own pre-hook, on the
-    statistics of this single call, before it computes its output (one-pass mode: later
-    Linears of the layer then see the outputs of already-pruned ones). Returns (state, handles).
-    """
+    'hessian' (X^T X). Returns (state, handles)."""
     state: dict[str, dict[str, Any]] = {}
     handles = []
     last: dict[str, Any] = {"x": None, "v": None}   # q/k/v (gate/up) share one input tensor
@@ -214,8 +214,6 @@ def _input_hooks(named, kind: str, prune_one=None):
                 last["x"], last["v"] = inputs[0], v
             st["acc"] = v.clone() if st["acc"] is None else st["acc"].add_(v)
             st["n"] += inputs[0].numel() // module.in_features
-            if prune_one is not None:
-                prune_one(module, st)
 
         handles.append(mod.register_forward_pre_hook(hook))
 
@@ -228,30 +226,30 @@ def _input_hooks(named, kind: str, prune_one=None):
 
 
 def _calibrated(model, cfg: PruneConfig, ctx: StepContext, kind: str, prune_one):
+    """The reference Wanda/SparseGPT walk: per decoder layer, the statistics of every targeted
+    Linear come from the layer's unpruned forward on its inputs (whatever
+    calibration.batch_size splits them into), then all of them are pruned; with
+    ``sequential`` the pruned layer is run again to give the next layer its inputs."""
     per_layer = target_linears(model, cfg)          # validate before anything is touched
     tokens = require_calibration(cfg, ctx, "it weighs weights by their input activations")
-    one_pass = cfg.sequential and (cfg.calibration.batch_size or tokens.shape[0]) >= tokens.shape[0]
 
     def visit(i, _layer, forward):
         named = per_layer[i]
         if not named:
             return None, False
-        state, handles = _input_hooks(named, kind, prune_one if one_pass else None)
+        state, handles = _input_hooks(named, kind)
         try:
             outs = forward()
         finally:
             for h in handles:
                 h.remove()
-        if not one_pass:
-            for name, mod in named:
-                prune_one(mod, state[name])
-        return outs, one_pass
+        for name, mod in named:
+            prune_one(mod, state[name])
+        return outs, False
 
     layerwise(model, tokens, visit, batch_size=cfg.calibration.batch_size,
               sequential=cfg.sequential)
-    stats = _common_stats(cfg, [p for layer in per_layer for p in layer], tokens)
-    stats["calibration"]["one_pass"] = one_pass
-    return stats
+    return _common_stats(cfg, [p for layer in per_layer for p in layer], tokens)
 
 
 def prune_wanda(model, cfg: PruneConfig, ctx: StepContext) -> dict[str, Any]:
