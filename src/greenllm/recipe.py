@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import parse_config, to_dict
-from .errors import ConfigError, DataError, UnknownNameError, first_line
+from .errors import ConfigError, DataError, UnknownNameError
+from .limits import excerpt
 
 RECIPE_SCHEMA_VERSION = 1
 BASELINE = "baseline"
@@ -39,7 +40,8 @@ class ModelSpec:
         if not self.id.strip():
             raise ConfigError("id: empty model id; give a hub id, a local directory or a .gguf file")
         if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
-            raise ConfigError(f"device: {self.device!r} is not a device; use cpu, cuda or cuda:N")
+            raise ConfigError(f"device: {excerpt(self.device)} is not a device; use cpu, cuda "
+                              "or cuda:N")
 
 
 @dataclass
@@ -174,7 +176,7 @@ def _with_path(exc: UnknownNameError, path: str) -> ConfigError:
 def _parse_single_key(entry: Any, path: str, what: str, example: str) -> tuple[str, Any]:
     if not isinstance(entry, dict) or len(entry) != 1:
         raise ConfigError(f"{path}: each {what} is a mapping with exactly one key, such as "
-                          f"{example}; got {entry!r}")
+                          f"{example}; got {excerpt(entry)}")
     (key, body), = entry.items()
     return str(key), body
 
@@ -199,7 +201,7 @@ def _parse_variants(raw: Any) -> dict[str, list[tuple[str, Any]]]:
             raise ConfigError(f"{path}: empty variant name")
         if not isinstance(steps, list) or not steps:
             raise ConfigError(f"{path}: expected a non-empty list of steps, such as "
-                              f"[{{quantize: {{method: int8_weight}}}}]; got {steps!r}")
+                              f"[{{quantize: {{method: int8_weight}}}}]; got {excerpt(steps)}")
         parsed = []
         for i, entry in enumerate(steps):
             spath = f"{path}[{i}]"
@@ -220,7 +222,7 @@ def _parse_evals(raw: Any) -> list[tuple[str, Any]]:
         return []
     if not isinstance(raw, list):
         raise ConfigError(f"evals: expected a list of evaluations, such as "
-                          f"[{{perplexity: {{data: builtin:wiki-sample}}}}]; got {raw!r}")
+                          f"[{{perplexity: {{data: builtin:wiki-sample}}}}]; got {excerpt(raw)}")
     out = []
     for i, entry in enumerate(raw):
         path = f"evals[{i}]"
@@ -243,7 +245,7 @@ def _parse_meters(raw: Any) -> str | list[str]:
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(f"meters: expected 'auto' or a list of meter names, got {raw!r}")
+        raise ConfigError(f"meters: expected 'auto' or a list of meter names, got {excerpt(raw)}")
     for i, name in enumerate(raw):
         if not isinstance(name, str):
             raise ConfigError(f"meters[{i}]: expected a meter name, got {name!r}")
@@ -252,7 +254,7 @@ def _parse_meters(raw: Any) -> str | list[str]:
         except UnknownNameError as exc:
             raise _with_path(exc, f"meters[{i}]") from None
     if len(set(raw)) != len(raw):
-        raise ConfigError(f"meters: {raw!r} names a meter twice")
+        raise ConfigError(f"meters: {excerpt(raw)} names a meter twice")
     return list(raw)
 
 
@@ -271,7 +273,7 @@ def _check_builtin(source: str, field: str) -> None:
 def _req_str(data: dict, key: str) -> str:
     v = data.get(key)
     if not isinstance(v, str) or not v.strip():
-        raise ConfigError(f"{key}: expected a non-empty string, got {v!r}")
+        raise ConfigError(f"{key}: expected a non-empty string, got {excerpt(v)}")
     return v
 
 
@@ -291,7 +293,7 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe:
     if version is None:
         raise ConfigError(f"schema_version: missing; add 'schema_version: {RECIPE_SCHEMA_VERSION}'")
     if isinstance(version, bool) or version != RECIPE_SCHEMA_VERSION:
-        raise ConfigError(f"schema_version: {version!r} is not supported "
+        raise ConfigError(f"schema_version: {excerpt(version)} is not supported "
                           f"(this greenllm reads version {RECIPE_SCHEMA_VERSION})")
     name = _req_str(data, "name")
     if "model" not in data:
@@ -306,12 +308,12 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe:
     calibration = data.get("calibration")
     if calibration is not None and (not isinstance(calibration, str) or not calibration.strip()):
         raise ConfigError(f"calibration: expected a text source (a file path or builtin:NAME), "
-                          f"got {calibration!r}")
+                          f"got {excerpt(calibration)}")
     if isinstance(calibration, str) and calibration.startswith("builtin:"):
         _check_builtin(calibration, "calibration")
     output = data.get("output")
     if output is not None and (not isinstance(output, str) or not output.strip()):
-        raise ConfigError(f"output: expected a directory path, got {output!r}")
+        raise ConfigError(f"output: expected a directory path, got {excerpt(output)}")
     variants = _parse_variants(data.get("variants"))
     evals = _parse_evals(data.get("evals"))
     workload = parse_config(_workload_cls(), data.get("workload") or {}, "workload")
@@ -330,20 +332,12 @@ def load_recipe(source: str | Path | dict | Recipe) -> Recipe:
         return source
     if isinstance(source, dict):
         return parse_recipe(source)
-    import yaml
+    from .limits import load_yaml
 
     path = Path(source)
     if not path.is_file():
         raise DataError(f"recipe file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a UTF-8 text file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or first_line(exc)
-        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    data = load_yaml(path)     # size, depth and alias-expansion limits; UTF-8 only
     if data is None:
         raise ConfigError(f"{path}: the recipe is empty")
     try:

@@ -71,8 +71,12 @@ def _measure_cmd(ctx: typer.Context,
     if not cmd:
         raise ConfigError("greenllm measure: no command given; usage: greenllm measure "
                           "[--hz N] [--json] -- CMD [ARGS]...")
-    if hz <= 0:
-        raise ConfigError(f"--hz: must be > 0, got {hz}")
+    from ..limits import check_number, check_writable_file
+
+    check_number(hz, "--hz", 0.1, 1000, unit="samples per second")
+    check_number(idle_s, "--idle-s", 0, 3600, unit="seconds")
+    if trace is not None:  # before CMD runs: a run must not be lost to an unwritable trace
+        check_writable_file(trace, "--trace")
     meters = "auto"
     if meter:
         for name in meter:
@@ -112,8 +116,10 @@ def _analyze_tegrastats(file: Path = typer.Argument(..., help="A log captured wi
                             help="tegrastats --interval used (for lines without timestamps)."),
                         json_out: bool = typer.Option(False, "--json")) -> None:
     """Energy, mean power and per-rail breakdown of a tegrastats log."""
+    from ..limits import check_number
     from ..meters.tegrastats import analyze_file
 
+    check_number(interval_ms, "--interval-ms", 1, 3_600_000, unit="ms")
     res = analyze_file(file, interval_ms)
     if json_out:
         typer.echo(json.dumps(res))
