@@ -136,13 +136,13 @@ def test_failing_step_keeps_finished_work_and_names_the_variant(tmp_path):
 
     recipe = make_tiny_recipe(tmp_path, repeats=1, variants={
         "wanda": [{"prune": {"method": "wanda", "sparsity": 0.5}}]})
-    recipe.pop("calibration")
+    (tmp_path / "empty-cal.txt").write_text("")     # exists (preflight passes), has no text
+    recipe["calibration"] = str(tmp_path / "empty-cal.txt")
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     with pytest.raises(GreenLLMError) as info:
         run(tmp_path / "r.yaml", tmp_path / "out", progress=False)
     msg = str(info.value)
     assert msg.startswith("variants.wanda[0] (prune): ") and "\n" not in msg
-    assert "add 'calibration: builtin:wiki-sample'" in msg
     counts = _counts(tmp_path / "out")
     assert counts["evals"] == 1 and counts["benches"] == 1      # the baseline is kept
     con = sqlite3.connect(tmp_path / "out" / "greenllm.sqlite")
@@ -173,3 +173,17 @@ def test_training_step_records_energy_per_epoch(tmp_path):
         assert rec["energy_j"] > 0 and rec["energy_estimated"] is True
         assert rec["emissions_g"] == pytest.approx(rec["energy_j"] / 3.6e6 * 400.0)
     assert ft["compression_energy_j"] >= sum(r["energy_j"] for r in stats["epochs"]) * 0.99
+
+
+def test_missing_calibration_fails_before_any_work(tmp_path):
+    """A Wanda variant without calibration used to fail after the baseline had run."""
+    from greenllm.errors import ConfigError
+
+    recipe = make_tiny_recipe(tmp_path, repeats=1, variants={
+        "int8": [{"quantize": {"method": "dynamic_int8"}}],
+        "wanda": [{"prune": {"method": "wanda", "sparsity": 0.5}}]})
+    recipe.pop("calibration")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ConfigError, match=r"variants\.wanda\[0\]\.prune: needs calibration"):
+        run(tmp_path / "r.yaml", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()        # nothing created, nothing measured

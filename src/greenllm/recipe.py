@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from .config import parse_config, to_dict
 from .errors import ConfigError, DataError, UnknownNameError
-from .limits import excerpt
+from .limits import check_safe_name, excerpt
 
 RECIPE_SCHEMA_VERSION = 1
 BASELINE = "baseline"
@@ -199,6 +199,7 @@ def _parse_variants(raw: Any) -> dict[str, list[tuple[str, Any]]]:
                               "rename this variant")
         if not name.strip():
             raise ConfigError(f"{path}: empty variant name")
+        check_safe_name(name, path)     # names become directory names
         if not isinstance(steps, list) or not steps:
             raise ConfigError(f"{path}: expected a non-empty list of steps, such as "
                               f"[{{quantize: {{method: int8_weight}}}}]; got {excerpt(steps)}")
@@ -295,7 +296,7 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe:
     if isinstance(version, bool) or version != RECIPE_SCHEMA_VERSION:
         raise ConfigError(f"schema_version: {excerpt(version)} is not supported "
                           f"(this greenllm reads version {RECIPE_SCHEMA_VERSION})")
-    name = _req_str(data, "name")
+    name = check_safe_name(_req_str(data, "name"), "name")
     if "model" not in data:
         raise ConfigError("model: missing; add 'model: {id: HuggingFaceTB/SmolLM2-135M-Instruct}'")
     model = data["model"]
