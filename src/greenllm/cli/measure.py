@@ -136,7 +136,8 @@ def _analyze_tegrastats(file: Path = typer.Argument(..., help="A log captured wi
     con = _console()
     con.print(t)
     gpu = res["gpu_util_mean_pct"]
-    con.print(f"samples {res['samples']}, skipped lines {res['skipped_lines']}, GPU util mean "
+    con.print(f"samples {res['samples']}, skipped lines {res['skipped_lines']} (of which "
+              f"{res['truncated_lines']} truncated or garbled), GPU util mean "
               + (f"{gpu:.1f} %" if gpu is not None else "n/a"))
 
 
