@@ -107,7 +107,9 @@ def load_prompts(spec: str | list[str], limit: int | None = None) -> list[str]:
                             "one prompt per line, or builtin:prompts")
         if path.suffix == ".jsonl":
             prompts = []
-            for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            from .limits import read_text
+
+            for i, line in enumerate(read_text(path, "prompts file").splitlines(), 1):
                 if not line.strip():
                     continue
                 try:

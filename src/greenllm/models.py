@@ -153,6 +153,9 @@ def load_model(source: str, *, dtype: str = "float32", device: str = "cpu",
     from .steps.quantize import quiet_torchao_import
 
     quiet_torchao_import()   # drop torchao's "Failed to load _C*.so" lines on CPU installs
+    from .modelfiles import check_safetensors, check_torch_device
+
+    check_torch_device(device)                  # before any loading: cuda on CPU-only torch
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError:
@@ -172,6 +175,7 @@ def load_model(source: str, *, dtype: str = "float32", device: str = "cpu",
             if not (path / "config.json").exists():
                 raise ModelError(f"{str(path)!r} is not a Hugging Face model directory "
                                  "(no config.json)")
+            check_safetensors(path)             # a truncated download: one clear error
             with _quiet_saved_load(path):
                 model = AutoModelForCausalLM.from_pretrained(
                     str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code)
@@ -328,6 +332,10 @@ def save(model, out_dir, tokenizer=None, *, overwrite: bool = False) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ModelError(f"output {str(out)!r} already exists and is not empty; choose a new "
                          "directory or pass overwrite=True (--overwrite)")
+    if out.is_dir() and overwrite:
+        from .modelfiles import check_overwrite
+
+        check_overwrite(out, "output")          # replace a saved model, never other files
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:

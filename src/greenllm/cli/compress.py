@@ -79,6 +79,12 @@ def compress_cmd(
         if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
             raise ModelError(f"--out {out} already exists and is not empty; choose a new "
                              "directory or pass --overwrite")
+        from ..limits import check_writable_dir
+        from ..modelfiles import check_overwrite
+
+        if overwrite:
+            check_overwrite(target)
+        check_writable_dir(target.parent, "folder of --out")   # before the model loads
     if calibration is not None and not Path(calibration).expanduser().is_file():
         raise DataError(f"--calibration {calibration}: file not found")
 
