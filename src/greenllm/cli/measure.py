@@ -84,7 +84,7 @@ def _measure_cmd(ctx: typer.Context,
         meters = list(meter)
     with measure(meters=meters, hz=hz, idle_s=idle_s, trace=trace) as m:
         try:
-            proc = subprocess.run(cmd)
+            proc = _run_forwarding_signals(cmd)
         except FileNotFoundError:
             raise GreenLLMError(f"command not found: {cmd[0]!r}") from None
         except PermissionError:
@@ -108,6 +108,41 @@ def _measure_cmd(ctx: typer.Context,
             con.print(f"trace: {report.trace_path}")
     rc = proc.returncode
     raise typer.Exit(128 - rc if rc < 0 else rc)  # killed by signal N -> 128 + N, as a shell
+
+
+def _run_forwarding_signals(cmd: list[str]) -> subprocess.CompletedProcess:
+    """Run ``cmd`` and wait for it; SIGTERM and SIGHUP sent to greenllm are passed on to it
+    (so ``kill greenllm`` never leaves the measured command running), and the report still
+    covers the window up to the command's exit."""
+    import signal
+    import threading
+
+    proc = subprocess.Popen(cmd)
+
+    def forward(signum, _frame):
+        try:
+            proc.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, forward)
+    try:
+        try:
+            rc = proc.wait()
+        except KeyboardInterrupt:      # Ctrl-C: pass it on, let the command finish, re-raise
+            forward(signal.SIGINT, None)
+            proc.wait()
+            raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(cmd, rc)
 
 
 def _analyze_tegrastats(file: Path = typer.Argument(..., help="A log captured with tegrastats."),
