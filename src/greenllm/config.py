@@ -14,7 +14,7 @@ import typing
 from typing import Any, Literal, get_args, get_origin
 
 from .errors import ConfigError
-from .limits import MAX_CONFIG_FLOAT, MAX_CONFIG_INT, check_number, excerpt
+from .limits import MAX_CONFIG_FLOAT, MAX_CONFIG_INT, check_number, excerpt, short
 from .registry import did_you_mean
 
 _NONE = type(None)
@@ -107,7 +107,7 @@ def parse_config(cls: type, mapping: Any, path: str = ""):
     kwargs = {}
     for key, value in mapping.items():
         key = str(key)
-        sub = f"{path}.{key}" if path else key
+        sub = f"{path}.{short(key)}" if path else short(key)
         if key not in fields:
             hint = did_you_mean(key, list(fields))
             msg = f"{sub}: unknown key"

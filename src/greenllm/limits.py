@@ -49,6 +49,12 @@ def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
     return text
 
 
+def short(text: Any, limit: int = EXCERPT_CHARS) -> str:
+    """``str(text)`` cut to ``limit`` characters (for keys and paths echoed in errors)."""
+    t = str(text)
+    return t if len(t) <= limit else t[: limit - 3] + "..."
+
+
 def _num(x: float) -> str:
     return str(x) if isinstance(x, int) else f"{x:g}"
 

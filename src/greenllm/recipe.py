@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from .config import parse_config, to_dict
 from .errors import ConfigError, DataError, UnknownNameError
-from .limits import check_safe_name, excerpt
+from .limits import check_safe_name, excerpt, short
 
 RECIPE_SCHEMA_VERSION = 1
 BASELINE = "baseline"
@@ -249,7 +249,7 @@ def _parse_meters(raw: Any) -> str | list[str]:
         raise ConfigError(f"meters: expected 'auto' or a list of meter names, got {excerpt(raw)}")
     for i, name in enumerate(raw):
         if not isinstance(name, str):
-            raise ConfigError(f"meters[{i}]: expected a meter name, got {name!r}")
+            raise ConfigError(f"meters[{i}]: expected a meter name, got {excerpt(name)}")
         try:
             METERS.check(name)
         except UnknownNameError as exc:
@@ -266,7 +266,7 @@ def _check_builtin(source: str, field: str) -> None:
     name = source[len("builtin:"):]
     if name not in BUILTINS:
         hint = did_you_mean(name, sorted(BUILTINS))
-        raise ConfigError(f"{field}: unknown builtin text {source!r}"
+        raise ConfigError(f"{field}: unknown builtin text {excerpt(source)}"
                           + (f"; did you mean 'builtin:{hint}'?" if hint else "")
                           + f" (builtins: {', '.join(sorted(BUILTINS))})")
 
@@ -288,7 +288,8 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe:
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             hint = did_you_mean(str(key), list(TOP_LEVEL_KEYS))
-            raise ConfigError(f"{key}: unknown key" + (f"; did you mean {hint!r}?" if hint else "")
+            raise ConfigError(f"{short(key)}: unknown key"
+                              + (f"; did you mean {hint!r}?" if hint else "")
                               + f" (allowed: {', '.join(TOP_LEVEL_KEYS)})")
     version = data.get("schema_version", None)
     if version is None:
@@ -305,7 +306,7 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe:
     model_spec = parse_config(ModelSpec, model, "model")
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"seed: expected an integer, got {seed!r}")
+        raise ConfigError(f"seed: expected an integer, got {excerpt(seed)}")
     calibration = data.get("calibration")
     if calibration is not None and (not isinstance(calibration, str) or not calibration.strip()):
         raise ConfigError(f"calibration: expected a text source (a file path or builtin:NAME), "
