@@ -15,8 +15,14 @@ import pytest
 import yaml
 
 from greenllm.errors import ConfigError, DataError, GreenLLMError
-from greenllm.limits import (check_number, check_safe_name, check_writable_dir, excerpt,
-                             load_yaml, load_yaml_text)
+from greenllm.limits import (
+    check_number,
+    check_safe_name,
+    check_writable_dir,
+    excerpt,
+    load_yaml,
+    load_yaml_text,
+)
 from greenllm.preflight import looks_like_path, preflight
 from greenllm.recipe import load_recipe
 

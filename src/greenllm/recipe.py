@@ -497,6 +497,25 @@ def schema_markdown() -> str:
              "carbon: {region: KOR, pue: 1.0}",
              "targets: {max_accuracy_drop_pp: 1.0, min_energy_saving: 0.2}",
              "```", "",
+             "## Limits and checks before any work", "",
+             "A recipe file is at most 1 MiB of UTF-8 YAML, nested at most 64 levels deep and "
+             "at most 100,000 nodes once aliases are expanded (a YAML alias bomb fails at once); "
+             "error messages quote at most about 80 characters of a value. Numbers must be "
+             "finite (no `.nan` / `.inf`) and within sane bounds (e.g. "
+             "`workload.max_new_tokens` <= 1,000,000). The recipe `name` and every variant name "
+             "become directory and file names: they may not be empty, `.` or `..`, or contain "
+             "`/`, `\\` or control characters; any other character is kept and escaped in "
+             "every report format.", "",
+             "`greenllm validate` (and `greenllm run`, before it touches the store or loads a "
+             "model) also checks that every step that needs calibration text has a top-level "
+             "`calibration` (prune `wanda`, `sparsegpt`, `layers`; `distill`, `train`, `lora` "
+             "without their own `data`) and that local paths exist: `model.id`, `calibration`, "
+             "eval `data`, `workload.prompts` and step `data`. A string is a local path when it "
+             "is absolute, starts with `./`, `../` or `~`, ends in a file extension greenllm "
+             "reads (`.txt .json .jsonl .csv .parquet .gguf .safetensors .bin .yaml .yml`), or "
+             "exists; `builtin:NAME`, URLs and anything else (a hub id such as `org/name`) are "
+             "left to the loader. Relative paths are looked up in the working directory, then "
+             "in the recipe's folder.", "",
              "## One model per recipe", "",
              "A recipe has exactly one `model`. A study over several models is one recipe per "
              "model with the same variants, evals and workload (see "

@@ -257,6 +257,9 @@ def run(recipe: Recipe | str | Path | dict, out_dir: str | Path | None = None,
     preflight(recipe)                    # everything checkable from the recipe, before any work
     out = Path(out_dir or recipe.output or Path("runs") / slug(recipe.name))
     check_writable_dir(out, "output directory")   # creatable, writable, not full
+    from .modelfiles import check_torch_device
+
+    check_torch_device(recipe.model.device)       # cuda on a CPU-only torch: now, not later
     if not resume:
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from greenllm.meters.tegrastats import analysis_fields, analyze, analyze_file, parse_line, \
-    parse_log
+from greenllm.meters.tegrastats import analysis_fields, analyze, analyze_file, parse_line, parse_log
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "tegrastats"
 ORIN = (DATA / "orin_nx_nano_r36.log").read_text().strip().splitlines()[0]

@@ -54,7 +54,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Rebuild report.md/.tex/.html, results.json/.csv, emissions.csv and plots from
         the store."""
+        from ..limits import check_writable_dir
         from ..report.build import write_report
 
+        if out is not None:
+            check_writable_dir(out, "--out")
         files = write_report(directory, out)
         typer.echo(f"wrote {len(files)} files to {files[0].parent if files else out}")
