@@ -103,6 +103,8 @@ CASES = [
      {"o/notes.txt": "mine"}, "not part of a saved model"),
     ("compress-out-uncreatable", ["compress", "{tiny}", "--step", "quantize:method=bf16",
                                   "--out", "/proc/greenllm/o"], {}, "cannot be created"),
+    ("compress-wanda-without-calibration", ["compress", "{tiny}", "--step",
+                                            "prune:method=wanda"], {}, "needs calibration"),
     ("analyze-garbage", ["analyze", "tegrastats", "{d}/g.log"],
      {"g.log": bytes(range(256)) * 100}, "no parseable tegrastats line"),
     ("analyze-interval-nan", ["analyze", "tegrastats", "{d}/t.log", "--interval-ms", "nan"],

@@ -55,7 +55,7 @@ def check_local_path(value: Any, field: str, base: Path) -> None:
                         f"up in the working directory, then in {str(base)!r})")
 
 
-def _needs_calibration(key: str, cfg: Any) -> str | None:
+def needs_calibration(key: str, cfg: Any) -> str | None:
     """Why step ``key`` with config ``cfg`` needs the recipe's calibration text, or None."""
     if key == "prune" and getattr(cfg, "method", None) in CALIBRATED_PRUNE_METHODS:
         return f"prune method {cfg.method!r} weighs weights by calibration activations"
@@ -74,7 +74,7 @@ def preflight(recipe) -> None:
     for name, steps in recipe.variants.items():
         for i, (key, cfg) in enumerate(steps):
             path = f"variants.{name}[{i}].{key}"
-            why = _needs_calibration(key, cfg)
+            why = needs_calibration(key, cfg)
             if why and recipe.calibration is None:
                 raise ConfigError(f"{path}: needs calibration text ({why}); add "
                                   "'calibration: builtin:wiki-sample' (or a text file) at the "

@@ -71,6 +71,13 @@ def compress_cmd(
         raise ConfigError("--step: give at least one step, e.g. --step 'quantize:method="
                           "int8_weight'")
     parsed = parse_steps([parse_kv_spec(s) for s in step], "--step")
+    from ..preflight import needs_calibration
+
+    for i, (key, cfg) in enumerate(parsed):
+        need = needs_calibration(key, cfg)
+        if need and calibration is None:       # before the model loads, not after
+            raise ConfigError(f"--step[{i}] {key}: needs calibration text ({need}); pass "
+                              "--calibration FILE")
     why = _not_savable(parsed)
     if out is not None:
         target = Path(out).expanduser()
