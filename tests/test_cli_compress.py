@@ -82,7 +82,14 @@ def test_existing_out_needs_overwrite(tiny_dir, tmp_path, capsys, run_cli):
     rc, out, err = run_cli("compress", tiny_dir, "--step", "quantize:method=bf16",
                         "--out", str(target))
     assert rc == 2 and "--overwrite" in err and (target / "x").exists()
+    # --overwrite replaces a saved model, never unrelated files (issue 17)
     rc, out, err = run_cli("compress", tiny_dir, "--step", "quantize:method=bf16",
                         "--out", str(target), "--overwrite")
-    assert rc == 0, err
-    assert (target / "greenllm.json").exists() and not (target / "x").exists()
+    assert rc == 2 and "not part of a saved model" in err and "'x'" in err
+    assert (target / "x").read_text() == "keep" and len(err.strip().splitlines()) == 1
+    (target / "x").unlink()
+    for _ in range(2):    # into an empty directory, then over the checkpoint just saved
+        rc, out, err = run_cli("compress", tiny_dir, "--step", "quantize:method=bf16",
+                            "--out", str(target), "--overwrite")
+        assert rc == 0, err
+        assert (target / "greenllm.json").exists()

@@ -65,7 +65,8 @@ def test_analyze_tegrastats_json_keys_and_values(capfd):
     assert rc == 0
     res = json.loads(out)
     assert set(res) == {"samples", "skipped_lines", "duration_s", "energy_j", "mean_power_w",
-                        "total_rails", "rails", "gpu_util_mean_pct"}
+                        "total_rails", "rails", "gpu_util_mean_pct",
+                        "truncated_lines"}
     assert res["samples"] == 2 and res["skipped_lines"] == 1
     assert res["total_rails"] == ["POM_5V_IN"]
     assert res["energy_j"] == pytest.approx((2.746 + 2.980) / 2)

@@ -16,6 +16,7 @@ LEAN_MODULES = [
     "greenllm.meters.detect", "greenllm.measure", "greenllm.carbon", "greenllm.control",
     "greenllm.control.base", "greenllm.recipe", "greenllm.store", "greenllm.report",
     "greenllm.report.build", "greenllm.cli", "greenllm.fsutil", "greenllm.recipe_files",
+    "greenllm.limits", "greenllm.preflight", "greenllm.modelfiles", "greenllm.report.escape",
 ]
 HEAVY = ("torch", "transformers", "numpy", "pandas", "codecarbon")
 

@@ -136,13 +136,13 @@ def test_failing_step_keeps_finished_work_and_names_the_variant(tmp_path):
 
     recipe = make_tiny_recipe(tmp_path, repeats=1, variants={
         "wanda": [{"prune": {"method": "wanda", "sparsity": 0.5}}]})
-    recipe.pop("calibration")
+    (tmp_path / "empty-cal.txt").write_text("")     # exists (preflight passes), has no text
+    recipe["calibration"] = str(tmp_path / "empty-cal.txt")
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     with pytest.raises(GreenLLMError) as info:
         run(tmp_path / "r.yaml", tmp_path / "out", progress=False)
     msg = str(info.value)
     assert msg.startswith("variants.wanda[0] (prune): ") and "\n" not in msg
-    assert "add 'calibration: builtin:wiki-sample'" in msg
     counts = _counts(tmp_path / "out")
     assert counts["evals"] == 1 and counts["benches"] == 1      # the baseline is kept
     con = sqlite3.connect(tmp_path / "out" / "greenllm.sqlite")
@@ -245,3 +245,17 @@ def test_meters_detection_opened_are_closed_when_detection_fails(tmp_path):
     })
     assert env["meters"]["detect_error"] == "sysfs broke"
     assert sorted(closed) == ["jetson", "nvml", "rapl"]       # estimate was never opened
+
+
+def test_missing_calibration_fails_before_any_work(tmp_path):
+    """A Wanda variant without calibration used to fail after the baseline had run."""
+    from greenllm.errors import ConfigError
+
+    recipe = make_tiny_recipe(tmp_path, repeats=1, variants={
+        "int8": [{"quantize": {"method": "dynamic_int8"}}],
+        "wanda": [{"prune": {"method": "wanda", "sparsity": 0.5}}]})
+    recipe.pop("calibration")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ConfigError, match=r"variants\.wanda\[0\]\.prune: needs calibration"):
+        run(tmp_path / "r.yaml", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()        # nothing created, nothing measured

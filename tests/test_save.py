@@ -133,8 +133,14 @@ def test_existing_directory_needs_overwrite(tiny_pair, ids, tmp_path):
     with pytest.raises(ModelError, match="already exists"):
         save(model, target, tok)
     assert (target / "keep.txt").read_text() == "user data"
-    save(model, target, tok, overwrite=True)
-    assert not (target / "keep.txt").exists() and (target / "greenllm.json").exists()
+    # overwrite replaces a saved model, never unrelated files (issue 17)
+    with pytest.raises(ModelError, match="not part of a saved model"):
+        save(model, target, tok, overwrite=True)
+    assert (target / "keep.txt").read_text() == "user data"
+    (target / "keep.txt").unlink()
+    save(model, target, tok)
+    save(model, target, tok, overwrite=True)          # over a checkpoint: allowed
+    assert (target / "greenllm.json").exists()
     assert _leftovers(tmp_path) == ["ckpt"]
 
 

@@ -33,6 +33,11 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 COPY_PROBE_BYTES = 256 * 1024**2
 
 
+# sane bounds of the workload's integers (a longer generation than any context is a typo)
+WORKLOAD_BOUNDS = {"max_new_tokens": (1, 1_000_000), "batch_size": (1, 65_536),
+                   "repeats": (1, 100_000), "warmup": (0, 100_000)}
+
+
 @dataclass
 class Workload:
     """An inference workload.
@@ -61,10 +66,12 @@ class Workload:
         elif not [p for p in self.prompts if isinstance(p, str) and p.strip()]:
             raise ConfigError("prompts: no prompts (the list is empty or blank); give at "
                               "least one prompt, a file, or builtin:prompts")
-        for name, low in (("max_new_tokens", 1), ("batch_size", 1), ("repeats", 1),
-                          ("warmup", 0)):
+        from .limits import check_number
+
+        for name, (low, high) in WORKLOAD_BOUNDS.items():
             if getattr(self, name) < low:
                 raise ConfigError(f"{name}: must be >= {low}, got {getattr(self, name)}")
+            check_number(getattr(self, name), name, low, high, integer=True)
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit: must be >= 1 (or null for all prompts), got {self.limit}")
 
@@ -101,7 +108,9 @@ def load_prompts(spec: str | list[str], limit: int | None = None) -> list[str]:
                             "one prompt per line, or builtin:prompts")
         if path.suffix == ".jsonl":
             prompts = []
-            for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            from .limits import read_text
+
+            for i, line in enumerate(read_text(path, "prompts file").splitlines(), 1):
                 if not line.strip():
                     continue
                 try:

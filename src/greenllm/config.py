@@ -14,6 +14,7 @@ import typing
 from typing import Any, Literal, get_args, get_origin
 
 from .errors import ConfigError
+from .limits import MAX_CONFIG_FLOAT, MAX_CONFIG_INT, check_number, excerpt, short
 from .registry import did_you_mean
 
 _NONE = type(None)
@@ -46,14 +47,14 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if len(errors) == 1 else
-                          f"{_fmt(path)}: {value!r} is not one of "
+                          f"{_fmt(path)}: {excerpt(value)} is not one of "
                           f"{', '.join(_type_name(a) for a in args if a is not _NONE)}")
     if origin is Literal:
         allowed = get_args(tp)
         if value in allowed:
             return value
         hint = did_you_mean(str(value), [str(a) for a in allowed])
-        msg = f"{_fmt(path)}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}"
+        msg = f"{_fmt(path)}: {excerpt(value)} is not one of {', '.join(repr(a) for a in allowed)}"
         raise ConfigError(msg + (f"; did you mean {hint!r}?" if hint else ""))
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
@@ -63,7 +64,8 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
             if origin is tuple and isinstance(value, str) is False and value is not None:
                 pass
-            raise ConfigError(f"{_fmt(path)}: expected a list, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{_fmt(path)}: expected a list, got {type(value).__name__} "
+                              f"{excerpt(value)}")
         args = get_args(tp)
         item_tp = args[0] if args else Any
         items = [_coerce(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
@@ -77,19 +79,19 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{_fmt(path)}: expected true/false, got {value!r}")
+        raise ConfigError(f"{_fmt(path)}: expected true/false, got {excerpt(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{_fmt(path)}: expected an integer, got {value!r}")
+            return check_number(value, _fmt(path), -MAX_CONFIG_INT, MAX_CONFIG_INT, integer=True)
+        raise ConfigError(f"{_fmt(path)}: expected an integer, got {excerpt(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{_fmt(path)}: expected a number, got {value!r}")
+            return float(check_number(value, _fmt(path), -MAX_CONFIG_FLOAT, MAX_CONFIG_FLOAT))
+        raise ConfigError(f"{_fmt(path)}: expected a number, got {excerpt(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{_fmt(path)}: expected a string, got {value!r}")
+        raise ConfigError(f"{_fmt(path)}: expected a string, got {excerpt(value)}")
     return value
 
 
@@ -99,13 +101,13 @@ def parse_config(cls: type, mapping: Any, path: str = ""):
         mapping = {}
     if not isinstance(mapping, dict):
         raise ConfigError(f"{_fmt(path)}: expected a mapping of {cls.__name__} settings, "
-                          f"got {type(mapping).__name__} {mapping!r}")
+                          f"got {type(mapping).__name__} {excerpt(mapping)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
     for key, value in mapping.items():
         key = str(key)
-        sub = f"{path}.{key}" if path else key
+        sub = f"{path}.{short(key)}" if path else short(key)
         if key not in fields:
             hint = did_you_mean(key, list(fields))
             msg = f"{sub}: unknown key"
@@ -175,7 +177,7 @@ def parse_kv_spec(spec: str, what: str = "--step") -> tuple[str, dict]:
     key, sep, rest = spec.partition(":")
     key = key.strip()
     if not key:
-        raise ConfigError(f"{what} {spec!r}: expected NAME or NAME:key=value,...")
+        raise ConfigError(f"{what} {excerpt(spec)}: expected NAME or NAME:key=value,...")
     out: dict = {}
     if not sep or not rest.strip():
         return key, out
@@ -196,7 +198,7 @@ def parse_kv_spec(spec: str, what: str = "--step") -> tuple[str, dict]:
             continue
         k, eq, v = part.partition("=")
         if not eq or not k.strip():
-            raise ConfigError(f"{what} {spec!r}: {part!r} is not key=value")
+            raise ConfigError(f"{what} {excerpt(spec)}: {excerpt(part)} is not key=value")
         node = out
         names = k.strip().split(".")
         for n in names[:-1]:

@@ -77,10 +77,12 @@ class Measurement(contextlib.ContextDecorator):
     def __init__(self, meters: Any = "auto", hz: float = 10.0, idle_s: float = 0.0,
                  trace: str | os.PathLike | None = None, clock: Callable[[], float] | None = None,
                  sleep: Callable[[float], None] | None = None):
-        if hz < 0:
-            raise ConfigError(f"hz: must be >= 0 (0 = no sampler thread), got {hz}")
-        if idle_s < 0:
-            raise ConfigError(f"idle_s: must be >= 0, got {idle_s}")
+        from .limits import check_number, check_writable_file
+
+        check_number(hz, "hz", 0, 1000, unit="samples per second (0 = no sampler thread)")
+        check_number(idle_s, "idle_s", 0, 3600, unit="seconds")
+        if trace:  # fail before the measured work runs, not after it
+            check_writable_file(trace, "trace file")
         self.meters_spec = meters
         self.hz = float(hz)
         self.idle_s = float(idle_s)

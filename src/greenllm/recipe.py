@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import parse_config, to_dict
-from .errors import ConfigError, DataError, UnknownNameError, first_line
+from .errors import ConfigError, DataError, UnknownNameError
+from .limits import check_safe_name, excerpt, short
 
 RECIPE_SCHEMA_VERSION = 1
 BASELINE = "baseline"
@@ -39,7 +40,8 @@ class ModelSpec:
         if not self.id.strip():
             raise ConfigError("id: empty model id; give a hub id, a local directory or a .gguf file")
         if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
-            raise ConfigError(f"device: {self.device!r} is not a device; use cpu, cuda or cuda:N")
+            raise ConfigError(f"device: {excerpt(self.device)} is not a device; use cpu, cuda "
+                              "or cuda:N")
 
 
 @dataclass
@@ -174,7 +176,7 @@ def _with_path(exc: UnknownNameError, path: str) -> ConfigError:
 def _parse_single_key(entry: Any, path: str, what: str, example: str) -> tuple[str, Any]:
     if not isinstance(entry, dict) or len(entry) != 1:
         raise ConfigError(f"{path}: each {what} is a mapping with exactly one key, such as "
-                          f"{example}; got {entry!r}")
+                          f"{example}; got {excerpt(entry)}")
     (key, body), = entry.items()
     return str(key), body
 
@@ -197,9 +199,10 @@ def _parse_variants(raw: Any) -> dict[str, list[tuple[str, Any]]]:
                               "rename this variant")
         if not name.strip():
             raise ConfigError(f"{path}: empty variant name")
+        check_safe_name(name, path)     # names become directory names
         if not isinstance(steps, list) or not steps:
             raise ConfigError(f"{path}: expected a non-empty list of steps, such as "
-                              f"[{{quantize: {{method: int8_weight}}}}]; got {steps!r}")
+                              f"[{{quantize: {{method: int8_weight}}}}]; got {excerpt(steps)}")
         parsed = []
         for i, entry in enumerate(steps):
             spath = f"{path}[{i}]"
@@ -220,7 +223,7 @@ def _parse_evals(raw: Any) -> list[tuple[str, Any]]:
         return []
     if not isinstance(raw, list):
         raise ConfigError(f"evals: expected a list of evaluations, such as "
-                          f"[{{perplexity: {{data: builtin:wiki-sample}}}}]; got {raw!r}")
+                          f"[{{perplexity: {{data: builtin:wiki-sample}}}}]; got {excerpt(raw)}")
     out = []
     for i, entry in enumerate(raw):
         path = f"evals[{i}]"
@@ -243,16 +246,16 @@ def _parse_meters(raw: Any) -> str | list[str]:
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(f"meters: expected 'auto' or a list of meter names, got {raw!r}")
+        raise ConfigError(f"meters: expected 'auto' or a list of meter names, got {excerpt(raw)}")
     for i, name in enumerate(raw):
         if not isinstance(name, str):
-            raise ConfigError(f"meters[{i}]: expected a meter name, got {name!r}")
+            raise ConfigError(f"meters[{i}]: expected a meter name, got {excerpt(name)}")
         try:
             METERS.check(name)
         except UnknownNameError as exc:
             raise _with_path(exc, f"meters[{i}]") from None
     if len(set(raw)) != len(raw):
-        raise ConfigError(f"meters: {raw!r} names a meter twice")
+        raise ConfigError(f"meters: {excerpt(raw)} names a meter twice")
     return list(raw)
 
 
@@ -263,7 +266,7 @@ def _check_builtin(source: str, field: str) -> None:
     name = source[len("builtin:"):]
     if name not in BUILTINS:
         hint = did_you_mean(name, sorted(BUILTINS))
-        raise ConfigError(f"{field}: unknown builtin text {source!r}"
+        raise ConfigError(f"{field}: unknown builtin text {excerpt(source)}"
                           + (f"; did you mean 'builtin:{hint}'?" if hint else "")
                           + f" (builtins: {', '.join(sorted(BUILTINS))})")
 
@@ -271,7 +274,7 @@ def _check_builtin(source: str, field: str) -> None:
 def _req_str(data: dict, key: str) -> str:
     v = data.get(key)
     if not isinstance(v, str) or not v.strip():
-        raise ConfigError(f"{key}: expected a non-empty string, got {v!r}")
+        raise ConfigError(f"{key}: expected a non-empty string, got {excerpt(v)}")
     return v
 
 
@@ -285,15 +288,16 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe:
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             hint = did_you_mean(str(key), list(TOP_LEVEL_KEYS))
-            raise ConfigError(f"{key}: unknown key" + (f"; did you mean {hint!r}?" if hint else "")
+            raise ConfigError(f"{short(key)}: unknown key"
+                              + (f"; did you mean {hint!r}?" if hint else "")
                               + f" (allowed: {', '.join(TOP_LEVEL_KEYS)})")
     version = data.get("schema_version", None)
     if version is None:
         raise ConfigError(f"schema_version: missing; add 'schema_version: {RECIPE_SCHEMA_VERSION}'")
     if isinstance(version, bool) or version != RECIPE_SCHEMA_VERSION:
-        raise ConfigError(f"schema_version: {version!r} is not supported "
+        raise ConfigError(f"schema_version: {excerpt(version)} is not supported "
                           f"(this greenllm reads version {RECIPE_SCHEMA_VERSION})")
-    name = _req_str(data, "name")
+    name = check_safe_name(_req_str(data, "name"), "name")
     if "model" not in data:
         raise ConfigError("model: missing; add 'model: {id: HuggingFaceTB/SmolLM2-135M-Instruct}'")
     model = data["model"]
@@ -302,16 +306,16 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe:
     model_spec = parse_config(ModelSpec, model, "model")
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"seed: expected an integer, got {seed!r}")
+        raise ConfigError(f"seed: expected an integer, got {excerpt(seed)}")
     calibration = data.get("calibration")
     if calibration is not None and (not isinstance(calibration, str) or not calibration.strip()):
         raise ConfigError(f"calibration: expected a text source (a file path or builtin:NAME), "
-                          f"got {calibration!r}")
+                          f"got {excerpt(calibration)}")
     if isinstance(calibration, str) and calibration.startswith("builtin:"):
         _check_builtin(calibration, "calibration")
     output = data.get("output")
     if output is not None and (not isinstance(output, str) or not output.strip()):
-        raise ConfigError(f"output: expected a directory path, got {output!r}")
+        raise ConfigError(f"output: expected a directory path, got {excerpt(output)}")
     variants = _parse_variants(data.get("variants"))
     evals = _parse_evals(data.get("evals"))
     workload = parse_config(_workload_cls(), data.get("workload") or {}, "workload")
@@ -330,20 +334,12 @@ def load_recipe(source: str | Path | dict | Recipe) -> Recipe:
         return source
     if isinstance(source, dict):
         return parse_recipe(source)
-    import yaml
+    from .limits import load_yaml
 
     path = Path(source)
     if not path.is_file():
         raise DataError(f"recipe file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a UTF-8 text file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or first_line(exc)
-        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    data = load_yaml(path)     # size, depth and alias-expansion limits; UTF-8 only
     if data is None:
         raise ConfigError(f"{path}: the recipe is empty")
     try:
@@ -501,6 +497,25 @@ def schema_markdown() -> str:
              "carbon: {region: KOR, pue: 1.0}",
              "targets: {max_accuracy_drop_pp: 1.0, min_energy_saving: 0.2}",
              "```", "",
+             "## Limits and checks before any work", "",
+             "A recipe file is at most 1 MiB of UTF-8 YAML, nested at most 64 levels deep and "
+             "at most 100,000 nodes once aliases are expanded (a YAML alias bomb fails at once); "
+             "error messages quote at most about 80 characters of a value. Numbers must be "
+             "finite (no `.nan` / `.inf`) and within sane bounds (e.g. "
+             "`workload.max_new_tokens` <= 1,000,000). The recipe `name` and every variant name "
+             "become directory and file names: they may not be empty, `.` or `..`, or contain "
+             "`/`, `\\` or control characters; any other character is kept and escaped in "
+             "every report format.", "",
+             "`greenllm validate` (and `greenllm run`, before it touches the store or loads a "
+             "model) also checks that every step that needs calibration text has a top-level "
+             "`calibration` (prune `wanda`, `sparsegpt`, `layers`; `distill`, `train`, `lora` "
+             "without their own `data`) and that local paths exist: `model.id`, `calibration`, "
+             "eval `data`, `workload.prompts` and step `data`. A string is a local path when it "
+             "is absolute, starts with `./`, `../` or `~`, ends in a file extension greenllm "
+             "reads (`.txt .json .jsonl .csv .parquet .gguf .safetensors .bin .yaml .yml`), or "
+             "exists; `builtin:NAME`, URLs and anything else (a hub id such as `org/name`) are "
+             "left to the loader. Relative paths are looked up in the working directory, then "
+             "in the recipe's folder.", "",
              "## One model per recipe", "",
              "A recipe has exactly one `model`. A study over several models is one recipe per "
              "model with the same variants, evals and workload (see "

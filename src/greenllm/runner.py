@@ -251,9 +251,16 @@ def _unit_done(store: Store, unit: _Unit) -> bool:
 def run(recipe: Recipe | str | Path | dict, out_dir: str | Path | None = None,
         resume: bool = True, progress: bool = True) -> RunSummary:
     """Run a recipe into ``out_dir`` (store + report); see the module docstring."""
+    from .limits import check_writable_dir
+    from .preflight import preflight
+
     recipe = load_recipe(recipe)
+    preflight(recipe)                    # everything checkable from the recipe, before any work
     out = Path(out_dir or recipe.output or Path("runs") / slug(recipe.name))
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out, "output directory")   # creatable, writable, not full
+    from .modelfiles import check_torch_device
+
+    check_torch_device(recipe.model.device)       # cuda on a CPU-only torch: now, not later
     if not resume:
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):

@@ -98,7 +98,8 @@ def test_prompts_and_blank_lines_are_skipped_and_counted():
 def test_analyze_nano_by_interval():
     res = analyze(parse_log(_lines("nano_r32.log")), interval_ms=500)
     assert set(res) == {"samples", "skipped_lines", "duration_s", "energy_j", "mean_power_w",
-                        "total_rails", "rails", "gpu_util_mean_pct"}
+                        "total_rails", "rails", "gpu_util_mean_pct",
+                        "truncated_lines"}
     assert res["samples"] == 2 and res["duration_s"] == pytest.approx(0.5)
     assert res["energy_j"] == pytest.approx(0.5 * (2.746 + 2.980) / 2)
     assert res["mean_power_w"] == pytest.approx((2.746 + 2.980) / 2)

@@ -13,6 +13,14 @@ import typer
 
 from ..errors import GreenLLMError
 
+MAX_ERROR_CHARS = 500
+
+
+def one_line(msg: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """An error message as one line of at most ``limit`` characters, whatever it echoes."""
+    flat = " ".join(msg.split()) or "error"
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
 app = typer.Typer(
     name="greenllm",
     help="Compress language models and measure what it saved: energy, carbon, accuracy.",
@@ -61,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = app(args=argv, standalone_mode=False)
     except GreenLLMError as exc:
-        print(f"greenllm: error: {exc}", file=sys.stderr)
+        print(f"greenllm: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except SystemExit as exc:  # typer.Exit / passthrough exit codes
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
@@ -71,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # click usage errors arrive here with standalone_mode=False
         # typer may vendor click (typer._click); match the ClickException interface by shape.
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+            fmt = getattr(exc, "format_message", None)
+            if exc.exit_code == 2 and callable(fmt):   # a usage error: one line, as ours
+                ctx = getattr(exc, "ctx", None)
+                where = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+                print(f"greenllm: error: {one_line(fmt())}{where}", file=sys.stderr)
+                return 2
             exc.show()
             return exc.exit_code
         if type(exc).__name__ == "Abort":

@@ -66,11 +66,19 @@ def bench_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Benchmark inference: TTFT, tokens/s, J/token, tokens/Wh, EDP, memory, roofline."""
-    from ..bench import bench, parse_workload
+    from ..bench import WORKLOAD_BOUNDS, bench, parse_workload
     from ..control.base import capped
     from ..devices import get_profile
+    from ..limits import check_number
     from ..models import load_model
 
+    for opt, val, key in (("--max-new-tokens", max_new_tokens, "max_new_tokens"),
+                          ("--batch-size", batch_size, "batch_size"),
+                          ("--repeats", repeats, "repeats"), ("--warmup", warmup, "warmup")):
+        check_number(val, opt, None, WORKLOAD_BOUNDS[key][1], integer=True)  # low: Workload
+    check_number(hz, "--hz", 0.1, 1000, unit="samples per second")
+    if power_cap_w is not None:
+        check_number(power_cap_w, "--power-cap-w", 0, None, unit="W")  # range: the device
     wl = parse_workload({"prompts": prompts or "builtin:prompts", "max_new_tokens": max_new_tokens,
                          "batch_size": batch_size, "repeats": repeats, "warmup": warmup,
                          "limit": limit, "compile": compile_})

@@ -71,6 +71,13 @@ def compress_cmd(
         raise ConfigError("--step: give at least one step, e.g. --step 'quantize:method="
                           "int8_weight'")
     parsed = parse_steps([parse_kv_spec(s) for s in step], "--step")
+    from ..preflight import needs_calibration
+
+    for i, (key, cfg) in enumerate(parsed):
+        need = needs_calibration(key, cfg)
+        if need and calibration is None:       # before the model loads, not after
+            raise ConfigError(f"--step[{i}] {key}: needs calibration text ({need}); pass "
+                              "--calibration FILE")
     why = _not_savable(parsed)
     if out is not None:
         target = Path(out).expanduser()
@@ -79,6 +86,12 @@ def compress_cmd(
         if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
             raise ModelError(f"--out {out} already exists and is not empty; choose a new "
                              "directory or pass --overwrite")
+        from ..limits import check_writable_dir
+        from ..modelfiles import check_overwrite
+
+        if overwrite:
+            check_overwrite(target)
+        check_writable_dir(target.parent, "folder of --out")   # before the model loads
     if calibration is not None and not Path(calibration).expanduser().is_file():
         raise DataError(f"--calibration {calibration}: file not found")
 

@@ -71,8 +71,12 @@ def _measure_cmd(ctx: typer.Context,
     if not cmd:
         raise ConfigError("greenllm measure: no command given; usage: greenllm measure "
                           "[--hz N] [--json] -- CMD [ARGS]...")
-    if hz <= 0:
-        raise ConfigError(f"--hz: must be > 0, got {hz}")
+    from ..limits import check_number, check_writable_file
+
+    check_number(hz, "--hz", 0.1, 1000, unit="samples per second")
+    check_number(idle_s, "--idle-s", 0, 3600, unit="seconds")
+    if trace is not None:  # before CMD runs: a run must not be lost to an unwritable trace
+        check_writable_file(trace, "--trace")
     meters = "auto"
     if meter:
         for name in meter:
@@ -80,7 +84,7 @@ def _measure_cmd(ctx: typer.Context,
         meters = list(meter)
     with measure(meters=meters, hz=hz, idle_s=idle_s, trace=trace) as m:
         try:
-            proc = subprocess.run(cmd)
+            proc = _run_forwarding_signals(cmd)
         except FileNotFoundError:
             raise GreenLLMError(f"command not found: {cmd[0]!r}") from None
         except PermissionError:
@@ -106,14 +110,51 @@ def _measure_cmd(ctx: typer.Context,
     raise typer.Exit(128 - rc if rc < 0 else rc)  # killed by signal N -> 128 + N, as a shell
 
 
+def _run_forwarding_signals(cmd: list[str]) -> subprocess.CompletedProcess:
+    """Run ``cmd`` and wait for it; SIGTERM and SIGHUP sent to greenllm are passed on to it
+    (so ``kill greenllm`` never leaves the measured command running), and the report still
+    covers the window up to the command's exit."""
+    import signal
+    import threading
+
+    proc = subprocess.Popen(cmd)
+
+    def forward(signum, _frame):
+        try:
+            proc.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, forward)
+    try:
+        try:
+            rc = proc.wait()
+        except KeyboardInterrupt:      # Ctrl-C: pass it on, let the command finish, re-raise
+            forward(signal.SIGINT, None)
+            proc.wait()
+            raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(cmd, rc)
+
+
 def _analyze_tegrastats(file: Path = typer.Argument(..., help="A log captured with tegrastats."),
                         interval_ms: float = typer.Option(
                             1000.0, "--interval-ms",
                             help="tegrastats --interval used (for lines without timestamps)."),
                         json_out: bool = typer.Option(False, "--json")) -> None:
     """Energy, mean power and per-rail breakdown of a tegrastats log."""
+    from ..limits import check_number
     from ..meters.tegrastats import analyze_file
 
+    check_number(interval_ms, "--interval-ms", 1, 3_600_000, unit="ms")
     res = analyze_file(file, interval_ms)
     if json_out:
         typer.echo(json.dumps(res))
@@ -130,7 +171,8 @@ def _analyze_tegrastats(file: Path = typer.Argument(..., help="A log captured wi
     con = _console()
     con.print(t)
     gpu = res["gpu_util_mean_pct"]
-    con.print(f"samples {res['samples']}, skipped lines {res['skipped_lines']}, GPU util mean "
+    con.print(f"samples {res['samples']}, skipped lines {res['skipped_lines']} (of which "
+              f"{res['truncated_lines']} truncated or garbled), GPU util mean "
               + (f"{gpu:.1f} %" if gpu is not None else "n/a"))
 
 

@@ -37,9 +37,11 @@ def register(app: typer.Typer) -> None:
     @app.command("validate")
     def validate_cmd(recipe: Path = typer.Argument(..., help="Recipe YAML file.")) -> None:
         """Check RECIPE (keys, step/eval/meter names, settings) without running anything."""
+        from ..preflight import preflight
         from ..recipe import load_recipe
 
         r = load_recipe(recipe)
+        preflight(r)       # calibration where a step needs it; local paths exist
         typer.echo(f"ok: {r.name}: model {r.model.id}, baseline + {len(r.variants)} variants "
                    f"({', '.join(r.variants) or 'none'}), {len(r.evals)} evals, meters "
                    f"{r.meters if isinstance(r.meters, str) else ', '.join(r.meters)}")
@@ -52,7 +54,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Rebuild report.md/.tex/.html, results.json/.csv, emissions.csv and plots from
         the store."""
+        from ..limits import check_writable_dir
         from ..report.build import write_report
 
+        if out is not None:
+            check_writable_dir(out, "--out")
         files = write_report(directory, out)
         typer.echo(f"wrote {len(files)} files to {files[0].parent if files else out}")

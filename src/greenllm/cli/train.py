@@ -59,7 +59,11 @@ def train_search_cmd(
 ) -> None:
     """Profile batch sizes x power caps, pick by eta*E + (1-eta)*P_max*T, then train."""
     from ..config import parse_config
+    from ..limits import check_number
     from ..steps.train import TrainConfig
+
+    check_number(eta, "--eta", 0, 1)
+    check_number(lr, "--lr", 0, 10)
     from ..training import energy_aware_train
 
     sizes = _ints(batch_sizes, "--batch-sizes")

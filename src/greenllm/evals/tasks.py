@@ -257,9 +257,18 @@ def load_generic(path: Path, target_delimiter: str = " ") -> Iterator[ChoiceDoc]
                    choices, where)
 
 
-def load_docs(task: str, path: Path, *, shots: int = 0, split: str = "test",
-              subjects: list[str] | None = None, labels: str | None = None,
-              target_delimiter: str = " ") -> Iterator[ChoiceDoc]:
+def load_docs(task: str, path: Path, **kwargs: Any) -> Iterator[ChoiceDoc]:
+    """The items of ``task`` in ``path``; a file that is not UTF-8 is one DataError."""
+    try:
+        yield from _load_docs(task, path, **kwargs)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (invalid byte at position {exc.start} of a "
+                        "read); save the data set as UTF-8") from None
+
+
+def _load_docs(task: str, path: Path, *, shots: int = 0, split: str = "test",
+               subjects: list[str] | None = None, labels: str | None = None,
+               target_delimiter: str = " ") -> Iterator[ChoiceDoc]:
     if path.is_dir() and task != "mmlu":
         raise DataError(f"data: {path} is a folder; {task} reads one file")
     if task == "hellaswag":

@@ -134,50 +134,213 @@ def sample_times(samples: list[TegraSample], interval_ms: float) -> list[float]:
     return [i * interval_ms / 1000.0 for i in range(len(samples))]
 
 
+# -- streaming analysis ------------------------------------------------------------------
+# ``analyze_file`` reads a log of any size line by line in bounded memory: only running sums
+# are kept (energy is linear in power, so the board total is the sum of its rails' integrals).
+
+_RAIL_VALUE = re.compile(r"(\d+)(?:mW)?/\d+(?:mW)?(?:/\d+(?:mW)?)?")
+_RAIL_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+_NOT_RAILS = frozenset(("RAM", "SWAP", "IRAM")) | frozenset(NOT_CONNECTED)
+MAX_LINE_CHARS = 64 * 1024      # a longer "line" is not tegrastats output
+
+
+_day_s: dict[str, float] = {}
+
+
+def _timestamp(text: str) -> float:
+    """``MM-DD-YYYY hh:mm:ss`` (UTC) -> epoch seconds; the date part is memoised."""
+    day = _day_s.get(text[:10])
+    if day is None:
+        import calendar
+
+        day = float(calendar.timegm((int(text[6:10]), int(text[0:2]), int(text[3:5]),
+                                     0, 0, 0, 0, 0, 0)))
+        if len(_day_s) < 4096:
+            _day_s[text[:10]] = day
+    return day + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
+
+
+def analysis_fields(line: str) -> tuple[float | None, dict[str, float], float | None] | None:
+    """What analysis needs from one line: (timestamp_s, rail -> current mW, GPU util %), or
+    None when the line is not tegrastats output. Same values as ``parse_line``, faster."""
+    r = line.find("RAM ")
+    if r < 0 or _RAM.match(line, r) is None:
+        return None
+    m = _TS.match(line) if line[:1].isdigit() else None
+    ts = _timestamp(m.group(1)) if m else None
+    g = line.find("GR3D")
+    gm = _GR3D.match(line, g) if g >= 0 else None
+    return ts, _rails_fast(line), (float(gm.group(1)) if gm else None)
+
+
+_name_ok: dict[str, bool] = {}
+
+
+def _is_rail_name(name: str) -> bool:
+    ok = _name_ok.get(name)
+    if ok is None:
+        ok = _RAIL_NAME.fullmatch(name) is not None and name not in _NOT_RAILS
+        if len(_name_ok) < 4096:
+            _name_ok[name] = ok
+    return ok
+
+
+def _rails_fast(line: str) -> dict[str, float]:
+    """``NAME cur[mW]/avg[mW][/max[mW]]`` pairs. Every recorded generation prints its rails
+    after the last ``name@temp`` field; when no '/' before that belongs to a rail (only RAM,
+    SWAP, IRAM have one) only that tail is split, else the whole line is scanned."""
+    at = line.rfind("@")
+    if at >= 0 and line.count("/", 0, at) <= 1 + ("SWAP " in line) + ("IRAM " in line):
+        out: dict[str, float] = {}
+        toks = line[at:].split()
+        for k in range(1, len(toks) - 1):
+            val = toks[k + 1]
+            if "/" in val and _is_rail_name(toks[k]):
+                m = _RAIL_VALUE.fullmatch(val)
+                if m:
+                    out[toks[k]] = float(m.group(1))
+        return out
+    return _rails_scan(line)
+
+
+def _rails_scan(line: str) -> dict[str, float]:
+    """The general path of ``_rails_fast``: every '/' in the line."""
+    out: dict[str, float] = {}
+    n = len(line)
+    i = line.find("/")
+    while i != -1:
+        start = line.rfind(" ", 0, i)
+        end = line.find(" ", i)
+        if end == -1:
+            end = n
+        if start > 0:
+            name = line[line.rfind(" ", 0, start) + 1:start]
+            if _is_rail_name(name):
+                m = _RAIL_VALUE.fullmatch(line, start + 1, end)
+                if m:
+                    out[name] = float(m.group(1))
+        i = line.find("/", end)
+    return out
+
+
+class _Accumulator:
+    """Running integrals of a tegrastats log under both time bases (timestamps, if every
+    sample has an increasing one, else index x interval). A sample that lacks a rail the
+    previous sample had is a truncated or garbled line: skipped and counted, never 0 W."""
+
+    def __init__(self, interval_ms: float):
+        self.dt_idx = interval_ms / 1000.0
+        self.samples = self.skipped = self.truncated = 0
+        self.rails: dict[str, list[float]] = {}   # name -> [prev_w, e_idx, e_ts, sum_w]
+        self.ts_ok = True
+        self.t_first = self.t_prev = None
+        self.util_sum, self.util_n = 0.0, 0
+        self._prev_names: frozenset[str] = frozenset()
+
+    def add(self, fields) -> None:
+        if fields is None:
+            self.skipped += 1
+            return
+        ts, rails_mw, util = fields
+        if self._prev_names and not self._prev_names <= rails_mw.keys():
+            self.truncated += 1
+            return
+        self._prev_names = frozenset(rails_mw)
+        first = self.samples == 0
+        if self.ts_ok:
+            if ts is None or (self.t_prev is not None and ts <= self.t_prev):
+                self.ts_ok = False
+            elif first:
+                self.t_first = ts
+        dt_ts = ts - self.t_prev if self.ts_ok and not first else 0.0
+        dt_idx = 0.0 if first else self.dt_idx
+        rails = self.rails
+        if len(rails_mw) != len(rails) or not rails.keys() <= rails_mw.keys():
+            for name in rails_mw:
+                if name not in rails:
+                    rails[name] = [0.0, 0.0, 0.0, 0.0]
+        get = rails_mw.get
+        for name, acc in rails.items():
+            w = get(name, 0.0) / 1000.0
+            half = 0.5 * (acc[0] + w)
+            acc[1] += half * dt_idx
+            acc[2] += half * dt_ts
+            acc[0] = w
+            acc[3] += w
+        self.t_prev = ts if self.ts_ok else None
+        if util is not None:
+            self.util_sum += util
+            self.util_n += 1
+        self.samples += 1
+
+    def result(self, source: str) -> dict:
+        if not self.samples:
+            raise DataError(f"{source}: no parseable tegrastats line "
+                            f"({self.skipped + self.truncated} lines skipped); is this "
+                            "tegrastats output?")
+        use_ts = self.ts_ok and self.samples > 1
+        duration = ((self.t_prev - self.t_first) if use_ts
+                    else (self.samples - 1) * self.dt_idx)
+        names = list(self.rails)
+        summed = total_rails(names)
+        rails_out = {}
+        for n, acc in self.rails.items():
+            e = acc[2] if use_ts else acc[1]
+            rails_out[n] = {"mean_power_w": e / duration if duration > 0 else acc[3] / self.samples,
+                            "energy_j": e}
+        energy = sum(rails_out[n]["energy_j"] for n in summed)
+        mean_sum = sum(self.rails[n][3] for n in summed) / self.samples
+        return {
+            "samples": self.samples,
+            "skipped_lines": self.skipped + self.truncated,
+            "truncated_lines": self.truncated,
+            "duration_s": duration,
+            "energy_j": energy,
+            "mean_power_w": energy / duration if duration > 0 else mean_sum,
+            "total_rails": summed,
+            "rails": rails_out,
+            "gpu_util_mean_pct": self.util_sum / self.util_n if self.util_n else None,
+        }
+
+
+def _check_interval(interval_ms: float) -> None:
+    import math
+
+    if not (isinstance(interval_ms, (int, float)) and math.isfinite(interval_ms)
+            and interval_ms > 0):
+        raise DataError(f"--interval-ms must be > 0, got {interval_ms}")
+
+
 def analyze(log: TegraLog, interval_ms: float = 1000.0, source: str = "<log>") -> dict:
     """Energy of a tegrastats log: the ``greenllm analyze tegrastats --json`` dict."""
-    samples = log.samples
-    if not samples:
-        raise DataError(f"{source}: no parseable tegrastats line "
-                        f"({log.skipped_lines} lines skipped); is this tegrastats output?")
-    if interval_ms <= 0:
-        raise DataError(f"--interval-ms must be > 0, got {interval_ms}")
-    times = sample_times(samples, interval_ms)
-    rail_names: list[str] = []
-    for s in samples:
-        for n in s.rails:
-            if n not in rail_names:
-                rail_names.append(n)
-    summed = total_rails(rail_names)
-    duration = times[-1] - times[0]
-    rails_out = {}
-    for n in rail_names:
-        p = [mw_to_w(s.rails[n].cur_mw) if n in s.rails else 0.0 for s in samples]
-        e = trapezoid(times, p)
-        rails_out[n] = {"mean_power_w": e / duration if duration > 0 else sum(p) / len(p),
-                        "energy_j": e}
-    total = [sum(mw_to_w(s.rails[n].cur_mw) for n in summed if n in s.rails) for s in samples]
-    energy = trapezoid(times, total)
-    utils = [s.gpu_util_pct for s in samples if s.gpu_util_pct is not None]
-    return {
-        "samples": len(samples),
-        "skipped_lines": log.skipped_lines,
-        "duration_s": duration,
-        "energy_j": energy,
-        "mean_power_w": energy / duration if duration > 0 else sum(total) / len(total),
-        "total_rails": summed,
-        "rails": rails_out,
-        "gpu_util_mean_pct": sum(utils) / len(utils) if utils else None,
-    }
+    _check_interval(interval_ms)
+    acc = _Accumulator(interval_ms)
+    acc.skipped = log.skipped_lines
+    for s in log.samples:
+        acc.add((s.timestamp_s, {n: r.cur_mw for n, r in s.rails.items()}, s.gpu_util_pct))
+    return acc.result(source)
 
 
 def analyze_file(path, interval_ms: float = 1000.0) -> dict:
+    """``analyze`` of a log file of any size, streamed (memory does not grow with the file);
+    truncated and garbled lines are skipped and counted (``truncated_lines``)."""
+    _check_interval(interval_ms)
+    acc = _Accumulator(interval_ms)
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            log = parse_log(fh)
+        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+            while True:
+                line = fh.readline(MAX_LINE_CHARS)
+                if not line:
+                    break
+                if len(line) >= MAX_LINE_CHARS and not line.endswith("\n"):
+                    while line and not line.endswith("\n"):   # drop the rest of it
+                        line = fh.readline(MAX_LINE_CHARS)
+                    acc.skipped += 1
+                    continue
+                acc.add(analysis_fields(line.rstrip("\r\n")))
     except OSError as exc:
-        raise DataError(f"cannot read tegrastats log {path}: {exc.strerror or exc}") from exc
-    return analyze(log, interval_ms, str(path))
+        raise DataError(f"cannot read tegrastats log {path}: {exc.strerror or exc}") from None
+    return acc.result(str(path))
 
 
 # -- the process meter ------------------------------------------------------------------

@@ -97,6 +97,10 @@ def save(model, out_dir, tokenizer=None, *, overwrite: bool = False) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ModelError(f"output {str(out)!r} already exists and is not empty; choose a new "
                          "directory or pass overwrite=True (--overwrite)")
+    if out.is_dir() and overwrite:
+        from ..modelfiles import check_overwrite
+
+        check_overwrite(out, "output")          # replace a saved model, never other files
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:

@@ -28,6 +28,9 @@ def load_model(source: str, *, dtype: str = "float32", device: str = "cpu",
     carries ``model._greenllm`` (source, resolved path, provenance, steps applied).
     """
     quiet_third_party()   # drop torchao's "Failed to load _C*.so" lines on CPU installs
+    from ..modelfiles import check_safetensors, check_torch_device
+
+    check_torch_device(device)                  # before any loading: cuda on CPU-only torch
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError:
@@ -47,6 +50,7 @@ def load_model(source: str, *, dtype: str = "float32", device: str = "cpu",
             if not (path / "config.json").exists():
                 raise ModelError(f"{str(path)!r} is not a Hugging Face model directory "
                                  "(no config.json)")
+            check_safetensors(path)             # a truncated download: one clear error
             with _quiet_saved_load(path):
                 model = AutoModelForCausalLM.from_pretrained(
                     str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code)

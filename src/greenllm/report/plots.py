@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from ..errors import require
 from ..units import MJ_PER_J
+from .escape import mpl_text
 
 
 def _plt():
@@ -35,7 +36,7 @@ def energy_bars(doc: dict[str, Any]):
         b = v.get("bench") or {}
         if b.get("energy_per_token_j") is None:
             continue
-        names.append(v["name"])
+        names.append(mpl_text(v["name"]))          # a name is text, never mathtext
         vals.append(b["energy_per_token_j"] * MJ_PER_J)
         ci = b.get("energy_per_token_j_ci95")
         errs.append(0.0 if ci is None else ci * MJ_PER_J)
@@ -62,7 +63,7 @@ def pareto(doc: dict[str, Any]):
         q = v.get("quality")
         if e is None or q is None:
             continue
-        pts.append((e * MJ_PER_J, q * scale, v["name"], v.get("pareto")))
+        pts.append((e * MJ_PER_J, q * scale, mpl_text(v["name"]), v.get("pareto")))
     for x, y, name, on in pts:
         ax.scatter([x], [y], color="#27ae60" if on else "#7f8c8d", zorder=3)
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
@@ -70,7 +71,7 @@ def pareto(doc: dict[str, Any]):
     if len(front) > 1:
         ax.plot([x for x, _ in front], [y for _, y in front], "--", color="#27ae60", zorder=2)
     ax.set_xlabel("energy per token (mJ)")
-    label = doc.get("quality_metric") or "quality"
+    label = mpl_text(doc.get("quality_metric") or "quality")
     ax.set_ylabel(f"{label}" + (" (%)" if scale == 100.0 else "") +
                   ("" if higher else " (lower is better)"))
     ax.set_title("Pareto frontier: quality vs energy")

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from ..units import BYTES_PER_MIB, MJ_PER_J
+from .escape import md_text, tex_label, tex_text
 
 DASH = "—"
 
@@ -156,7 +157,7 @@ def main_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 # ---------------------------------------------------------------- Markdown
 
 def _md_cell(s: str) -> str:
-    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return md_text(s)     # no raw HTML, links, emphasis or table breaks from names
 
 
 def md_table(head: list[str], rows: list[list[str]]) -> str:
@@ -170,7 +171,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
     head, rows = main_rows(doc)
     c = doc["carbon"]
     lines = [f"# greenllm report: {_md_cell(str(doc.get('recipe')))}", "",
-             f"Model: `{_md_cell(str((doc.get('model') or {}).get('id')))}` · run "
+             f"Model: {_md_cell(str((doc.get('model') or {}).get('id')))} · run "
              f"{doc['run']['id']} ({doc['run']['status']}) · grid "
              f"{c['intensity_g_per_kwh']:.0f} gCO2e/kWh, PUE {c['pue']:.2f}", "",
              "## Results", "", md_table(head, rows), "",
@@ -179,22 +180,16 @@ def to_markdown(doc: dict[str, Any]) -> str:
              "\"not greener\" = energy per token not lower within its CI.", ""]
     if doc.get("pareto"):
         lines += [f"Pareto frontier ({doc.get('quality_metric')} vs energy per token): "
-                  + ", ".join(f"`{_md_cell(n)}`" for n in doc["pareto"]), ""]
-    lines += ["## Carbon", "", doc["carbon_statement"], "", "## Methodology", "",
-              doc["methodology"], ""]
+                  + ", ".join(_md_cell(n) for n in doc["pareto"]), ""]
+    lines += ["## Carbon", "", md_text(doc["carbon_statement"]), "", "## Methodology", "",
+              md_text(doc["methodology"]), ""]
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- LaTeX
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-        "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-        "^": r"\textasciicircum{}", "→": r"$\rightarrow$", "±": r"$\pm$", "Δ": r"$\Delta$",
-        "—": "--", "·": r"$\cdot$", "<": r"\textless{}", ">": r"\textgreater{}"}
-
-
 def tex(s: Any) -> str:
-    return "".join(_TEX.get(ch, ch) for ch in str(s))
+    return tex_text(s)
 
 
 def to_latex(doc: dict[str, Any]) -> str:
@@ -223,8 +218,8 @@ def to_latex(doc: dict[str, Any]) -> str:
                                  "uncompressed baseline. ± are 95 % confidence half-widths; "
                                  "accuracy deltas in percentage points. ") +
               r"$^\dagger$ compressed but not greener (energy per token not lower within its "
-              r"CI).}", r"\label{tab:greenllm-" + tex(str(doc.get("recipe"))).replace("\\", "")
-              .replace("{", "").replace("}", "") + "}", r"\end{table}", "",
+              r"CI).}", r"\label{tab:greenllm-" + tex_label(doc.get("recipe")) + "}",
+              r"\end{table}", "",
               r"\paragraph{Methodology.} " + tex(doc["methodology"]), "",
               r"\paragraph{Carbon.} " + tex(doc["carbon_statement"]), ""]
     return "\n".join(lines)
