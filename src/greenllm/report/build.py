@@ -1,18 +1,21 @@
 """``write_report(store_or_dir, out_dir=None)``: the results store -> every report file.
 
 ``collect(store)`` turns the latest run's plan and its stored results into the results.json
-document; the writers in tables / plots / html / statements render it. Every file is written
-to a temporary name and renamed, so a report is never half-written. No torch.
+document; the writers in tables / plots / html / statements render it. The files are replaced
+as a set (staged in a folder inside the output directory, then swapped in; see
+``write_report``), so a killed report never leaves a mix of old and new files. No torch.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..outdir import report_lock, storage_error
 from ..results import SCHEMA_VERSION
 from ..store import Store, store_path
 from . import analysis as A
@@ -155,20 +158,100 @@ def _derive(v: dict[str, Any], base: dict[str, Any], carbon: dict[str, Any],
     v["targets"] = A.check_targets(targets, deltas, [e for e in ev if e])
 
 
-def write_report(store_or_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
-    """Rebuild every report file from the store; returns the paths written."""
-    from . import html, plots, tables
+REPORT_FILES = ("results.json", "results.csv", "emissions.csv", "report.md", "report.tex",
+                "report.html", "energy_per_token.png", "energy_per_token.pdf", "pareto.png",
+                "pareto.pdf")
+SWAP_MARKER = ".report-swap.json"
+STAGE_PREFIX = ".report-new-"
 
+
+def report_files_in(out: str | Path) -> list[Path]:
+    """The report files present in ``out``."""
+    return [Path(out) / n for n in REPORT_FILES if (Path(out) / n).exists()]
+
+
+def _apply_swap(out: Path, marker: dict[str, Any]) -> None:
+    stage = out / marker["stage"]
+    for name in marker["files"]:
+        src = stage / name
+        if src.exists():                      # absent: moved in by an earlier, killed swap
+            os.replace(src, out / name)
+    for name in marker["remove"]:
+        (out / name).unlink(missing_ok=True)
+    (out / SWAP_MARKER).unlink(missing_ok=True)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def finish_swap(out: str | Path) -> bool:
+    """Complete a report swap that a kill interrupted (the staged set is whole: the marker is
+    written only after every file is staged); remove staging folders of killed writers that
+    never got that far. True when a swap was completed."""
+    out = Path(out)
+    done = False
+    mpath = out / SWAP_MARKER
+    if mpath.exists():
+        try:
+            marker = json.loads(mpath.read_text())
+            names = [str(n) for n in marker["files"]] + [str(n) for n in marker["remove"]]
+            ok = (isinstance(marker["stage"], str) and marker["stage"].startswith(STAGE_PREFIX)
+                  and "/" not in marker["stage"] and all(n in REPORT_FILES for n in names))
+        except (OSError, ValueError, KeyError, TypeError):
+            ok = False
+        if ok:
+            _apply_swap(out, marker)
+            done = True
+        else:
+            mpath.unlink(missing_ok=True)
+    for stale in out.glob(STAGE_PREFIX + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return done
+
+
+def write_report(store_or_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Rebuild every report file from the store; returns the paths written.
+
+    The files are replaced as a set: all are written into a staging folder inside the output
+    directory, a marker naming them is written atomically, then each is renamed into place and
+    the marker removed. A writer killed before the marker leaves the old set untouched; one
+    killed after it leaves a whole new set staged, which the next ``write_report`` (or
+    ``greenllm run``) moves in first (``finish_swap``)."""
     path = store_path(store_or_dir)
     out = Path(out_dir) if out_dir is not None else path.parent
     with Store(path, create=False) as store:
         doc = collect(store)
-    files = [atomic_write(out / "results.json", json.dumps(doc, indent=2, default=str) + "\n"),
-             atomic_write(out / "results.csv", tables.to_csv(doc)),
-             atomic_write(out / "emissions.csv", tables.emissions_csv(doc)),
-             atomic_write(out / "report.md", tables.to_markdown(doc)),
-             atomic_write(out / "report.tex", tables.to_latex(doc))]
-    images = plots.write_plots(doc, out, atomic_write)
-    files += [p for pair in images.values() for p in pair]
-    files.append(atomic_write(out / "report.html", html.to_html(doc, images)))
-    return files
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, out, "create the report directory") from None
+    with report_lock(out):
+        finish_swap(out)
+        try:
+            names = _stage_and_swap(doc, out)
+        except OSError as exc:
+            raise storage_error(exc, out, "write the report") from None
+    return [out / n for n in names]
+
+
+def _stage_and_swap(doc: dict[str, Any], out: Path) -> list[str]:
+    from . import html, plots, tables
+
+    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
+    try:
+        files = [atomic_write(stage / "results.json",
+                              json.dumps(doc, indent=2, default=str) + "\n"),
+                 atomic_write(stage / "results.csv", tables.to_csv(doc)),
+                 atomic_write(stage / "emissions.csv", tables.emissions_csv(doc)),
+                 atomic_write(stage / "report.md", tables.to_markdown(doc)),
+                 atomic_write(stage / "report.tex", tables.to_latex(doc))]
+        images = plots.write_plots(doc, stage, atomic_write)
+        files += [p for pair in images.values() for p in pair]
+        files.append(atomic_write(stage / "report.html", html.to_html(doc, images)))
+        names = [p.name for p in files]
+        stale = [p.name for p in report_files_in(out) if p.name not in names]
+        marker = {"stage": stage.name, "files": names, "remove": stale}
+        atomic_write(out / SWAP_MARKER, json.dumps(marker) + "\n")
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    _apply_swap(out, marker)
+    return names
