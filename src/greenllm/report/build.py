@@ -73,6 +73,37 @@ def _window(bench) -> dict[str, Any] | None:
             "estimated": e.estimated, "meters": list(e.meters), "idle_power_w": e.idle_power_w}
 
 
+def _bench_windows(bench) -> list[dict[str, Any]]:
+    """Every valid measured window of a bench (one per repeat); older stores without
+    per-repeat rows give their one recorded window."""
+    if bench is None:
+        return []
+    rows = [{"repeat": i + 1, "energy_j": r["energy_j"], "duration_s": r.get("duration_s")}
+            for i, r in enumerate(bench.per_repeat) if r.get("energy_j") is not None]
+    if rows or bench.per_repeat:
+        return rows
+    w = _window(bench)
+    return [{"repeat": None, "energy_j": w["energy_j"], "duration_s": w["duration_s"]}] if w else []
+
+
+def _warnings(name: str, steps, bench) -> tuple[list[str], bool]:
+    """(warning lines, whether a compression step's energy window is invalid)."""
+    from ..measure import invalid_window_reasons
+
+    out, bad_step = [], False
+    for i, s in enumerate(steps):
+        if s.energy is None:
+            continue
+        bad = invalid_window_reasons(s.energy)
+        if bad:
+            bad_step = True
+            out.append(f"{name}: step {i + 1} ({s.step}): energy window invalid "
+                       f"({'; '.join(bad)}); its compression energy is unknown")
+    for w in (bench.warnings if bench is not None else ()):
+        out.append(f"{name}: bench {w}")
+    return out, bad_step
+
+
 def collect(store: Store) -> dict[str, Any]:
     """The results.json document for the store's latest run."""
     run = store.latest_run()
@@ -82,6 +113,7 @@ def collect(store: Store) -> dict[str, Any]:
     carbon = _intensity(recipe.get("carbon") or {})
     targets = recipe.get("targets") or {}
     variants: list[dict[str, Any]] = []
+    warnings: list[str] = []
     for entry in run["plan"]:
         steps = store.steps(entry["variant_key"])
         evals = [store.get_eval(k) for k in entry["eval_keys"]]
@@ -89,13 +121,18 @@ def collect(store: Store) -> dict[str, Any]:
         comp_j = sum(s.energy.energy_j for s in steps if s.energy is not None) if steps else 0.0
         complete = (len(steps) == len(entry["steps"]) and all(e is not None for e in evals)
                     and bench is not None)
+        warn, bad_step = _warnings(entry["name"], steps, bench)
+        warnings += warn
         variants.append({
             "name": entry["name"], "variant_key": entry["variant_key"],
             "definition": entry["steps"], "steps": [_step_json(s) for s in steps],
             "evals": [e.to_json() if e is not None else None for e in evals],
             "bench": bench.to_json() if bench is not None else None,
             "bench_window": _window(bench),
-            "compression_energy_j": comp_j if len(steps) == len(entry["steps"]) else None,
+            "bench_windows": _bench_windows(bench),
+            "compression_energy_j": (comp_j if len(steps) == len(entry["steps"])
+                                     and not bad_step else None),
+            "warnings": warn,
             "compression_duration_s": sum(s.duration_s for s in steps),
             "compression_estimated": any(s.energy is not None and s.energy.estimated
                                          for s in steps),
@@ -123,7 +160,7 @@ def collect(store: Store) -> dict[str, Any]:
            "model": recipe.get("model"), "workload": recipe.get("workload"),
            "environment": run.get("environment") or {}, "carbon": carbon, "targets": targets,
            "quality_metric": q_label, "quality_higher_is_better": q_higher,
-           "pareto": front, "variants": variants}
+           "pareto": front, "variants": variants, "warnings": warnings}
     from .statements import carbon_statement, methodology
 
     doc["methodology"] = methodology(doc)
@@ -150,8 +187,9 @@ def _derive(v: dict[str, Any], base: dict[str, Any], carbon: dict[str, Any],
     if v is base:
         v["payback_inferences"], v["not_greener"], v["targets"] = None, False, {}
         return
-    v["payback_inferences"] = A.payback_inferences(v["compression_energy_j"],
-                                                   b.get("energy_per_request_j"), req_j)
+    # unknown compression energy (a step's meter failed, or steps missing): unknown payback
+    v["payback_inferences"] = None if v["compression_energy_j"] is None else \
+        A.payback_inferences(v["compression_energy_j"], b.get("energy_per_request_j"), req_j)
     v["not_greener"] = A.not_greener(
         None if deltas.get("energy_per_token_pct") is None else deltas["energy_per_token_pct"],
         deltas.get("energy_per_token_pct_ci95"))
