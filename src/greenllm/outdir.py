@@ -18,8 +18,8 @@ import errno
 import fcntl
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .errors import StoreError
 
@@ -42,7 +42,7 @@ class OutputLock:
         self.path = self.out / LOCK_FILENAME
         self._fd: int | None = None
 
-    def acquire(self) -> "OutputLock":
+    def acquire(self) -> OutputLock:
         fd = _open_lock_file(self.path, "lock the output directory")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -75,7 +75,7 @@ class OutputLock:
                 os.ftruncate(fd, 0)
             os.close(fd)          # closing the last descriptor drops the flock
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -29,8 +29,8 @@ from typing import Any, Iterator
 
 from .config import to_dict
 from .errors import ConfigError, GreenLLMError
-from .recipe import BASELINE, Recipe, digest, load_recipe, variant_definition
 from .outdir import OutputLock, storage_error
+from .recipe import BASELINE, Recipe, digest, load_recipe, variant_definition
 from .store import STORE_FILENAME, Store
 
 PACKAGES = ("greenllm", "torch", "transformers", "numpy", "optimum-quanto", "torchao", "peft",
@@ -260,7 +260,7 @@ def _check_model_source(recipe: Recipe) -> None:
                           "the path in the recipe")
 
 
-def _move_aside(out: Path, log: "_Log") -> Path | None:
+def _move_aside(out: Path, log: _Log) -> Path | None:
     """--fresh: move the previous store and report files to OUT/previous-<time>/ (never
     deleted). Called with the output lock held."""
     from .report.build import finish_swap, report_files_in
@@ -307,7 +307,7 @@ def run(recipe: Recipe | str | Path | dict, out_dir: str | Path | None = None,
         return _run_locked(recipe, out, log)
 
 
-def _run_locked(recipe: Recipe, out: Path, log: "_Log") -> RunSummary:
+def _run_locked(recipe: Recipe, out: Path, log: _Log) -> RunSummary:
     units = plan(recipe)
     t0 = time.perf_counter()
     store = Store(out)
