@@ -61,6 +61,13 @@ def test_read_only_file_system(tmpfs, capsys):
     assert main(["report", str(tmpfs)]) == 2
     line = capsys.readouterr().err.strip()
     assert len(line.splitlines()) == 1 and "read-only" in line and "remove it" not in line
+    # `greenllm run` into a directory that cannot be created there: before any work
+    recipe = tmpfs.parent / "r.yaml"
+    recipe.write_text("schema_version: 1\nname: ro\nmodel: {id: org/some-model}\n"
+                      "meters: [estimate]\ncarbon: {intensity_g_per_kwh: 400}\n")
+    assert main(["run", str(recipe), "--out", str(tmpfs / "sub"), "--quiet"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert len(line.splitlines()) == 1 and "read-only file system" in line, line
 
 
 def test_disk_full(tmpfs, capsys):
