@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("engine", ("models", "sizes", "decode", "measure")),
     ("hardware", ("meters", "devices", "control", "carbon", "store")),
     ("leaf", ("results", "units", "registry", "config", "errors", "builtin_data", "paths",
-              "provenance", "fsutil", "recipe_files", "grad_mode", "limits", "modelfiles", "preflight", "_logging", "_compat", "_version")),
+              "provenance", "fsutil", "recipe_files", "grad_mode", "limits", "modelfiles", "preflight", "outdir", "_logging", "_compat", "_version")),
 ]
 # Steps and evals never import meters, measure or control: the runner wraps them. The
 # measurement side never imports the model side at all (it works on readings and results).

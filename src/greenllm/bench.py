@@ -6,7 +6,10 @@ and the same loop works for any Hugging Face causal LM). End-of-sequence tokens 
 every request produces exactly ``max_new_tokens`` tokens, so runs of different models (or of a
 model before and after compression) do the same amount of work. Each repeat is one pass over
 the prompts, metered as one ``greenllm.measure.measure`` window; the means over repeats are
-reported with the half-width of their 95 % Student-t confidence interval. Definitions and
+reported with the half-width of their 95 % Student-t confidence interval. A window in which
+a meter failed (``measure.invalid_window_reasons``) is rerun (at most ``repeats`` reruns in
+all), else its energy is excluded from the means; never counted as 0 J. Each case is a line
+in ``BenchResult.warnings``; a benchmark with no valid window raises MeterError. Definitions and
 formulas: docs/benchmark.md.
 
 torch is imported inside functions only, so a workload validates on a machine without torch.
@@ -22,7 +25,7 @@ from typing import Any
 from .config import parse_config, to_dict
 from .decode import CompiledDecoder, forward_kwargs, run_request
 from .decode import sync as _sync
-from .errors import ConfigError, DataError, UnknownNameError
+from .errors import ConfigError, DataError, MeterError, UnknownNameError
 from .grad_mode import no_autograd
 from .registry import did_you_mean
 from .results import BenchResult, EnergyReport
@@ -269,7 +272,7 @@ def bench(model, tokenizer, workload: Workload | dict | None = None, meters: Any
     """
     import torch
 
-    from .measure import measure, resolve_meters
+    from .measure import invalid_window_reasons, measure, resolve_meters
     from .models import model_size_bytes, param_count
 
     wl = parse_workload(workload if workload is not None else {})
@@ -303,8 +306,10 @@ def bench(model, tokenizer, workload: Workload | dict | None = None, meters: Any
     was_training = model.training
     model.eval()
     per_repeat: list[dict[str, float | None]] = []
-    report: EnergyReport | None = None
+    report: EnergyReport | None = None            # the last valid window
     gpu_utils: list[float | None] = []
+    warnings: list[str] = []
+    reruns_left = wl.repeats       # a window a meter failed in is rerun, at most this often
     try:
         with no_autograd(model):
             t_warm = time.perf_counter()
@@ -313,19 +318,37 @@ def bench(model, tokenizer, workload: Workload | dict | None = None, meters: Any
             warmup_s = time.perf_counter() - t_warm
             if cuda:
                 torch.cuda.reset_peak_memory_stats(dev)
-            for _ in range(wl.repeats):
-                runs = []
-                with measure(meter_objs, hz=hz) as handle:
-                    for b in batches:
-                        runs.append(one(b))
-                report = handle.report
-                gpu_utils.append(_gpu_util(report, handle))
-                per_repeat.append(_repeat_metrics(runs, report, wl, wbytes, bandwidth, b_params))
+            for rep in range(wl.repeats):
+                while True:
+                    runs = []
+                    with measure(meter_objs, hz=hz) as handle:
+                        for b in batches:
+                            runs.append(one(b))
+                    win = handle.report
+                    row = _repeat_metrics(runs, win, wl, wbytes, bandwidth, b_params)
+                    bad = invalid_window_reasons(win)
+                    if not bad:
+                        report = win
+                        break
+                    what = f"repeat {rep + 1}: energy window invalid ({'; '.join(bad)})"
+                    if reruns_left > 0:
+                        reruns_left -= 1
+                        warnings.append(f"{what}; rerun")
+                        continue
+                    warnings.append(f"{what}; its energy is excluded")
+                    row.update(dict.fromkeys(ENERGY_METRICS))
+                    break
+                gpu_utils.append(_gpu_util(win, handle))
+                per_repeat.append(row)
     finally:
         if was_training:
             model.train()
         for m in created:
             m.close()
+    if report is None:
+        raise MeterError("the energy meter failed in every benchmark window ("
+                         + "; ".join(invalid_window_reasons(win))[:300] + "); no energy figure "
+                         "can be given: check the meter (greenllm detect) and run again")
 
     keys = list(per_repeat[0])
     metrics: dict[str, float | None] = {}
@@ -340,7 +363,6 @@ def bench(model, tokenizer, workload: Workload | dict | None = None, meters: Any
     metrics["size_bytes"] = size_bytes
     metrics["params"] = n_params
     metrics["weight_bytes_per_token"] = wbytes
-    assert report is not None
     return BenchResult(
         metrics=metrics, ci95={k: v for k, v in ci95.items() if k in metrics},
         meter="+".join(report.meters) if report.meters else report.method,
@@ -352,7 +374,12 @@ def bench(model, tokenizer, workload: Workload | dict | None = None, meters: Any
         device={"torch_device": str(dev), "profile": profile_name,
                 "memory_bandwidth_bytes_per_s": bandwidth, "bandwidth_source": bw_source,
                 "torch_threads": torch.get_num_threads()},
-        energy=report, per_repeat=tuple(per_repeat))
+        energy=report, per_repeat=tuple(per_repeat), warnings=tuple(warnings))
+
+
+# per-repeat metrics that come from the energy window (None for an excluded window)
+ENERGY_METRICS = ("energy_j", "mean_power_w", "energy_per_request_j", "energy_per_token_j",
+                  "tokens_per_wh", "edp_js", "edp_js_per_b_params", "wh_per_b_params")
 
 
 def _repeat_metrics(runs: list[dict], report: EnergyReport, wl: Workload, wbytes: int,

@@ -77,3 +77,8 @@ def require(module: str, extra: str | None = None, purpose: str = ""):
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - exercised through the adapters
         raise MissingDependencyError(module.split(".")[0], extra, purpose) from exc
+
+
+class StoreError(GreenLLMError):
+    """The results store or output directory cannot be used: in use by another run, read-only,
+    full or not writable (names the path, the cause and the fix)."""

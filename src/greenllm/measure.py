@@ -219,6 +219,17 @@ class Measurement(contextlib.ContextDecorator):
                                     d.report_method if d else ""))
 
 
+_INVALIDATING = ("meter_vanished:", "meter_error:", "sampler_error:")
+
+
+def invalid_window_reasons(report: EnergyReport | None) -> list[str]:
+    """Why a window's energy cannot be trusted (a meter failed during it); [] when valid.
+    A window whose meter stopped partway holds only part of the energy, possibly 0 J."""
+    if report is None:
+        return ["no report"]
+    return [f[:200] for f in report.flags if f.startswith(_INVALIDATING)]
+
+
 def measure(meters: Any = "auto", hz: float = 10.0, idle_s: float = 0.0,
             trace: str | os.PathLike | None = None, clock: Callable[[], float] | None = None,
             sleep: Callable[[float], None] | None = None) -> Measurement:
@@ -226,4 +237,5 @@ def measure(meters: Any = "auto", hz: float = 10.0, idle_s: float = 0.0,
     return Measurement(meters, hz=hz, idle_s=idle_s, trace=trace, clock=clock, sleep=sleep)
 
 
-__all__ = ["measure", "Measurement", "build_report", "resolve_meters", "TRACE_COLUMNS"]
+__all__ = ["measure", "Measurement", "build_report", "resolve_meters", "TRACE_COLUMNS",
+           "invalid_window_reasons"]

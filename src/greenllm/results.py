@@ -159,6 +159,7 @@ class BenchResult(Record):
     device: dict[str, Any] = field(default_factory=dict)
     energy: EnergyReport | None = None
     per_repeat: tuple[dict[str, float | None], ...] = ()
+    warnings: tuple[str, ...] = ()      # e.g. a repeat rerun / excluded because a meter failed
 
     def to_json(self) -> dict[str, Any]:
         """The flat form printed by ``greenllm bench --json``."""
@@ -166,5 +167,6 @@ class BenchResult(Record):
         for k, v in self.ci95.items():
             out[f"{k}_ci95"] = v
         out.update(meter=self.meter, estimated=self.estimated, repeats=self.repeats,
-                   workload=dict(self.workload), device=dict(self.device))
+                   workload=dict(self.workload), device=dict(self.device),
+                   warnings=list(self.warnings))
         return out

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .config import to_dict
-from .errors import GreenLLMError
+from .errors import ConfigError, GreenLLMError
+from .outdir import OutputLock, storage_error
 from .recipe import BASELINE, Recipe, digest, load_recipe, variant_definition
 from .store import STORE_FILENAME, Store
 
@@ -248,24 +249,74 @@ def _unit_done(store: Store, unit: _Unit) -> bool:
             and store.get_bench(unit.bench_key) is not None)
 
 
+def _check_model_source(recipe: Recipe) -> None:
+    """A model given as a local path (absolute, ./, ../ or ~) must exist before any work (or
+    any --fresh) starts; hub ids ("org/name") are checked when the model loads."""
+    mid = str(recipe.model.id)
+    if not mid.startswith(("/", "./", "../", "~")):
+        return
+    src = Path(_model_source(recipe)).expanduser()
+    if not src.exists():
+        raise ConfigError(f"model.id: {mid!r} does not exist (resolved to {str(src)!r}); fix "
+                          "the path in the recipe")
+
+
+def _move_aside(out: Path, log: _Log) -> Path | None:
+    """--fresh: move the previous store and report files to OUT/previous-<time>/ (never
+    deleted). Called with the output lock held."""
+    from .report.build import finish_swap, report_files_in
+
+    finish_swap(out)
+    names = [STORE_FILENAME + s for s in ("", "-wal", "-shm")]
+    found = [out / n for n in names if (out / n).exists()] + report_files_in(out)
+    if not found:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = out / f"previous-{stamp}"
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = out / f"previous-{stamp}-{n}"
+    try:
+        dest.mkdir()
+        for p in found:
+            os.rename(p, dest / p.name)
+    except OSError as exc:
+        raise storage_error(exc, dest, "move the previous results aside (--fresh)") from None
+    log(f"--fresh: the previous results were moved to {dest}")
+    return dest
+
+
 def run(recipe: Recipe | str | Path | dict, out_dir: str | Path | None = None,
         resume: bool = True, progress: bool = True) -> RunSummary:
-    """Run a recipe into ``out_dir`` (store + report); see the module docstring."""
+    """Run a recipe into ``out_dir`` (store + report); see the module docstring.
+
+    The recipe is loaded and checked first (everything checkable from it, paths and the
+    device too); then the output directory is locked for the whole run (a second run into it
+    fails at once, naming this run's pid); only then does ``resume=False`` move the previous
+    results aside (to ``OUT/previous-<time>/``)."""
     from .limits import check_writable_dir
+    from .modelfiles import check_torch_device
     from .preflight import preflight
 
     recipe = load_recipe(recipe)
     preflight(recipe)                    # everything checkable from the recipe, before any work
+    _check_model_source(recipe)
     out = Path(out_dir or recipe.output or Path("runs") / slug(recipe.name))
     check_writable_dir(out, "output directory")   # creatable, writable, not full
-    from .modelfiles import check_torch_device
-
     check_torch_device(recipe.model.device)       # cuda on a CPU-only torch: now, not later
-    if not resume:
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                (out / (STORE_FILENAME + suffix)).unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, out, "create the output directory") from None
     log = _Log(progress)
+    with OutputLock(out):
+        if not resume:
+            _move_aside(out, log)
+        return _run_locked(recipe, out, log)
+
+
+def _run_locked(recipe: Recipe, out: Path, log: _Log) -> RunSummary:
     units = plan(recipe)
     t0 = time.perf_counter()
     store = Store(out)
@@ -274,6 +325,10 @@ def run(recipe: Recipe | str | Path | dict, out_dir: str | Path | None = None,
                          done={"steps": 0, "evals": 0, "benches": 0},
                          skipped={"variants": 0, "steps": 0, "evals": 0, "benches": 0})
     try:
+        stale = store.mark_interrupted()
+        if stale:
+            log(f"run(s) {', '.join(map(str, stale))} ended without finishing (killed); "
+                "marked interrupted")
         summary.run_id = run_id = store.begin_run(recipe.name, recipe.to_dict(),
                                                   [u.plan_entry() for u in units])
         store.set_environment(run_id, **collect_environment(recipe))

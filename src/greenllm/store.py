@@ -9,6 +9,7 @@ and skips finished work, and a resume after a kill never duplicates a row.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError
+from .outdir import storage_error
 from .results import BenchResult, EvalResult, StepResult
 
 STORE_SCHEMA_VERSION = 1
@@ -74,6 +76,15 @@ CREATE TABLE IF NOT EXISTS benches (
 """
 
 
+def _not_a_database(exc: BaseException) -> bool:
+    """True only when the file itself is not (or no longer) an SQLite database."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code in (11, 26)                  # SQLITE_CORRUPT, SQLITE_NOTADB
+    text = str(exc).lower()
+    return "not a database" in text or "malformed" in text
+
+
 def store_path(out_dir_or_file: str | Path) -> Path:
     p = Path(out_dir_or_file)
     return p if p.suffix in (".sqlite", ".db") else p / STORE_FILENAME
@@ -88,16 +99,29 @@ class Store:
             if not create:
                 raise DataError(f"no results store at {str(self.path)!r}; run "
                                 "'greenllm run RECIPE --out DIR' first")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise storage_error(exc, self.path.parent, "create the output directory") \
+                    from None
         try:
             self.con = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.path, "open the results store") from None
+        try:
             self.con.execute("PRAGMA journal_mode=WAL")
             self.con.execute("PRAGMA synchronous=FULL")
             self.con.execute("PRAGMA foreign_keys=ON")
             self._init_schema()
-        except sqlite3.DatabaseError as exc:
-            raise DataError(f"{str(self.path)!r} is not a greenllm results store ({exc}); "
-                            "remove it or choose another --out directory") from None
+        except sqlite3.Error as exc:
+            self.con.close()
+            if _not_a_database(exc):
+                raise DataError(f"{str(self.path)!r} is not a greenllm results store ({exc}); "
+                                "remove it or choose another --out directory") from None
+            raise storage_error(exc, self.path, "open the results store") from None
+        except BaseException:
+            self.con.close()
+            raise
 
     # ---------------------------------------------------------------- plumbing
     def _init_schema(self) -> None:
@@ -114,19 +138,32 @@ class Store:
                                 "another --out directory)")
 
     class _Tx:
-        def __init__(self, con):
-            self.con = con
+        def __init__(self, con, path):
+            self.con, self.path = con, path
 
         def __enter__(self):
-            self.con.execute("BEGIN IMMEDIATE")
+            try:
+                self.con.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise storage_error(exc, self.path, "write the results store") from None
             return self.con
 
         def __exit__(self, et, ev, tb):
-            self.con.execute("COMMIT" if et is None else "ROLLBACK")
+            if et is None:
+                try:
+                    self.con.execute("COMMIT")
+                    return False
+                except sqlite3.Error as exc:
+                    ev = exc
+            with contextlib.suppress(sqlite3.Error):
+                self.con.execute("ROLLBACK")
+            if isinstance(ev, sqlite3.Error) and not _not_a_database(ev):
+                # disk full / read-only / permission: the real cause, never "not a store"
+                raise storage_error(ev, self.path, "write the results store") from None
             return False
 
     def _tx(self):
-        return self._Tx(self.con)
+        return self._Tx(self.con, self.path)
 
     def close(self) -> None:
         self.con.close()
@@ -151,6 +188,14 @@ class Store:
                 " VALUES (?, ?, ?, ?, 'running')",
                 (recipe_name, json.dumps(recipe), json.dumps(plan), time.time()))
             return int(cur.lastrowid)
+
+    def mark_interrupted(self) -> list[int]:
+        """Runs still 'running' become 'interrupted' (call only while holding the output
+        lock: then no live process writes them). Returns their ids."""
+        with self._tx() as con:
+            ids = [int(r[0]) for r in con.execute("SELECT id FROM runs WHERE status='running'")]
+            con.execute("UPDATE runs SET status='interrupted' WHERE status='running'")
+        return ids
 
     def finish_run(self, run_id: int, status: str) -> None:
         with self._tx() as con:

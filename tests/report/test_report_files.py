@@ -112,4 +112,5 @@ def test_report_files_honour_the_umask(run_dir, tmp_path, umask, tree_modes):
     assert len(files) >= 10
     modes = tree_modes(out)
     assert modes.pop(".") == dmode
+    assert modes.pop(".greenllm-report.lock") == fmode    # the report writers' lock file
     assert modes == {f.name: fmode for f in files}, {k: oct(v) for k, v in modes.items()}

@@ -1,17 +1,22 @@
 """``write_report(store_or_dir, out_dir=None)``: the results store -> every report file.
 
 ``collect(store)`` turns the latest run's plan and its stored results into the results.json
-document; the writers in tables / plots / html / statements render it. Every file is written
-to a temporary name and renamed, so a report is never half-written. No torch.
+document; the writers in tables / plots / html / statements render it. The files are replaced
+as a set (staged in a folder inside the output directory, then swapped in; see
+``write_report``), so a killed report never leaves a mix of old and new files. No torch.
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
 from ..fsutil import atomic_write
+from ..outdir import report_lock, storage_error
 from ..results import SCHEMA_VERSION
 from ..store import Store, store_path
 from . import analysis as A
@@ -56,6 +61,37 @@ def _window(bench) -> dict[str, Any] | None:
             "estimated": e.estimated, "meters": list(e.meters), "idle_power_w": e.idle_power_w}
 
 
+def _bench_windows(bench) -> list[dict[str, Any]]:
+    """Every valid measured window of a bench (one per repeat); older stores without
+    per-repeat rows give their one recorded window."""
+    if bench is None:
+        return []
+    rows = [{"repeat": i + 1, "energy_j": r["energy_j"], "duration_s": r.get("duration_s")}
+            for i, r in enumerate(bench.per_repeat) if r.get("energy_j") is not None]
+    if rows or bench.per_repeat:
+        return rows
+    w = _window(bench)
+    return [{"repeat": None, "energy_j": w["energy_j"], "duration_s": w["duration_s"]}] if w else []
+
+
+def _warnings(name: str, steps, bench) -> tuple[list[str], bool]:
+    """(warning lines, whether a compression step's energy window is invalid)."""
+    from ..measure import invalid_window_reasons
+
+    out, bad_step = [], False
+    for i, s in enumerate(steps):
+        if s.energy is None:
+            continue
+        bad = invalid_window_reasons(s.energy)
+        if bad:
+            bad_step = True
+            out.append(f"{name}: step {i + 1} ({s.step}): energy window invalid "
+                       f"({'; '.join(bad)}); its compression energy is unknown")
+    for w in (bench.warnings if bench is not None else ()):
+        out.append(f"{name}: bench {w}")
+    return out, bad_step
+
+
 def collect(store: Store) -> dict[str, Any]:
     """The results.json document for the store's latest run."""
     run = store.latest_run()
@@ -65,6 +101,7 @@ def collect(store: Store) -> dict[str, Any]:
     carbon = _intensity(recipe.get("carbon") or {})
     targets = recipe.get("targets") or {}
     variants: list[dict[str, Any]] = []
+    warnings: list[str] = []
     for entry in run["plan"]:
         steps = store.steps(entry["variant_key"])
         evals = [store.get_eval(k) for k in entry["eval_keys"]]
@@ -72,13 +109,18 @@ def collect(store: Store) -> dict[str, Any]:
         comp_j = sum(s.energy.energy_j for s in steps if s.energy is not None) if steps else 0.0
         complete = (len(steps) == len(entry["steps"]) and all(e is not None for e in evals)
                     and bench is not None)
+        warn, bad_step = _warnings(entry["name"], steps, bench)
+        warnings += warn
         variants.append({
             "name": entry["name"], "variant_key": entry["variant_key"],
             "definition": entry["steps"], "steps": [_step_json(s) for s in steps],
             "evals": [e.to_json() if e is not None else None for e in evals],
             "bench": bench.to_json() if bench is not None else None,
             "bench_window": _window(bench),
-            "compression_energy_j": comp_j if len(steps) == len(entry["steps"]) else None,
+            "bench_windows": _bench_windows(bench),
+            "compression_energy_j": (comp_j if len(steps) == len(entry["steps"])
+                                     and not bad_step else None),
+            "warnings": warn,
             "compression_duration_s": sum(s.duration_s for s in steps),
             "compression_estimated": any(s.energy is not None and s.energy.estimated
                                          for s in steps),
@@ -106,7 +148,7 @@ def collect(store: Store) -> dict[str, Any]:
            "model": recipe.get("model"), "workload": recipe.get("workload"),
            "environment": run.get("environment") or {}, "carbon": carbon, "targets": targets,
            "quality_metric": q_label, "quality_higher_is_better": q_higher,
-           "pareto": front, "variants": variants}
+           "pareto": front, "variants": variants, "warnings": warnings}
     from .statements import carbon_statement, methodology
 
     doc["methodology"] = methodology(doc)
@@ -133,28 +175,109 @@ def _derive(v: dict[str, Any], base: dict[str, Any], carbon: dict[str, Any],
     if v is base:
         v["payback_inferences"], v["not_greener"], v["targets"] = None, False, {}
         return
-    v["payback_inferences"] = A.payback_inferences(v["compression_energy_j"],
-                                                   b.get("energy_per_request_j"), req_j)
+    # unknown compression energy (a step's meter failed, or steps missing): unknown payback
+    v["payback_inferences"] = None if v["compression_energy_j"] is None else \
+        A.payback_inferences(v["compression_energy_j"], b.get("energy_per_request_j"), req_j)
     v["not_greener"] = A.not_greener(
         None if deltas.get("energy_per_token_pct") is None else deltas["energy_per_token_pct"],
         deltas.get("energy_per_token_pct_ci95"))
     v["targets"] = A.check_targets(targets, deltas, [e for e in ev if e])
 
 
-def write_report(store_or_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
-    """Rebuild every report file from the store; returns the paths written."""
-    from . import html, plots, tables
+REPORT_FILES = ("results.json", "results.csv", "emissions.csv", "report.md", "report.tex",
+                "report.html", "energy_per_token.png", "energy_per_token.pdf", "pareto.png",
+                "pareto.pdf")
+SWAP_MARKER = ".report-swap.json"
+STAGE_PREFIX = ".report-new-"
 
+
+def report_files_in(out: str | Path) -> list[Path]:
+    """The report files present in ``out``."""
+    return [Path(out) / n for n in REPORT_FILES if (Path(out) / n).exists()]
+
+
+def _apply_swap(out: Path, marker: dict[str, Any]) -> None:
+    stage = out / marker["stage"]
+    for name in marker["files"]:
+        src = stage / name
+        if src.exists():                      # absent: moved in by an earlier, killed swap
+            os.replace(src, out / name)
+    for name in marker["remove"]:
+        (out / name).unlink(missing_ok=True)
+    (out / SWAP_MARKER).unlink(missing_ok=True)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def finish_swap(out: str | Path) -> bool:
+    """Complete a report swap that a kill interrupted (the staged set is whole: the marker is
+    written only after every file is staged); remove staging folders of killed writers that
+    never got that far. True when a swap was completed."""
+    out = Path(out)
+    done = False
+    mpath = out / SWAP_MARKER
+    if mpath.exists():
+        try:
+            marker = json.loads(mpath.read_text())
+            names = [str(n) for n in marker["files"]] + [str(n) for n in marker["remove"]]
+            ok = (isinstance(marker["stage"], str) and marker["stage"].startswith(STAGE_PREFIX)
+                  and "/" not in marker["stage"] and all(n in REPORT_FILES for n in names))
+        except (OSError, ValueError, KeyError, TypeError):
+            ok = False
+        if ok:
+            _apply_swap(out, marker)
+            done = True
+        else:
+            mpath.unlink(missing_ok=True)
+    for stale in out.glob(STAGE_PREFIX + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return done
+
+
+def write_report(store_or_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Rebuild every report file from the store; returns the paths written.
+
+    The files are replaced as a set: all are written into a staging folder inside the output
+    directory, a marker naming them is written atomically, then each is renamed into place and
+    the marker removed. A writer killed before the marker leaves the old set untouched; one
+    killed after it leaves a whole new set staged, which the next ``write_report`` (or
+    ``greenllm run``) moves in first (``finish_swap``)."""
     path = store_path(store_or_dir)
     out = Path(out_dir) if out_dir is not None else path.parent
     with Store(path, create=False) as store:
         doc = collect(store)
-    files = [atomic_write(out / "results.json", json.dumps(doc, indent=2, default=str) + "\n"),
-             atomic_write(out / "results.csv", tables.to_csv(doc)),
-             atomic_write(out / "emissions.csv", tables.emissions_csv(doc)),
-             atomic_write(out / "report.md", tables.to_markdown(doc)),
-             atomic_write(out / "report.tex", tables.to_latex(doc))]
-    images = plots.write_plots(doc, out, atomic_write)
-    files += [p for pair in images.values() for p in pair]
-    files.append(atomic_write(out / "report.html", html.to_html(doc, images)))
-    return files
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, out, "create the report directory") from None
+    with report_lock(out):
+        finish_swap(out)
+        try:
+            names = _stage_and_swap(doc, out)
+        except OSError as exc:
+            raise storage_error(exc, out, "write the report") from None
+    return [out / n for n in names]
+
+
+def _stage_and_swap(doc: dict[str, Any], out: Path) -> list[str]:
+    from . import html, plots, tables
+
+    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
+    try:
+        files = [atomic_write(stage / "results.json",
+                              json.dumps(doc, indent=2, default=str) + "\n"),
+                 atomic_write(stage / "results.csv", tables.to_csv(doc)),
+                 atomic_write(stage / "emissions.csv", tables.emissions_csv(doc)),
+                 atomic_write(stage / "report.md", tables.to_markdown(doc)),
+                 atomic_write(stage / "report.tex", tables.to_latex(doc))]
+        images = plots.write_plots(doc, stage, atomic_write)
+        files += [p for pair in images.values() for p in pair]
+        files.append(atomic_write(stage / "report.html", html.to_html(doc, images)))
+        names = [p.name for p in files]
+        stale = [p.name for p in report_files_in(out) if p.name not in names]
+        marker = {"stage": stage.name, "files": names, "remove": stale}
+        atomic_write(out / SWAP_MARKER, json.dumps(marker) + "\n")
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    _apply_swap(out, marker)
+    return names

@@ -95,6 +95,9 @@ def methodology(doc: dict[str, Any]) -> str:
         ds.append(f"{e.get('task')} ({e.get('n')} items" + (f", {src}" if src else "") + ")")
     if ds:
         parts.append("Datasets: " + "; ".join(ds) + ".")
+    warnings = doc.get("warnings") or []
+    if warnings:
+        parts.append(f"Warnings ({len(warnings)}): " + " | ".join(warnings) + ".")
     return " ".join(parts)
 
 
@@ -119,7 +122,8 @@ def carbon_statement(doc: dict[str, Any]) -> str:
              f"({num(None if comp_j is None else comp_j / J_PER_WH)} Wh, "
              f"{num(v.get('compression_emissions_g'))} g CO2e)")
         p = v.get("payback_inferences")
-        s += (", and it never pays that back (no energy saving per request)" if p is None
+        s += (", so when it pays that back is unknown" if comp_j is None
+              else ", and it never pays that back (no energy saving per request)" if p is None
               else f", repaid after {payback_text(p)} "
               f"{'inference' if payback_text(p) == '1' else 'inferences'}")
         if v.get("not_greener"):

@@ -274,9 +274,13 @@ def _windows(doc: dict[str, Any]) -> list[tuple[str, float, float, float | None]
             if s.get("energy_j") is not None:
                 out.append((f"{v['name']}/step{i}:{s['step']}", s["duration_s"], s["energy_j"],
                             None))
-        w = v.get("bench_window")
-        if w and w.get("energy_j") is not None:
-            out.append((f"{v['name']}/bench", w["duration_s"], w["energy_j"], None))
+        windows = v.get("bench_windows")
+        if windows is None:                       # a results.json from before bench_windows
+            w = v.get("bench_window")
+            windows = [dict(w, repeat=None)] if w and w.get("energy_j") is not None else []
+        for w in windows:                         # every measured repeat, not only the last
+            label = f"{v['name']}/bench" + (f"/repeat{w['repeat']}" if w.get("repeat") else "")
+            out.append((label, w.get("duration_s") or 0.0, w["energy_j"], None))
     return out
 
 
