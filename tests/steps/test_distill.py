@@ -111,7 +111,7 @@ def test_distill_config_round_trips_and_validates():
            "epochs": 1, "max_steps": 50, "precision": "bf16", "early_stopping": None}
     cfg = parse_config(DistillConfig, raw, "distill")
     assert parse_config(DistillConfig, json.loads(json.dumps(to_dict(cfg))), "distill") == cfg
-    with pytest.raises(ConfigError, match="student: give one of"):
+    with pytest.raises(ConfigError, match="distill.student.path: give one of"):
         parse_config(DistillConfig, {"student": {"keep_every": 2, "path": "x"}}, "distill")
     with pytest.raises(ConfigError, match="temperature"):
         parse_config(DistillConfig, {"temperature": 0}, "distill")

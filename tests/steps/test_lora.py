@@ -28,7 +28,7 @@ def test_lora_trains_merges_and_changes_outputs():
     ids = torch.randint(0, 256, (1, 16), generator=torch.Generator().manual_seed(1))
     before = _logits(model, ids)
     n_params = sum(p.numel() for p in model.parameters())
-    cfg = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "up_proj"],
+    cfg = {"r": 4, "alpha": 8, "dropout": 0.0, "targets": ["q_proj", "v_proj", "up_proj"],
            "data": [TEXT], "seq_len": 32, "batch_size": 4, "epochs": 3, "lr": 5e-3}
     out, res = apply_step(model, "lora", cfg, StepContext(tokenizer=tok))
     st = res.stats
@@ -64,7 +64,7 @@ def test_lora_merge_keeps_pruning_masks():
     w = model.model.layers[0].self_attn.q_proj.weight.detach().clone()
     zeros = w == 0
     assert zeros.float().mean() > 0.4
-    out, res = apply_step(model, "lora", {"target_modules": ["q_proj"], "data": [TEXT],
+    out, res = apply_step(model, "lora", {"targets": ["q_proj"], "data": [TEXT],
                                           "seq_len": 32, "max_steps": 3, "lr": 1e-2},
                           StepContext(tokenizer=tok))
     w2 = out.model.layers[0].self_attn.q_proj.weight
@@ -83,15 +83,15 @@ def test_qlora_needs_a_4bit_model_and_no_merge():
 
 
 def test_unknown_target_module_is_config_error():
-    with pytest.raises(ConfigError, match="target_modules"):
-        apply_step(tiny_causal_lm(0), "lora", {"target_modules": ["nope_proj"], "data": [TEXT],
+    with pytest.raises(ConfigError, match="targets"):
+        apply_step(tiny_causal_lm(0), "lora", {"targets": ["nope_proj"], "data": [TEXT],
                                                "seq_len": 32},
                    StepContext(tokenizer=tiny_tokenizer()))
 
 
 def test_lora_config_round_trips():
     raw = {"method": "lora", "r": 16, "alpha": 32.0, "dropout": 0.1,
-           "target_modules": ["q_proj", "v_proj"], "merge": True, "data": "train.jsonl",
+           "targets": ["q_proj", "v_proj"], "merge": True, "data": "train.jsonl",
            "task": "instruct", "epochs": 2, "grad_accum": 4, "precision": "bf16",
            "gradient_checkpointing": True}
     cfg = parse_config(LoraConfig, raw, "lora")
@@ -115,7 +115,7 @@ def test_lora_on_smollm2_reduces_loss(smollm2_fresh):
     out, res = apply_step(model, "lora", {"data": "builtin:wiki-sample", "seq_len": 64,
                                           "batch_size": 2, "max_examples": 4, "epochs": 3,
                                           "lr": 2e-3, "r": 8,
-                                          "target_modules": ["q_proj", "v_proj"]},
+                                          "targets": ["q_proj", "v_proj"]},
                           StepContext(tokenizer=tok))
     after = evaluate_loss(out, batches, causal_lm_loss)
     assert res.stats["steps"] == 6 and lora_module_count(out) == 0
@@ -126,7 +126,7 @@ def test_lora_with_gradient_checkpointing_and_bf16_trains():
     out, res = apply_step(tiny_causal_lm(0), "lora",
                           {"data": [TEXT], "seq_len": 32, "epochs": 2, "lr": 5e-3,
                            "gradient_checkpointing": True, "precision": "bf16",
-                           "target_modules": ["q_proj", "v_proj"]},
+                           "targets": ["q_proj", "v_proj"]},
                           StepContext(tokenizer=tiny_tokenizer()))
     assert res.stats["last_loss"] < res.stats["first_loss"]
     assert not out.is_activation_checkpointing and lora_module_count(out) == 0

@@ -23,6 +23,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import Config
 from ..errors import ConfigError, UnsupportedError
 from .base import StepContext, StepSpec
 from .train import TrainingStepConfig, autocast_context, device_of, train_loop
@@ -31,9 +32,10 @@ _LAYER_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_ne
 _LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 
 
-@dataclass
-class StudentConfig:
-    """How the student is made; at most one of keep_every / layers / path."""
+@dataclass(frozen=True)
+class StudentConfig(Config):
+    """How the student is made (``greenllm.Student``); at most one of keep_every / layers /
+    path."""
 
     keep_every: int | None = None
     layers: list[int] | None = None
@@ -42,23 +44,25 @@ class StudentConfig:
     def validate(self) -> None:
         given = [n for n in ("keep_every", "layers", "path") if getattr(self, n) is not None]
         if len(given) > 1:
-            raise ConfigError(f"student: give one of keep_every, layers or path, not "
+            raise ConfigError(f"{given[1]}: give one of keep_every, layers or path, not "
                               f"{' and '.join(given)}")
         if self.keep_every is not None and self.keep_every < 1:
-            raise ConfigError(f"student.keep_every: {self.keep_every} must be >= 1")
+            raise ConfigError(f"keep_every: {self.keep_every} must be >= 1")
         if self.layers is not None:
             if not self.layers:
-                raise ConfigError("student.layers: the list is empty; keep at least one layer")
+                raise ConfigError("layers: the list is empty; keep at least one layer")
             if len(set(self.layers)) != len(self.layers) or any(i < 0 for i in self.layers):
-                raise ConfigError(f"student.layers: {self.layers} must be distinct indices >= 0")
+                raise ConfigError(f"layers: {self.layers} must be distinct indices >= 0")
 
     @property
     def drops_layers(self) -> bool:
         return self.keep_every is not None or self.layers is not None
 
 
-@dataclass
+@dataclass(frozen=True)
 class DistillConfig(TrainingStepConfig):
+    """``distill`` step settings (``greenllm.Distill``; validated on construction)."""
+
     method: str = "kd"
     teacher: str | None = None
     student: StudentConfig | None = None
