@@ -54,7 +54,7 @@ def test_prompt_sources(tmp_path):
         load_prompts(str(empty))
     with pytest.raises(DataError, match="does not exist"):
         load_prompts(str(tmp_path / "missing.txt"))
-    with pytest.raises(UnknownNameError, match="did you mean 'prompts'"):
+    with pytest.raises(DataError, match="did you mean 'builtin:prompts'"):
         load_prompts("builtin:prompt")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"q": 1}\n')
