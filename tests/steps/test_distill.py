@@ -119,3 +119,21 @@ def test_distill_config_round_trips_and_validates():
         parse_config(DistillConfig, {"method": "kdd"}, "distill")
     with pytest.raises(ConfigError, match="did you mean 'temperature'"):
         parse_config(DistillConfig, {"temprature": 2}, "distill")
+
+
+def test_distill_targets_train_only_the_selected_student_modules():
+    import copy
+
+    student = tiny_causal_lm(1)
+    before = copy.deepcopy(student.state_dict())
+    out, res = apply_step(student, "distill", {"targets": ["mlp.*"], "data": [TEXT],
+                                               "max_steps": 2, "lr": 1e-2, "seq_len": 32,
+                                               "batch_size": 2},
+                          StepContext(tokenizer=tiny_tokenizer(), teacher=tiny_causal_lm(0)))
+    after = out.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(".mlp." in k for k in changed)
+    assert all(p.requires_grad for p in out.parameters())   # frozen ones are given back
+    with pytest.raises(ConfigError, match="distill.targets: no module matched"):
+        apply_step(tiny_causal_lm(1), "distill", {"targets": ["nope"], "data": [TEXT]},
+                   StepContext(tokenizer=tiny_tokenizer(), teacher=tiny_causal_lm(0)))

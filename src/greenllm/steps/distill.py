@@ -20,12 +20,13 @@ the shared loop of ``steps/train.py``.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import Config
 from ..errors import ConfigError, UnsupportedError
 from .base import StepContext, StepSpec
+from .select import check_patterns, select_modules
 from .train import TrainingStepConfig, autocast_context, device_of, train_loop
 
 _LAYER_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers")
@@ -72,9 +73,12 @@ class DistillConfig(TrainingStepConfig):
     alpha_hidden: float = 0.0
     hidden_layer_map: list[list[int]] | None = None   # [[student_layer, teacher_layer], ...]
     lr: float = 1e-4
+    targets: list[str] = field(default_factory=list)   # student modules that train; []: all
+    ignore: list[str] = field(default_factory=list)    # student modules kept frozen
 
     def validate(self) -> None:
         TrainingStepConfig.validate(self)
+        check_patterns(self)
         if self.method != "kd":
             from ..registry import did_you_mean
             hint = did_you_mean(self.method, ["kd"])
@@ -214,6 +218,19 @@ def make_kd_loss(teacher, cfg: DistillConfig, hidden_map: list[list[int]] | None
 
 
 # ----------------------------------------------------------------------------- the step
+def _freeze_unselected(student, cfg: DistillConfig) -> list:
+    """Freeze the student's parameters outside targets/ignore; returns those it froze."""
+    if not cfg.targets and not cfg.ignore:
+        return []
+    chosen = select_modules(student, cfg.targets, cfg.ignore, required="distill.targets",
+                            candidate=lambda _, m: any(True for _ in m.parameters(False)))
+    train = {id(p) for _, m in chosen for p in m.parameters(recurse=False)}
+    frozen = [p for p in student.parameters() if p.requires_grad and id(p) not in train]
+    for p in frozen:
+        p.requires_grad_(False)
+    return frozen
+
+
 def _resolve_teacher(model, cfg: DistillConfig, ctx: StepContext):
     if ctx.teacher is not None:
         return ctx.teacher, "context"
@@ -272,6 +289,7 @@ def _apply(model, cfg: DistillConfig, ctx: StepContext):
     was_training = teacher.training
     teacher.eval()
     requires = [p.requires_grad for p in teacher.parameters()]
+    frozen = _freeze_unselected(student, cfg)
     if teacher is not student:
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -281,6 +299,8 @@ def _apply(model, cfg: DistillConfig, ctx: StepContext):
     finally:
         for p, r in zip(teacher.parameters(), requires):
             p.requires_grad_(r)
+        for p in frozen:
+            p.requires_grad_(True)
         teacher.train(was_training)
     from ..models import param_count
     stats: dict[str, Any] = report.to_dict()
