@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+import greenllm
 from greenllm.bench import (Workload, bench, load_prompts, mean_ci95, measure_copy_bandwidth,
                             parse_workload, t_critical_95, weight_bytes_per_token)
 from greenllm.config import parse_config, to_dict
@@ -133,7 +134,7 @@ def test_compiled_static_cache_decode_gives_the_eager_tokens(tiny, variant):
 
     model, tok = tiny
     if variant != "fp32":
-        model, _ = compress(copy.deepcopy(model), {"quantize": {"method": variant, "ignore": []}},
+        model, _ = compress(copy.deepcopy(model), greenllm.Quantize(method=variant, ignore=[]),
                             tokenizer=tok)
     dev = torch.device("cpu")
     n = 5

@@ -8,6 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+import greenllm  # noqa: E402
 from greenllm.config import parse_config, to_dict  # noqa: E402
 from greenllm.errors import ConfigError  # noqa: E402
 from greenllm.steps import StepContext, apply_step, compress  # noqa: E402
@@ -60,7 +61,7 @@ def test_lora_without_merge_keeps_adapters():
 
 def test_lora_merge_keeps_pruning_masks():
     tok = tiny_tokenizer()
-    model, _ = compress(tiny_causal_lm(0), [{"prune": {"method": "magnitude", "sparsity": 0.5}}])
+    model, _ = compress(tiny_causal_lm(0), [greenllm.Prune(method="magnitude", sparsity=0.5)])
     w = model.model.layers[0].self_attn.q_proj.weight.detach().clone()
     zeros = w == 0
     assert zeros.float().mean() > 0.4
