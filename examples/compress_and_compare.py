@@ -24,8 +24,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     base, tok = greenllm.load_model(args.model)
     variants = {
         "baseline": [],
-        "int8_weight": ["quantize:method=int8_weight"],
-        "wanda50": ["prune:method=wanda,sparsity=0.5,calibration.samples=8,calibration.seq_len=128"],
+        "int8_weight": [greenllm.Quantize(method="int8_weight")],
+        "wanda50": [greenllm.Prune(method="wanda", sparsity=0.5,
+                                   calibration=greenllm.Calibration(samples=8, seq_len=128))],
     }
     workload = {"prompts": "builtin:prompts", "max_new_tokens": args.tokens, "batch_size": 1,
                 "warmup": 1, "repeats": args.repeats, "limit": 2}

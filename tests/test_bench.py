@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+import greenllm
 from greenllm.bench import (Workload, bench, load_prompts, mean_ci95, measure_copy_bandwidth,
                             parse_workload, t_critical_95, weight_bytes_per_token)
 from greenllm.config import parse_config, to_dict
@@ -54,7 +55,7 @@ def test_prompt_sources(tmp_path):
         load_prompts(str(empty))
     with pytest.raises(DataError, match="does not exist"):
         load_prompts(str(tmp_path / "missing.txt"))
-    with pytest.raises(UnknownNameError, match="did you mean 'prompts'"):
+    with pytest.raises(DataError, match="did you mean 'builtin:prompts'"):
         load_prompts("builtin:prompt")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"q": 1}\n')
@@ -133,7 +134,7 @@ def test_compiled_static_cache_decode_gives_the_eager_tokens(tiny, variant):
 
     model, tok = tiny
     if variant != "fp32":
-        model, _ = compress(copy.deepcopy(model), {"quantize": {"method": variant, "ignore": []}},
+        model, _ = compress(copy.deepcopy(model), greenllm.Quantize(method=variant, ignore=[]),
                             tokenizer=tok)
     dev = torch.device("cpu")
     n = 5

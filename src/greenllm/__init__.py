@@ -21,6 +21,15 @@ _LAZY = {
     "load_model": "greenllm.models:load_model",
     "save": "greenllm.models:save",
     "offline_model_dir": "greenllm.models:offline_model_dir",
+    # typed step configs: frozen, validated on construction; the type selects the step
+    "Quantize": "greenllm.steps.quantize:QuantizeConfig",
+    "Prune": "greenllm.steps.prune:PruneConfig",
+    "Calibration": "greenllm.steps.prune:CalibrationConfig",
+    "Distill": "greenllm.steps.distill:DistillConfig",
+    "Student": "greenllm.steps.distill:StudentConfig",
+    "Lora": "greenllm.steps.lora:LoraConfig",
+    "Train": "greenllm.steps.train:TrainConfig",
+    "EarlyStopping": "greenllm.steps.train:EarlyStopping",
     # measurement
     "detect_meters": "greenllm.meters:detect_meters",
     "capped": "greenllm.control.base:capped",
@@ -75,3 +84,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .results import BenchResult, EnergyReport, EvalResult, StepResult
     from .runner import run
     from .steps.base import compress
+    from .steps.distill import DistillConfig as Distill
+    from .steps.distill import StudentConfig as Student
+    from .steps.lora import LoraConfig as Lora
+    from .steps.prune import CalibrationConfig as Calibration
+    from .steps.prune import PruneConfig as Prune
+    from .steps.quantize import QuantizeConfig as Quantize
+    from .steps.train import EarlyStopping
+    from .steps.train import TrainConfig as Train

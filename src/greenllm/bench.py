@@ -31,8 +31,6 @@ from .registry import did_you_mean
 from .results import BenchResult, EnergyReport
 from .units import J_PER_WH
 
-BUILTIN_PREFIX = "builtin:"
-DATA_DIR = Path(__file__).resolve().parent / "data"
 COPY_PROBE_BYTES = 256 * 1024**2
 
 
@@ -86,10 +84,6 @@ def parse_workload(mapping: Any, path: str = "workload") -> Workload:
     return parse_config(Workload, mapping, path)
 
 
-def builtin_prompt_sets() -> list[str]:
-    return sorted(p.stem for p in DATA_DIR.glob("*.txt"))
-
-
 def load_prompts(spec: str | list[str], limit: int | None = None) -> list[str]:
     """The prompts of a workload as a list of non-empty strings."""
     import json
@@ -97,15 +91,10 @@ def load_prompts(spec: str | list[str], limit: int | None = None) -> list[str]:
     if isinstance(spec, (list, tuple)):
         prompts = [p.strip() for p in spec if isinstance(p, str) and p.strip()]
         where = "workload.prompts"
-    elif spec.startswith(BUILTIN_PREFIX):
-        name = spec[len(BUILTIN_PREFIX):]
-        known = builtin_prompt_sets()
-        if name not in known:
-            raise UnknownNameError("built-in prompt set", name, known, did_you_mean(name, known))
-        prompts = _read_lines(DATA_DIR / f"{name}.txt")
-        where = spec
     else:
-        path = Path(spec).expanduser()
+        from .builtin_data import text_source
+
+        path = text_source(spec, "workload.prompts")
         if not path.is_file():
             raise DataError(f"prompts file {str(path)!r} does not exist; give a text file with "
                             "one prompt per line, or builtin:prompts")

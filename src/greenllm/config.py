@@ -1,9 +1,13 @@
 """Config is data: strict parsing of mappings into dataclasses, and back.
 
+``Config`` is the base of the typed step configs (frozen dataclasses such as
+``greenllm.Prune``): constructing one checks and coerces every field against its annotation and
+runs ``validate()``, so a bad field raises ``ConfigError`` naming it, in Python as in YAML.
 ``parse_config(Cls, mapping, path)`` rejects unknown keys with the field path and a
 did-you-mean, checks types (int/float/bool/str/Literal/Optional/list/tuple/dict/nested
 dataclasses) and runs ``Cls.validate()`` when it exists. ``to_dict(cfg)`` is the inverse, so
-every config round-trips. ``parse_kv_spec('prune:method=wanda,sparsity=0.5')`` is the CLI form.
+every config round-trips. ``parse_kv_spec('prune:method=wanda,sparsity=0.5')`` is the CLI form;
+it parses into the same objects.
 Stdlib + yaml only: recipes validate on a machine without torch.
 """
 from __future__ import annotations
@@ -95,6 +99,33 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     return value
 
 
+def _prefixed(path: str, exc: ConfigError) -> ConfigError:
+    msg = str(exc)
+    return ConfigError(msg if not path or msg.startswith(path) else f"{path}.{msg}")
+
+
+class Config:
+    """Base of the typed, frozen config dataclasses (``@dataclass(frozen=True)`` subclasses).
+
+    ``__post_init__`` coerces every field to its annotation (ints to floats, mappings to
+    nested configs, lists copied) and runs ``validate()``: a config object that exists is
+    valid. Errors are ``ConfigError("field: message")``; ``parse_config`` adds the path.
+    """
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if not f.init:
+                continue
+            value = getattr(self, f.name)
+            coerced = _coerce(hints.get(f.name, Any), value, f.name)
+            if coerced is not value:
+                object.__setattr__(self, f.name, coerced)
+        validate = getattr(self, "validate", None)
+        if callable(validate):
+            validate()
+
+
 def parse_config(cls: type, mapping: Any, path: str = ""):
     """Build dataclass ``cls`` from ``mapping`` strictly (unknown keys -> ConfigError)."""
     if mapping is None:
@@ -122,15 +153,16 @@ def parse_config(cls: type, mapping: Any, path: str = ""):
         raise ConfigError(f"{_fmt(path)}: missing required key {missing[0]!r}")
     try:
         obj = cls(**kwargs)
+    except ConfigError as exc:   # a Config validates itself on construction
+        raise _prefixed(path, exc) from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{_fmt(path)}: {exc}") from None
     validate = getattr(obj, "validate", None)
-    if callable(validate):
+    if callable(validate) and not isinstance(obj, Config):
         try:
             validate()
         except ConfigError as exc:
-            msg = str(exc)
-            raise ConfigError(msg if msg.startswith(_fmt(path)) or not path else f"{path}.{msg}") from None
+            raise _prefixed(path, exc) from None
     return obj
 
 

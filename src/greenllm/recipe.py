@@ -260,15 +260,9 @@ def _parse_meters(raw: Any) -> str | list[str]:
 
 
 def _check_builtin(source: str, field: str) -> None:
-    from .builtin_data import BUILTINS
-    from .registry import did_you_mean
+    from .builtin_data import check_builtin
 
-    name = source[len("builtin:"):]
-    if name not in BUILTINS:
-        hint = did_you_mean(name, sorted(BUILTINS))
-        raise ConfigError(f"{field}: unknown builtin text {excerpt(source)}"
-                          + (f"; did you mean 'builtin:{hint}'?" if hint else "")
-                          + f" (builtins: {', '.join(sorted(BUILTINS))})")
+    check_builtin(source, field, ConfigError)
 
 
 def _req_str(data: dict, key: str) -> str:

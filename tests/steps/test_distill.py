@@ -111,7 +111,7 @@ def test_distill_config_round_trips_and_validates():
            "epochs": 1, "max_steps": 50, "precision": "bf16", "early_stopping": None}
     cfg = parse_config(DistillConfig, raw, "distill")
     assert parse_config(DistillConfig, json.loads(json.dumps(to_dict(cfg))), "distill") == cfg
-    with pytest.raises(ConfigError, match="student: give one of"):
+    with pytest.raises(ConfigError, match="distill.student.path: give one of"):
         parse_config(DistillConfig, {"student": {"keep_every": 2, "path": "x"}}, "distill")
     with pytest.raises(ConfigError, match="temperature"):
         parse_config(DistillConfig, {"temperature": 0}, "distill")
@@ -146,3 +146,21 @@ def test_hidden_loss_compares_layer_outputs_on_both_sides(arch):
     # full copy, every layer mapped to itself
     twin = drop_layers(teacher, [0, 1, 2])
     assert float(make_kd_loss(teacher, cfg, [[i, i] for i in range(3)])(twin, b).detach()) == 0.0
+
+
+def test_distill_targets_train_only_the_selected_student_modules():
+    import copy
+
+    student = tiny_causal_lm(1)
+    before = copy.deepcopy(student.state_dict())
+    out, res = apply_step(student, "distill", {"targets": ["mlp.*"], "data": [TEXT],
+                                               "max_steps": 2, "lr": 1e-2, "seq_len": 32,
+                                               "batch_size": 2},
+                          StepContext(tokenizer=tiny_tokenizer(), teacher=tiny_causal_lm(0)))
+    after = out.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(".mlp." in k for k in changed)
+    assert all(p.requires_grad for p in out.parameters())   # frozen ones are given back
+    with pytest.raises(ConfigError, match="distill.targets: no module matched"):
+        apply_step(tiny_causal_lm(1), "distill", {"targets": ["nope"], "data": [TEXT]},
+                   StepContext(tokenizer=tiny_tokenizer(), teacher=tiny_causal_lm(0)))

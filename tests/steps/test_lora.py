@@ -8,6 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+import greenllm  # noqa: E402
 from greenllm.config import parse_config, to_dict  # noqa: E402
 from greenllm.errors import ConfigError  # noqa: E402
 from greenllm.steps import StepContext, apply_step, compress  # noqa: E402
@@ -28,7 +29,7 @@ def test_lora_trains_merges_and_changes_outputs():
     ids = torch.randint(0, 256, (1, 16), generator=torch.Generator().manual_seed(1))
     before = _logits(model, ids)
     n_params = sum(p.numel() for p in model.parameters())
-    cfg = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "up_proj"],
+    cfg = {"r": 4, "alpha": 8, "dropout": 0.0, "targets": ["q_proj", "v_proj", "up_proj"],
            "data": [TEXT], "seq_len": 32, "batch_size": 4, "epochs": 3, "lr": 5e-3}
     out, res = apply_step(model, "lora", cfg, StepContext(tokenizer=tok))
     st = res.stats
@@ -60,11 +61,11 @@ def test_lora_without_merge_keeps_adapters():
 
 def test_lora_merge_keeps_pruning_masks():
     tok = tiny_tokenizer()
-    model, _ = compress(tiny_causal_lm(0), [{"prune": {"method": "magnitude", "sparsity": 0.5}}])
+    model, _ = compress(tiny_causal_lm(0), [greenllm.Prune(method="magnitude", sparsity=0.5)])
     w = model.model.layers[0].self_attn.q_proj.weight.detach().clone()
     zeros = w == 0
     assert zeros.float().mean() > 0.4
-    out, res = apply_step(model, "lora", {"target_modules": ["q_proj"], "data": [TEXT],
+    out, res = apply_step(model, "lora", {"targets": ["q_proj"], "data": [TEXT],
                                           "seq_len": 32, "max_steps": 3, "lr": 1e-2},
                           StepContext(tokenizer=tok))
     w2 = out.model.layers[0].self_attn.q_proj.weight
@@ -82,7 +83,7 @@ def test_lora_on_a_pruned_model_reports_the_loss_of_the_returned_model(eval_frac
 
     tok = tiny_tokenizer()
     model, _ = compress(tiny_causal_lm(0), [{"prune": {"method": "magnitude", "sparsity": 0.5}}])
-    body = {"target_modules": ["q_proj", "v_proj", "up_proj"], "data": [TEXT], "seq_len": 32,
+    body = {"targets": ["q_proj", "v_proj", "up_proj"], "data": [TEXT], "seq_len": 32,
             "batch_size": 4, "max_steps": 4, "lr": 2e-2, "dropout": 0.0,
             "eval_fraction": eval_fraction}
     out, res = apply_step(model, "lora", body, StepContext(tokenizer=tok))
@@ -126,15 +127,15 @@ def test_qlora_needs_a_4bit_model_and_no_merge():
 
 
 def test_unknown_target_module_is_config_error():
-    with pytest.raises(ConfigError, match="target_modules"):
-        apply_step(tiny_causal_lm(0), "lora", {"target_modules": ["nope_proj"], "data": [TEXT],
+    with pytest.raises(ConfigError, match="targets"):
+        apply_step(tiny_causal_lm(0), "lora", {"targets": ["nope_proj"], "data": [TEXT],
                                                "seq_len": 32},
                    StepContext(tokenizer=tiny_tokenizer()))
 
 
 def test_lora_config_round_trips():
     raw = {"method": "lora", "r": 16, "alpha": 32.0, "dropout": 0.1,
-           "target_modules": ["q_proj", "v_proj"], "merge": True, "data": "train.jsonl",
+           "targets": ["q_proj", "v_proj"], "merge": True, "data": "train.jsonl",
            "task": "instruct", "epochs": 2, "grad_accum": 4, "precision": "bf16",
            "gradient_checkpointing": True}
     cfg = parse_config(LoraConfig, raw, "lora")
@@ -158,7 +159,7 @@ def test_lora_on_smollm2_reduces_loss(smollm2_fresh):
     out, res = apply_step(model, "lora", {"data": "builtin:wiki-sample", "seq_len": 64,
                                           "batch_size": 2, "max_examples": 4, "epochs": 3,
                                           "lr": 2e-3, "r": 8,
-                                          "target_modules": ["q_proj", "v_proj"]},
+                                          "targets": ["q_proj", "v_proj"]},
                           StepContext(tokenizer=tok))
     after = evaluate_loss(out, batches, causal_lm_loss)
     assert res.stats["steps"] == 6 and lora_module_count(out) == 0
@@ -169,7 +170,7 @@ def test_lora_with_gradient_checkpointing_and_bf16_trains():
     out, res = apply_step(tiny_causal_lm(0), "lora",
                           {"data": [TEXT], "seq_len": 32, "epochs": 2, "lr": 5e-3,
                            "gradient_checkpointing": True, "precision": "bf16",
-                           "target_modules": ["q_proj", "v_proj"]},
+                           "targets": ["q_proj", "v_proj"]},
                           StepContext(tokenizer=tiny_tokenizer()))
     assert res.stats["last_loss"] < res.stats["first_loss"]
     assert not out.is_activation_checkpointing and lora_module_count(out) == 0

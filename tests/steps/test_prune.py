@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import greenllm
 from greenllm.config import ConfigError, parse_config, to_dict
 from greenllm.errors import DataError, GreenLLMError
 from greenllm.steps import compress
@@ -81,7 +82,7 @@ def test_registry_lists_every_method():
 def test_magnitude_layer_scope_is_exact_and_drops_the_smallest(tiny):
     model, _ = tiny
     before = {n: m.weight.detach().clone() for n, m in _linears(model)}
-    model, (res,) = compress(model, {"prune": {"method": "magnitude", "sparsity": 0.3}})
+    model, (res,) = compress(model, greenllm.Prune(method="magnitude", sparsity=0.3))
     for name, mod in _linears(model):
         w0, w = before[name], mod.weight.detach()
         zero = w == 0
@@ -118,8 +119,8 @@ def test_magnitude_global_uses_one_threshold(tiny):
 def test_nm_pattern_holds_in_every_group(method, pattern):
     model, tok = tiny_model_and_tokenizer(1)
     n, m = map(int, pattern.split(":"))
-    model, (res,) = compress(model, {"prune": {"method": method, "pattern": pattern,
-                                               "calibration": CAL, "blocksize": 16}},
+    model, (res,) = compress(model, greenllm.Prune(method=method, pattern=pattern,
+                                               calibration=CAL, blocksize=16),
                              tokenizer=tok, calibration=TEXT)
     for name, mod in _linears(model):
         groups = (mod.weight != 0).reshape(mod.out_features, -1, m).sum(-1)
@@ -150,8 +151,8 @@ def test_nm_that_does_not_divide_a_layer_names_it_and_changes_nothing():
         compress(model, "prune:method=wanda,pattern=4:8", tokenizer=tok, calibration=TEXT)
     assert _same(state, _state(model)) and not masks(model)
     # ignoring the offending layers makes it valid
-    model, _ = compress(model, {"prune": {"method": "magnitude", "pattern": "4:8",
-                                          "ignore": ["*down_proj"]}})
+    model, _ = compress(model, greenllm.Prune(method="magnitude", pattern="4:8",
+                                          ignore=["*down_proj"]))
     assert model.model.layers[0].mlp.down_proj.weight.ne(0).all()
 
 
@@ -191,7 +192,7 @@ def test_wanda_on_a_model_uses_the_real_layer_inputs(tiny):
     h.remove()
     sq = seen["x"].reshape(-1, q.in_features).pow(2).sum(0)
     expected = wanda_mask(q.weight, sq, 0.5)
-    model, (res,) = compress(model, {"prune": {"method": "wanda", "calibration": CAL}},
+    model, (res,) = compress(model, greenllm.Prune(method="wanda", calibration=CAL),
                              tokenizer=tok, calibration=TEXT)
     got = model.model.layers[0].self_attn.q_proj.weight != 0
     assert torch.equal(got, expected)
@@ -204,9 +205,9 @@ def test_wanda_on_a_model_uses_the_real_layer_inputs(tiny):
 def test_wanda_batched_and_non_sequential_modes_both_prune_exactly():
     for extra in ({"calibration": {**CAL, "batch_size": 2}}, {"sequential": False}):
         m, t = tiny_model_and_tokenizer(0)
-        m, _ = compress(m, {"prune": {"method": "wanda", "sparsity": 0.4,
-                                      "calibration": CAL, **extra}},
-                        tokenizer=t, calibration=TEXT)
+        m, (res,) = compress(m, greenllm.Prune(**{"method": "wanda", "sparsity": 0.4,
+                                               "calibration": CAL, **extra}),
+                             tokenizer=t, calibration=TEXT)
         for name, mod in _linears(m):
             rows = (mod.weight == 0).sum(1)
             assert int(rows.min()) == int(rows.max()) == round(0.4 * mod.in_features), name
@@ -237,8 +238,8 @@ def test_sparsegpt_reconstructs_better_than_magnitude_and_wanda(nm):
 
 def test_sparsegpt_on_a_model_is_exact_and_records_settings(tiny):
     model, tok = tiny
-    model, (res,) = compress(model, {"prune": {"method": "sparsegpt", "sparsity": 0.5,
-                                               "calibration": CAL, "blocksize": 32}},
+    model, (res,) = compress(model, greenllm.Prune(method="sparsegpt", sparsity=0.5,
+                                               calibration=CAL, blocksize=32),
                              tokenizer=tok, calibration=TEXT)
     assert res.stats["sparsity"] == pytest.approx(0.5)
     assert res.stats["blocksize"] == 32 and res.stats["dampening"] == 0.01
@@ -250,7 +251,7 @@ def test_sparsegpt_on_a_model_is_exact_and_records_settings(tiny):
 
 def test_masks_survive_an_optimizer_step_when_reapplied(tiny):
     model, tok = tiny
-    model, _ = compress(model, {"prune": {"method": "wanda", "calibration": CAL}},
+    model, _ = compress(model, greenllm.Prune(method="wanda", calibration=CAL),
                         tokenizer=tok, calibration=TEXT)
     kept = {n: m.clone() for n, m in masks(model).items()}
     assert len(kept) == 14
@@ -299,7 +300,7 @@ def test_bad_sparsity_and_unknown_method_leave_the_model_unchanged(tiny):
 
 def test_targets_and_ignore_select_layers(tiny):
     model, _ = tiny
-    model, (res,) = compress(model, {"prune": {"targets": ["*mlp*"], "ignore": ["*gate_proj"]}})
+    model, (res,) = compress(model, greenllm.Prune(targets=["*mlp*"], ignore=["*gate_proj"]))
     assert sorted(res.stats["layers"]) == sorted(
         f"model.layers.{i}.mlp.{p}" for i in range(2) for p in ("up_proj", "down_proj"))
     assert model.model.layers[0].self_attn.q_proj.weight.ne(0).all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import greenllm
 from greenllm.config import ConfigError
 from greenllm.errors import DataError
 from greenllm.models import param_count
@@ -38,8 +39,8 @@ def test_neurons_shrink_the_ffn(tmp_path, with_data):
     model, tok = _model()
     n0 = param_count(model)
     cal = dict(tokenizer=tok, calibration=TEXT) if with_data else {}
-    model, (res,) = compress(model, {"prune": {"method": "neurons", "sparsity": 0.25,
-                                               "calibration": CAL}}, **cal)
+    model, (res,) = compress(model, greenllm.Prune(method="neurons", sparsity=0.25,
+                                               calibration=CAL), **cal)
     assert model.config.intermediate_size == 96
     for layer in model.model.layers:
         assert layer.mlp.gate_proj.weight.shape == (96, 64)
@@ -59,8 +60,8 @@ def test_neurons_drop_the_one_that_contributes_nothing():
     keep_cols = {}
     for i, layer in enumerate(model.model.layers):
         keep_cols[i] = layer.mlp.down_proj.weight[:, 8].clone()
-    model, _ = compress(model, {"prune": {"method": "neurons", "sparsity": 1 / 128,
-                                          "calibration": CAL}}, tokenizer=tok, calibration=TEXT)
+    model, _ = compress(model, greenllm.Prune(method="neurons", sparsity=1 / 128,
+                                          calibration=CAL), tokenizer=tok, calibration=TEXT)
     for i, layer in enumerate(model.model.layers):
         w = layer.mlp.down_proj.weight
         assert w.shape[1] == 127
@@ -72,8 +73,8 @@ def test_neurons_drop_the_one_that_contributes_nothing():
 def test_heads_respect_gqa(tmp_path, unit, heads, kv):
     model, tok = _model()
     n0 = param_count(model)
-    model, (res,) = compress(model, {"prune": {"method": "heads", "sparsity": 0.5,
-                                               "head_unit": unit, "calibration": CAL}},
+    model, (res,) = compress(model, greenllm.Prune(method="heads", sparsity=0.5,
+                                               head_unit=unit, calibration=CAL),
                              tokenizer=tok, calibration=TEXT)
     c = model.config
     assert (c.num_attention_heads, c.num_key_value_heads, c.head_dim) == (heads, kv, 16)
@@ -93,8 +94,8 @@ def test_heads_drop_the_head_whose_output_is_zeroed():
     with torch.no_grad():
         for layer in model.model.layers:
             layer.self_attn.o_proj.weight[:, 48:64] = 0     # query head 3 (group 1) is silent
-    model, (res,) = compress(model, {"prune": {"method": "heads", "sparsity": 0.5,
-                                               "calibration": CAL}},
+    model, (res,) = compress(model, greenllm.Prune(method="heads", sparsity=0.5,
+                                               calibration=CAL),
                              tokenizer=tok, calibration=TEXT)
     for info in res.stats["layers"].values():
         assert 3 not in info["kept_query_heads"] and 2 in info["kept_query_heads"]
@@ -106,8 +107,8 @@ def test_layers_removes_the_identity_like_layer(tmp_path):
         model.model.layers[1].self_attn.o_proj.weight.zero_()
         model.model.layers[1].mlp.down_proj.weight.zero_()
     keep_last = model.model.layers[2]
-    model, (res,) = compress(model, {"prune": {"method": "layers", "sparsity": 0.34,
-                                               "calibration": CAL}},
+    model, (res,) = compress(model, greenllm.Prune(method="layers", sparsity=0.34,
+                                               calibration=CAL),
                              tokenizer=tok, calibration=TEXT)
     assert res.stats["removed_layers"] == [1]
     assert res.stats["layers"]["layer.1"] == pytest.approx(0.0, abs=1e-6)
@@ -133,8 +134,8 @@ def test_structured_errors_leave_the_model_unchanged():
 
 def test_heads_on_plain_multi_head_attention_remove_whole_heads():
     model, tok = tiny_model_and_tokenizer(0, num_heads=4, num_kv_heads=4)
-    model, (res,) = compress(model, {"prune": {"method": "heads", "sparsity": 0.25,
-                                               "calibration": CAL}},
+    model, (res,) = compress(model, greenllm.Prune(method="heads", sparsity=0.25,
+                                               calibration=CAL),
                              tokenizer=tok, calibration=TEXT)
     assert res.stats["unit"] == "kv_group"
     assert (model.config.num_attention_heads, model.config.num_key_value_heads) == (3, 3)

@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import greenllm  # noqa: E402
 from greenllm.config import parse_config, to_dict  # noqa: E402
 from greenllm.errors import ConfigError, DataError, GreenLLMError, UnsupportedError  # noqa: E402
 from greenllm.steps import apply_step, compress  # noqa: E402
@@ -255,9 +256,9 @@ def test_train_step_lm_via_compress(tmp_path):
     p = tmp_path / "train.txt"
     p.write_text(TEXT)
     model, tok = tiny_causal_lm(0), tiny_tokenizer()
-    model, results = compress(model, [{"train": {"data": str(p), "epochs": 2, "lr": 3e-3,
-                                                 "batch_size": 4, "seq_len": 32,
-                                                 "max_examples": 30, "eval_fraction": 0.2}}],
+    model, results = compress(model, [greenllm.Train(data=str(p), epochs=2, lr=3e-3,
+                                                 batch_size=4, seq_len=32,
+                                                 max_examples=30, eval_fraction=0.2)],
                               tokenizer=tok)
     st = results[0].stats
     assert results[0].step == "train" and st["steps"] > 0

@@ -109,15 +109,13 @@ def eval_cmd(
         raise UnknownNameError("task", task, list(TASKS), did_you_mean(task, list(TASKS)))
     settings = build_settings(task, data, limit, shots, batch_size, sets, lm_task)
     key, cfg = parse_eval(task, settings, path="--task")
-    if hasattr(cfg, "progress"):
-        cfg.progress = progress and not as_json
     if getattr(cfg, "data", None):
         resolve_data(cfg.data, "--data")
     check_data(key, cfg)
     from ..models import load_model
 
     m, tok = load_model(model, dtype=dtype)
-    result = EVALS.get(key).run(m, tok, cfg)
+    result = EVALS.get(key).run(m, tok, cfg, progress=progress and not as_json)
     flat = result.to_json()
     if as_json:
         out = {k: flat[k] for k in JSON_KEYS if k in flat and flat[k] is not None}

@@ -1,6 +1,8 @@
 """The evaluator contract: ``EvalSpec(key, config_cls, run, summary)`` and ``evaluate``.
 
-``run(model, tokenizer, cfg) -> EvalResult``. ``evaluate(model, tokenizer, task, **settings)``
+``run(model, tokenizer, cfg, *, progress=False) -> EvalResult``: ``progress`` (a bar on stderr)
+is a call option, not a setting, so it never enters a result's settings or a store key.
+``evaluate(model, tokenizer, task, *, progress=False, **settings)``
 accepts an evaluator key (``perplexity``, ``choice``, ``squad``, ``lm_eval``) or a choice task
 name (``hellaswag``, ``mmlu``, ``winogrande``, ``arc``), which maps to ``choice`` with
 ``task=``. Data sources are paths or ``builtin:<name>`` (sets shipped in greenllm/data).
@@ -101,10 +103,12 @@ def parse_eval(task: str, settings: dict[str, Any] | None = None, path: str = "e
     return key, parse_config(spec.config_cls, settings, f"{path}.{key}")
 
 
-def evaluate(model: Any, tokenizer: Any, task: str, **settings: Any) -> EvalResult:
-    """Score ``model`` on ``task`` (an evaluator key or a choice task name)."""
+def evaluate(model: Any, tokenizer: Any, task: str, *, progress: bool = False,
+             **settings: Any) -> EvalResult:
+    """Score ``model`` on ``task`` (an evaluator key or a choice task name); ``progress``
+    shows a bar on stderr and changes nothing else."""
     key, cfg = parse_eval(task, settings)
-    return EVALS.get(key).run(model, tokenizer, cfg)
+    return EVALS.get(key).run(model, tokenizer, cfg, progress=progress)
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

@@ -32,7 +32,6 @@ class ChoiceConfig:
     subjects: list[str] | None = None   # mmlu: restrict to these subjects
     labels: str | None = None           # winogrande: labels file (default <stem>-labels.lst)
     target_delimiter: str = " "         # jsonl: put between context and choice
-    progress: bool = False
 
     def validate(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -84,7 +83,7 @@ def choice_metrics(docs: list[ChoiceDoc], scores: list[list[tuple[float, bool]]]
             "acc_norm": sum(acc_norm) / n, "acc_norm_stderr": mean_stderr(acc_norm)}
 
 
-def run(model: Any, tokenizer: Any, cfg: ChoiceConfig):
+def run(model: Any, tokenizer: Any, cfg: ChoiceConfig, *, progress: bool = False):
     t0 = time.perf_counter()
     path = resolve_data(cfg.data)
     docs = first(load_docs(cfg.task, path, shots=cfg.shots, split=cfg.split,
@@ -93,7 +92,7 @@ def run(model: Any, tokenizer: Any, cfg: ChoiceConfig):
     if not docs:
         raise DataError(f"{path}: no items to evaluate (empty file or folder)")
     encoder = Encoder(tokenizer, cfg.add_bos_token)
-    scores = score_docs(model, encoder, docs, batch_size=cfg.batch_size, progress=cfg.progress)
+    scores = score_docs(model, encoder, docs, batch_size=cfg.batch_size, progress=progress)
     metrics = choice_metrics(docs, scores)
     settings = {**to_dict(cfg), **encoder.settings(), "data_file": str(path),
                 "data_sha256": sha256_of(path), "scoring": "loglikelihood, shared prefix"}

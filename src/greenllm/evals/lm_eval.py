@@ -52,7 +52,7 @@ def flatten_results(results: dict[str, Any], task: str) -> dict[str, float | Non
     return out
 
 
-def run(model: Any, tokenizer: Any, cfg: LmEvalConfig):
+def run(model: Any, tokenizer: Any, cfg: LmEvalConfig, *, progress: bool = False):
     t0 = time.perf_counter()
     lm_eval = require("lm_eval", "lmeval", "the lm_eval evaluator")
     hf = require("lm_eval.models.huggingface", "lmeval", "the lm_eval evaluator")

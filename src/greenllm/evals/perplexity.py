@@ -39,7 +39,6 @@ class PerplexityConfig:
     stride: int | None = None           # new tokens per later window (default: max_length)
     batch_size: int = 4
     add_bos_token: bool | None = None
-    progress: bool = False
 
     def validate(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -183,7 +182,8 @@ def perplexity_metrics(total_ll: float, n_tokens: int, n_words: int, n_bytes: in
             "loglikelihood": total_ll, "tokens": n_tokens, "words": n_words, "bytes": n_bytes}
 
 
-def run(model: Any, tokenizer: Any, cfg: PerplexityConfig, data: Any = None):
+def run(model: Any, tokenizer: Any, cfg: PerplexityConfig, data: Any = None, *,
+        progress: bool = False):
     """Score documents; ``data`` (a list or datasets dataset) overrides ``cfg.data``."""
     t0 = time.perf_counter()
     docs, info = load_documents(cfg.data if data is None else data, cfg.format, cfg.text_field)
@@ -203,7 +203,7 @@ def run(model: Any, tokenizer: Any, cfg: PerplexityConfig, data: Any = None):
             requests.append(Request(len(requests), tuple(ctx), tuple(pred)))
     if not requests:
         raise DataError(f"data: {info['data_file']} encodes to no tokens")
-    with progress_bar(len(requests), "perplexity", cfg.progress) as advance:
+    with progress_bar(len(requests), "perplexity", progress) as advance:
         scores = score(model, requests, batch_size=cfg.batch_size, max_length=max_len,
                        progress=advance)
     total_ll = sum(ll for ll, _ in scores)

@@ -33,7 +33,6 @@ class SquadConfig:
     max_new_tokens: int = 32
     batch_size: int = 8
     add_bos_token: bool | None = None
-    progress: bool = False
 
     def validate(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -144,7 +143,7 @@ def generate_answers(model: Any, encoder: Encoder, prompts: list[str], *,
     return out
 
 
-def run(model: Any, tokenizer: Any, cfg: SquadConfig):
+def run(model: Any, tokenizer: Any, cfg: SquadConfig, *, progress: bool = False):
     t0 = time.perf_counter()
     path = resolve_data(cfg.data)
     items = load_squad(path)[:cfg.limit] if cfg.limit else load_squad(path)
@@ -153,7 +152,7 @@ def run(model: Any, tokenizer: Any, cfg: SquadConfig):
     encoder = Encoder(tokenizer, cfg.add_bos_token)
     prompts = [PROMPT.format(title=q.title, context=q.context, question=q.question)
                for q in items]
-    with progress_bar(len(items), "squad", cfg.progress) as advance:
+    with progress_bar(len(items), "squad", progress) as advance:
         preds = generate_answers(model, encoder, prompts, max_new_tokens=cfg.max_new_tokens,
                                  batch_size=cfg.batch_size, advance=advance)
     em = [best_over(exact_match, p, q.answers) for p, q in zip(preds, items)]

@@ -7,6 +7,7 @@ A handler that fails on user input raises GreenLLMError before touching the mode
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -45,20 +46,46 @@ STEPS: Registry[StepSpec] = Registry("step", {
     "train": "greenllm.steps.train:SPEC",
 })
 
+def step_key(cfg: Any) -> str | None:
+    """The ``STEPS`` key whose config class is exactly ``type(cfg)`` (None for other objects).
+
+    The config type selects its handler: ``compress(model, [greenllm.Prune(...)])``."""
+    if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
+        return None
+    for key in STEPS.names():
+        if type(cfg) is STEPS.get(key).config_cls:
+            return key
+    return None
+
+
 def parse_step(entry: Any, path: str = "step") -> tuple[str, Any]:
-    """``{'prune': {...}}`` or ``('prune', {...})`` -> ``(key, config)`` (strict)."""
+    """A config object (``Prune(...)``), ``{'prune': {...}}``, ``('prune', cfg_or_mapping)`` or
+    ``'prune:method=wanda,sparsity=0.5'`` -> ``(key, config)``; every form builds the same
+    config object (strict, validated)."""
+    from ..config import parse_kv_spec
+    if isinstance(entry, str):
+        entry = parse_kv_spec(entry)
+    key = step_key(entry)
+    if key is not None:
+        return key, entry
     if isinstance(entry, tuple) and len(entry) == 2:
         key, body = entry
     elif isinstance(entry, dict) and len(entry) == 1:
         (key, body), = entry.items()
     else:
-        raise ConfigError(f"{path}: a step is a mapping with exactly one key, such as "
-                          f"{{prune: {{method: wanda}}}}; got {entry!r}")
+        known = ", ".join(f"greenllm.{n.capitalize()}" for n in STEPS.names())
+        raise ConfigError(f"{path}: a step is a config object ({known}), a mapping with "
+                          f"exactly one key such as {{prune: {{method: wanda}}}}, or a string "
+                          f"such as 'prune:method=wanda'; got {entry!r}")
     key = str(key)
     STEPS.check(key)  # did-you-mean on unknown step names
     spec = STEPS.get(key)
-    if isinstance(body, spec.config_cls):
+    if type(body) is spec.config_cls:
         return key, body
+    other = step_key(body)
+    if other is not None:
+        raise ConfigError(f"{path}: step {key!r} got a {type(body).__name__}, which is the "
+                          f"config of step {other!r}")
     return key, parse_config(spec.config_cls, body, f"{path}.{key}")
 
 
@@ -76,8 +103,8 @@ def apply_step(model, key: str, cfg: Any, ctx: StepContext | None = None):
 
     ctx = ctx or StepContext()
     spec = STEPS.get(key)
-    if not isinstance(cfg, spec.config_cls):
-        key, cfg = parse_step({key: cfg})
+    if type(cfg) is not spec.config_cls:
+        key, cfg = parse_step((key, cfg))
     before = model_size_bytes(model)
     t0 = time.perf_counter()
     model, stats = spec.apply(model, cfg, ctx)
@@ -92,18 +119,18 @@ def apply_step(model, key: str, cfg: Any, ctx: StepContext | None = None):
 
 def compress(model, steps, *, tokenizer=None, calibration=None, teacher=None,
              device: str = "cpu", seed: int = 0, progress: bool = False):
-    """Apply ``steps`` in order. Each entry: ``{'prune': {...}}``, ``('prune', cfg)``, or
-    ``'prune:method=wanda,sparsity=0.5'``. Returns ``(model, [StepResult, ...])``.
+    """Apply ``steps`` in order; returns ``(model, [StepResult, ...])``.
 
-    Every step is parsed and checked before the first one runs, so a typo in the third
-    step leaves the model untouched.
+    Each entry is a typed config, whose type selects the step (``greenllm.Prune(method=
+    "wanda", sparsity=0.5)``, ``greenllm.Quantize(method="int8_weight")``), or the same
+    config as ``{'prune': {...}}``, ``('prune', cfg)`` or the one-line shorthand
+    ``'prune:method=wanda,sparsity=0.5'``. Every step is parsed and checked before the first
+    one runs, so a typo in the third step leaves the model untouched. ``progress`` is a call
+    option (it changes no result).
     """
-    from ..config import parse_kv_spec
-
-    if isinstance(steps, (str, dict, tuple)):
+    if isinstance(steps, (str, dict, tuple)) or step_key(steps) is not None:
         steps = [steps]
-    entries = [parse_kv_spec(s) if isinstance(s, str) else s for s in steps]
-    parsed = parse_steps(entries)
+    parsed = parse_steps(steps)
     ctx = StepContext(tokenizer=tokenizer, calibration=calibration, teacher=teacher,
                       device=device, seed=seed, progress=progress)
     results = []

@@ -31,13 +31,6 @@ def describe_source(source: Any) -> str:
     return type(source).__name__
 
 
-def _resolve_builtin(name: str) -> Path:
-    """``builtin:<name>`` -> the path of a data set shipped with greenllm."""
-    from ..builtin_data import resolve_data
-
-    return resolve_data(f"builtin:{name}", "calibration")
-
-
 def _read_file(path: Path) -> str:
     try:
         exists = path.exists()
@@ -59,18 +52,9 @@ def _read_file(path: Path) -> str:
 def _dataset_texts(ds: Any, budget_chars: int, seed: int) -> list[str]:
     import random
 
-    columns = list(getattr(ds, "column_names", None) or [])
-    if "text" in columns:
-        col = "text"
-    else:
-        features = getattr(ds, "features", {}) or {}
-        strings = [c for c in columns
-                   if getattr(features.get(c), "dtype", None) in ("string", "large_string")]
-        if len(strings) != 1:
-            raise DataError(f"calibration dataset has no 'text' column (columns: "
-                            f"{', '.join(columns) or 'none'}); rename the text column to "
-                            "'text', e.g. ds.rename_column('content', 'text')")
-        col = strings[0]
+    from ..builtin_data import dataset_text_column
+
+    col = dataset_text_column(ds, "calibration dataset")
     n = len(ds)
     order = list(range(n))
     random.Random(seed).shuffle(order)
@@ -94,10 +78,12 @@ def load_texts(source: Any, *, budget_chars: int = 1 << 62, seed: int = 0) -> li
     if source is None:
         raise DataError("calibration: no calibration data given; pass calibration= a text "
                         "file, a list of strings or a datasets dataset (CLI: --calibration FILE)")
-    if isinstance(source, str) and source.startswith("builtin:"):
-        source = _resolve_builtin(source[len("builtin:"):])
-    if isinstance(source, (str, Path)):
-        text = _read_file(Path(source).expanduser())
+    from ..builtin_data import is_dataset, text_source
+
+    if isinstance(source, (str, Path, list, tuple)) or is_dataset(source):
+        source = text_source(source, "calibration")
+    if isinstance(source, Path):
+        text = _read_file(source)
         if not text.strip():
             raise DataError(f"calibration file {str(source)!r} is empty; give a file with text")
         return [text]

@@ -110,11 +110,12 @@ def load_source(source: Any, task: str = "lm", *, field: str = "data") -> list[A
     if source is None:
         raise ConfigError(f"{field}: no training data; give a text file, a SQuAD-style JSON "
                           "file, an instruction JSONL file or a list of strings")
-    if isinstance(source, str) and source.startswith("builtin:"):
-        from ..builtin_data import resolve_data
-        source = resolve_data(source, field)
-    if isinstance(source, (str, Path)):
-        path = Path(source).expanduser()
+    from ..builtin_data import dataset_text_column, is_dataset, text_source
+
+    if isinstance(source, (str, Path, list, tuple)) or is_dataset(source):
+        source = text_source(source, field)
+    if isinstance(source, Path):
+        path = source
         if not path.is_file():
             raise DataError(f"{field}: file {str(path)!r} does not exist")
         suffix = path.suffix.lower()
@@ -146,11 +147,9 @@ def load_source(source: Any, task: str = "lm", *, field: str = "data") -> list[A
                 items.append(_instruction_example(s, f"{field}[{i}]"))
             else:
                 raise DataError(f"{field}[{i}]: expected a string, got {type(s).__name__}")
-    elif hasattr(source, "column_names"):  # a datasets.Dataset
-        if "text" not in source.column_names:
-            raise DataError(f"{field}: the dataset has no 'text' column "
-                            f"(columns: {', '.join(source.column_names)})")
-        items = [t for t in source["text"] if t and t.strip()]
+    elif is_dataset(source):
+        col = dataset_text_column(source, field)
+        items = [t for t in source[col] if t and t.strip()]
     else:
         raise ConfigError(f"{field}: expected a file path, a list of strings or a datasets "
                           f"dataset, got {type(source).__name__}")

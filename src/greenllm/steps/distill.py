@@ -21,20 +21,23 @@ the shared loop of ``steps/train.py``.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import Config
 from ..errors import ConfigError, UnsupportedError
 from .base import StepContext, StepSpec
+from .select import check_patterns, select_modules
 from .train import TrainingStepConfig, autocast_context, device_of, train_loop
 
 _LAYER_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers")
 _LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 
 
-@dataclass
-class StudentConfig:
-    """How the student is made; at most one of keep_every / layers / path."""
+@dataclass(frozen=True)
+class StudentConfig(Config):
+    """How the student is made (``greenllm.Student``); at most one of keep_every / layers /
+    path."""
 
     keep_every: int | None = None
     layers: list[int] | None = None
@@ -43,23 +46,25 @@ class StudentConfig:
     def validate(self) -> None:
         given = [n for n in ("keep_every", "layers", "path") if getattr(self, n) is not None]
         if len(given) > 1:
-            raise ConfigError(f"student: give one of keep_every, layers or path, not "
+            raise ConfigError(f"{given[1]}: give one of keep_every, layers or path, not "
                               f"{' and '.join(given)}")
         if self.keep_every is not None and self.keep_every < 1:
-            raise ConfigError(f"student.keep_every: {self.keep_every} must be >= 1")
+            raise ConfigError(f"keep_every: {self.keep_every} must be >= 1")
         if self.layers is not None:
             if not self.layers:
-                raise ConfigError("student.layers: the list is empty; keep at least one layer")
+                raise ConfigError("layers: the list is empty; keep at least one layer")
             if len(set(self.layers)) != len(self.layers) or any(i < 0 for i in self.layers):
-                raise ConfigError(f"student.layers: {self.layers} must be distinct indices >= 0")
+                raise ConfigError(f"layers: {self.layers} must be distinct indices >= 0")
 
     @property
     def drops_layers(self) -> bool:
         return self.keep_every is not None or self.layers is not None
 
 
-@dataclass
+@dataclass(frozen=True)
 class DistillConfig(TrainingStepConfig):
+    """``distill`` step settings (``greenllm.Distill``; validated on construction)."""
+
     method: str = "kd"
     teacher: str | None = None
     student: StudentConfig | None = None
@@ -69,9 +74,12 @@ class DistillConfig(TrainingStepConfig):
     alpha_hidden: float = 0.0
     hidden_layer_map: list[list[int]] | None = None   # [[student_layer, teacher_layer], ...]
     lr: float = 1e-4
+    targets: list[str] = field(default_factory=list)   # student modules that train; []: all
+    ignore: list[str] = field(default_factory=list)    # student modules kept frozen
 
     def validate(self) -> None:
         TrainingStepConfig.validate(self)
+        check_patterns(self)
         if self.method != "kd":
             from ..registry import did_you_mean
             hint = did_you_mean(self.method, ["kd"])
@@ -245,6 +253,19 @@ def make_kd_loss(teacher, cfg: DistillConfig, hidden_map: list[list[int]] | None
 
 
 # ----------------------------------------------------------------------------- the step
+def _freeze_unselected(student, cfg: DistillConfig) -> list:
+    """Freeze the student's parameters outside targets/ignore; returns those it froze."""
+    if not cfg.targets and not cfg.ignore:
+        return []
+    chosen = select_modules(student, cfg.targets, cfg.ignore, required="distill.targets",
+                            candidate=lambda _, m: any(True for _ in m.parameters(False)))
+    train = {id(p) for _, m in chosen for p in m.parameters(recurse=False)}
+    frozen = [p for p in student.parameters() if p.requires_grad and id(p) not in train]
+    for p in frozen:
+        p.requires_grad_(False)
+    return frozen
+
+
 def _resolve_teacher(model, cfg: DistillConfig, ctx: StepContext):
     if ctx.teacher is not None:
         return ctx.teacher, "context"
@@ -303,6 +324,7 @@ def _apply(model, cfg: DistillConfig, ctx: StepContext):
     was_training = teacher.training
     teacher.eval()
     requires = [p.requires_grad for p in teacher.parameters()]
+    frozen = _freeze_unselected(student, cfg)
     if teacher is not student:
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -312,6 +334,8 @@ def _apply(model, cfg: DistillConfig, ctx: StepContext):
     finally:
         for p, r in zip(teacher.parameters(), requires):
             p.requires_grad_(r)
+        for p in frozen:
+            p.requires_grad_(True)
         teacher.train(was_training)
     from ..models import param_count
     stats: dict[str, Any] = report.to_dict()

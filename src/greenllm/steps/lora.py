@@ -1,7 +1,8 @@
 """The ``lora`` step: LoRA / QLoRA recovery fine-tuning through peft, merged back on request.
 
-After pruning or quantizing, a few hundred steps of low-rank adapters on ``target_modules``
-recover part of the lost quality while training ~1 % of the parameters. ``method: qlora``
+After pruning or quantizing, a few hundred steps of low-rank adapters on the modules chosen
+by ``targets`` / ``ignore`` (module selection as in ``steps/select.py``; ``targets: null`` is
+peft's default for the architecture, e.g. ``q_proj``/``v_proj`` on Llama) recover part of the lost quality while training ~1 % of the parameters. ``method: qlora``
 trains adapters on top of a 4-bit bitsandbytes model (put ``quantize: {method: bnb_nf4}``
 before it). With ``merge: true`` (default) the adapters are folded into the weights
 (``merge_and_unload``), so the result is a plain model with no LoRA modules; pruning masks are
@@ -13,22 +14,26 @@ shared loop.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import ConfigError, first_line, require
 from .base import StepContext, StepSpec
+from .select import check_patterns, select_modules
 from .train import (TrainingStepConfig, autocast_context, causal_lm_loss, device_of,
                     evaluate_loss, train_loop)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoraConfig(TrainingStepConfig):
+    """``lora`` step settings (``greenllm.Lora``; validated on construction)."""
+
     method: Literal["lora", "qlora"] = "lora"
     r: int = 8
     alpha: float = 16.0
     dropout: float = 0.05
-    target_modules: list[str] | None = None    # None: peft's default for the architecture
+    targets: list[str] | None = None    # globs; None: peft's default for the architecture
+    ignore: list[str] = field(default_factory=lambda: ["lm_head"])
     merge: bool = True
     lr: float = 2e-4
 
@@ -40,9 +45,7 @@ class LoraConfig(TrainingStepConfig):
             raise ConfigError(f"alpha: {self.alpha} must be > 0")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout: {self.dropout} must be in [0, 1)")
-        if self.target_modules is not None and not self.target_modules:
-            raise ConfigError("target_modules: the list is empty; name modules such as "
-                              "[q_proj, v_proj] or leave it out")
+        check_patterns(self)
         if self.method == "qlora" and self.merge:
             raise ConfigError("merge: merging adapters into 4-bit weights re-quantizes them and "
                               "loses the recovery; set merge: false with method: qlora")
@@ -57,6 +60,28 @@ def lora_module_count(model) -> int:
     return sum(1 for m in model.modules() if hasattr(m, "lora_A"))
 
 
+def _adaptable(name: str, mod: Any) -> bool:
+    import torch.nn as nn
+
+    return isinstance(mod, nn.Linear) or type(mod).__name__ in ("Conv1D", "Linear8bitLt")
+
+
+def lora_targets(model, cfg: LoraConfig) -> list[str]:
+    """Full names of the modules that get adapters (``ConfigError`` when there are none)."""
+    targets = cfg.targets
+    if targets is None:
+        from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        targets = DEFAULTS.get(model_type)
+        if not targets:
+            raise ConfigError(f"lora.targets: peft has no default modules for model type "
+                              f"{model_type!r}; name them, e.g. targets: [q_proj, v_proj]")
+    chosen = select_modules(model, targets, cfg.ignore, candidate=_adaptable,
+                            required="lora.targets")
+    return [name for name, _ in chosen]
+
+
 def _apply(model, cfg: LoraConfig, ctx: StepContext):
     from .data import build_batches
 
@@ -68,6 +93,7 @@ def _apply(model, cfg: LoraConfig, ctx: StepContext):
         raise ConfigError("lora: the model already carries LoRA adapters; merge them first "
                           "(merge: true) before adding more")
     peft = require("peft", "peft", "LoRA fine-tuning")
+    target_names = lora_targets(model, cfg)
     source = cfg.data if cfg.data is not None else ctx.calibration
     train_b, eval_b = build_batches(ctx.tokenizer, source, task=cfg.task, seq_len=cfg.seq_len,
                                     batch_size=cfg.batch_size, eval_fraction=cfg.eval_fraction,
@@ -77,7 +103,7 @@ def _apply(model, cfg: LoraConfig, ctx: StepContext):
         model = peft.prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     pcfg = peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                           target_modules=list(cfg.target_modules) if cfg.target_modules else None,
+                           target_modules=target_names,
                            task_type="CAUSAL_LM", bias="none")
     meta = getattr(model, "_greenllm", None)
     grad_state = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -85,7 +111,7 @@ def _apply(model, cfg: LoraConfig, ctx: StepContext):
         pmodel = peft.get_peft_model(model, pcfg)
     except ValueError as exc:
         first = first_line(exc)
-        raise ConfigError(f"target_modules: {first} (name the Linear modules to adapt, e.g. "
+        raise ConfigError(f"lora.targets: {first} (name the Linear modules to adapt, e.g. "
                           "[q_proj, v_proj] for Llama or [c_attn] for GPT-2)") from None
     trainable = sum(p.numel() for p in pmodel.parameters() if p.requires_grad)
     total = sum(p.numel() for p in pmodel.parameters())

@@ -23,13 +23,14 @@ before the model is touched.
 """
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
+from ..config import Config
 from ..errors import ConfigError, DataError, GreenLLMError, UnsupportedError
 from ..registry import Registry
 from .base import StepContext, StepSpec
+from .select import check_patterns, select_modules
 
 MASK_ATTR = "_greenllm_prune_mask"
 STRUCTURED = ("heads", "neurons", "layers")
@@ -45,8 +46,10 @@ PRUNE_METHODS: Registry[Callable] = Registry("prune method", {
 })
 
 
-@dataclass
-class CalibrationConfig:
+@dataclass(frozen=True)
+class CalibrationConfig(Config):
+    """Calibration windows of the calibrated methods (``greenllm.Calibration``)."""
+
     samples: int = 32        # windows drawn from the calibration text
     seq_len: int = 512       # tokens per window
     batch_size: int | None = None   # windows per forward pass; None: all in one pass
@@ -54,17 +57,23 @@ class CalibrationConfig:
     def validate(self) -> None:
         for name in ("samples", "seq_len", "batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"calibration.{name}: must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
 
 
-@dataclass
-class PruneConfig:
+@dataclass(frozen=True)
+class PruneConfig(Config):
+    """``prune`` step settings (``greenllm.Prune``; validated on construction).
+
+    ``targets`` / ``ignore``: module selection as in ``greenllm.steps.select`` (globs on the
+    names of the Linear modules inside the decoder layers; empty ``targets`` = all of them).
+    """
+
     method: str = "magnitude"
     sparsity: float | None = None          # fraction zeroed / removed; default 0.5 (or N:M's)
     pattern: str | None = None             # "N:M": keep N of every M consecutive inputs
     scope: Literal["layer", "global"] = "layer"   # magnitude only
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    targets: list[str] = field(default_factory=lambda: ["*"])   # globs on module names
+    targets: list[str] = field(default_factory=list)   # globs on module names; empty: all
     ignore: list[str] = field(default_factory=list)
     dampening: float = 0.01                # sparsegpt: fraction of mean(diag H) added
     blocksize: int = 128                   # sparsegpt: columns per lazy-update block
@@ -102,8 +111,7 @@ class PruneConfig:
                                   f"blocksize to be a multiple of M={m} (every group of {m} "
                                   f"columns inside one block), got {self.blocksize}; use "
                                   f"e.g. blocksize: {max(m, self.blocksize - self.blocksize % m)}")
-        if not self.targets:
-            raise ConfigError("targets: give at least one glob pattern, e.g. ['*']")
+        check_patterns(self)
 
     def nm(self) -> tuple[int, int]:
         """The pattern as ``(N, M)``: N kept out of every M."""
@@ -155,19 +163,21 @@ def target_linears(model, cfg: PruneConfig) -> list[list[tuple[str, Any]]]:
 
     layers = decoder_layers(model)
     prefix = layer_prefix(model, layers)
-    out = []
-    for i, layer in enumerate(layers):
-        chosen = []
-        for sub, mod in layer.named_modules():
-            if not isinstance(mod, torch.nn.Linear):
-                continue
-            name = f"{prefix}.{i}.{sub}"
-            if not any(fnmatch.fnmatchcase(name, p) for p in cfg.targets):
-                continue
-            if any(fnmatch.fnmatchcase(name, p) for p in cfg.ignore):
-                continue
-            chosen.append((name, mod))
-        out.append(chosen)
+    out: list[list[tuple[str, Any]]] = [[] for _ in layers]
+    index = {f"{prefix}.{i}": i for i in range(len(layers))}
+
+    def in_layer(name: str) -> int | None:
+        parts = name.split(".")
+        for k in range(len(parts) - 1, 0, -1):
+            i = index.get(".".join(parts[:k]))
+            if i is not None:
+                return i
+        return None
+
+    chosen = select_modules(model, cfg.targets, cfg.ignore, candidate=lambda name, mod: (
+        isinstance(mod, torch.nn.Linear) and in_layer(name) is not None))
+    for name, mod in chosen:
+        out[in_layer(name)].append((name, mod))
     if not any(out):
         raise ConfigError(f"targets: no Linear layer inside the decoder layers matches "
                           f"targets={cfg.targets} minus ignore={cfg.ignore} "

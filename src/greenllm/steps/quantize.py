@@ -5,23 +5,24 @@ Config is data (``QuantizeConfig``); each method is a ``QuantMethod`` record in 
 ``quant_torchao``, ``quant_quanto``, ``quant_bnb``) and says whether a model quantized with it
 can be saved and reloaded. No torch at module level: a recipe validates without torch.
 
-Module selection: every ``nn.Linear`` whose qualified name matches one of ``targets`` (all
-linears when ``targets`` is empty) and none of ``ignore`` (``lm_head`` by default). A pattern is
-an fnmatch glob matched against the full name (``model.layers.0.mlp.down_proj``) or any dotted
-suffix of it, so ``down_proj``, ``mlp.*`` and ``model.layers.1[0-9].*`` all work.
+Module selection (``steps/select.py``, the same for every step): every plain ``nn.Linear``
+whose qualified name matches one of ``targets`` (all linears when ``targets`` is empty) and none
+of ``ignore`` (``lm_head`` by default). A pattern is an fnmatch glob matched against the full
+name (``model.layers.0.mlp.down_proj``) or any dotted suffix of it, so ``down_proj``, ``mlp.*``
+and ``model.layers.1[0-9].*`` all work.
 """
 from __future__ import annotations
 
-import fnmatch
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import ConfigError
+from ..config import Config, ConfigError
 from ..models.sizes import layer_bits, packed_storage_bytes, tensor_storage_bytes
 from ..registry import Registry, _resolve
 from .base import StepContext, StepSpec
 from .prune import CalibrationConfig
+from .select import check_patterns, matches, select_modules
 
 RECOMMENDED_INT8 = "int8_weight"
 COMPUTE_DTYPES = ("bfloat16", "float32", "float16")
@@ -110,12 +111,13 @@ _METHODS = [
 QUANT_METHODS: Registry[QuantMethod] = Registry("quantize method", {m.name: m for m in _METHODS})
 
 
-@dataclass
-class QuantizeConfig:
-    """``quantize`` step settings.
+@dataclass(frozen=True)
+class QuantizeConfig(Config):
+    """``quantize`` step settings (``greenllm.Quantize``; validated on construction).
 
     method: a key of QUANT_METHODS (``int8_weight`` is the recommended int8 on CPU).
-    targets: glob patterns of linear layers to quantize; empty = every nn.Linear.
+    targets: glob patterns of linear layers to quantize; empty = every nn.Linear
+      (module selection as in ``greenllm.steps.select``).
     ignore: glob patterns to leave alone (``lm_head`` by default).
     group_size: group size of the 4-bit methods: torchao_int4_weight (default 128) and the
       bitsandbytes 4-bit block size (default 64); quanto chooses its own (128).
@@ -146,10 +148,7 @@ class QuantizeConfig:
             QUANT_METHODS.check(self.method)
         except ConfigError as exc:
             raise ConfigError(f"method: {exc}") from None
-        for name in ("targets", "ignore"):
-            for i, pat in enumerate(getattr(self, name)):
-                if not pat.strip():
-                    raise ConfigError(f"{name}[{i}]: empty pattern")
+        check_patterns(self)
         if self.method in ("gptq", "rtn"):
             self._validate_gptq()
         elif self.group_size is not None and self.group_size not in (32, 64, 128, 256):
@@ -202,25 +201,13 @@ class QuantizeConfig:
 
 
 # --------------------------------------------------------------------------- selection
-def matches(name: str, pattern: str) -> bool:
-    """fnmatch ``pattern`` against the full dotted ``name`` or any dotted suffix of it."""
-    parts = name.split(".")
-    return any(fnmatch.fnmatchcase(".".join(parts[i:]), pattern) for i in range(len(parts)))
-
-
 def select_linears(model, targets: list[str], ignore: list[str]) -> list[tuple[str, Any]]:
     """``[(name, nn.Linear)]`` chosen by targets/ignore; ConfigError when nothing matches."""
     import torch.nn as nn
 
-    chosen = []
-    for name, mod in model.named_modules():
-        if type(mod) is not nn.Linear:   # already-quantized or custom modules are skipped
-            continue
-        if targets and not any(matches(name, p) for p in targets):
-            continue
-        if any(matches(name, p) for p in ignore):
-            continue
-        chosen.append((name, mod))
+    # already-quantized or custom modules are not candidates
+    chosen = select_modules(model, targets, ignore,
+                            candidate=lambda _, mod: type(mod) is nn.Linear)
     if not chosen:
         example = next((n for n, m in model.named_modules() if type(m) is nn.Linear), None)
         done = sum(1 for f in layer_bits(model).values()

@@ -22,14 +22,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
+from ..config import Config
 from ..errors import ConfigError, GreenLLMError, UnsupportedError
 from .base import StepContext, StepSpec
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-@dataclass
-class EarlyStopping:
+@dataclass(frozen=True)
+class EarlyStopping(Config):
     """Stop when held-out loss has not improved by more than ``min_delta`` for ``patience``
     evaluations in a row."""
 
@@ -43,8 +44,8 @@ class EarlyStopping:
             raise ConfigError(f"min_delta: {self.min_delta} must be >= 0")
 
 
-@dataclass
-class TrainLoopConfig:
+@dataclass(frozen=True)
+class TrainLoopConfig(Config):
     """Settings of the shared loop (a YAML ``train``/``distill``/``lora`` step has them all)."""
 
     epochs: int = 1
@@ -93,7 +94,7 @@ class TrainLoopConfig:
         return TrainLoopConfig(**{n: getattr(self, n) for n in names})
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainingStepConfig(TrainLoopConfig):
     """Loop settings plus data and the hardware settings the runner applies around the step."""
 
@@ -123,7 +124,7 @@ class TrainingStepConfig(TrainLoopConfig):
             raise ConfigError(f"power_cap_w: {self.power_cap_w} must be > 0")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig(TrainingStepConfig):
     """The ``train`` step: full fine-tuning of every trainable parameter."""
 
