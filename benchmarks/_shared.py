@@ -5,6 +5,7 @@ Benchmarks run as scripts (``python benchmarks/NAME.py``), so this folder is on 
 and they import from it with ``from _shared import ...``. Nothing here is copied into the
 project; a benchmark whose file is absent says so and falls back or stops.
 """
+
 from pathlib import Path
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -13,9 +14,13 @@ WIKITEXT_TEST = SHARED_DATA / "wikitext" / "wiki.test.raw"
 
 def add_threads_option(ap) -> None:
     """``--threads N``: torch intra-op threads for the benchmark (default: torch's choice)."""
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads for this benchmark (default: torch's choice); 1 avoids "
-                         "spin-wait waste on a machine shared with other jobs")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for this benchmark (default: torch's choice); 1 avoids "
+        "spin-wait waste on a machine shared with other jobs",
+    )
 
 
 def apply_threads(args) -> None:

@@ -24,6 +24,7 @@ tokens/s; fp32 decode reaches >= 60 % of the roofline. Both are checked per mode
 Energy comes from the best meter available (``--meter``, default auto); on a machine without
 RAPL/NVML it is the labelled CPU estimate and the table says so.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,18 +34,23 @@ import sys
 import time
 
 import torch
+from _shared import WIKITEXT_TEST as WIKI
 
 from greenllm.bench import bench, measure_copy_bandwidth
 from greenllm.errors import GreenLLMError
 from greenllm.evals.perplexity import token_perplexity
 from greenllm.models import load_model, model_size_bytes
 
-from _shared import WIKITEXT_TEST as WIKI
-
 # "+lm_head" = also quantize the output head (ignore=[]); SmolLM2 ties it to the embeddings,
 # a fifth of the weights every decode step reads. Others: --methods torchao_int8_dynamic,bnb_int8
-CANDIDATES = ("int8_weight", "int8_weight+lm_head", "dynamic_int8", "torchao_int8_weight",
-              "quanto_int8", "bf16")
+CANDIDATES = (
+    "int8_weight",
+    "int8_weight+lm_head",
+    "dynamic_int8",
+    "torchao_int8_weight",
+    "quanto_int8",
+    "bf16",
+)
 
 
 def build_variants(base, tokenizer, methods):
@@ -77,8 +83,11 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=",".join(CANDIDATES))
     ap.add_argument("--meter", default="auto")
     ap.add_argument("--modes", default="eager,compiled")
-    ap.add_argument("--compiled-methods", default="int8_weight,int8_weight+lm_head,bf16",
-                    help="variants (besides fp32) also run in the compiled mode")
+    ap.add_argument(
+        "--compiled-methods",
+        default="int8_weight,int8_weight+lm_head,bf16",
+        help="variants (besides fp32) also run in the compiled mode",
+    )
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -92,7 +101,7 @@ def main(argv=None) -> int:
         ppl = {name: None for name in variants}
     else:
         ids = tok(WIKI.read_text(encoding="utf-8")[:200_000], return_tensors="pt")["input_ids"][0]
-        ids = ids[:args.ppl_tokens]
+        ids = ids[: args.ppl_tokens]
         ppl = {}
         for name, m in variants.items():
             ppl[name] = token_perplexity(m, ids, args.ppl_window)
@@ -100,55 +109,92 @@ def main(argv=None) -> int:
 
     bandwidth = measure_copy_bandwidth("cpu")
     meters = "auto" if args.meter == "auto" else args.meter.split(",")
-    wl = {"prompts": "builtin:prompts", "limit": args.prompts, "max_new_tokens": args.max_new_tokens,
-          "batch_size": 1, "warmup": 1, "repeats": 1}
+    wl = {
+        "prompts": "builtin:prompts",
+        "limit": args.prompts,
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": 1,
+        "warmup": 1,
+        "repeats": 1,
+    }
     compiled = {"fp32", *args.compiled_methods.split(",")}
-    rows = [(name, mode) for mode in args.modes.split(",") for name in variants
-            if mode == "eager" or (mode == "compiled" and name in compiled)]
+    rows = [
+        (name, mode)
+        for mode in args.modes.split(",")
+        for name in variants
+        if mode == "eager" or (mode == "compiled" and name in compiled)
+    ]
     runs: dict[tuple, list] = {row: [] for row in rows}
     for rnd in range(args.rounds):
-        for name, mode in rows:                  # interleaved: every row once per round
-            res = bench(variants[name], tok, {**wl, "compile": mode == "compiled"},
-                        meters=meters, bandwidth_bytes_per_s=bandwidth)
+        for name, mode in rows:  # interleaved: every row once per round
+            res = bench(
+                variants[name],
+                tok,
+                {**wl, "compile": mode == "compiled"},
+                meters=meters,
+                bandwidth_bytes_per_s=bandwidth,
+            )
             runs[(name, mode)].append(res)
-            print(f"round {rnd + 1}/{args.rounds} {name} {mode}: "
-                  f"{res.metrics['decode_tokens_per_s']:.2f} tok/s "
-                  f"(warm-up {res.workload['warmup_s']:.1f} s)", file=sys.stderr, flush=True)
+            print(
+                f"round {rnd + 1}/{args.rounds} {name} {mode}: "
+                f"{res.metrics['decode_tokens_per_s']:.2f} tok/s "
+                f"(warm-up {res.workload['warmup_s']:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def med(row, key):
         vals = [r.metrics[key] for r in runs[row] if r.metrics.get(key) is not None]
         return statistics.median(vals) if vals else None
 
     first = runs[rows[0]][0]
-    print(f"SmolLM2-135M-Instruct on {torch.get_num_threads()} CPU threads; {args.rounds} "
-          f"interleaved rounds x {args.prompts} prompts x {args.max_new_tokens} new tokens; "
-          f"copy bandwidth {bandwidth / 1e9:.2f} GB/s (measured); meter {first.meter}"
-          f"{' (ESTIMATE)' if first.estimated else ''}; perplexity: WikiText-2 test, first "
-          f"{args.ppl_tokens} tokens, {args.ppl_window}-token windows (eager)")
-    hdr = (f"{'variant':<22}{'mode':>9}{'size MB':>9}{'ppl':>9}{'Δppl %':>8}{'decode tok/s':>14}"
-           f"{'×fp32 med':>10}{'×fp32 best':>11}{'TTFT ms':>9}{'J/token':>9}{'roofline':>9}")
+    print(
+        f"SmolLM2-135M-Instruct on {torch.get_num_threads()} CPU threads; {args.rounds} "
+        f"interleaved rounds x {args.prompts} prompts x {args.max_new_tokens} new tokens; "
+        f"copy bandwidth {bandwidth / 1e9:.2f} GB/s (measured); meter {first.meter}"
+        f"{' (ESTIMATE)' if first.estimated else ''}; perplexity: WikiText-2 test, first "
+        f"{args.ppl_tokens} tokens, {args.ppl_window}-token windows (eager)"
+    )
+    hdr = (
+        f"{'variant':<22}{'mode':>9}{'size MB':>9}{'ppl':>9}{'Δppl %':>8}{'decode tok/s':>14}"
+        f"{'×fp32 med':>10}{'×fp32 best':>11}{'TTFT ms':>9}{'J/token':>9}{'roofline':>9}"
+    )
     print(hdr)
     print("-" * len(hdr))
     summary = {}
     for name, mode in rows:
         base_tps = [r.metrics["decode_tokens_per_s"] for r in runs[("fp32", mode)]]
-        ratios = [r.metrics["decode_tokens_per_s"] / b for r, b in zip(runs[(name, mode)], base_tps)]
+        ratios = [
+            r.metrics["decode_tokens_per_s"] / b for r, b in zip(runs[(name, mode)], base_tps)
+        ]
         dppl = (ppl[name] / ppl["fp32"] - 1) * 100 if ppl[name] and ppl["fp32"] else None
         summary[(name, mode)] = (statistics.median(ratios), max(ratios), dppl)
-        print(f"{name:<22}{mode:>9}{model_size_bytes(variants[name]) / 1e6:>9.1f}"
-              f"{(ppl[name] or float('nan')):>9.3f}{(dppl if dppl is not None else float('nan')):>8.2f}"
-              f"{med((name, mode), 'decode_tokens_per_s'):>14.2f}{summary[(name, mode)][0]:>10.2f}"
-              f"{summary[(name, mode)][1]:>11.2f}{med((name, mode), 'ttft_s') * 1e3:>9.1f}"
-              f"{med((name, mode), 'energy_per_token_j'):>9.3f}"
-              f"{med((name, mode), 'roofline_fraction'):>9.2f}")
+        print(
+            f"{name:<22}{mode:>9}{model_size_bytes(variants[name]) / 1e6:>9.1f}"
+            f"{(ppl[name] or float('nan')):>9.3f}"
+            f"{(dppl if dppl is not None else float('nan')):>8.2f}"
+            f"{med((name, mode), 'decode_tokens_per_s'):>14.2f}{summary[(name, mode)][0]:>10.2f}"
+            f"{summary[(name, mode)][1]:>11.2f}{med((name, mode), 'ttft_s') * 1e3:>9.1f}"
+            f"{med((name, mode), 'energy_per_token_j'):>9.3f}"
+            f"{med((name, mode), 'roofline_fraction'):>9.2f}"
+        )
     for mode in args.modes.split(","):
-        ok = [n for (n, m), (r_med, _, d) in summary.items()
-              if m == mode and n != "fp32" and d is not None and d <= 2.0 and r_med >= 1.4
-              and "int8" in n]
+        ok = [
+            n
+            for (n, m), (r_med, _, d) in summary.items()
+            if m == mode
+            and n != "fp32"
+            and d is not None
+            and d <= 2.0
+            and r_med >= 1.4
+            and "int8" in n
+        ]
         roof = med(("fp32", mode), "roofline_fraction")
-        print(f"[{mode}] goal int8 (<=2 % ppl, >=1.4x fp32 decode, median ratio): "
-              f"{'MET by ' + ', '.join(ok) if ok else 'NOT MET'}; goal fp32 decode >= 60 % of "
-              f"roofline: {'MET' if roof >= 0.6 else 'NOT MET'} ({roof:.2f})")
+        print(
+            f"[{mode}] goal int8 (<=2 % ppl, >=1.4x fp32 decode, median ratio): "
+            f"{'MET by ' + ', '.join(ok) if ok else 'NOT MET'}; goal fp32 decode >= 60 % of "
+            f"roofline: {'MET' if roof >= 0.6 else 'NOT MET'} ({roof:.2f})"
+        )
     print(f"total {time.perf_counter() - t_start:.0f} s")
     return 0
 

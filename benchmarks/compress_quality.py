@@ -19,6 +19,7 @@ sparsegpt <= wanda < magnitude in perplexity, wanda at least 5x closer to dense 
 magnitude, Wanda 50 % with 32x512-token calibration <= 60 s on 2 cores; int8 weight-only
 delta perplexity <= 2 %.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,10 @@ ROWS = {
     "gptq4g64": ("quantize:method=gptq,bits=4,group_size=64,sym=true", "4 bit g64 sym"),
     "rtn4g64a": ("quantize:method=rtn,bits=4,group_size=64,sym=false", "4 bit g64 asym"),
     "gptq4g64a": ("quantize:method=gptq,bits=4,group_size=64,sym=false", "4 bit g64 asym"),
-    "sparsegpt50+gptq4": ("quantize:method=gptq,bits=4,group_size=64,sym=false,sparsity=0.5",
-                          "50 % + 4 bit g64"),
+    "sparsegpt50+gptq4": (
+        "quantize:method=gptq,bits=4,group_size=64,sym=false,sparsity=0.5",
+        "50 % + 4 bit g64",
+    ),
     "bnb_nf4": ("quantize:method=bnb_nf4", "4 bit nf4 b64"),
 }
 DEFAULT_ROWS = "dense,magnitude50,wanda50,sparsegpt50,wanda2:4,neurons25,layers20,int8_weight"
@@ -108,14 +111,16 @@ def main(argv=None) -> int:
 
     import torch
 
-    from greenllm.models import load_model, model_size_bytes, param_count
     from greenllm.evals.perplexity import token_perplexity
+    from greenllm.models import load_model, model_size_bytes, param_count
     from greenllm.steps import compress
 
     text_path = WIKITEXT if WIKITEXT.exists() else args.text
     if text_path is None or not Path(text_path).exists():
-        print("no text: ../shared/data/wikitext/wiki.test.raw is absent; pass --text FILE",
-              file=sys.stderr)
+        print(
+            "no text: ../shared/data/wikitext/wiki.test.raw is absent; pass --text FILE",
+            file=sys.stderr,
+        )
         return 2
     text = Path(text_path).read_text(encoding="utf-8")
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -126,13 +131,17 @@ def main(argv=None) -> int:
 
     base, tok = load_model("HuggingFaceTB/SmolLM2-135M-Instruct")
     n_eval = args.windows * args.seq_len
-    eval_ids = tok(text[: len(text) // 2], add_special_tokens=False,
-                   return_tensors="pt").input_ids[:, :n_eval]
-    calibration = [text[len(text) // 2:]]
-    print(f"# SmolLM2-135M-Instruct (float32), {Path(text_path).name}: perplexity on "
-          f"{eval_ids.shape[1]} tokens ({args.windows}x{args.seq_len}); calibration "
-          f"{args.samples}x{args.cal_seq_len} tokens from the text's second half; "
-          f"torch threads {torch.get_num_threads()}", flush=True)
+    eval_ids = tok(text[: len(text) // 2], add_special_tokens=False, return_tensors="pt").input_ids[
+        :, :n_eval
+    ]
+    calibration = [text[len(text) // 2 :]]
+    print(
+        f"# SmolLM2-135M-Instruct (float32), {Path(text_path).name}: perplexity on "
+        f"{eval_ids.shape[1]} tokens ({args.windows}x{args.seq_len}); calibration "
+        f"{args.samples}x{args.cal_seq_len} tokens from the text's second half; "
+        f"torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
 
     results, dense_ppl = [], None
     for name in rows:
@@ -147,7 +156,9 @@ def main(argv=None) -> int:
         peak = start = None
         if spec is not None:
             if spec.startswith("prune:") or "method=gptq" in spec:
-                spec += f",calibration.samples={args.samples},calibration.seq_len={args.cal_seq_len}"
+                spec += (
+                    f",calibration.samples={args.samples},calibration.seq_len={args.cal_seq_len}"
+                )
             with PeakRSS() as mem:
                 w0, c0 = time.perf_counter(), time.process_time()
                 model, _ = compress(model, spec, tokenizer=tok, calibration=calibration)
@@ -157,45 +168,58 @@ def main(argv=None) -> int:
         if name == "dense":
             dense_ppl = ppl
         zeros = sum(int((p == 0).sum()) for p in model.parameters() if p.dim() == 2)
-        res = {"row": name, "amount": amount, "perplexity": ppl,
-               "delta_pct": (ppl / dense_ppl - 1) * 100 if dense_ppl else None,
-               "size_bytes": model_size_bytes(model), "params": param_count(model),
-               "zero_params": zeros, "time_s": t_wall, "cpu_s": t_cpu,
-               "peak_rss_bytes": peak, "rss_growth_bytes": (peak - start) if peak else None}
+        res = {
+            "row": name,
+            "amount": amount,
+            "perplexity": ppl,
+            "delta_pct": (ppl / dense_ppl - 1) * 100 if dense_ppl else None,
+            "size_bytes": model_size_bytes(model),
+            "params": param_count(model),
+            "zero_params": zeros,
+            "time_s": t_wall,
+            "cpu_s": t_cpu,
+            "peak_rss_bytes": peak,
+            "rss_growth_bytes": (peak - start) if peak else None,
+        }
         results.append(res)
         print(f"  {name}: ppl {ppl:.2f}  time {t_wall:.1f} s  cpu {t_cpu:.1f} s", flush=True)
         del model
 
     print()
-    print("| method | sparsity / bits | perplexity | Δ % | size_bytes | params | time_s | cpu_s "
-          "| peak RSS MiB | RSS growth MiB |")
+    print(
+        "| method | sparsity / bits | perplexity | Δ % | size_bytes | params | time_s | cpu_s "
+        "| peak RSS MiB | RSS growth MiB |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         if "skipped" in r:
             print(f"| {r['row']} | skipped: {r['skipped']} | | | | | | | | |")
             continue
         d = "-" if r["delta_pct"] is None or r["row"] == "dense" else f"{r['delta_pct']:+.1f}"
-        mib = (lambda b: "-" if b is None else f"{b / 2**20:.0f}")
-        print(f"| {r['row']} | {r['amount']} | {r['perplexity']:.2f} | {d} | {r['size_bytes']} "
-              f"| {r['params']} | {r['time_s']:.1f} | {r['cpu_s']:.1f} "
-              f"| {mib(r['peak_rss_bytes'])} | {mib(r['rss_growth_bytes'])} |")
+        mib = lambda b: "-" if b is None else f"{b / 2**20:.0f}"
+        print(
+            f"| {r['row']} | {r['amount']} | {r['perplexity']:.2f} | {d} | {r['size_bytes']} "
+            f"| {r['params']} | {r['time_s']:.1f} | {r['cpu_s']:.1f} "
+            f"| {mib(r['peak_rss_bytes'])} | {mib(r['rss_growth_bytes'])} |"
+        )
     by = {r["row"]: r for r in results if "skipped" not in r}
     if dense_ppl and {"magnitude50", "wanda50"} <= by.keys():
         gap_m = by["magnitude50"]["perplexity"] - dense_ppl
         gap_w = by["wanda50"]["perplexity"] - dense_ppl
-        print(f"\nwanda 50 % is {gap_m / gap_w:.1f}x closer to dense than magnitude 50 % "
-              f"(goal >= 5x)")
+        print(
+            f"\nwanda 50 % is {gap_m / gap_w:.1f}x closer to dense than magnitude 50 % (goal >= 5x)"
+        )
     if {"wanda50", "sparsegpt50", "magnitude50"} <= by.keys():
         s, w, m = (by[k]["perplexity"] for k in ("sparsegpt50", "wanda50", "magnitude50"))
-        print(f"sparsegpt <= wanda < magnitude at 50 %: {s <= w < m} "
-              f"({s:.2f}, {w:.2f}, {m:.2f})")
+        print(f"sparsegpt <= wanda < magnitude at 50 %: {s <= w < m} ({s:.2f}, {w:.2f}, {m:.2f})")
     if "wanda50" in by:
         r = by["wanda50"]
-        print(f"wanda 50 % compress time: {r['time_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU "
-              f"(goal <= 60 s wall on 2 quiet cores)")
+        print(
+            f"wanda 50 % compress time: {r['time_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU "
+            f"(goal <= 60 s wall on 2 quiet cores)"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"dense_perplexity": dense_ppl, "rows": results},
-                                        indent=2))
+        args.json.write_text(json.dumps({"dense_perplexity": dense_ppl, "rows": results}, indent=2))
     return 0
 
 

@@ -11,6 +11,7 @@ from its START, so evaluation text is never trained on. "Gap recovered" is measu
     python benchmarks/distill_recovery.py [--steps 40] [--drop-every 5] [--batch-size 4]
                                           [--seq-len 128] [--eval-blocks 16] [--lr 1e-4]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     apply_threads(args)
     if not WIKI.exists():
-        print(f"{WIKI} is absent: this demo needs WikiText-2 test beside the repo",
-              file=sys.stderr)
+        print(f"{WIKI} is absent: this demo needs WikiText-2 test beside the repo", file=sys.stderr)
         return 2
 
     from greenllm.models import load_model, param_count
@@ -51,8 +51,9 @@ def main(argv=None) -> int:
     text = WIKI.read_text()
     cut = int(len(text) * 0.7)
     train_text, eval_text = text[:cut], text[cut:]
-    eval_b, _ = build_batches(tok, [eval_text], seq_len=args.seq_len, batch_size=4,
-                              max_examples=args.eval_blocks)
+    eval_b, _ = build_batches(
+        tok, [eval_text], seq_len=args.seq_len, batch_size=4, max_examples=args.eval_blocks
+    )
     n_layers = num_layers(teacher)
     keep = [i for i in range(n_layers) if i % args.drop_every != args.drop_every - 1]
 
@@ -64,29 +65,47 @@ def main(argv=None) -> int:
     before = drop_layers(teacher, keep)
     b_loss, b_ppl = ppl(before)
     del before
-    cfg = {"student": {"layers": keep}, "data": [train_text], "seq_len": args.seq_len,
-           "batch_size": args.batch_size, "max_steps": args.steps, "epochs": 1, "lr": args.lr,
-           "warmup_ratio": 0.1, "temperature": args.temperature, "alpha_ce": args.alpha_ce,
-           "precision": args.precision, "max_examples": args.steps * args.batch_size,
-           "log_every_steps": 10}
+    cfg = {
+        "student": {"layers": keep},
+        "data": [train_text],
+        "seq_len": args.seq_len,
+        "batch_size": args.batch_size,
+        "max_steps": args.steps,
+        "epochs": 1,
+        "lr": args.lr,
+        "warmup_ratio": 0.1,
+        "temperature": args.temperature,
+        "alpha_ce": args.alpha_ce,
+        "precision": args.precision,
+        "max_examples": args.steps * args.batch_size,
+        "log_every_steps": 10,
+    }
     t0 = time.perf_counter()
     student, res = apply_step(teacher, "distill", cfg, StepContext(tokenizer=tok, teacher=teacher))
     train_s = time.perf_counter() - t0
     a_loss, a_ppl = ppl(student)
     recovered = (b_loss - a_loss) / (b_loss - t_loss) if b_loss > t_loss else float("nan")
-    print(f"SmolLM2-135M, {n_layers} -> {len(keep)} layers (drop every {args.drop_every}th), "
-          f"{res.stats['steps']} distillation steps of {args.batch_size} x {args.seq_len} tokens "
-          f"in {train_s:.0f} s ({args.precision}, T={args.temperature}, alpha_ce={args.alpha_ce}); "
-          f"perplexity on {len(eval_b) * 4} held-out blocks of {args.seq_len} tokens")
+    print(
+        f"SmolLM2-135M, {n_layers} -> {len(keep)} layers (drop every {args.drop_every}th), "
+        f"{res.stats['steps']} distillation steps of {args.batch_size} x {args.seq_len} tokens "
+        f"in {train_s:.0f} s ({args.precision}, T={args.temperature}, alpha_ce={args.alpha_ce}); "
+        f"perplexity on {len(eval_b) * 4} held-out blocks of {args.seq_len} tokens"
+    )
     print("| model | layers | params | perplexity | loss |")
     print("|---|---:|---:|---:|---:|")
     print(f"| teacher | {n_layers} | {param_count(teacher):,} | {t_ppl:.2f} | {t_loss:.4f} |")
-    print(f"| student, layers dropped | {len(keep)} | {param_count(student):,} | {b_ppl:.2f} | "
-          f"{b_loss:.4f} |")
-    print(f"| student, distilled | {len(keep)} | {param_count(student):,} | {a_ppl:.2f} | "
-          f"{a_loss:.4f} |")
-    print(f"gap recovered (log-perplexity): {100 * recovered:.1f} %; distillation loss "
-          f"{res.stats['first_loss']:.3f} -> {res.stats['last_loss']:.3f}")
+    print(
+        f"| student, layers dropped | {len(keep)} | {param_count(student):,} | {b_ppl:.2f} | "
+        f"{b_loss:.4f} |"
+    )
+    print(
+        f"| student, distilled | {len(keep)} | {param_count(student):,} | {a_ppl:.2f} | "
+        f"{a_loss:.4f} |"
+    )
+    print(
+        f"gap recovered (log-perplexity): {100 * recovered:.1f} %; distillation loss "
+        f"{res.stats['first_loss']:.3f} -> {res.stats['last_loss']:.3f}"
+    )
     return 0
 
 

@@ -9,9 +9,10 @@ same (context, continuation) requests. lm-eval scores them through its own
 directly, so no hub or network is needed); greenllm scores them with its shared-prefix scorer.
 Both run in this process with the same batch size, alternating (lm-eval, greenllm) ``--repeats``
 times per task; the table gives the median wall time of each side (a warm-up pass of each
-comes first and is not counted). Prints wall time, the speed ratio, accuracy from each, the accuracy difference in percentage
-points and the largest log-likelihood difference. Goal: >= 2x faster, accuracy within 0.5 pp.
+comes first and is not counted). Prints wall time, the speed ratio, accuracy from each,
+the accuracy difference in percentage points and the largest log-likelihood difference. Goal: >= 2x faster, accuracy within 0.5 pp.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,12 @@ import time
 from pathlib import Path
 
 from _shared import SHARED_DATA
-FILES = {"hellaswag": "hellaswag/hellaswag_val_full.txt", "mmlu": "mmlu",
-         "winogrande": "winogrande/dev.jsonl"}
+
+FILES = {
+    "hellaswag": "hellaswag/hellaswag_val_full.txt",
+    "mmlu": "mmlu",
+    "winogrande": "winogrande/dev.jsonl",
+}
 
 
 def main() -> None:
@@ -71,30 +76,62 @@ def main() -> None:
         t_l, t_g = statistics.median(t_ls), statistics.median(t_gs)
         grouped, pos = [], 0
         for d in docs:
-            grouped.append(theirs[pos:pos + len(d.continuations)])
+            grouped.append(theirs[pos : pos + len(d.continuations)])
             pos += len(d.continuations)
         m_g, m_l = choice_metrics(docs, ours), choice_metrics(docs, grouped)
         flat_ours = [ll for s in ours for ll, _ in s]
         dmax = max(abs(a - b) for a, (b, _) in zip(flat_ours, theirs))
         tot["g"] += t_g
         tot["l"] += t_l
-        rows.append((task, len(docs), len(pairs), t_l, t_g, t_l / t_g, m_l["acc"], m_g["acc"],
-                     100 * (m_g["acc"] - m_l["acc"]), 100 * (m_g["acc_norm"] - m_l["acc_norm"]),
-                     dmax))
-        print(f"done {task}: lm-eval {' '.join(f'{t:.1f}' for t in t_ls)} s, "
-              f"greenllm {' '.join(f'{t:.1f}' for t in t_gs)} s", flush=True)
-    head = ("task", "items", "requests", "lm-eval s", "greenllm s", "speedup", "acc lm-eval",
-            "acc greenllm", "Δacc pp", "Δacc_norm pp", "max |Δll|")
+        rows.append(
+            (
+                task,
+                len(docs),
+                len(pairs),
+                t_l,
+                t_g,
+                t_l / t_g,
+                m_l["acc"],
+                m_g["acc"],
+                100 * (m_g["acc"] - m_l["acc"]),
+                100 * (m_g["acc_norm"] - m_l["acc_norm"]),
+                dmax,
+            )
+        )
+        print(
+            f"done {task}: lm-eval {' '.join(f'{t:.1f}' for t in t_ls)} s, "
+            f"greenllm {' '.join(f'{t:.1f}' for t in t_gs)} s",
+            flush=True,
+        )
+    head = (
+        "task",
+        "items",
+        "requests",
+        "lm-eval s",
+        "greenllm s",
+        "speedup",
+        "acc lm-eval",
+        "acc greenllm",
+        "Δacc pp",
+        "Δacc_norm pp",
+        "max |Δll|",
+    )
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.2f}x | "
-              f"{r[6]:.4f} | {r[7]:.4f} | {r[8]:+.2f} | {r[9]:+.2f} | {r[10]:.1e} |")
+        print(
+            f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.2f}x | "
+            f"{r[6]:.4f} | {r[7]:.4f} | {r[8]:+.2f} | {r[9]:+.2f} | {r[10]:.1e} |"
+        )
     if rows:
-        print(f"| total | | | {tot['l']:.1f} | {tot['g']:.1f} | {tot['l'] / tot['g']:.2f}x | "
-              f"| | | | |")
-    print(f"model={args.model} batch_size={args.batch_size} mmlu_shots={args.mmlu_shots} "
-          f"repeats={args.repeats}; median wall times on this machine (noisy if it is shared)")
+        print(
+            f"| total | | | {tot['l']:.1f} | {tot['g']:.1f} | {tot['l'] / tot['g']:.2f}x | "
+            f"| | | | |"
+        )
+    print(
+        f"model={args.model} batch_size={args.batch_size} mmlu_shots={args.mmlu_shots} "
+        f"repeats={args.repeats}; median wall times on this machine (noisy if it is shared)"
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ and down_proj-skipping variants of torch.ao dynamic int8 the issue asks about):
 Ratios are against fp32 measured in the same run. The goal from issue 5: an int8 method with
 <= 2 % perplexity cost decoding at >= 1.4x fp32.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,11 @@ from pathlib import Path
 
 from _shared import WIKITEXT_TEST as WIKITEXT
 from _shared import add_threads_option, apply_threads
-PROMPT = ("The history of the steam engine begins in the first century, when Hero of "
-          "Alexandria described a device that")
+
+PROMPT = (
+    "The history of the steam engine begins in the first century, when Hero of "
+    "Alexandria described a device that"
+)
 
 VARIANTS = {
     "fp32": [],
@@ -82,8 +86,8 @@ def main(argv=None) -> int:
     import torch
 
     from greenllm.errors import GreenLLMError
-    from greenllm.models import load_model, model_size_bytes
     from greenllm.evals.perplexity import token_perplexity
+    from greenllm.models import load_model, model_size_bytes
     from greenllm.steps import compress
 
     if not WIKITEXT.exists():
@@ -113,11 +117,15 @@ def main(argv=None) -> int:
             skipped[name] = str(exc)
             continue
         models[name] = m
-        rows[name] = {"variant": name, "compress_s": time.perf_counter() - t0,
-                      "size_bytes": model_size_bytes(m), "tps": []}
+        rows[name] = {
+            "variant": name,
+            "compress_s": time.perf_counter() - t0,
+            "size_bytes": model_size_bytes(m),
+            "tps": [],
+        }
         print(f"prepared {name} in {rows[name]['compress_s']:.1f} s", file=sys.stderr)
 
-    for name, m in list(models.items()):    # warm-up + quality
+    for name, m in list(models.items()):  # warm-up + quality
         try:
             decode(m, prompt, 4)
             rows[name]["perplexity"] = token_perplexity(m, ids, args.seq_len, args.windows)
@@ -127,7 +135,7 @@ def main(argv=None) -> int:
             continue
         print(f"perplexity {name}: {rows[name]['perplexity']:.3f}", file=sys.stderr)
     ref_tokens = None
-    for r in range(args.repeats):           # interleaved timing rounds
+    for r in range(args.repeats):  # interleaved timing rounds
         for name, m in models.items():
             tps, toks = decode(m, prompt, args.tokens)
             rows[name]["tps"].append(tps)
@@ -139,33 +147,56 @@ def main(argv=None) -> int:
     ref = rows["fp32"]
     tps_ref = statistics.median(ref["tps"])
     out = []
-    print(f"\nSmolLM2-135M on CPU ({torch.get_num_threads()} threads), decode {args.tokens} "
-          f"tokens x {args.repeats} interleaved repeats (median), perplexity on "
-          f"{args.windows}x{args.seq_len} WikiText-2 test tokens\n")
-    hdr = (f"| {'variant':<24}| {'perplexity':>10} | {'Δppl %':>7} | {'size_bytes':>11} | "
-           f"{'size ×':>6} | {'decode tok/s':>12} | {'speed ×':>7} | {'agree':>5} |")
+    print(
+        f"\nSmolLM2-135M on CPU ({torch.get_num_threads()} threads), decode {args.tokens} "
+        f"tokens x {args.repeats} interleaved repeats (median), perplexity on "
+        f"{args.windows}x{args.seq_len} WikiText-2 test tokens\n"
+    )
+    hdr = (
+        f"| {'variant':<24}| {'perplexity':>10} | {'Δppl %':>7} | {'size_bytes':>11} | "
+        f"{'size ×':>6} | {'decode tok/s':>12} | {'speed ×':>7} | {'agree':>5} |"
+    )
     print(hdr)
     print("|" + "|".join("-" * (len(c)) for c in hdr.split("|")[1:-1]) + "|")
     for name, row in rows.items():
         tps = statistics.median(row["tps"])
         d_ppl = 100.0 * (row["perplexity"] / ref["perplexity"] - 1.0)
-        rec = {"variant": name, "perplexity": row["perplexity"], "delta_ppl_pct": d_ppl,
-               "size_bytes": row["size_bytes"], "size_ratio": row["size_bytes"] / ref["size_bytes"],
-               "decode_tokens_per_s": tps, "speedup": tps / tps_ref, "agree": row["agree"],
-               "tps_all": row["tps"], "compress_s": row["compress_s"]}
+        rec = {
+            "variant": name,
+            "perplexity": row["perplexity"],
+            "delta_ppl_pct": d_ppl,
+            "size_bytes": row["size_bytes"],
+            "size_ratio": row["size_bytes"] / ref["size_bytes"],
+            "decode_tokens_per_s": tps,
+            "speedup": tps / tps_ref,
+            "agree": row["agree"],
+            "tps_all": row["tps"],
+            "compress_s": row["compress_s"],
+        }
         out.append(rec)
-        print(f"| {name:<24}| {row['perplexity']:>10.3f} | {d_ppl:>+7.2f} | "
-              f"{row['size_bytes']:>11,} | {rec['size_ratio']:>6.3f} | {tps:>12.1f} | "
-              f"{rec['speedup']:>7.2f} | {row['agree']:>5.2f} |")
+        print(
+            f"| {name:<24}| {row['perplexity']:>10.3f} | {d_ppl:>+7.2f} | "
+            f"{row['size_bytes']:>11,} | {rec['size_ratio']:>6.3f} | {tps:>12.1f} | "
+            f"{rec['speedup']:>7.2f} | {row['agree']:>5.2f} |"
+        )
     for name, why in skipped.items():
         print(f"skipped {name}: {why}")
-    ok = [r for r in out if r["variant"] != "fp32" and "int8" in r["variant"]
-          and r["delta_ppl_pct"] <= 2.0 and r["speedup"] >= 1.4]
-    print("\ngoal (int8, Δppl <= 2 %, decode >= 1.4x fp32): "
-          + (", ".join(r["variant"] for r in ok) if ok else "not met in this run"))
+    ok = [
+        r
+        for r in out
+        if r["variant"] != "fp32"
+        and "int8" in r["variant"]
+        and r["delta_ppl_pct"] <= 2.0
+        and r["speedup"] >= 1.4
+    ]
+    print(
+        "\ngoal (int8, Δppl <= 2 %, decode >= 1.4x fp32): "
+        + (", ".join(r["variant"] for r in ok) if ok else "not met in this run")
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": out, "skipped": skipped,
-                                               "args": vars(args)}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"rows": out, "skipped": skipped, "args": vars(args)}, indent=2)
+        )
     return 0
 
 

@@ -13,6 +13,7 @@ utilisation, labelled as an estimate; use ``auto`` or ``rapl`` where counters ex
     python benchmarks/train_precision.py [--steps 4] [--warmup 1] [--batch-size 2]
                                          [--seq-len 128] [--meter estimate]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,13 @@ def main(argv=None) -> int:
     base, tok = load_model("HuggingFaceTB/SmolLM2-135M-Instruct")
     source = [WIKI.read_text()[:400_000]] if WIKI.exists() else "builtin:wiki-sample"
     n = args.warmup + args.steps
-    batches, _ = build_batches(tok, source, seq_len=args.seq_len, batch_size=args.batch_size,
-                               max_examples=n * args.batch_size)
+    batches, _ = build_batches(
+        tok,
+        source,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        max_examples=n * args.batch_size,
+    )
     if len(batches) < n:
         print(f"not enough text for {n} batches", file=sys.stderr)
         return 2
@@ -57,35 +63,58 @@ def main(argv=None) -> int:
         model = copy.deepcopy(base)
         cfg = TrainLoopConfig(lr=1e-5, precision=prec, shuffle=False, log_every_steps=10**6)
         if args.warmup:
-            train_loop(model, batches[:args.warmup], causal_lm_loss,
-                       TrainLoopConfig(**{**cfg.__dict__, "max_steps": args.warmup}))
+            train_loop(
+                model,
+                batches[: args.warmup],
+                causal_lm_loss,
+                TrainLoopConfig(**{**cfg.__dict__, "max_steps": args.warmup}),
+            )
         cpu0 = time.process_time()
         with measure(meters, hz=10.0) as m:
-            rep = train_loop(model, batches[args.warmup:n], causal_lm_loss,
-                             TrainLoopConfig(**{**cfg.__dict__, "max_steps": args.steps}))
+            rep = train_loop(
+                model,
+                batches[args.warmup : n],
+                causal_lm_loss,
+                TrainLoopConfig(**{**cfg.__dict__, "max_steps": args.steps}),
+            )
         cpu_s = time.process_time() - cpu0
         r = m.report
-        rows.append({"precision": prec, "steps": rep.steps, "tokens": rep.tokens,
-                     "cpu_s_per_step": cpu_s / rep.steps,
-                     "s_per_step": r.duration_s / rep.steps, "j_per_step": r.energy_j / rep.steps,
-                     "mean_power_w": r.mean_power_w, "estimated": r.estimated,
-                     "first_loss": rep.first_loss, "last_loss": rep.last_loss})
+        rows.append(
+            {
+                "precision": prec,
+                "steps": rep.steps,
+                "tokens": rep.tokens,
+                "cpu_s_per_step": cpu_s / rep.steps,
+                "s_per_step": r.duration_s / rep.steps,
+                "j_per_step": r.energy_j / rep.steps,
+                "mean_power_w": r.mean_power_w,
+                "estimated": r.estimated,
+                "first_loss": rep.first_loss,
+                "last_loss": rep.last_loss,
+            }
+        )
         del model
     ref = rows[0]
-    print(f"SmolLM2-135M training, batch {args.batch_size} x {args.seq_len} tokens, "
-          f"{args.steps} measured steps after {args.warmup} warm-up, torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads, meter {args.meter}")
-    print("| precision | s/step | CPU s/step | J/step | mean W | time vs fp32 | "
-          "CPU time vs fp32 | energy vs fp32 | loss first -> last |")
+    print(
+        f"SmolLM2-135M training, batch {args.batch_size} x {args.seq_len} tokens, "
+        f"{args.steps} measured steps after {args.warmup} warm-up, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads, meter {args.meter}"
+    )
+    print(
+        "| precision | s/step | CPU s/step | J/step | mean W | time vs fp32 | "
+        "CPU time vs fp32 | energy vs fp32 | loss first -> last |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in rows:
         label = " (estimate)" if row["estimated"] else ""
-        print(f"| {row['precision']} | {row['s_per_step']:.3f} | {row['cpu_s_per_step']:.3f} | "
-              f"{row['j_per_step']:.2f}{label} | {row['mean_power_w']:.1f} | "
-              f"{row['s_per_step'] / ref['s_per_step']:.2f}x | "
-              f"{row['cpu_s_per_step'] / ref['cpu_s_per_step']:.2f}x | "
-              f"{row['j_per_step'] / ref['j_per_step']:.2f}x | "
-              f"{row['first_loss']:.3f} -> {row['last_loss']:.3f} |")
+        print(
+            f"| {row['precision']} | {row['s_per_step']:.3f} | {row['cpu_s_per_step']:.3f} | "
+            f"{row['j_per_step']:.2f}{label} | {row['mean_power_w']:.1f} | "
+            f"{row['s_per_step'] / ref['s_per_step']:.2f}x | "
+            f"{row['cpu_s_per_step'] / ref['cpu_s_per_step']:.2f}x | "
+            f"{row['j_per_step'] / ref['j_per_step']:.2f}x | "
+            f"{row['first_loss']:.3f} -> {row['last_loss']:.3f} |"
+        )
     return 0
 
 

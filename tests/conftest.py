@@ -1,5 +1,6 @@
 """Shared fixtures. Hardware markers skip with the name of the missing hardware; the real
 SmolLM2-135M model is fetched once per machine (see greenllm.models.offline_model_dir)."""
+
 from __future__ import annotations
 
 import os
@@ -15,6 +16,7 @@ SHARED_DATA = SHARED / "data"
 def _has_cuda() -> bool:
     try:
         import torch
+
         return torch.cuda.is_available()
     except ImportError:
         return False
@@ -23,6 +25,7 @@ def _has_cuda() -> bool:
 def _has_nvml() -> bool:
     try:
         import pynvml
+
         pynvml.nvmlInit()
         n = pynvml.nvmlDeviceGetCount()
         pynvml.nvmlShutdown()
@@ -145,7 +148,11 @@ def umask(request):
 @pytest.fixture
 def tree_modes():
     """tree_modes(root) -> permission bits of root and everything under it, by relative path."""
+
     def modes(root: Path) -> dict[str, int]:
-        return {p.relative_to(root).as_posix(): p.stat().st_mode & 0o777
-                for p in [root, *root.rglob("*")]}
+        return {
+            p.relative_to(root).as_posix(): p.stat().st_mode & 0o777
+            for p in [root, *root.rglob("*")]
+        }
+
     return modes

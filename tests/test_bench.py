@@ -1,4 +1,5 @@
 """bench(): workload parsing, statistics, the timed decode loop and metered metrics."""
+
 from __future__ import annotations
 
 import math
@@ -6,35 +7,69 @@ import math
 import pytest
 
 import greenllm
-from greenllm.bench import (Workload, bench, load_prompts, mean_ci95, measure_copy_bandwidth,
-                            parse_workload, t_critical_95, weight_bytes_per_token)
+from greenllm.bench import (
+    Workload,
+    bench,
+    load_prompts,
+    mean_ci95,
+    measure_copy_bandwidth,
+    parse_workload,
+    t_critical_95,
+    weight_bytes_per_token,
+)
 from greenllm.config import parse_config, to_dict
 from greenllm.errors import ConfigError, DataError, UnknownNameError, UnsupportedError
 from greenllm.meters.estimate import EstimateMeter
 from greenllm.results import BenchResult, EnergyReport
 
-KEYS = ("ttft_s", "tpot_s", "e2e_latency_s", "prefill_tokens_per_s", "decode_tokens_per_s",
-        "energy_per_request_j", "energy_per_token_j", "tokens_per_wh", "edp_js",
-        "edp_js_per_b_params", "wh_per_b_params", "peak_memory_bytes", "size_bytes",
-        "gpu_util_mean_pct", "roofline_fraction", "cuda_max_allocated_bytes")
+KEYS = (
+    "ttft_s",
+    "tpot_s",
+    "e2e_latency_s",
+    "prefill_tokens_per_s",
+    "decode_tokens_per_s",
+    "energy_per_request_j",
+    "energy_per_token_j",
+    "tokens_per_wh",
+    "edp_js",
+    "edp_js_per_b_params",
+    "wh_per_b_params",
+    "peak_memory_bytes",
+    "size_bytes",
+    "gpu_util_mean_pct",
+    "roofline_fraction",
+    "cuda_max_allocated_bytes",
+)
 PROMPTS = ["The cat sat on", "Energy is", "A much longer prompt than the others, to pad"]
 
 
 def test_workload_round_trip_and_defaults():
-    w = parse_config(Workload, {"prompts": ["a", "b"], "max_new_tokens": 8, "batch_size": 2,
-                                "warmup": 0, "repeats": 3, "limit": 1})
+    w = parse_config(
+        Workload,
+        {
+            "prompts": ["a", "b"],
+            "max_new_tokens": 8,
+            "batch_size": 2,
+            "warmup": 0,
+            "repeats": 3,
+            "limit": 1,
+        },
+    )
     assert parse_config(Workload, to_dict(w)) == w
     assert parse_workload({}).prompts == "builtin:prompts"
 
 
-@pytest.mark.parametrize("bad,match", [
-    ({"prompts": []}, "no prompts"),
-    ({"prompts": ["  ", ""]}, "no prompts"),
-    ({"prompts": ""}, "no prompts"),
-    ({"repeats": 0}, "repeats: must be >= 1"),
-    ({"max_new_tokens": 0}, "max_new_tokens"),
-    ({"batch_sise": 2}, "did you mean 'batch_size'"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"prompts": []}, "no prompts"),
+        ({"prompts": ["  ", ""]}, "no prompts"),
+        ({"prompts": ""}, "no prompts"),
+        ({"repeats": 0}, "repeats: must be >= 1"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"batch_sise": 2}, "did you mean 'batch_size'"),
+    ],
+)
 def test_workload_errors(bad, match):
     with pytest.raises(ConfigError, match=match):
         parse_workload(bad)
@@ -71,7 +106,9 @@ def test_ci95_on_known_numbers():
     assert mean_ci95([None, None]) == (None, None)
     assert mean_ci95([2.0, 2.0, 2.0])[1] == 0.0
     assert t_critical_95(1) == 12.706 and t_critical_95(30) == 2.042
-    assert 2.000 < t_critical_95(50) < 2.021 and t_critical_95(10**6) == pytest.approx(1.96, abs=1e-3)
+    assert 2.000 < t_critical_95(50) < 2.021 and t_critical_95(10**6) == pytest.approx(
+        1.96, abs=1e-3
+    )
 
 
 def test_weight_bytes_per_token_tied_and_untied():
@@ -87,7 +124,7 @@ def test_weight_bytes_per_token_tied_and_untied():
 
 def test_copy_bandwidth_probe_is_positive():
     bw = measure_copy_bandwidth("cpu", size_bytes=8 * 1024**2, repeats=2)
-    assert math.isfinite(bw) and bw > 1e8      # any machine copies more than 0.1 GB/s
+    assert math.isfinite(bw) and bw > 1e8  # any machine copies more than 0.1 GB/s
 
 
 def test_decode_loop_matches_hf_generate_and_batching(tiny):
@@ -110,12 +147,17 @@ def test_decode_loop_matches_hf_generate_and_batching(tiny):
             (single,) = _tokenize_batches(tok, [p], 1, dev)
             alone = _run_request(model, single, n, dev, acc)
             assert alone["tokens"][0].tolist() == both["tokens"][i].tolist()
-            ref = model.generate(**single, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                                 pad_token_id=tok.pad_token_id)
-            assert ref[0, single["input_ids"].shape[1]:].tolist() == alone["tokens"][0].tolist()
+            ref = model.generate(
+                **single,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+            )
+            assert ref[0, single["input_ids"].shape[1] :].tolist() == alone["tokens"][0].tolist()
     assert both["new_tokens"] == 2 * n and both["decode_tokens"] == 2 * (n - 1)
     assert both["prompt_tokens"] == sum(len(tok(p)["input_ids"]) for p in PROMPTS[:2])
-    assert tok.padding_side == "right"   # restored
+    assert tok.padding_side == "right"  # restored
 
 
 @pytest.mark.parametrize("variant", ["fp32", "int8_weight"])
@@ -134,8 +176,9 @@ def test_compiled_static_cache_decode_gives_the_eager_tokens(tiny, variant):
 
     model, tok = tiny
     if variant != "fp32":
-        model, _ = compress(copy.deepcopy(model), greenllm.Quantize(method=variant, ignore=[]),
-                            tokenizer=tok)
+        model, _ = compress(
+            copy.deepcopy(model), greenllm.Quantize(method=variant, ignore=[]), tokenizer=tok
+        )
     dev = torch.device("cpu")
     n = 5
     with torch.inference_mode():
@@ -145,8 +188,10 @@ def test_compiled_static_cache_decode_gives_the_eager_tokens(tiny, variant):
             eager = run_request(model, b, n, dev, forward_kwargs(model))
             fast = dec.run(b, n, dev)
             assert fast["tokens"].tolist() == eager["tokens"].tolist()
-            assert fast["decode_tokens"] == eager["decode_tokens"] == b["input_ids"].shape[0] * (n - 1)
-        assert CompiledDecoder(model, 64).step is dec.step      # compiled once per class
+            assert (
+                fast["decode_tokens"] == eager["decode_tokens"] == b["input_ids"].shape[0] * (n - 1)
+            )
+        assert CompiledDecoder(model, 64).step is dec.step  # compiled once per class
         # a copy with other weights decodes with its own weights, not the original's
         other = copy.deepcopy(model)
         for p in other.parameters():
@@ -171,18 +216,26 @@ def test_a_decode_step_that_cannot_compile_is_one_clear_error(tiny, monkeypatch)
     model, tok = tiny
     monkeypatch.setitem(decode._STEPS, type(model), no_compiler)
     (batch,) = _tokenize_batches(tok, PROMPTS[:1], 1, torch.device("cpu"))
-    with torch.inference_mode(), pytest.raises(UnsupportedError,
-                                               match="could not compile .*C\\+\\+ compiler.*"
-                                                     "compile: false"):
+    with (
+        torch.inference_mode(),
+        pytest.raises(
+            UnsupportedError, match="could not compile .*C\\+\\+ compiler.*compile: false"
+        ),
+    ):
         decode.CompiledDecoder(model, 64).run(batch, 4, torch.device("cpu"))
 
 
 def test_bench_tiny_all_metrics(tiny):
     model, tok = tiny
-    meter = EstimateMeter(tdp_w=20.0, idle_w=20.0)   # constant 20 W: a labelled estimate
-    r = bench(model, tok, {"prompts": PROMPTS, "max_new_tokens": 4, "batch_size": 1,
-                           "warmup": 1, "repeats": 3}, meters=[meter], hz=50.0,
-              bandwidth_bytes_per_s=10e9)
+    meter = EstimateMeter(tdp_w=20.0, idle_w=20.0)  # constant 20 W: a labelled estimate
+    r = bench(
+        model,
+        tok,
+        {"prompts": PROMPTS, "max_new_tokens": 4, "batch_size": 1, "warmup": 1, "repeats": 3},
+        meters=[meter],
+        hz=50.0,
+        bandwidth_bytes_per_s=10e9,
+    )
     assert isinstance(r, BenchResult) and isinstance(r.energy, EnergyReport)
     for k in KEYS:
         assert k in r.metrics, k
@@ -190,26 +243,28 @@ def test_bench_tiny_all_metrics(tiny):
     assert r.metrics["gpu_util_mean_pct"] is None and r.metrics["cuda_max_allocated_bytes"] is None
     assert len(r.per_repeat) == 3
     for rep in r.per_repeat:
-        assert rep["output_tokens"] == 3 * 4            # EOS ignored: exactly max_new_tokens each
+        assert rep["output_tokens"] == 3 * 4  # EOS ignored: exactly max_new_tokens each
         assert rep["energy_per_token_j"] == pytest.approx(rep["energy_j"] / 12)
         assert rep["energy_per_request_j"] == pytest.approx(rep["energy_j"] / 3)
         assert rep["tokens_per_wh"] == pytest.approx(12 * 3600 / rep["energy_j"])
         assert rep["edp_js"] == pytest.approx(rep["energy_per_request_j"] * rep["e2e_latency_s"])
         assert rep["mean_power_w"] == pytest.approx(20.0, rel=0.05)
-        assert rep["e2e_latency_s"] == pytest.approx(
-            rep["ttft_s"] + 3 * rep["tpot_s"], rel=1e-6)
+        assert rep["e2e_latency_s"] == pytest.approx(rep["ttft_s"] + 3 * rep["tpot_s"], rel=1e-6)
         # roofline: 3 decode steps per request read the weights once each at 10 GB/s
         ideal = 3 * 3 * r.metrics["weight_bytes_per_token"] / 10e9
         assert rep["roofline_fraction"] == pytest.approx(
-            ideal / (3 * 3 / rep["decode_tokens_per_s"]), rel=1e-6)
+            ideal / (3 * 3 / rep["decode_tokens_per_s"]), rel=1e-6
+        )
     assert r.per_repeat[-1]["energy_j"] == pytest.approx(r.energy.energy_j)
     mean, half = mean_ci95([x["energy_per_token_j"] for x in r.per_repeat])
     assert r.metrics["energy_per_token_j"] == pytest.approx(mean)
     assert r.ci95["energy_per_token_j"] == pytest.approx(half)
     from greenllm.models import model_size_bytes, param_count
+
     assert r.metrics["size_bytes"] == model_size_bytes(model)
     assert r.metrics["edp_js_per_b_params"] == pytest.approx(
-        r.metrics["edp_js"] / (param_count(model) / 1e9))
+        r.metrics["edp_js"] / (param_count(model) / 1e9)
+    )
     assert r.metrics["peak_memory_bytes"] > 10 * 1024**2
     assert r.device["bandwidth_source"] == "given"
     js = r.to_json()
@@ -219,9 +274,14 @@ def test_bench_tiny_all_metrics(tiny):
 
 def test_bench_batched_and_profile_bandwidth(tiny):
     model, tok = tiny
-    r = bench(model, tok, Workload(prompts=PROMPTS, max_new_tokens=3, batch_size=2, warmup=0,
-                                   repeats=2), meters=["estimate"], hz=50.0,
-              profile="jetson-orin-nano-8gb")
+    r = bench(
+        model,
+        tok,
+        Workload(prompts=PROMPTS, max_new_tokens=3, batch_size=2, warmup=0, repeats=2),
+        meters=["estimate"],
+        hz=50.0,
+        profile="jetson-orin-nano-8gb",
+    )
     assert r.workload["n_batches"] == 2 and r.workload["n_prompts"] == 3
     assert all(rep["output_tokens"] == 9 for rep in r.per_repeat)
     assert r.device["bandwidth_source"] == "profile:jetson-orin-nano-8gb"
@@ -231,8 +291,14 @@ def test_bench_batched_and_profile_bandwidth(tiny):
 
 def test_single_token_requests_have_no_decode_metrics(tiny):
     model, tok = tiny
-    r = bench(model, tok, {"prompts": ["hi"], "max_new_tokens": 1, "warmup": 0, "repeats": 1},
-              meters=["estimate"], hz=0.0, bandwidth_bytes_per_s=1e9)
+    r = bench(
+        model,
+        tok,
+        {"prompts": ["hi"], "max_new_tokens": 1, "warmup": 0, "repeats": 1},
+        meters=["estimate"],
+        hz=0.0,
+        bandwidth_bytes_per_s=1e9,
+    )
     assert r.metrics["tpot_s"] is None and r.metrics["decode_tokens_per_s"] is None
     assert r.metrics["roofline_fraction"] is None and r.ci95["ttft_s"] is None
     assert r.per_repeat[0]["output_tokens"] == 1
@@ -245,15 +311,25 @@ def test_bench_bad_inputs(tiny):
     with pytest.raises(UnknownNameError, match="did you mean"):
         bench(model, tok, {"prompts": ["x"]}, meters=["estimat"])
     with pytest.raises(UnknownNameError, match="device profile"):
-        bench(model, tok, {"prompts": ["x"], "repeats": 1, "warmup": 0}, meters=["estimate"],
-              profile="raspberry-pi")
+        bench(
+            model,
+            tok,
+            {"prompts": ["x"], "repeats": 1, "warmup": 0},
+            meters=["estimate"],
+            profile="raspberry-pi",
+        )
 
 
 @pytest.mark.gpu
 def test_bench_on_cuda_reports_cuda_memory(tiny):
     model, tok = tiny
-    r = bench(model, tok, {"prompts": PROMPTS[:2], "max_new_tokens": 3, "warmup": 1,
-                           "repeats": 2}, meters=["estimate"], device="cuda")
+    r = bench(
+        model,
+        tok,
+        {"prompts": PROMPTS[:2], "max_new_tokens": 3, "warmup": 1, "repeats": 2},
+        meters=["estimate"],
+        device="cuda",
+    )
     assert r.device["torch_device"].startswith("cuda")
     assert r.metrics["cuda_max_allocated_bytes"] > 0
 
@@ -261,10 +337,14 @@ def test_bench_on_cuda_reports_cuda_memory(tiny):
 @pytest.mark.slow
 def test_bench_smollm2_few_tokens(smollm2_fresh):
     model, tok = smollm2_fresh
-    r = bench(model, tok, {"prompts": "builtin:prompts", "limit": 1, "max_new_tokens": 3,
-                           "warmup": 0, "repeats": 2}, meters=["estimate"])
+    r = bench(
+        model,
+        tok,
+        {"prompts": "builtin:prompts", "limit": 1, "max_new_tokens": 3, "warmup": 0, "repeats": 2},
+        meters=["estimate"],
+    )
     assert r.metrics["params"] == pytest.approx(134.5e6, rel=0.01)
     assert r.metrics["size_bytes"] == pytest.approx(134.5e6 * 4, rel=0.01)
-    assert r.metrics["decode_tokens_per_s"] > 0     # no speed threshold: shared CI machines
+    assert r.metrics["decode_tokens_per_s"] > 0  # no speed threshold: shared CI machines
     assert 0 < r.metrics["roofline_fraction"] < 5
     assert r.metrics["peak_memory_bytes"] > r.metrics["size_bytes"]

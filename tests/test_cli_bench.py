@@ -1,4 +1,5 @@
 """greenllm bench / devices / control from the command line (in-process main())."""
+
 from __future__ import annotations
 
 import json
@@ -27,15 +28,48 @@ def _one_line_error(capsys, rc):
 
 
 def test_bench_json_keys(tiny_dir, capsys):
-    rc = main(["bench", str(tiny_dir), "--max-new-tokens", "3", "--repeats", "2", "--warmup",
-               "0", "--limit", "2", "--meter", "estimate", "--hz", "50", "--json"])
+    rc = main(
+        [
+            "bench",
+            str(tiny_dir),
+            "--max-new-tokens",
+            "3",
+            "--repeats",
+            "2",
+            "--warmup",
+            "0",
+            "--limit",
+            "2",
+            "--meter",
+            "estimate",
+            "--hz",
+            "50",
+            "--json",
+        ]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
-    for k in ("ttft_s", "tpot_s", "decode_tokens_per_s", "energy_per_token_j", "tokens_per_wh",
-              "edp_js", "size_bytes", "peak_memory_bytes", "roofline_fraction"):
+    for k in (
+        "ttft_s",
+        "tpot_s",
+        "decode_tokens_per_s",
+        "energy_per_token_j",
+        "tokens_per_wh",
+        "edp_js",
+        "size_bytes",
+        "peak_memory_bytes",
+        "roofline_fraction",
+    ):
         assert k in out, k
-    for k in ("ttft_s", "tpot_s", "decode_tokens_per_s", "energy_per_token_j", "tokens_per_wh",
-              "edp_js", "roofline_fraction"):
+    for k in (
+        "ttft_s",
+        "tpot_s",
+        "decode_tokens_per_s",
+        "energy_per_token_j",
+        "tokens_per_wh",
+        "edp_js",
+        "roofline_fraction",
+    ):
         assert f"{k}_ci95" in out, k
     assert out["meter"] == "estimate" and out["estimated"] is True and out["repeats"] == 2
     assert out["workload"]["n_prompts"] == 2 and out["workload"]["max_new_tokens"] == 3
@@ -45,8 +79,24 @@ def test_bench_json_keys(tiny_dir, capsys):
 def test_bench_table(tiny_dir, capsys, tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("one prompt\nanother prompt\n")
-    rc = main(["bench", str(tiny_dir), "--prompts", str(prompts), "--max-new-tokens", "2",
-               "--repeats", "1", "--warmup", "0", "--batch-size", "2", "--meter", "estimate"])
+    rc = main(
+        [
+            "bench",
+            str(tiny_dir),
+            "--prompts",
+            str(prompts),
+            "--max-new-tokens",
+            "2",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--batch-size",
+            "2",
+            "--meter",
+            "estimate",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "TTFT" in out and "ESTIMATE" in out and "roofline bandwidth" in out
@@ -68,14 +118,17 @@ def test_power_mode_off_jetson_is_one_line(tiny_dir, capsys):
     assert "Jetson" in err
 
 
-@pytest.mark.parametrize("args,match", [
-    (["--power-cap-w", "50", "--power-mode", "1"], "exclusive"),
-    (["--prompts", "EMPTY"], "no prompts"),
-    (["--prompts", "/nonexistent/prompts.txt"], "does not exist"),
-    (["--repeats", "0"], "repeats: must be >= 1"),
-    (["--meter", "estimat"], "did you mean 'estimate'"),
-    (["--profile", "jetson-orin-nan"], "did you mean"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--power-cap-w", "50", "--power-mode", "1"], "exclusive"),
+        (["--prompts", "EMPTY"], "no prompts"),
+        (["--prompts", "/nonexistent/prompts.txt"], "does not exist"),
+        (["--repeats", "0"], "repeats: must be >= 1"),
+        (["--meter", "estimat"], "did you mean 'estimate'"),
+        (["--profile", "jetson-orin-nan"], "did you mean"),
+    ],
+)
 def test_bench_bad_input_exit_2(tiny_dir, tmp_path, capsys, args, match):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
@@ -109,9 +162,20 @@ def test_control_show_and_restore_nothing(tmp_path, capsys, monkeypatch):
     assert "nothing to restore" in capsys.readouterr().out
     assert main(["control", "restore"]) == 0
     assert "nothing to restore" in capsys.readouterr().out
-    j.write_text(json.dumps({"version": 2, "cap": "jetson", "device_id": "serial-x",
-                             "original": 0, "requested": 1, "pid": 1, "boot_id": "b",
-                             "params": {"profile": "jetson-orin-nano-8gb"}}))
+    j.write_text(
+        json.dumps(
+            {
+                "version": 2,
+                "cap": "jetson",
+                "device_id": "serial-x",
+                "original": 0,
+                "requested": 1,
+                "pid": 1,
+                "boot_id": "b",
+                "params": {"profile": "jetson-orin-nano-8gb"},
+            }
+        )
+    )
     j.chmod(0o644)
     assert main(["control", "show", "--journal", str(j)]) == 0
     assert "PENDING" in capsys.readouterr().out

@@ -1,4 +1,5 @@
 """``greenllm eval`` end to end on a tiny model directory; user errors exit 2 with one line."""
+
 from __future__ import annotations
 
 import json
@@ -8,10 +9,20 @@ import pytest
 pytest.importorskip("torch")
 
 
-
 def test_choice_json_keys(tiny_dir, capsys, run_cli):
-    rc, out, err = run_cli("eval", tiny_dir, "--task", "choice", "--data",
-                    "builtin:choice-sample", "--limit", "4", "--batch-size", "2", "--json")
+    rc, out, err = run_cli(
+        "eval",
+        tiny_dir,
+        "--task",
+        "choice",
+        "--data",
+        "builtin:choice-sample",
+        "--limit",
+        "4",
+        "--batch-size",
+        "2",
+        "--json",
+    )
     assert rc == 0, err
     rec = json.loads(out)
     assert rec["task"] == "choice" and rec["n"] == 4
@@ -22,8 +33,17 @@ def test_choice_json_keys(tiny_dir, capsys, run_cli):
 def test_perplexity_json_keys(tiny_dir, tmp_path, capsys, run_cli):
     p = tmp_path / "t.txt"
     p.write_text("Some words to score here.\n")
-    rc, out, err = run_cli("eval", tiny_dir, "--task", "perplexity", "--data", str(p),
-                        "--set", "max_length=32", "--json")
+    rc, out, err = run_cli(
+        "eval",
+        tiny_dir,
+        "--task",
+        "perplexity",
+        "--data",
+        str(p),
+        "--set",
+        "max_length=32",
+        "--json",
+    )
     assert rc == 0, err
     rec = json.loads(out)
     assert {"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"} <= set(rec)
@@ -31,20 +51,32 @@ def test_perplexity_json_keys(tiny_dir, tmp_path, capsys, run_cli):
 
 
 def test_human_output(tiny_dir, capsys, run_cli):
-    rc, out, err = run_cli("eval", tiny_dir, "--task", "squad", "--limit", "2",
-                        "--set", "max_new_tokens=2", "--no-progress")
+    rc, out, err = run_cli(
+        "eval",
+        tiny_dir,
+        "--task",
+        "squad",
+        "--limit",
+        "2",
+        "--set",
+        "max_new_tokens=2",
+        "--no-progress",
+    )
     assert rc == 0, err
     assert out.startswith("squad  n=2") and "f1" in out and "em" in out
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--task", "hellaswg", "--data", "x"], "did you mean 'hellaswag'"),
-    (["--task", "hellaswag"], "--data: hellaswag needs its data"),
-    (["--task", "choice", "--data", "/nonexistent/file.jsonl"], "does not exist"),
-    (["--task", "perplexity", "--shots", "2"], "shots: unknown key"),
-    (["--task", "choice", "--set", "limt=3"], "did you mean 'limit'"),
-    (["--task", "arc", "--data", "x", "--shots", "1"], "shots"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--task", "hellaswg", "--data", "x"], "did you mean 'hellaswag'"),
+        (["--task", "hellaswag"], "--data: hellaswag needs its data"),
+        (["--task", "choice", "--data", "/nonexistent/file.jsonl"], "does not exist"),
+        (["--task", "perplexity", "--shots", "2"], "shots: unknown key"),
+        (["--task", "choice", "--set", "limt=3"], "did you mean 'limit'"),
+        (["--task", "arc", "--data", "x", "--shots", "1"], "shots"),
+    ],
+)
 def test_user_errors_exit_2_with_one_line(tiny_dir, capsys, argv, needle, run_cli):
     rc, out, err = run_cli("eval", tiny_dir, *argv)
     assert rc == 2

@@ -1,4 +1,5 @@
 """greenllm recipes [list] / recipes copy NAME DIR, through the real console entry point."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,10 @@ def test_list_names_every_shipped_recipe_with_a_description(capfd):
     assert main(["recipes", "--json"]) == 0
     rows = json.loads(capfd.readouterr().out)
     names = [r["name"] for r in rows]
-    on_disk = sorted(p.relative_to(recipes_dir()).with_suffix("").as_posix()
-                     for p in recipes_dir().rglob("*.yaml"))
+    on_disk = sorted(
+        p.relative_to(recipes_dir()).with_suffix("").as_posix()
+        for p in recipes_dir().rglob("*.yaml")
+    )
     assert sorted(names) == on_disk
     assert names[0] == "quickstart" and "seeds/slm-energy-edge" in names
     for r in rows:
@@ -54,9 +57,14 @@ def test_copy_refuses_to_overwrite_unless_forced(tmp_path, capfd):
     assert dest.read_bytes() == (recipes_dir() / "quickstart.yaml").read_bytes()
 
 
-@pytest.mark.parametrize("name,suggestion", [("quickstrt", "quickstart"),
-                                             ("seeds/slm-energy-edg", "seeds/slm-energy-edge"),
-                                             ("jetson-infrence", "seeds/jetson-inference")])
+@pytest.mark.parametrize(
+    "name,suggestion",
+    [
+        ("quickstrt", "quickstart"),
+        ("seeds/slm-energy-edg", "seeds/slm-energy-edge"),
+        ("jetson-infrence", "seeds/jetson-inference"),
+    ],
+)
 def test_unknown_name_is_one_did_you_mean_line(name, suggestion, tmp_path, capfd):
     assert main(["recipes", "copy", name, str(tmp_path)]) == 2
     err = capfd.readouterr().err
@@ -80,9 +88,12 @@ def test_copy_into_a_file_is_one_clear_error(tmp_path, capfd):
 
 def test_list_recipes_matches_the_cli_and_imports_no_torch():
     assert list_recipes()[0].name == "quickstart"
-    code = ("import sys\nfrom greenllm.cli import main\nrc = main(['recipes', '--json'])\n"
-            "assert rc == 0\nprint('torch' in sys.modules, file=sys.stderr)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, check=False)
+    code = (
+        "import sys\nfrom greenllm.cli import main\nrc = main(['recipes', '--json'])\n"
+        "assert rc == 0\nprint('torch' in sys.modules, file=sys.stderr)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == "False"

@@ -1,5 +1,6 @@
 """The transformers KV-cache compatibility layer (greenllm._compat), and that greenllm's own
 calls raise no deprecation warning on the locked transformers."""
+
 from __future__ import annotations
 
 import types
@@ -7,7 +8,7 @@ import warnings
 
 import pytest
 
-from greenllm._compat import (cache_arg, cache_kwargs, output_cache, takes_cache_position)
+from greenllm._compat import cache_arg, cache_kwargs, output_cache, takes_cache_position
 
 
 def _old_forward(input_ids=None, past_key_values=None, cache_position=None, use_cache=None):
@@ -45,8 +46,12 @@ def test_the_returned_cache_is_found_under_either_name():
 
 
 def _deprecations(caught):
-    return [w for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))
-            and ("past_key_values" in str(w.message) or "cache_position" in str(w.message))]
+    return [
+        w
+        for w in caught
+        if issubclass(w.category, (DeprecationWarning, FutureWarning))
+        and ("past_key_values" in str(w.message) or "cache_position" in str(w.message))
+    ]
 
 
 def test_eager_decode_and_prefix_scoring_warn_about_no_deprecated_cache_argument():

@@ -1,5 +1,6 @@
 """Contract tests for every config class: typed, frozen, validated on construction,
 round-tripping, and the same object from every spelling (typed, mapping, string spec)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,13 @@ from greenllm.steps.distill import StudentConfig
 from greenllm.steps.prune import CalibrationConfig
 from greenllm.steps.train import EarlyStopping
 
-SHORT = {"quantize": "Quantize", "prune": "Prune", "distill": "Distill", "lora": "Lora",
-         "train": "Train"}
+SHORT = {
+    "quantize": "Quantize",
+    "prune": "Prune",
+    "distill": "Distill",
+    "lora": "Lora",
+    "train": "Train",
+}
 NESTED = [CalibrationConfig, StudentConfig, EarlyStopping]
 STEP_CLASSES = [STEPS.get(k).config_cls for k in STEPS.names()]
 ALL_CLASSES = STEP_CLASSES + NESTED
@@ -61,8 +67,11 @@ def _typed_fields(cls):
     return [f.name for f in dataclasses.fields(cls) if hints[f.name] is not typing.Any]
 
 
-@pytest.mark.parametrize("cls, name", [(c, n) for c in ALL_CLASSES for n in _typed_fields(c)],
-                         ids=[f"{c.__name__}.{n}" for c in ALL_CLASSES for n in _typed_fields(c)])
+@pytest.mark.parametrize(
+    "cls, name",
+    [(c, n) for c in ALL_CLASSES for n in _typed_fields(c)],
+    ids=[f"{c.__name__}.{n}" for c in ALL_CLASSES for n in _typed_fields(c)],
+)
 def test_a_wrongly_typed_field_fails_at_construction_naming_it(cls, name):
     with pytest.raises(ConfigError) as info:
         cls(**{name: object()})
@@ -70,25 +79,32 @@ def test_a_wrongly_typed_field_fails_at_construction_naming_it(cls, name):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("make, fragment", [
-    (lambda: greenllm.Prune(method="wandaa"), "method: unknown prune method 'wandaa'; did you "
-                                              "mean 'wanda'?"),
-    (lambda: greenllm.Prune(method="wanda", sparsity=2.0), "sparsity: must be strictly"),
-    (lambda: greenllm.Prune(targets=[""]), "targets[0]: empty pattern"),
-    (lambda: greenllm.Prune(calibration={"samples": 0}), "calibration.samples: must be >= 1"),
-    (lambda: greenllm.Prune(calibration={"sample": 3}), "calibration.sample: unknown key"),
-    (lambda: greenllm.Quantize(method="int8_weigth"), "did you mean 'int8_weight'?"),
-    (lambda: greenllm.Quantize(group_size=7), "group_size: 7 is not one of"),
-    (lambda: greenllm.Quantize(ignore="lm_head"), "ignore: expected a list"),
-    (lambda: greenllm.Distill(method="kdd"), "did you mean 'kd'?"),
-    (lambda: greenllm.Distill(student={"keep_every": 0}), "student.keep_every: 0 must be"),
-    (lambda: greenllm.Lora(method="qlor"), "method: 'qlor' is not one of"),
-    (lambda: greenllm.Lora(r=0), "r: 0 must be >= 1"),
-    (lambda: greenllm.Train(method="ful"), "did you mean 'full'?"),
-    (lambda: greenllm.Train(lr=0), "lr: 0.0 must be > 0"),
-    (lambda: greenllm.Train(early_stopping={"patience": 0}, eval_fraction=0.1),
-     "early_stopping.patience: 0 must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (
+            lambda: greenllm.Prune(method="wandaa"),
+            "method: unknown prune method 'wandaa'; did you mean 'wanda'?",
+        ),
+        (lambda: greenllm.Prune(method="wanda", sparsity=2.0), "sparsity: must be strictly"),
+        (lambda: greenllm.Prune(targets=[""]), "targets[0]: empty pattern"),
+        (lambda: greenllm.Prune(calibration={"samples": 0}), "calibration.samples: must be >= 1"),
+        (lambda: greenllm.Prune(calibration={"sample": 3}), "calibration.sample: unknown key"),
+        (lambda: greenllm.Quantize(method="int8_weigth"), "did you mean 'int8_weight'?"),
+        (lambda: greenllm.Quantize(group_size=7), "group_size: 7 is not one of"),
+        (lambda: greenllm.Quantize(ignore="lm_head"), "ignore: expected a list"),
+        (lambda: greenllm.Distill(method="kdd"), "did you mean 'kd'?"),
+        (lambda: greenllm.Distill(student={"keep_every": 0}), "student.keep_every: 0 must be"),
+        (lambda: greenllm.Lora(method="qlor"), "method: 'qlor' is not one of"),
+        (lambda: greenllm.Lora(r=0), "r: 0 must be >= 1"),
+        (lambda: greenllm.Train(method="ful"), "did you mean 'full'?"),
+        (lambda: greenllm.Train(lr=0), "lr: 0.0 must be > 0"),
+        (
+            lambda: greenllm.Train(early_stopping={"patience": 0}, eval_fraction=0.1),
+            "early_stopping.patience: 0 must be >= 1",
+        ),
+    ],
+)
 def test_bad_values_fail_at_construction(make, fragment):
     with pytest.raises(ConfigError) as info:
         make()
@@ -102,26 +118,43 @@ def test_the_issue_example_is_rejected_before_compress_sees_it():
 
 def test_fields_are_coerced_and_copied():
     targets = ["q_proj"]
-    cfg = greenllm.Prune(method="wanda", sparsity=1 / 2, targets=targets,
-                         calibration={"samples": 8})
+    cfg = greenllm.Prune(
+        method="wanda", sparsity=1 / 2, targets=targets, calibration={"samples": 8}
+    )
     assert cfg.calibration == greenllm.Calibration(samples=8)
     targets.append("k_proj")
     assert cfg.targets == ["q_proj"]
     assert isinstance(greenllm.Train(lr=1).lr, float)
 
 
-@pytest.mark.parametrize("typed, mapping, spec", [
-    (greenllm.Prune(method="wanda", sparsity=0.5, calibration=greenllm.Calibration(samples=8)),
-     {"prune": {"method": "wanda", "sparsity": 0.5, "calibration": {"samples": 8}}},
-     "prune:method=wanda,sparsity=0.5,calibration.samples=8"),
-    (greenllm.Quantize(method="int8_weight", ignore=[]),
-     {"quantize": {"method": "int8_weight", "ignore": []}}, "quantize:method=int8_weight,ignore=[]"),
-    (greenllm.Lora(r=4, targets=["q_proj", "v_proj"]),
-     {"lora": {"r": 4, "targets": ["q_proj", "v_proj"]}}, "lora:r=4,targets=[q_proj,v_proj]"),
-    (greenllm.Distill(student=greenllm.Student(keep_every=2)),
-     {"distill": {"student": {"keep_every": 2}}}, "distill:student.keep_every=2"),
-    (greenllm.Train(max_steps=3), {"train": {"max_steps": 3}}, "train:max_steps=3"),
-])
+@pytest.mark.parametrize(
+    "typed, mapping, spec",
+    [
+        (
+            greenllm.Prune(
+                method="wanda", sparsity=0.5, calibration=greenllm.Calibration(samples=8)
+            ),
+            {"prune": {"method": "wanda", "sparsity": 0.5, "calibration": {"samples": 8}}},
+            "prune:method=wanda,sparsity=0.5,calibration.samples=8",
+        ),
+        (
+            greenllm.Quantize(method="int8_weight", ignore=[]),
+            {"quantize": {"method": "int8_weight", "ignore": []}},
+            "quantize:method=int8_weight,ignore=[]",
+        ),
+        (
+            greenllm.Lora(r=4, targets=["q_proj", "v_proj"]),
+            {"lora": {"r": 4, "targets": ["q_proj", "v_proj"]}},
+            "lora:r=4,targets=[q_proj,v_proj]",
+        ),
+        (
+            greenllm.Distill(student=greenllm.Student(keep_every=2)),
+            {"distill": {"student": {"keep_every": 2}}},
+            "distill:student.keep_every=2",
+        ),
+        (greenllm.Train(max_steps=3), {"train": {"max_steps": 3}}, "train:max_steps=3"),
+    ],
+)
 def test_every_spelling_builds_the_same_object(typed, mapping, spec):
     key = parse_step(typed)[0]
     assert parse_step(mapping) == (key, typed)

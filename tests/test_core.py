@@ -1,24 +1,25 @@
 """The shared core: registry, strict config parsing, result records, error mapping."""
+
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 
 from greenllm.config import ConfigError, parse_config, parse_kv_spec, to_dict
 from greenllm.errors import GreenLLMError, MissingDependencyError, UnknownNameError, require
 from greenllm.registry import Registry, did_you_mean
-from greenllm.results import (BenchResult, DomainEnergy, EnergyReport, EvalResult,
-                              StepResult)
-
+from greenllm.results import BenchResult, DomainEnergy, EnergyReport, EvalResult, StepResult
 
 # -- registry -------------------------------------------------------------------------
+
 
 def test_registry_lazy_target_is_imported_on_first_get():
     reg = Registry("thing", {"join": "os.path:join"})
     import os.path
+
     assert reg.get("join") is os.path.join
     assert reg.names() == ["join"]
 
@@ -53,6 +54,7 @@ def test_did_you_mean_returns_none_for_nonsense():
 
 # -- config ---------------------------------------------------------------------------
 
+
 @dataclass
 class Calib:
     samples: int = 32
@@ -65,7 +67,7 @@ class Cfg:
     sparsity: float = 0.5
     calibration: Calib = field(default_factory=Calib)
     targets: list[str] = field(default_factory=list)
-    note: Optional[str] = None
+    note: str | None = None
     pattern: str | None = None
 
     def validate(self):
@@ -74,23 +76,37 @@ class Cfg:
 
 
 def test_parse_config_round_trips():
-    cfg = parse_config(Cfg, {"method": "wanda", "sparsity": 0.6,
-                             "calibration": {"samples": 8}, "targets": ["q_proj"]})
+    cfg = parse_config(
+        Cfg,
+        {"method": "wanda", "sparsity": 0.6, "calibration": {"samples": 8}, "targets": ["q_proj"]},
+    )
     assert cfg.calibration == Calib(samples=8, seq_len=512)
     assert parse_config(Cfg, to_dict(cfg)) == cfg
 
 
-@pytest.mark.parametrize("mapping, fragment", [
-    ({"method": "wanda", "sparsty": 0.5}, "prune.sparsty: unknown key; did you mean 'sparsity'?"),
-    ({"method": "wandaa"}, "prune.method: 'wandaa' is not one of"),
-    ({"method": "wanda", "sparsity": "half"}, "prune.sparsity: expected a number"),
-    ({"method": "wanda", "calibration": {"samples": 1.5}}, "prune.calibration.samples: expected an integer"),
-    ({"method": "wanda", "calibration": {"sample": 3}}, "prune.calibration.sample: unknown key"),
-    ({"method": "wanda", "targets": "q_proj"}, "prune.targets: expected a list"),
-    ({}, "missing required key 'method'"),
-    ({"method": "wanda", "sparsity": 1.5}, "prune.sparsity: must be in (0, 1)"),
-    ("wanda", "expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "mapping, fragment",
+    [
+        (
+            {"method": "wanda", "sparsty": 0.5},
+            "prune.sparsty: unknown key; did you mean 'sparsity'?",
+        ),
+        ({"method": "wandaa"}, "prune.method: 'wandaa' is not one of"),
+        ({"method": "wanda", "sparsity": "half"}, "prune.sparsity: expected a number"),
+        (
+            {"method": "wanda", "calibration": {"samples": 1.5}},
+            "prune.calibration.samples: expected an integer",
+        ),
+        (
+            {"method": "wanda", "calibration": {"sample": 3}},
+            "prune.calibration.sample: unknown key",
+        ),
+        ({"method": "wanda", "targets": "q_proj"}, "prune.targets: expected a list"),
+        ({}, "missing required key 'method'"),
+        ({"method": "wanda", "sparsity": 1.5}, "prune.sparsity: must be in (0, 1)"),
+        ("wanda", "expected a mapping"),
+    ],
+)
 def test_parse_config_errors_name_the_field(mapping, fragment):
     with pytest.raises(ConfigError) as info:
         parse_config(Cfg, mapping, "prune")
@@ -104,11 +120,17 @@ def test_bool_is_not_a_number():
 
 
 def test_parse_kv_spec():
-    key, body = parse_kv_spec("prune:method=wanda,sparsity=0.5,targets=[q_proj,k_proj],"
-                              "calibration.samples=16,pattern=2:4")
+    key, body = parse_kv_spec(
+        "prune:method=wanda,sparsity=0.5,targets=[q_proj,k_proj],calibration.samples=16,pattern=2:4"
+    )
     assert key == "prune"
-    assert body == {"method": "wanda", "sparsity": 0.5, "targets": ["q_proj", "k_proj"],
-                    "calibration": {"samples": 16}, "pattern": "2:4"}
+    assert body == {
+        "method": "wanda",
+        "sparsity": 0.5,
+        "targets": ["q_proj", "k_proj"],
+        "calibration": {"samples": 16},
+        "pattern": "2:4",
+    }
     assert parse_kv_spec("quantize") == ("quantize", {})
     with pytest.raises(ConfigError):
         parse_kv_spec("prune:method")
@@ -118,28 +140,62 @@ def test_parse_kv_spec():
 
 # -- results --------------------------------------------------------------------------
 
+
 def _report():
-    d = DomainEnergy(meter="rapl", domain="package-0", energy_j=12.5, mean_power_w=6.25,
-                     samples=20, method="counter")
-    return EnergyReport(duration_s=2.0, energy_j=12.5, mean_power_w=6.25, domains=(d,),
-                        samples=20, sampling_hz=10.0, method="counter", estimated=False,
-                        meters=("rapl",), flags=("x",))
+    d = DomainEnergy(
+        meter="rapl",
+        domain="package-0",
+        energy_j=12.5,
+        mean_power_w=6.25,
+        samples=20,
+        method="counter",
+    )
+    return EnergyReport(
+        duration_s=2.0,
+        energy_j=12.5,
+        mean_power_w=6.25,
+        domains=(d,),
+        samples=20,
+        sampling_hz=10.0,
+        method="counter",
+        estimated=False,
+        meters=("rapl",),
+        flags=("x",),
+    )
 
 
 def test_records_round_trip_through_dicts():
     rep = _report()
     assert EnergyReport.from_dict(rep.to_dict()) == rep
     assert rep.domain("rapl", "package-0").energy_j == 12.5
-    step = StepResult(step="prune", method="wanda", config={"sparsity": 0.5}, duration_s=1.0,
-                      size_bytes_before=10, size_bytes_after=10, stats={"sparsity": 0.5},
-                      energy=rep)
+    step = StepResult(
+        step="prune",
+        method="wanda",
+        config={"sparsity": 0.5},
+        duration_s=1.0,
+        size_bytes_before=10,
+        size_bytes_after=10,
+        stats={"sparsity": 0.5},
+        energy=rep,
+    )
     assert StepResult.from_dict(step.to_dict()) == step
-    ev = EvalResult(task="hellaswag", n=10, metrics={"acc": 0.5, "acc_stderr": 0.1},
-                    duration_s=3.0, settings={"shots": 0})
+    ev = EvalResult(
+        task="hellaswag",
+        n=10,
+        metrics={"acc": 0.5, "acc_stderr": 0.1},
+        duration_s=3.0,
+        settings={"shots": 0},
+    )
     assert EvalResult.from_json(ev.to_json()) == ev
     assert ev.to_json()["acc"] == 0.5
-    b = BenchResult(metrics={"ttft_s": 0.1}, ci95={"ttft_s": 0.01}, meter="estimate",
-                    estimated=True, repeats=3, energy=rep)
+    b = BenchResult(
+        metrics={"ttft_s": 0.1},
+        ci95={"ttft_s": 0.01},
+        meter="estimate",
+        estimated=True,
+        repeats=3,
+        energy=rep,
+    )
     assert BenchResult.from_dict(b.to_dict()) == b
     assert b.to_json()["ttft_s_ci95"] == 0.01 and b.to_json()["estimated"] is True
 
@@ -151,6 +207,7 @@ def test_records_are_frozen():
 
 # -- errors and CLI ----------------------------------------------------------------------
 
+
 def test_require_names_the_extra():
     with pytest.raises(MissingDependencyError) as info:
         require("greenllm_no_such_sdk", "nvml", "GPU energy")
@@ -159,8 +216,9 @@ def test_require_names_the_extra():
 
 
 def test_one_version_source():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     import greenllm
     from greenllm import _version
@@ -170,8 +228,10 @@ def test_one_version_source():
     attr = meta["tool"]["setuptools"]["dynamic"]["version"]["attr"]
     assert attr == "greenllm._version.__version__"
     assert greenllm.__version__ == _version.__version__
-    assert "## [" + greenllm.__version__ + "]" in (Path(__file__).parent.parent
-                                                   / "CHANGELOG.md").read_text()
+    assert (
+        "## [" + greenllm.__version__ + "]"
+        in (Path(__file__).parent.parent / "CHANGELOG.md").read_text()
+    )
 
 
 def test_cli_maps_usage_errors_to_exit_2(capsys):
@@ -199,8 +259,7 @@ def test_cli_maps_greenllm_error_to_one_line(capsys):
         assert err.strip() == "greenllm: error: the field x is wrong; set it to y"
         assert "Traceback" not in err
     finally:
-        app.registered_commands[:] = [c for c in app.registered_commands
-                                      if c.name != "_boom"]
+        app.registered_commands[:] = [c for c in app.registered_commands if c.name != "_boom"]
     assert isinstance(app, typer.Typer)
 
 
@@ -218,12 +277,14 @@ def test_public_functions_survive_submodule_imports():
     import subprocess
     import sys
 
-    code = ("import greenllm.measure, greenllm.bench, greenllm.runner, greenllm.steps.base\n"
-            "import greenllm\n"
-            "assert callable(greenllm.measure) and greenllm.measure.__name__ == 'measure'\n"
-            "assert callable(greenllm.bench) and greenllm.bench.__name__ == 'bench'\n"
-            "assert callable(greenllm.compress) and callable(greenllm.evaluate)\n"
-            "import sys; assert 'torch' not in sys.modules\n")
+    code = (
+        "import greenllm.measure, greenllm.bench, greenllm.runner, greenllm.steps.base\n"
+        "import greenllm\n"
+        "assert callable(greenllm.measure) and greenllm.measure.__name__ == 'measure'\n"
+        "assert callable(greenllm.bench) and greenllm.bench.__name__ == 'bench'\n"
+        "assert callable(greenllm.compress) and callable(greenllm.evaluate)\n"
+        "import sys; assert 'torch' not in sys.modules\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -232,5 +293,5 @@ def test_first_line_of_an_exception():
 
     assert first_line(RuntimeError("  bad thing\n  Traceback details\n")) == "bad thing"
     assert first_line(ValueError("x" * 50), 10) == "x" * 10
-    assert first_line(RuntimeError()) == "RuntimeError"        # no message: the type's name
+    assert first_line(RuntimeError()) == "RuntimeError"  # no message: the type's name
     assert first_line(OSError("   ")) == "OSError"

@@ -1,4 +1,5 @@
 """Device profiles and detection from fake /proc/device-tree, /proc/cpuinfo and NVML."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,10 @@ model\t\t: 167
 model name\t: Intel(R) Xeon(R) Processor
 """
 
-PI5_CPUINFO = "".join(f"processor\t: {i}\nBogoMIPS\t: 108.00\nCPU part\t: 0xd0b\n\n"
-                      for i in range(4)) + "Revision\t: d04170\nModel\t\t: Raspberry Pi 5 Model B Rev 1.0\n"
+PI5_CPUINFO = (
+    "".join(f"processor\t: {i}\nBogoMIPS\t: 108.00\nCPU part\t: 0xd0b\n\n" for i in range(4))
+    + "Revision\t: d04170\nModel\t\t: Raspberry Pi 5 Model B Rev 1.0\n"
+)
 
 ARM_CPUINFO = "".join(f"processor\t: {i}\nCPU implementer\t: 0x41\n\n" for i in range(6))
 
@@ -29,24 +32,29 @@ def _tree(tmp_path, model: str | None, cpuinfo: str):
     dt = tmp_path / "device-tree"
     dt.mkdir()
     if model is not None:
-        (dt / "model").write_bytes(model.encode() + b"\x00")   # device-tree strings end in NUL
+        (dt / "model").write_bytes(model.encode() + b"\x00")  # device-tree strings end in NUL
     ci = tmp_path / "cpuinfo"
     ci.write_text(cpuinfo)
     return dt, ci
 
 
-@pytest.mark.parametrize("model,profile", [
-    ("NVIDIA Jetson Orin Nano Developer Kit", "jetson-orin-nano-8gb"),
-    ("NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super",
-     "jetson-orin-nano-8gb-super"),
-    ("NVIDIA Jetson Orin NX Engineering Reference Developer Kit", "jetson-orin-nx-16gb"),
-    ("NVIDIA Jetson AGX Orin Developer Kit", "jetson-agx-orin-64gb"),
-    ("NVIDIA Jetson Xavier NX Developer Kit", "jetson-xavier-nx"),
-    ("Jetson-AGX", "jetson-agx-xavier"),
-    ("NVIDIA Jetson Nano Developer Kit", "jetson-nano-4gb"),
-    ("quill", "jetson-tx2"),
-    ("Raspberry Pi 5 Model B Rev 1.0", "raspberry-pi-5"),
-])
+@pytest.mark.parametrize(
+    "model,profile",
+    [
+        ("NVIDIA Jetson Orin Nano Developer Kit", "jetson-orin-nano-8gb"),
+        (
+            "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super",
+            "jetson-orin-nano-8gb-super",
+        ),
+        ("NVIDIA Jetson Orin NX Engineering Reference Developer Kit", "jetson-orin-nx-16gb"),
+        ("NVIDIA Jetson AGX Orin Developer Kit", "jetson-agx-orin-64gb"),
+        ("NVIDIA Jetson Xavier NX Developer Kit", "jetson-xavier-nx"),
+        ("Jetson-AGX", "jetson-agx-xavier"),
+        ("NVIDIA Jetson Nano Developer Kit", "jetson-nano-4gb"),
+        ("quill", "jetson-tx2"),
+        ("Raspberry Pi 5 Model B Rev 1.0", "raspberry-pi-5"),
+    ],
+)
 def test_device_tree_detection(tmp_path, model, profile):
     dt, ci = _tree(tmp_path, model, ARM_CPUINFO)
     d = detect_device(device_tree_root=dt, cpuinfo_path=ci, nvml=None)
@@ -73,7 +81,7 @@ def test_nvml_gpu_name(tmp_path):
     d = detect_device(device_tree_root=dt, cpuinfo_path=ci, nvml=nv)
     assert d.profile.name == "nvidia-gpu" and d.via == "nvml"
     assert d.gpu_name == "NVIDIA H100 80GB HBM3"
-    assert nv.initialised == 0   # detection shuts NVML down again
+    assert nv.initialised == 0  # detection shuts NVML down again
 
 
 def test_nvml_without_driver_falls_back_to_cpu(tmp_path):
@@ -94,9 +102,18 @@ def test_unknown_profile_did_you_mean():
 
 
 def test_profiles_are_complete_and_serialisable():
-    required = {"jetson-orin-nano-8gb", "jetson-orin-nx-16gb", "jetson-agx-orin-64gb",
-                "jetson-xavier-nx", "jetson-agx-xavier", "jetson-nano-4gb", "jetson-tx2",
-                "raspberry-pi-5", "nvidia-gpu", "cpu"}
+    required = {
+        "jetson-orin-nano-8gb",
+        "jetson-orin-nx-16gb",
+        "jetson-agx-orin-64gb",
+        "jetson-xavier-nx",
+        "jetson-agx-xavier",
+        "jetson-nano-4gb",
+        "jetson-tx2",
+        "raspberry-pi-5",
+        "nvidia-gpu",
+        "cpu",
+    }
     assert required <= set(PROFILES)
     for p in PROFILES.values():
         assert p.source, p.name

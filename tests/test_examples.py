@@ -1,10 +1,10 @@
 """Every script in examples/ runs, on the tiny in-code model (and the estimate meter)."""
+
 from __future__ import annotations
 
 import importlib.util
 import math
 from pathlib import Path
-
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -22,16 +22,18 @@ def test_every_example_has_a_test():
 
 
 def test_measure_generation(tiny_dir, capsys):
-    out = _load("measure_generation").main(["--model", tiny_dir, "--tokens", "6",
-                                            "--meters", "estimate"])
+    out = _load("measure_generation").main(
+        ["--model", tiny_dir, "--tokens", "6", "--meters", "estimate"]
+    )
     assert out["new_tokens"] == 6
     assert out["energy_j"] > 0 and out["estimated"] is True
     assert "J/token" in capsys.readouterr().out
 
 
 def test_compress_and_compare(tiny_dir, capsys):
-    rows = _load("compress_and_compare").main(["--model", tiny_dir, "--tokens", "4",
-                                               "--repeats", "2", "--meters", "estimate"])
+    rows = _load("compress_and_compare").main(
+        ["--model", tiny_dir, "--tokens", "4", "--repeats", "2", "--meters", "estimate"]
+    )
     by = {r["variant"]: r for r in rows}
     assert set(by) == {"baseline", "int8_weight", "wanda50"}
     assert all(math.isfinite(r["perplexity"]) for r in rows)

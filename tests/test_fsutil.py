@@ -1,5 +1,6 @@
 """Files greenllm writes are atomic and honour the umask (0644 under 022, 0600 under 077),
 like any other tool's output; tempfile.mkstemp's 0600 never leaks into a result."""
+
 from __future__ import annotations
 
 import stat

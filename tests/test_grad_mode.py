@@ -1,5 +1,6 @@
 """Models whose weights are tensor subclasses that refuse ``torch.inference_mode`` (quanto's
 int4) evaluate and benchmark: ``no_autograd(model)`` picks ``no_grad`` for them (issue 11)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -11,10 +12,11 @@ torch = pytest.importorskip("torch")
 from greenllm.grad_mode import holds_tensor_subclass, no_autograd
 from greenllm.testing import tiny_model_and_tokenizer
 
-needs_quanto = pytest.mark.skipif(importlib.util.find_spec("optimum") is None
-                                  or importlib.util.find_spec("optimum.quanto") is None,
-                                  reason="optimum-quanto is not installed (pip install "
-                                         "'greenllm[quanto]')")
+needs_quanto = pytest.mark.skipif(
+    importlib.util.find_spec("optimum") is None
+    or importlib.util.find_spec("optimum.quanto") is None,
+    reason="optimum-quanto is not installed (pip install 'greenllm[quanto]')",
+)
 
 
 def test_a_plain_model_runs_under_inference_mode():
@@ -40,7 +42,7 @@ def test_quanto_int4_runs_under_no_grad(quanto_int4):
     with no_autograd(model):
         assert not torch.is_inference_mode_enabled() and not torch.is_grad_enabled()
     with torch.inference_mode(), pytest.raises(RuntimeError, match="inference tensor"):
-        model(torch.tensor([[1, 2, 3]]))   # what the evaluators ran into before
+        model(torch.tensor([[1, 2, 3]]))  # what the evaluators ran into before
 
 
 @needs_quanto
@@ -64,6 +66,10 @@ def test_quanto_int4_benchmarks(quanto_int4):
     from greenllm.meters.estimate import EstimateMeter
 
     model, tok = quanto_int4
-    r = bench(model, tok, {"prompts": ["Energy is", "The cat"], "max_new_tokens": 3,
-                           "warmup": 0, "repeats": 1}, meters=[EstimateMeter(tdp_w=20.0)])
+    r = bench(
+        model,
+        tok,
+        {"prompts": ["Energy is", "The cat"], "max_new_tokens": 3, "warmup": 0, "repeats": 1},
+        meters=[EstimateMeter(tdp_w=20.0)],
+    )
     assert r.per_repeat[0]["output_tokens"] == 2 * 3

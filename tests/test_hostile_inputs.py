@@ -2,6 +2,7 @@
 process that must end with exit code 2, exactly one line on stderr, no traceback, within a
 time bound. Cases are (id, argv, files, expected fragment); ``{d}`` in argv and file names is
 the case's temporary folder, ``{tiny}`` a saved tiny model (built once)."""
+
 from __future__ import annotations
 
 import os
@@ -25,90 +26,217 @@ BOMB = _bomb()
 assert len(BOMB.encode()) < 600
 
 
-def _recipe(extra: str = "", name: str = "ok", variants: str = "{}", model: str = "{tiny}",
-            calibration: str = "calibration: builtin:wiki-sample\n") -> str:
-    return (f"schema_version: 1\nname: {name}\nmodel: {{id: '{model}'}}\n{calibration}"
-            f"variants: {variants}\nworkload: {{prompts: builtin:prompts, max_new_tokens: 2, "
-            f"repeats: 1, warmup: 0, limit: 1}}\nmeters: [estimate]\ncarbon: {{region: KOR}}\n"
-            + extra)
+def _recipe(
+    extra: str = "",
+    name: str = "ok",
+    variants: str = "{}",
+    model: str = "{tiny}",
+    calibration: str = "calibration: builtin:wiki-sample\n",
+) -> str:
+    return (
+        f"schema_version: 1\nname: {name}\nmodel: {{id: '{model}'}}\n{calibration}"
+        f"variants: {variants}\nworkload: {{prompts: builtin:prompts, max_new_tokens: 2, "
+        f"repeats: 1, warmup: 0, limit: 1}}\nmeters: [estimate]\ncarbon: {{region: KOR}}\n" + extra
+    )
 
 
-ORIN = ("05-15-2025 18:30:28 RAM 6982/7620MB (lfb 5x1MB) SWAP 2640/16384MB (cached 202MB) "
-        "CPU [97%@1984] GR3D_FREQ 84%@[713] cpu@65.562C VDD_IN 17946mW/15710mW")
+ORIN = (
+    "05-15-2025 18:30:28 RAM 6982/7620MB (lfb 5x1MB) SWAP 2640/16384MB (cached 202MB) "
+    "CPU [97%@1984] GR3D_FREQ 84%@[713] cpu@65.562C VDD_IN 17946mW/15710mW"
+)
 
 CASES = [
     ("yaml-alias-bomb", ["validate", "{d}/r.yaml"], {"r.yaml": BOMB}, "expands to more than"),
     ("yaml-deep-flow", ["validate", "{d}/r.yaml"], {"r.yaml": "[" * 100_000}, "nested deeper"),
-    ("yaml-deep-block", ["validate", "{d}/r.yaml"],
-     {"r.yaml": "".join("  " * i + f"k{i}:\n" for i in range(200)) + "  " * 200 + "v: 1\n"},
-     "nested deeper"),
-    ("yaml-recursive-alias", ["validate", "{d}/r.yaml"], {"r.yaml": "a: &x [*x]\n"},
-     "refers to itself"),
-    ("yaml-too-large", ["validate", "{d}/r.yaml"],
-     {"r.yaml": "name: " + "x" * (1 << 20) + "\n"}, "byte limit"),
+    (
+        "yaml-deep-block",
+        ["validate", "{d}/r.yaml"],
+        {"r.yaml": "".join("  " * i + f"k{i}:\n" for i in range(200)) + "  " * 200 + "v: 1\n"},
+        "nested deeper",
+    ),
+    (
+        "yaml-recursive-alias",
+        ["validate", "{d}/r.yaml"],
+        {"r.yaml": "a: &x [*x]\n"},
+        "refers to itself",
+    ),
+    (
+        "yaml-too-large",
+        ["validate", "{d}/r.yaml"],
+        {"r.yaml": "name: " + "x" * (1 << 20) + "\n"},
+        "byte limit",
+    ),
     ("yaml-not-utf8", ["validate", "{d}/r.yaml"], {"r.yaml": b"name: \xff\xfe\n"}, "not UTF-8"),
-    ("yaml-python-tag", ["validate", "{d}/r.yaml"],
-     {"r.yaml": "name: !!python/object/apply:os.system ['true']\n"}, "invalid YAML"),
-    ("recipe-huge-value", ["validate", "{d}/r.yaml"],
-     {"r.yaml": _recipe("seed: '" + "9" * 900_000 + "'\n")}, "seed: expected an integer"),
-    ("recipe-nan-hz", ["validate", "{d}/r.yaml"], {"r.yaml": _recipe("measure: {hz: .nan}\n")},
-     "not a finite number"),
-    ("recipe-inf-idle", ["validate", "{d}/r.yaml"],
-     {"r.yaml": _recipe("measure: {idle_s: .inf}\n")}, "idle_s"),
-    ("recipe-huge-max-new-tokens", ["validate", "{d}/r.yaml"],
-     {"r.yaml": _recipe().replace("max_new_tokens: 2", "max_new_tokens: 100000000000000000000")},
-     "max_new_tokens"),
-    ("recipe-name-dotdot", ["validate", "{d}/r.yaml"], {"r.yaml": _recipe(name="'..'")},
-     "name: '..'"),
-    ("variant-name-slash", ["validate", "{d}/r.yaml"],
-     {"r.yaml": _recipe(variants="{'a/b': [{quantize: {method: bf16}}]}")}, "variants.a/b"),
-    ("variant-name-control", ["validate", "{d}/r.yaml"],
-     {"r.yaml": _recipe(variants='{"a\\tb": [{quantize: {method: bf16}}]}')}, "control"),
-    ("wanda-without-calibration", ["validate", "{d}/r.yaml"],
-     {"r.yaml": _recipe(variants="{w: [{prune: {method: wanda}}]}", calibration="")},
-     "needs calibration"),
-    ("sparsegpt-without-calibration-run", ["run", "{d}/r.yaml", "--out", "{d}/out"],
-     {"r.yaml": _recipe(variants="{s: [{prune: {method: sparsegpt}}]}", calibration="")},
-     "needs calibration"),
-    ("model-path-missing", ["validate", "{d}/r.yaml"], {"r.yaml": _recipe(model="./no/model")},
-     "model.id"),
-    ("eval-data-missing", ["validate", "{d}/r.yaml"],
-     {"r.yaml": _recipe("evals: [{perplexity: {data: ./nope.txt}}]\n")}, "evals[0]"),
-    ("run-out-uncreatable", ["run", "{d}/r.yaml", "--out", "/proc/greenllm/x"],
-     {"r.yaml": _recipe()}, "cannot be created"),
+    (
+        "yaml-python-tag",
+        ["validate", "{d}/r.yaml"],
+        {"r.yaml": "name: !!python/object/apply:os.system ['true']\n"},
+        "invalid YAML",
+    ),
+    (
+        "recipe-huge-value",
+        ["validate", "{d}/r.yaml"],
+        {"r.yaml": _recipe("seed: '" + "9" * 900_000 + "'\n")},
+        "seed: expected an integer",
+    ),
+    (
+        "recipe-nan-hz",
+        ["validate", "{d}/r.yaml"],
+        {"r.yaml": _recipe("measure: {hz: .nan}\n")},
+        "not a finite number",
+    ),
+    (
+        "recipe-inf-idle",
+        ["validate", "{d}/r.yaml"],
+        {"r.yaml": _recipe("measure: {idle_s: .inf}\n")},
+        "idle_s",
+    ),
+    (
+        "recipe-huge-max-new-tokens",
+        ["validate", "{d}/r.yaml"],
+        {"r.yaml": _recipe().replace("max_new_tokens: 2", "max_new_tokens: 100000000000000000000")},
+        "max_new_tokens",
+    ),
+    (
+        "recipe-name-dotdot",
+        ["validate", "{d}/r.yaml"],
+        {"r.yaml": _recipe(name="'..'")},
+        "name: '..'",
+    ),
+    (
+        "variant-name-slash",
+        ["validate", "{d}/r.yaml"],
+        {"r.yaml": _recipe(variants="{'a/b': [{quantize: {method: bf16}}]}")},
+        "variants.a/b",
+    ),
+    (
+        "variant-name-control",
+        ["validate", "{d}/r.yaml"],
+        {"r.yaml": _recipe(variants='{"a\\tb": [{quantize: {method: bf16}}]}')},
+        "control",
+    ),
+    (
+        "wanda-without-calibration",
+        ["validate", "{d}/r.yaml"],
+        {"r.yaml": _recipe(variants="{w: [{prune: {method: wanda}}]}", calibration="")},
+        "needs calibration",
+    ),
+    (
+        "sparsegpt-without-calibration-run",
+        ["run", "{d}/r.yaml", "--out", "{d}/out"],
+        {"r.yaml": _recipe(variants="{s: [{prune: {method: sparsegpt}}]}", calibration="")},
+        "needs calibration",
+    ),
+    (
+        "model-path-missing",
+        ["validate", "{d}/r.yaml"],
+        {"r.yaml": _recipe(model="./no/model")},
+        "model.id",
+    ),
+    (
+        "eval-data-missing",
+        ["validate", "{d}/r.yaml"],
+        {"r.yaml": _recipe("evals: [{perplexity: {data: ./nope.txt}}]\n")},
+        "evals[0]",
+    ),
+    (
+        "run-out-uncreatable",
+        ["run", "{d}/r.yaml", "--out", "/proc/greenllm/x"],
+        {"r.yaml": _recipe()},
+        "cannot be created",
+    ),
     ("measure-hz-nan", ["measure", "--hz", "nan", "--", "true"], {}, "--hz"),
     ("measure-hz-inf", ["measure", "--hz", "inf", "--", "true"], {}, "--hz"),
-    ("measure-trace-unwritable",
-     ["measure", "--meter", "estimate", "--trace", "/proc/greenllm/t.csv", "--",
-      sys.executable, "-c", "open('{d}/RAN', 'w')"], {}, "--trace"),
-    ("measure-no-such-command", ["measure", "--meter", "estimate", "--", "{d}/nope"], {},
-     "command not found"),
-    ("bench-max-new-tokens-1e20", ["bench", "x", "--max-new-tokens", "1e20"], {},
-     "--max-new-tokens"),
-    ("bench-max-new-tokens-huge", ["bench", "{tiny}", "--max-new-tokens",
-                                   "100000000000000000000"], {}, "--max-new-tokens"),
+    (
+        "measure-trace-unwritable",
+        [
+            "measure",
+            "--meter",
+            "estimate",
+            "--trace",
+            "/proc/greenllm/t.csv",
+            "--",
+            sys.executable,
+            "-c",
+            "open('{d}/RAN', 'w')",
+        ],
+        {},
+        "--trace",
+    ),
+    (
+        "measure-no-such-command",
+        ["measure", "--meter", "estimate", "--", "{d}/nope"],
+        {},
+        "command not found",
+    ),
+    (
+        "bench-max-new-tokens-1e20",
+        ["bench", "x", "--max-new-tokens", "1e20"],
+        {},
+        "--max-new-tokens",
+    ),
+    (
+        "bench-max-new-tokens-huge",
+        ["bench", "{tiny}", "--max-new-tokens", "100000000000000000000"],
+        {},
+        "--max-new-tokens",
+    ),
     ("bench-hz-nan", ["bench", "{tiny}", "--hz", "nan"], {}, "--hz"),
-    ("bench-prompts-not-utf8", ["bench", "{tiny}", "--prompts", "{d}/p.jsonl"],
-     {"p.jsonl": b'{"prompt": "hi"}\n{"prompt": "\xff"}\n'}, "not UTF-8"),
-    ("bench-corrupt-safetensors", ["bench", "{d}/m", "--repeats", "1", "--warmup", "0"],
-     {"m/": "{tiny}", "m/model.safetensors": b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\""},
-     "safetensors"),
+    (
+        "bench-prompts-not-utf8",
+        ["bench", "{tiny}", "--prompts", "{d}/p.jsonl"],
+        {"p.jsonl": b'{"prompt": "hi"}\n{"prompt": "\xff"}\n'},
+        "not UTF-8",
+    ),
+    (
+        "bench-corrupt-safetensors",
+        ["bench", "{d}/m", "--repeats", "1", "--warmup", "0"],
+        {"m/": "{tiny}", "m/model.safetensors": b'\x10\x00\x00\x00\x00\x00\x00\x00{"a"'},
+        "safetensors",
+    ),
     ("bench-cuda-without-cuda", ["bench", "{tiny}", "--device", "cuda"], {}, "cuda"),
-    ("eval-choice-not-utf8", ["eval", "{tiny}", "--task", "hellaswag", "--data", "{d}/h.jsonl"],
-     {"h.jsonl": b'{"ctx_a": "\xff"}\n'}, "not UTF-8"),
-    ("eval-perplexity-not-utf8", ["eval", "{tiny}", "--task", "perplexity", "--data",
-                                  "{d}/t.txt"], {"t.txt": b"ok\n\xff\n"}, "UTF-8"),
-    ("compress-overwrite-foreign", ["compress", "{tiny}", "--step", "quantize:method=bf16",
-                                    "--out", "{d}/o", "--overwrite"],
-     {"o/notes.txt": "mine"}, "not part of a saved model"),
-    ("compress-out-uncreatable", ["compress", "{tiny}", "--step", "quantize:method=bf16",
-                                  "--out", "/proc/greenllm/o"], {}, "cannot be created"),
-    ("compress-wanda-without-calibration", ["compress", "{tiny}", "--step",
-                                            "prune:method=wanda"], {}, "needs calibration"),
-    ("analyze-garbage", ["analyze", "tegrastats", "{d}/g.log"],
-     {"g.log": bytes(range(256)) * 100}, "no parseable tegrastats line"),
-    ("analyze-interval-nan", ["analyze", "tegrastats", "{d}/t.log", "--interval-ms", "nan"],
-     {"t.log": ORIN + "\n"}, "--interval-ms"),
+    (
+        "eval-choice-not-utf8",
+        ["eval", "{tiny}", "--task", "hellaswag", "--data", "{d}/h.jsonl"],
+        {"h.jsonl": b'{"ctx_a": "\xff"}\n'},
+        "not UTF-8",
+    ),
+    (
+        "eval-perplexity-not-utf8",
+        ["eval", "{tiny}", "--task", "perplexity", "--data", "{d}/t.txt"],
+        {"t.txt": b"ok\n\xff\n"},
+        "UTF-8",
+    ),
+    (
+        "compress-overwrite-foreign",
+        ["compress", "{tiny}", "--step", "quantize:method=bf16", "--out", "{d}/o", "--overwrite"],
+        {"o/notes.txt": "mine"},
+        "not part of a saved model",
+    ),
+    (
+        "compress-out-uncreatable",
+        ["compress", "{tiny}", "--step", "quantize:method=bf16", "--out", "/proc/greenllm/o"],
+        {},
+        "cannot be created",
+    ),
+    (
+        "compress-wanda-without-calibration",
+        ["compress", "{tiny}", "--step", "prune:method=wanda"],
+        {},
+        "needs calibration",
+    ),
+    (
+        "analyze-garbage",
+        ["analyze", "tegrastats", "{d}/g.log"],
+        {"g.log": bytes(range(256)) * 100},
+        "no parseable tegrastats line",
+    ),
+    (
+        "analyze-interval-nan",
+        ["analyze", "tegrastats", "{d}/t.log", "--interval-ms", "nan"],
+        {"t.log": ORIN + "\n"},
+        "--interval-ms",
+    ),
     ("usage-error-is-one-line", ["validate"], {}, "Missing argument"),
 ]
 
@@ -127,10 +255,20 @@ def _fill(text, d: Path, tiny: str):
 
 
 def run_greenllm(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "greenllm", *argv], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "greenllm", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> str:
@@ -181,8 +319,11 @@ def small_mount(tmp_path):
     def _mount(opts: str) -> Path:
         d = tmp_path / f"mnt{len(mounted)}"
         d.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=64k,{opts}", "tmpfs", str(d)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size=64k,{opts}", "tmpfs", str(d)],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or 'not root'})")
         mounted.append(d)
@@ -204,8 +345,9 @@ def test_run_into_read_only_or_full_disk(kind, small_mount, tiny, tmp_path):
             except OSError:
                 pass
     (tmp_path / "r.yaml").write_text(_recipe().replace("{tiny}", tiny))
-    for argv in (["run", str(tmp_path / "r.yaml"), "--out", str(mnt / "out")],
-                 ["compress", tiny, "--step", "quantize:method=bf16", "--out",
-                  str(mnt / "o")]):
+    for argv in (
+        ["run", str(tmp_path / "r.yaml"), "--out", str(mnt / "out")],
+        ["compress", tiny, "--step", "quantize:method=bf16", "--out", str(mnt / "o")],
+    ):
         line = assert_one_line_error(run_greenllm(argv, tmp_path), "")
         assert ("Read-only" in line) if kind == "read-only" else ("No space" in line), line

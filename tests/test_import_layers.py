@@ -7,6 +7,7 @@ modules of one layer never import each other in a cycle, and no two modules do. 
 target (a ``"module:attr"`` string) is data, not an import: it is how a lower layer names a
 handler above it (``models.checkpoint.RESTORERS``, ``steps.base.STEPS``).
 """
+
 from __future__ import annotations
 
 import ast
@@ -28,15 +29,38 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("work", ("steps", "evals", "bench")),
     ("engine", ("models", "sizes", "decode", "measure")),
     ("hardware", ("meters", "devices", "control", "carbon", "store")),
-    ("leaf", ("results", "units", "registry", "config", "errors", "builtin_data", "paths",
-              "provenance", "fsutil", "recipe_files", "grad_mode", "limits", "modelfiles", "preflight", "outdir", "_logging", "_compat", "_version")),
+    (
+        "leaf",
+        (
+            "results",
+            "units",
+            "registry",
+            "config",
+            "errors",
+            "builtin_data",
+            "paths",
+            "provenance",
+            "fsutil",
+            "recipe_files",
+            "grad_mode",
+            "limits",
+            "modelfiles",
+            "preflight",
+            "outdir",
+            "_logging",
+            "_compat",
+            "_version",
+        ),
+    ),
 ]
 # Steps and evals never import meters, measure or control: the runner wraps them. The
 # measurement side never imports the model side at all (it works on readings and results).
 MODEL_SIDE = {"models", "sizes", "steps", "evals", "bench", "decode"}
-NEVER = {"steps": {"meters", "measure", "control"}, "evals": {"meters", "measure", "control"},
-         **{comp: MODEL_SIDE for comp in ("meters", "measure", "control", "carbon", "store",
-                                          "report")}}
+NEVER = {
+    "steps": {"meters", "measure", "control"},
+    "evals": {"meters", "measure", "control"},
+    **{comp: MODEL_SIDE for comp in ("meters", "measure", "control", "carbon", "store", "report")},
+}
 # These never import torch (or transformers) at module level, also through what they import.
 LEAN = ("api", "cli", "meters", "measure", "control", "carbon", "recipe", "store", "report")
 HEAVY = ("torch", "transformers")
@@ -48,9 +72,10 @@ def _modules() -> dict[str, tuple[Path, bool]]:
     """module name -> (file, is a package __init__)."""
     out = {}
     for path in sorted((SRC / ROOT).rglob("*.py")):
-        if any(not (d / "__init__.py").exists() for d in path.parents
-               if d.is_relative_to(SRC / ROOT)):
-            continue   # a script in a data folder (greenllm/data/_build_samples.py)
+        if any(
+            not (d / "__init__.py").exists() for d in path.parents if d.is_relative_to(SRC / ROOT)
+        ):
+            continue  # a script in a data folder (greenllm/data/_build_samples.py)
         parts = list(path.relative_to(SRC).with_suffix("").parts)
         is_pkg = parts[-1] == "__init__"
         if is_pkg:
@@ -109,7 +134,7 @@ def _imports(module: str):
         else:
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 assert base, f"{module}:{node.lineno}: relative import above the package"
                 mod = ".".join(base + ([node.module] if node.module else []))
             else:
@@ -125,9 +150,9 @@ def _imports(module: str):
 
 
 def _graph():
-    edges: dict[str, dict[str, int]] = defaultdict(dict)   # module -> {imported: line}
-    runtime: dict[str, set[str]] = defaultdict(set)         # module-level greenllm imports
-    heavy: dict[str, tuple[str, int]] = {}                  # module-level torch imports
+    edges: dict[str, dict[str, int]] = defaultdict(dict)  # module -> {imported: line}
+    runtime: dict[str, set[str]] = defaultdict(set)  # module-level greenllm imports
+    heavy: dict[str, tuple[str, int]] = {}  # module-level torch imports
     for module in MODULES:
         for name, line, at_import in _imports(module):
             if name in MODULES:
@@ -157,7 +182,7 @@ def _find_cycle(nodes, succ) -> list[str] | None:
         stack.append(n)
         for m in sorted(succ(n)):
             if state.get(m) == 1:
-                return stack[stack.index(m):] + [m]
+                return stack[stack.index(m) :] + [m]
             if m not in state:
                 found = visit(m)
                 if found:
@@ -178,17 +203,19 @@ def test_the_graph_is_read():
     """The parser sees the edges the architecture relies on (guards against a silent no-op)."""
     assert len(MODULES) > 50
     assert "greenllm.meters.base" in EDGES["greenllm.measure"]
-    assert "greenllm.models.checkpoint" in EDGES["greenllm.models.load"]     # relative, from .
-    assert "greenllm.carbon" in EDGES["greenllm.report.build"]   # ``from .. import carbon``
-    assert "greenllm.runner" in EDGES["greenllm.cli.run"]        # inside a function
+    assert "greenllm.models.checkpoint" in EDGES["greenllm.models.load"]  # relative, from .
+    assert "greenllm.carbon" in EDGES["greenllm.report.build"]  # ``from .. import carbon``
+    assert "greenllm.runner" in EDGES["greenllm.cli.run"]  # inside a function
     assert "greenllm.bench" in RUNTIME["greenllm"]
     assert component("greenllm") == "api" and component("greenllm.steps.base") == "steps"
 
 
 def test_every_module_has_a_layer():
     missing = sorted({component(m) for m in MODULES} - set(LAYER_OF))
-    assert not missing, (f"components {missing} are in no layer: add each to LAYERS in "
-                         "tests/test_import_layers.py and to docs/architecture.md")
+    assert not missing, (
+        f"components {missing} are in no layer: add each to LAYERS in "
+        "tests/test_import_layers.py and to docs/architecture.md"
+    )
 
 
 def test_imports_point_down_the_layers():
@@ -198,8 +225,10 @@ def test_imports_point_down_the_layers():
         for target, line in sorted(targets.items()):
             dst = component(target)
             if LAYER_OF.get(dst, -1) < LAYER_OF.get(src, -1):
-                bad.append(f"{_where(module, line)}: {module} ({LAYERS[LAYER_OF[src]][0]}) "
-                           f"imports {target} ({LAYERS[LAYER_OF[dst]][0]}), a layer above it")
+                bad.append(
+                    f"{_where(module, line)}: {module} ({LAYERS[LAYER_OF[src]][0]}) "
+                    f"imports {target} ({LAYERS[LAYER_OF[dst]][0]}), a layer above it"
+                )
     assert not bad, "imports against the layer order:\n" + "\n".join(bad)
 
 
@@ -207,9 +236,12 @@ def test_the_model_side_and_the_measurement_side_meet_only_above_them():
     """Steps and evals never import meters, measure or control (the runner wraps them);
     meters, measure, control, carbon, store and report never import models, steps, evals,
     bench or decode."""
-    bad = [f"{_where(m, line)}: {m} imports {t}"
-           for m, targets in sorted(EDGES.items()) for t, line in sorted(targets.items())
-           if component(t) in NEVER.get(component(m), ())]
+    bad = [
+        f"{_where(m, line)}: {m} imports {t}"
+        for m, targets in sorted(EDGES.items())
+        for t, line in sorted(targets.items())
+        if component(t) in NEVER.get(component(m), ())
+    ]
     assert not bad, "imports across the sides:\n" + "\n".join(bad)
 
 
@@ -239,7 +271,7 @@ def _loaded_by(module: str) -> set[str]:
             continue
         seen.add(m)
         parts = m.split(".")
-        todo += [".".join(parts[:i]) for i in range(1, len(parts))]   # parent packages
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages
         todo += RUNTIME.get(m, ())
     return seen
 
@@ -252,8 +284,7 @@ def test_lean_layers_never_import_torch_at_module_level(comp):
             if loaded in HEAVY_AT_IMPORT:
                 name, line = HEAVY_AT_IMPORT[loaded]
                 via = "" if loaded == module else f" (loaded by import {module})"
-                bad.append(f"{_where(loaded, line)}: {loaded} imports {name} at module "
-                           f"level{via}")
+                bad.append(f"{_where(loaded, line)}: {loaded} imports {name} at module level{via}")
     assert not bad, f"{comp} must import without torch:\n" + "\n".join(sorted(set(bad)))
 
 
@@ -268,5 +299,7 @@ def test_the_architecture_page_lists_these_layers():
             continue
         names = tuple(n.strip(" `") for n in cells[2].split(","))
         table.append((cells[1].strip("`"), names))
-    assert table == LAYERS, ("docs/architecture.md 'Imports point one way' and LAYERS in "
-                             "tests/test_import_layers.py differ")
+    assert table == LAYERS, (
+        "docs/architecture.md 'Imports point one way' and LAYERS in "
+        "tests/test_import_layers.py differ"
+    )

@@ -1,6 +1,7 @@
 """Interrupted runs: kill -9 after the first finished result loses nothing and resumes with
 no duplicate rows; SIGINT through the CLI stops cleanly (exit 130, run marked interrupted)
 and resumes. The runner is a real subprocess (`python -m greenllm run`)."""
+
 from __future__ import annotations
 
 import json
@@ -25,13 +26,23 @@ def _recipe(root: Path) -> Path:
     model.save_pretrained(root / "model")
     tok.save_pretrained(root / "model")
     (root / "text.txt").write_text("A small text to score with a tiny model. " * 10)
-    data = {"schema_version": 1, "name": "kill-me", "model": {"id": str(root / "model")},
-            "variants": {f"mag{i}": [{"prune": {"method": "magnitude", "sparsity": i / 100}}]
-                         for i in (20, 40)},
-            "evals": [{"perplexity": {"data": "text.txt", "max_length": 64}}],
-            "workload": {"prompts": ["Hello", "The cat"], "max_new_tokens": 3, "warmup": 0,
-                         "repeats": 2},
-            "meters": ["estimate"], "carbon": {"intensity_g_per_kwh": 450.0}}
+    data = {
+        "schema_version": 1,
+        "name": "kill-me",
+        "model": {"id": str(root / "model")},
+        "variants": {
+            f"mag{i}": [{"prune": {"method": "magnitude", "sparsity": i / 100}}] for i in (20, 40)
+        },
+        "evals": [{"perplexity": {"data": "text.txt", "max_length": 64}}],
+        "workload": {
+            "prompts": ["Hello", "The cat"],
+            "max_new_tokens": 3,
+            "warmup": 0,
+            "repeats": 2,
+        },
+        "meters": ["estimate"],
+        "carbon": {"intensity_g_per_kwh": 450.0},
+    }
     path = root / "r.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -41,7 +52,7 @@ def _query(out: Path, sql: str):
     con = sqlite3.connect(out / "greenllm.sqlite")
     try:
         return con.execute(sql).fetchall()
-    except sqlite3.OperationalError:    # polled while the schema is being created
+    except sqlite3.OperationalError:  # polled while the schema is being created
         return None
     finally:
         con.close()
@@ -50,10 +61,13 @@ def _query(out: Path, sql: str):
 def _start_and_wait(recipe: Path, out: Path, table: str) -> subprocess.Popen:
     """Start the CLI runner; return once ``table`` has a committed row (the process still
     running). Polls the store; nothing here times the work."""
-    proc = subprocess.Popen([sys.executable, "-m", "greenllm", "run", str(recipe), "--out",
-                             str(out), "--quiet"], stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-                            preexec_fn=default_signal_dispositions)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "greenllm", "run", str(recipe), "--out", str(out), "--quiet"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        preexec_fn=default_signal_dispositions,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if (out / "greenllm.sqlite").exists():
@@ -66,10 +80,14 @@ def _start_and_wait(recipe: Path, out: Path, table: str) -> subprocess.Popen:
 
 
 def _rows(out: Path) -> dict:
-    return {"steps": dict(((k, i), r) for k, i, r in _query(
-                out, "SELECT variant_key, idx, result_json FROM steps")),
-            "evals": dict(_query(out, "SELECT eval_key, result_json FROM evals")),
-            "benches": dict(_query(out, "SELECT bench_key, result_json FROM benches"))}
+    return {
+        "steps": dict(
+            ((k, i), r)
+            for k, i, r in _query(out, "SELECT variant_key, idx, result_json FROM steps")
+        ),
+        "evals": dict(_query(out, "SELECT eval_key, result_json FROM evals")),
+        "benches": dict(_query(out, "SELECT bench_key, result_json FROM benches")),
+    }
 
 
 def test_kill_9_loses_nothing_and_resumes_without_duplicates(tmp_path):
@@ -79,13 +97,13 @@ def test_kill_9_loses_nothing_and_resumes_without_duplicates(tmp_path):
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     before = _rows(out)
-    assert len(before["evals"]) >= 1                     # the finished result survived
-    assert _query(out, "SELECT status FROM runs") == [("running",)]   # killed mid-run
+    assert len(before["evals"]) >= 1  # the finished result survived
+    assert _query(out, "SELECT status FROM runs") == [("running",)]  # killed mid-run
 
     summary = run(recipe, out, progress=False)
     assert summary.status == "finished"
     after = _rows(out)
-    for table in ("steps", "evals", "benches"):          # nothing finished was redone
+    for table in ("steps", "evals", "benches"):  # nothing finished was redone
         for key, row in before[table].items():
             assert after[table][key] == row
     assert summary.done["evals"] == 3 - len(before["evals"])

@@ -1,5 +1,6 @@
 """Bounded input (issue 17): YAML limits, short excerpts, the one numeric check, safe names,
 writable-path checks, preflight of recipe paths and calibration, measure and SIGTERM."""
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,9 @@ def test_aliases_within_the_bound_still_load():
     assert load_yaml_text(text) == yaml.safe_load(text)
 
 
-@pytest.mark.parametrize("text", ["[" * 5000 + "]" * 5000,
-                                  "".join("  " * i + f"k{i}:\n" for i in range(100)) + "x\n"])
+@pytest.mark.parametrize(
+    "text", ["[" * 5000 + "]" * 5000, "".join("  " * i + f"k{i}:\n" for i in range(100)) + "x\n"]
+)
 def test_deep_nesting_is_refused(text):
     with pytest.raises(ConfigError, match="nested deeper than 64"):
         load_yaml_text(text)
@@ -92,17 +94,27 @@ def test_error_messages_echo_a_short_excerpt(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_recipe(p)
     assert len(str(info.value)) < 200 and "seed: expected an integer" in str(info.value)
-    for bad in ({"schema_version": 1, "k" * 10**6: 1},
-                {"schema_version": 1, "name": "n", "model": {"id": "m", "k" * 10**6: 1}}):
+    for bad in (
+        {"schema_version": 1, "k" * 10**6: 1},
+        {"schema_version": 1, "name": "n", "model": {"id": "m", "k" * 10**6: 1}},
+    ):
         with pytest.raises(ConfigError, match="unknown key") as info:
             load_recipe(bad)
         assert len(str(info.value)) < 400
     assert len(excerpt("x" * 10**6)) <= 80 and len(excerpt([[1] * 10**5] * 10**3)) <= 80
 
 
-@pytest.mark.parametrize("value,match", [(math.nan, "not a finite"), (math.inf, "not a finite"),
-                                         (-math.inf, "not a finite"), (1e20, "outside"),
-                                         (True, "expected a number"), ("5", "expected a number")])
+@pytest.mark.parametrize(
+    "value,match",
+    [
+        (math.nan, "not a finite"),
+        (math.inf, "not a finite"),
+        (-math.inf, "not a finite"),
+        (1e20, "outside"),
+        (True, "expected a number"),
+        ("5", "expected a number"),
+    ],
+)
 def test_check_number_rejects(value, match):
     with pytest.raises(ConfigError, match=f"^--hz: .*{match}|^--hz: {match}"):
         check_number(value, "--hz", 0.1, 1000)
@@ -114,38 +126,62 @@ def test_check_number_accepts_and_integers():
         check_number(2.5, "--max-new-tokens", 1, 10, integer=True)
 
 
-@pytest.mark.parametrize("field,value", [("measure.hz", ".nan"), ("measure.idle_s", ".inf"),
-                                         ("carbon.pue", ".nan"),
-                                         ("workload.max_new_tokens", "100000000000000000000")])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("measure.hz", ".nan"),
+        ("measure.idle_s", ".inf"),
+        ("carbon.pue", ".nan"),
+        ("workload.max_new_tokens", "100000000000000000000"),
+    ],
+)
 def test_recipe_numbers_are_finite_and_bounded(field, value):
     section, key = field.split(".")
     data = yaml.safe_load(f"{key}: {value}")
-    recipe = {"schema_version": 1, "name": "n", "model": "m", section: data,
-              "carbon": {"region": "KOR"} if section != "carbon" else {"region": "KOR", **data}}
+    recipe = {
+        "schema_version": 1,
+        "name": "n",
+        "model": "m",
+        section: data,
+        "carbon": {"region": "KOR"} if section != "carbon" else {"region": "KOR", **data},
+    }
     with pytest.raises(ConfigError, match=key):
         load_recipe(recipe)
 
 
-@pytest.mark.parametrize("name", ["..", ".", "", " ", "a/b", "a\\b", "a\x00b", "tab\there",
-                                  "x" * 200])
+@pytest.mark.parametrize(
+    "name", ["..", ".", "", " ", "a/b", "a\\b", "a\x00b", "tab\there", "x" * 200]
+)
 def test_unsafe_names_are_rejected(name):
     with pytest.raises(ConfigError):
         check_safe_name(name, "name")
     with pytest.raises(ConfigError, match=r"variants\.|name"):
-        load_recipe({"schema_version": 1, "name": "n", "model": "m", "carbon": {"region": "KOR"},
-                     "variants": {name: [{"quantize": {"method": "bf16"}}]}})
+        load_recipe(
+            {
+                "schema_version": 1,
+                "name": "n",
+                "model": "m",
+                "carbon": {"region": "KOR"},
+                "variants": {name: [{"quantize": {"method": "bf16"}}]},
+            }
+        )
 
 
 def test_recipe_named_dotdot_is_rejected():
     with pytest.raises(ConfigError, match="^name: '..'"):
-        load_recipe({"schema_version": 1, "name": "..", "model": "m",
-                     "carbon": {"region": "KOR"}})
+        load_recipe({"schema_version": 1, "name": "..", "model": "m", "carbon": {"region": "KOR"}})
 
 
 def test_odd_but_safe_names_are_kept():
-    r = load_recipe({"schema_version": 1, "name": "50% #1 & $x$ 🔥", "model": "m",
-                     "carbon": {"region": "KOR"},
-                     "variants": {"a$b$": [{"quantize": {"method": "bf16"}}]}})
+    r = load_recipe(
+        {
+            "schema_version": 1,
+            "name": "50% #1 & $x$ 🔥",
+            "model": "m",
+            "carbon": {"region": "KOR"},
+            "variants": {"a$b$": [{"quantize": {"method": "bf16"}}]},
+        }
+    )
     assert list(r.variants) == ["a$b$"]
 
 
@@ -157,20 +193,31 @@ def test_path_rule():
 
 
 def _recipe(tmp_path, **over):
-    base = {"schema_version": 1, "name": "n", "model": {"id": "org/name"},
-            "carbon": {"region": "KOR"}, "calibration": "builtin:wiki-sample"}
+    base = {
+        "schema_version": 1,
+        "name": "n",
+        "model": {"id": "org/name"},
+        "carbon": {"region": "KOR"},
+        "calibration": "builtin:wiki-sample",
+    }
     base.update(over)
     p = tmp_path / "r.yaml"
     p.write_text(yaml.safe_dump(base))
     return load_recipe(p)
 
 
-@pytest.mark.parametrize("over,match", [
-    ({"model": {"id": "./missing-model"}}, "model.id"),
-    ({"calibration": "cal.txt"}, "calibration"),
-    ({"evals": [{"perplexity": {"data": "data/missing.txt"}}]}, r"evals\[0\]\.perplexity\.data"),
-    ({"workload": {"prompts": "./prompts.txt"}}, "workload.prompts"),
-])
+@pytest.mark.parametrize(
+    "over,match",
+    [
+        ({"model": {"id": "./missing-model"}}, "model.id"),
+        ({"calibration": "cal.txt"}, "calibration"),
+        (
+            {"evals": [{"perplexity": {"data": "data/missing.txt"}}]},
+            r"evals\[0\]\.perplexity\.data",
+        ),
+        ({"workload": {"prompts": "./prompts.txt"}}, "workload.prompts"),
+    ],
+)
 def test_preflight_missing_local_paths(tmp_path, over, match):
     with pytest.raises(DataError, match=match):
         preflight(_recipe(tmp_path, **over))
@@ -179,17 +226,17 @@ def test_preflight_missing_local_paths(tmp_path, over, match):
 def test_preflight_resolves_against_the_recipe_folder(tmp_path, monkeypatch):
     (tmp_path / "cal.txt").write_text("some text\n")
     monkeypatch.chdir("/")
-    preflight(_recipe(tmp_path, calibration="cal.txt"))     # found next to the recipe
+    preflight(_recipe(tmp_path, calibration="cal.txt"))  # found next to the recipe
 
 
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt", "layers"])
 def test_preflight_calibrated_prune_needs_calibration(tmp_path, method):
-    r = _recipe(tmp_path, calibration=None,
-                variants={"v": [{"prune": {"method": method, "sparsity": 0.5}}]})
+    r = _recipe(
+        tmp_path, calibration=None, variants={"v": [{"prune": {"method": method, "sparsity": 0.5}}]}
+    )
     with pytest.raises(ConfigError, match=r"variants\.v\[0\]\.prune: needs calibration"):
         preflight(r)
-    preflight(_recipe(tmp_path, variants={"v": [{"prune": {"method": method,
-                                                            "sparsity": 0.5}}]}))
+    preflight(_recipe(tmp_path, variants={"v": [{"prune": {"method": method, "sparsity": 0.5}}]}))
 
 
 def test_validate_cli_reports_missing_calibration(tmp_path, capsys):
@@ -203,7 +250,7 @@ def test_validate_cli_reports_missing_calibration(tmp_path, capsys):
 
 def test_check_writable_dir(tmp_path):
     assert check_writable_dir(tmp_path / "a" / "b").is_dir()
-    assert not [p for p in (tmp_path / "a" / "b").iterdir()]         # the probe is gone
+    assert not [p for p in (tmp_path / "a" / "b").iterdir()]  # the probe is gone
     (tmp_path / "f").write_text("x")
     with pytest.raises(DataError, match="not a directory"):
         check_writable_dir(tmp_path / "f")
@@ -215,11 +262,31 @@ def test_measure_forwards_sigterm_to_its_command(tmp_path):
     """`greenllm measure -- CMD` killed with SIGTERM used to exit and leave CMD running."""
     pidfile = tmp_path / "child.pid"
     child = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "greenllm", "measure", "--meter", "estimate",
-                             "--json", "--", sys.executable, "-c", child], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "greenllm",
+            "measure",
+            "--meter",
+            "estimate",
+            "--json",
+            "--",
+            sys.executable,
+            "-c",
+            child,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not pidfile.exists() or not pidfile.read_text():
@@ -232,7 +299,7 @@ def test_measure_forwards_sigterm_to_its_command(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, err
-    assert '"returncode": -15' in out                # the report covers the window
+    assert '"returncode": -15' in out  # the report covers the window
     time.sleep(0.2)
     with pytest.raises(ProcessLookupError):
         os.kill(child_pid, 0)

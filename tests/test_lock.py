@@ -1,13 +1,14 @@
 """The installed environment is exactly requirements.lock, and the lock covers pyproject."""
+
 from __future__ import annotations
 
 import os
 import re
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"
@@ -46,8 +47,10 @@ def test_every_requirement_of_pyproject_is_in_the_lock():
     assert missing == []
 
 
-@pytest.mark.skipif(os.environ.get("GREENLLM_LATEST") == "1",
-                    reason="make test-latest installs the newest allowed versions, not the lock")
+@pytest.mark.skipif(
+    os.environ.get("GREENLLM_LATEST") == "1",
+    reason="make test-latest installs the newest allowed versions, not the lock",
+)
 def test_the_installed_packages_are_the_locked_versions():
     wrong = {}
     for name, version in _pins(LOCK).items():

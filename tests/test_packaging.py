@@ -1,6 +1,7 @@
 """The wheel ships every package and the recipes: pyproject.toml lists the packages
 explicitly (it maps the top-level recipes/ folder into greenllm/recipes/), so a package added
 under src/greenllm must be added there too. One test builds the wheel and looks inside."""
+
 from __future__ import annotations
 
 import shutil
@@ -21,15 +22,20 @@ def _setuptools_conf() -> dict:
 
 
 def _recipe_files() -> set[str]:
-    return {p.relative_to(ROOT / "recipes").as_posix() for p in (ROOT / "recipes").rglob("*")
-            if p.is_file()}
+    return {
+        p.relative_to(ROOT / "recipes").as_posix()
+        for p in (ROOT / "recipes").rglob("*")
+        if p.is_file()
+    }
 
 
 def test_every_package_under_src_is_listed():
     src = ROOT / "src"
-    found = {p.parent.relative_to(src).as_posix().replace("/", ".")
-             for p in (src / "greenllm").rglob("*.py")
-             if "__pycache__" not in p.parts}
+    found = {
+        p.parent.relative_to(src).as_posix().replace("/", ".")
+        for p in (src / "greenllm").rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
     listed = set(_setuptools_conf()["packages"])
     missing = sorted(found - listed)
     assert not missing, f"add {missing} to [tool.setuptools] packages in pyproject.toml"
@@ -55,13 +61,27 @@ def test_recipes_dir_is_the_repository_folder_in_a_checkout():
 def test_the_wheel_contains_the_recipes_and_data(tmp_path):
     pytest.importorskip("setuptools")
     # the build leaves build/ and src/greenllm.egg-info behind: remove what it created
-    leftovers = [p for p in (ROOT / "build", ROOT / "src" / "greenllm.egg-info")
-                 if not p.exists()]
+    leftovers = [p for p in (ROOT / "build", ROOT / "src" / "greenllm.egg-info") if not p.exists()]
     try:
-        proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                               "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
-                              capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                              check=False)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "-q",
+                "-w",
+                str(tmp_path),
+                str(ROOT),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+            check=False,
+        )
     finally:
         for p in leftovers:
             shutil.rmtree(p, ignore_errors=True)

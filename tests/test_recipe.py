@@ -1,6 +1,7 @@
 """Recipes: every shipped recipe validates and round-trips; every malformed recipe in
 tests/data/bad_recipes fails with one line naming the field path (exit 2, no traceback);
 the committed docs/recipes.md matches the schema."""
+
 from __future__ import annotations
 
 import subprocess
@@ -45,28 +46,50 @@ def test_quickstart_shape():
 
 def test_design_example_loads():
     """The example of the design notes, key for key (dynamic_int8 is a quantize method)."""
-    r = load_recipe({
-        "schema_version": 1, "name": "smollm2-int8-vs-wanda",
-        "model": {"id": "HuggingFaceTB/SmolLM2-135M-Instruct", "dtype": "float32"},
-        "variants": {"int8": [{"quantize": {"method": "dynamic_int8"}}],
-                     "wanda50": [{"prune": {"method": "wanda", "sparsity": 0.5,
-                                            "calibration": {"samples": 32}}}],
-                     "wanda50-int8": [{"prune": {"method": "wanda", "sparsity": 0.5}},
-                                      {"quantize": {"method": "dynamic_int8"}}]},
-        "evals": [{"perplexity": {"data": "builtin:wiki-sample"}},
-                  {"choice": {"task": "hellaswag", "data": "path/to/hellaswag_val.jsonl",
-                              "limit": 500}}],
-        "workload": {"prompts": "builtin:prompts", "max_new_tokens": 64, "batch_size": 1,
-                     "warmup": 2, "repeats": 5},
-        "meters": "auto", "carbon": {"region": "KOR", "pue": 1.0},
-        "targets": {"max_accuracy_drop_pp": 1.0, "min_energy_saving": 0.2}})
+    r = load_recipe(
+        {
+            "schema_version": 1,
+            "name": "smollm2-int8-vs-wanda",
+            "model": {"id": "HuggingFaceTB/SmolLM2-135M-Instruct", "dtype": "float32"},
+            "variants": {
+                "int8": [{"quantize": {"method": "dynamic_int8"}}],
+                "wanda50": [
+                    {"prune": {"method": "wanda", "sparsity": 0.5, "calibration": {"samples": 32}}}
+                ],
+                "wanda50-int8": [
+                    {"prune": {"method": "wanda", "sparsity": 0.5}},
+                    {"quantize": {"method": "dynamic_int8"}},
+                ],
+            },
+            "evals": [
+                {"perplexity": {"data": "builtin:wiki-sample"}},
+                {
+                    "choice": {
+                        "task": "hellaswag",
+                        "data": "path/to/hellaswag_val.jsonl",
+                        "limit": 500,
+                    }
+                },
+            ],
+            "workload": {
+                "prompts": "builtin:prompts",
+                "max_new_tokens": 64,
+                "batch_size": 1,
+                "warmup": 2,
+                "repeats": 5,
+            },
+            "meters": "auto",
+            "carbon": {"region": "KOR", "pue": 1.0},
+            "targets": {"max_accuracy_drop_pp": 1.0, "min_energy_saving": 0.2},
+        }
+    )
     assert r.targets.min_energy_saving == 0.2 and r.workload.repeats == 5
 
 
 def _expected(path: Path) -> str:
     first = path.read_text().splitlines()[0]
     assert first.startswith("# expect: "), f"{path.name}: first line must be '# expect: ...'"
-    return first[len("# expect: "):]
+    return first[len("# expect: ") :]
 
 
 @pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
@@ -84,8 +107,12 @@ def test_bad_recipe_one_line_error(path, capsys):
 def test_bad_recipe_in_a_subprocess():
     """The real console entry: exit 2, one line, no traceback."""
     path = next(p for p in BAD if p.name.startswith("10_"))
-    proc = subprocess.run([sys.executable, "-m", "greenllm", "validate", str(path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "greenllm", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "did you mean 'quantize'" in proc.stderr
@@ -112,16 +139,20 @@ def test_validate_ok_prints_summary(capsys):
 def test_docs_recipes_md_is_generated():
     doc = ROOT / "docs" / "recipes.md"
     assert doc.read_text() == schema_markdown(), (
-        "docs/recipes.md is stale; regenerate it with: python -c \"import greenllm.recipe as r;"
-        " print(r.schema_markdown(), end='')\" > docs/recipes.md")
+        'docs/recipes.md is stale; regenerate it with: python -c "import greenllm.recipe as r;'
+        " print(r.schema_markdown(), end='')\" > docs/recipes.md"
+    )
 
 
 def test_recipe_module_imports_no_torch():
-    code = ("import sys, greenllm.recipe, greenllm.store, greenllm.runner, greenllm.report.build,"
-            " greenllm.cli.run; from greenllm.recipe import load_recipe;"
-            " load_recipe(sys.argv[1]); print('torch' in sys.modules)")
+    code = (
+        "import sys, greenllm.recipe, greenllm.store, greenllm.runner, greenllm.report.build,"
+        " greenllm.cli.run; from greenllm.recipe import load_recipe;"
+        " load_recipe(sys.argv[1]); print('torch' in sys.modules)"
+    )
     path = recipes_dir() / "quickstart.yaml"
-    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"

@@ -1,6 +1,7 @@
 """The runner end to end on the tiny in-code model: store, report files, results.json
 contract, resume that skips finished work, keys that change only what they should, --fresh.
 Interrupted runs (SIGINT, kill -9) are in test_kill_resume.py."""
+
 from __future__ import annotations
 
 import json
@@ -10,12 +11,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from greenllm.runner import plan, run
 from greenllm.recipe import load_recipe
+from greenllm.runner import plan, run
 
-REPORT_FILES = ("report.md", "report.tex", "report.html", "results.json", "results.csv",
-                "emissions.csv", "pareto.png", "pareto.pdf", "energy_per_token.png",
-                "energy_per_token.pdf", "greenllm.sqlite")
+REPORT_FILES = (
+    "report.md",
+    "report.tex",
+    "report.html",
+    "results.json",
+    "results.csv",
+    "emissions.csv",
+    "pareto.png",
+    "pareto.pdf",
+    "energy_per_token.png",
+    "energy_per_token.pdf",
+    "greenllm.sqlite",
+)
 
 
 def make_tiny_recipe(root: Path, variants: dict | None = None, repeats: int = 2) -> dict:
@@ -25,17 +36,36 @@ def make_tiny_recipe(root: Path, variants: dict | None = None, repeats: int = 2)
     model.save_pretrained(root / "model")
     tok.save_pretrained(root / "model")
     (root / "text.txt").write_text("The quick brown fox jumps over the lazy dog. " * 12)
-    return {"schema_version": 1, "name": "tiny-e2e", "model": {"id": str(root / "model")},
-            "calibration": "text.txt",     # relative: resolved against the recipe's folder
-            "variants": variants if variants is not None else {
-                "mag50": [{"prune": {"method": "magnitude", "sparsity": 0.5}}],
-                "wanda50-int8": [{"prune": {"method": "wanda", "sparsity": 0.5,
-                                            "calibration": {"samples": 4, "seq_len": 32}}},
-                                 {"quantize": {"method": "int8_weight"}}]},
-            "evals": [{"perplexity": {"data": "text.txt", "max_length": 64}}],
-            "workload": {"prompts": ["Hello there", "The cat sat"], "max_new_tokens": 4,
-                         "warmup": 0, "repeats": repeats},
-            "meters": ["estimate"], "carbon": {"intensity_g_per_kwh": 400.0}}
+    return {
+        "schema_version": 1,
+        "name": "tiny-e2e",
+        "model": {"id": str(root / "model")},
+        "calibration": "text.txt",  # relative: resolved against the recipe's folder
+        "variants": variants
+        if variants is not None
+        else {
+            "mag50": [{"prune": {"method": "magnitude", "sparsity": 0.5}}],
+            "wanda50-int8": [
+                {
+                    "prune": {
+                        "method": "wanda",
+                        "sparsity": 0.5,
+                        "calibration": {"samples": 4, "seq_len": 32},
+                    }
+                },
+                {"quantize": {"method": "int8_weight"}},
+            ],
+        },
+        "evals": [{"perplexity": {"data": "text.txt", "max_length": 64}}],
+        "workload": {
+            "prompts": ["Hello there", "The cat sat"],
+            "max_new_tokens": 4,
+            "warmup": 0,
+            "repeats": repeats,
+        },
+        "meters": ["estimate"],
+        "carbon": {"intensity_g_per_kwh": 400.0},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +81,11 @@ def e2e(tmp_path_factory):
 def _counts(out: Path) -> dict:
     con = sqlite3.connect(out / "greenllm.sqlite")
     try:
-        return {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                for t in ("runs", "variants", "steps", "evals", "benches")}
-    except sqlite3.OperationalError:     # polled while the schema is being created
+        return {
+            t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+            for t in ("runs", "variants", "steps", "evals", "benches")
+        }
+    except sqlite3.OperationalError:  # polled while the schema is being created
         return {t: 0 for t in ("runs", "variants", "steps", "evals", "benches")}
     finally:
         con.close()
@@ -66,8 +98,7 @@ def test_end_to_end_writes_every_file(e2e):
     assert summary.done == {"steps": 3, "evals": 3, "benches": 3}
     for f in REPORT_FILES:
         assert (root / "out" / f).stat().st_size > 0, f
-    assert _counts(root / "out") == {"runs": 1, "variants": 3, "steps": 3, "evals": 3,
-                                     "benches": 3}
+    assert _counts(root / "out") == {"runs": 1, "variants": 3, "steps": 3, "evals": 3, "benches": 3}
 
 
 def test_results_json_contract(e2e):
@@ -76,8 +107,16 @@ def test_results_json_contract(e2e):
     base, mag, wi = doc["variants"]
     assert base["name"] == "baseline" and base["steps"] == []
     for v in doc["variants"]:
-        assert {"name", "steps", "evals", "bench", "compression_energy_j", "deltas",
-                "payback_inferences", "not_greener"} <= set(v)
+        assert {
+            "name",
+            "steps",
+            "evals",
+            "bench",
+            "compression_energy_j",
+            "deltas",
+            "payback_inferences",
+            "not_greener",
+        } <= set(v)
         assert isinstance(v["not_greener"], bool)
         assert v["evals"][0]["task"] == "perplexity" and v["evals"][0]["perplexity"] > 1
         assert v["bench"]["estimated"] is True and v["bench"]["repeats"] == 2
@@ -87,9 +126,9 @@ def test_results_json_contract(e2e):
     assert wi["compression_energy_j"] == pytest.approx(sum(s["energy_j"] for s in wi["steps"]))
     assert wi["compression_energy_j"] > 0
     assert wi["steps"][1]["size_bytes_after"] < wi["steps"][1]["size_bytes_before"]
-    assert wi["deltas"]["size_pct"] < 0                      # int8 weights are smaller
-    assert mag["steps"][0]["stats"]                          # the step's own stats are kept
-    assert "ESTIMATES" in doc["methodology"]                 # honest about the meter
+    assert wi["deltas"]["size_pct"] < 0  # int8 weights are smaller
+    assert mag["steps"][0]["stats"]  # the step's own stats are kept
+    assert "ESTIMATES" in doc["methodology"]  # honest about the meter
     env = doc["environment"]
     assert env["software"]["torch"] and env["sampling_hz"] == 10.0
 
@@ -134,9 +173,10 @@ def test_fresh_starts_over(tmp_path):
 def test_failing_step_keeps_finished_work_and_names_the_variant(tmp_path):
     from greenllm.errors import GreenLLMError
 
-    recipe = make_tiny_recipe(tmp_path, repeats=1, variants={
-        "wanda": [{"prune": {"method": "wanda", "sparsity": 0.5}}]})
-    (tmp_path / "empty-cal.txt").write_text("")     # exists (preflight passes), has no text
+    recipe = make_tiny_recipe(
+        tmp_path, repeats=1, variants={"wanda": [{"prune": {"method": "wanda", "sparsity": 0.5}}]}
+    )
+    (tmp_path / "empty-cal.txt").write_text("")  # exists (preflight passes), has no text
     recipe["calibration"] = str(tmp_path / "empty-cal.txt")
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     with pytest.raises(GreenLLMError) as info:
@@ -144,7 +184,7 @@ def test_failing_step_keeps_finished_work_and_names_the_variant(tmp_path):
     msg = str(info.value)
     assert msg.startswith("variants.wanda[0] (prune): ") and "\n" not in msg
     counts = _counts(tmp_path / "out")
-    assert counts["evals"] == 1 and counts["benches"] == 1      # the baseline is kept
+    assert counts["evals"] == 1 and counts["benches"] == 1  # the baseline is kept
     con = sqlite3.connect(tmp_path / "out" / "greenllm.sqlite")
     assert con.execute("SELECT status FROM runs").fetchone()[0] == "failed"
     con.close()
@@ -153,9 +193,11 @@ def test_failing_step_keeps_finished_work_and_names_the_variant(tmp_path):
 def test_training_step_records_energy_per_epoch(tmp_path):
     """A train step run by the runner gets energy and carbon in each epoch record; the step
     itself never imports a meter (the runner passes the hook through StepContext)."""
-    recipe = make_tiny_recipe(tmp_path, variants={
-        "ft": [{"train": {"epochs": 2, "batch_size": 2, "seq_len": 16, "lr": 1e-3}}]},
-        repeats=2)
+    recipe = make_tiny_recipe(
+        tmp_path,
+        variants={"ft": [{"train": {"epochs": 2, "batch_size": 2, "seq_len": 16, "lr": 1e-3}}]},
+        repeats=2,
+    )
     recipe["evals"] = []
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -208,8 +250,9 @@ def test_auto_meters_are_stored_as_json_not_an_object_repr(tmp_path):
     assert "object at 0x" not in json.dumps(meters)
     assert meters["requested"] == "auto"
     det = meters["detected"]
-    assert isinstance(det, dict) and det["chosen"] and all(isinstance(n, str)
-                                                           for n in det["chosen"])
+    assert (
+        isinstance(det, dict) and det["chosen"] and all(isinstance(n, str) for n in det["chosen"])
+    )
     rows = {r["meter"]: r for r in det["meters"]}
     assert set(det["chosen"]) <= {n for n, r in rows.items() if r["available"]}
     assert all(r["detail"] for r in rows.values())
@@ -220,15 +263,18 @@ def test_collect_environment_closes_every_meter_detection_opened(tmp_path):
 
     recipe = load_recipe({**make_tiny_recipe(tmp_path), "meters": "auto"})
     closed: list[str] = []
-    env = collect_environment(recipe, meter_factories={
-        "nvml": lambda: _RecordingMeter("nvml", closed, ok=False),
-        "rapl": lambda: _RecordingMeter("rapl", closed),
-        "estimate": lambda: _RecordingMeter("estimate", closed),
-    })
+    env = collect_environment(
+        recipe,
+        meter_factories={
+            "nvml": lambda: _RecordingMeter("nvml", closed, ok=False),
+            "rapl": lambda: _RecordingMeter("rapl", closed),
+            "estimate": lambda: _RecordingMeter("estimate", closed),
+        },
+    )
     det = env["meters"]["detected"]
     assert det["chosen"] == ["rapl"] and det["estimated"] is False
     json.dumps(env)
-    assert sorted(closed) == ["estimate", "nvml", "rapl"]     # each one exactly once
+    assert sorted(closed) == ["estimate", "nvml", "rapl"]  # each one exactly once
 
 
 def test_meters_detection_opened_are_closed_when_detection_fails(tmp_path):
@@ -237,25 +283,33 @@ def test_meters_detection_opened_are_closed_when_detection_fails(tmp_path):
 
     recipe = load_recipe({**make_tiny_recipe(tmp_path), "meters": "auto"})
     closed: list[str] = []
-    env = collect_environment(recipe, meter_factories={
-        "nvml": lambda: _RecordingMeter("nvml", closed, fail=MeterError("no driver")),
-        "rapl": lambda: _RecordingMeter("rapl", closed),
-        "jetson": lambda: _RecordingMeter("jetson", closed, fail=RuntimeError("sysfs broke")),
-        "estimate": lambda: _RecordingMeter("estimate", closed),
-    })
+    env = collect_environment(
+        recipe,
+        meter_factories={
+            "nvml": lambda: _RecordingMeter("nvml", closed, fail=MeterError("no driver")),
+            "rapl": lambda: _RecordingMeter("rapl", closed),
+            "jetson": lambda: _RecordingMeter("jetson", closed, fail=RuntimeError("sysfs broke")),
+            "estimate": lambda: _RecordingMeter("estimate", closed),
+        },
+    )
     assert env["meters"]["detect_error"] == "sysfs broke"
-    assert sorted(closed) == ["jetson", "nvml", "rapl"]       # estimate was never opened
+    assert sorted(closed) == ["jetson", "nvml", "rapl"]  # estimate was never opened
 
 
 def test_missing_calibration_fails_before_any_work(tmp_path):
     """A Wanda variant without calibration used to fail after the baseline had run."""
     from greenllm.errors import ConfigError
 
-    recipe = make_tiny_recipe(tmp_path, repeats=1, variants={
-        "int8": [{"quantize": {"method": "dynamic_int8"}}],
-        "wanda": [{"prune": {"method": "wanda", "sparsity": 0.5}}]})
+    recipe = make_tiny_recipe(
+        tmp_path,
+        repeats=1,
+        variants={
+            "int8": [{"quantize": {"method": "dynamic_int8"}}],
+            "wanda": [{"prune": {"method": "wanda", "sparsity": 0.5}}],
+        },
+    )
     recipe.pop("calibration")
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     with pytest.raises(ConfigError, match=r"variants\.wanda\[0\]\.prune: needs calibration"):
         run(tmp_path / "r.yaml", tmp_path / "out", progress=False)
-    assert not (tmp_path / "out").exists()        # nothing created, nothing measured
+    assert not (tmp_path / "out").exists()  # nothing created, nothing measured

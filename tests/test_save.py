@@ -1,5 +1,6 @@
 """greenllm.save / load_model round trips: identical outputs for every method that reloads,
 refusal with nothing written for those that do not, greenllm.json contents."""
+
 from __future__ import annotations
 
 import copy
@@ -39,8 +40,9 @@ def _leftovers(parent):
 
 
 def test_reloadable_methods_are_declared():
-    assert {"int8_weight", "bf16", "fp16", "quanto_int8", "quanto_int4",
-            "quanto_float8"} <= set(RELOADS)
+    assert {"int8_weight", "bf16", "fp16", "quanto_int8", "quanto_int4", "quanto_float8"} <= set(
+        RELOADS
+    )
     for m in REFUSED:
         assert not QUANT_METHODS.get(m).reloads and QUANT_METHODS.get(m).why_not_reload
 
@@ -49,15 +51,19 @@ def test_reloadable_methods_are_declared():
 def test_save_reload_identical_outputs(method, tiny_pair, ids, tmp_path):
     model, tok = tiny_pair
     model = copy.deepcopy(model)
-    if method == "gptq":   # calibrated: a few windows of the built-in text
+    if method == "gptq":  # calibrated: a few windows of the built-in text
         from greenllm.builtin_data import resolve_data
         from greenllm.steps.base import StepContext
 
-        ctx = StepContext(tokenizer=tok, calibration=str(resolve_data("builtin:wiki-sample",
-                                                                      "calibration")))
-        model, res = apply_step(model, "quantize", {"method": method, "group_size": 32,
-                                                    "calibration": {"samples": 4,
-                                                                    "seq_len": 32}}, ctx)
+        ctx = StepContext(
+            tokenizer=tok, calibration=str(resolve_data("builtin:wiki-sample", "calibration"))
+        )
+        model, res = apply_step(
+            model,
+            "quantize",
+            {"method": method, "group_size": 32, "calibration": {"samples": 4, "seq_len": 32}},
+            ctx,
+        )
     else:
         model, res = apply_step(model, "quantize", {"method": method})
     ref = _logits(model, ids)
@@ -75,7 +81,7 @@ def test_save_reload_identical_outputs(method, tiny_pair, ids, tmp_path):
 def test_greenllm_json_records_steps_layers_and_versions(tiny_pair, tmp_path):
     model, tok = tiny_pair
     model = copy.deepcopy(model)
-    with torch.no_grad():   # a pruned-looking layer: half its weights zero
+    with torch.no_grad():  # a pruned-looking layer: half its weights zero
         w = model.model.layers[1].mlp.up_proj.weight
         w[:, : w.shape[1] // 2] = 0
     model, _ = apply_step(model, "quantize", {"method": "int8_weight"})
@@ -139,7 +145,7 @@ def test_existing_directory_needs_overwrite(tiny_pair, ids, tmp_path):
     assert (target / "keep.txt").read_text() == "user data"
     (target / "keep.txt").unlink()
     save(model, target, tok)
-    save(model, target, tok, overwrite=True)          # over a checkpoint: allowed
+    save(model, target, tok, overwrite=True)  # over a checkpoint: allowed
     assert (target / "greenllm.json").exists()
     assert _leftovers(tmp_path) == ["ckpt"]
 
@@ -185,4 +191,5 @@ def test_saved_files_honour_the_umask(tiny_pair, tmp_path, umask, tree_modes):
     modes = tree_modes(out)
     assert "model.safetensors" in modes and "greenllm.json" in modes
     assert {k: oct(v) for k, v in modes.items()} == {
-        k: oct(dmode if (out / k).is_dir() else fmode) for k in modes}
+        k: oct(dmode if (out / k).is_dir() else fmode) for k in modes
+    }

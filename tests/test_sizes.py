@@ -1,6 +1,7 @@
 """``represented_param_count``: a quantized model counts the parameters it stands for, so
 per-billion-parameter metrics (EDP/B, Wh/B) do not blow up after quantization (issue 11:
 ``param_count`` gave EDP/B 3,828x too high for int8_weight with the head quantized)."""
+
 from __future__ import annotations
 
 import copy
@@ -42,7 +43,7 @@ def test_a_float_model_counts_its_parameters_once(untied, tied):
     assert represented_param_count(untied) == param_count(untied)
     assert represented_param_count(tied) == param_count(tied)
     vocab, hidden = tied.get_input_embeddings().weight.shape
-    assert param_count(untied) - param_count(tied) == vocab * hidden   # tied: one matrix
+    assert param_count(untied) - param_count(tied) == vocab * hidden  # tied: one matrix
 
 
 @pytest.mark.parametrize("ignore", ["[]", "[lm_head]"])
@@ -92,5 +93,5 @@ def test_torchao_int8_counts_logical_weights(untied):
 def test_rotary_tables_and_scales_are_not_parameters(untied):
     q = _after(untied, "quantize:method=int8_weight,ignore=[]")
     n_buffers = sum(b.numel() for b in q.buffers())
-    assert n_buffers > represented_param_count(q) - param_count(q)   # scales, inv_freq
+    assert n_buffers > represented_param_count(q) - param_count(q)  # scales, inv_freq
     assert represented_param_count(q) == param_count(untied)

@@ -1,4 +1,5 @@
 """The SQLite results store: schema, idempotent inserts, durability across connections."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -11,16 +12,39 @@ from greenllm.store import STORE_SCHEMA_VERSION, Store
 
 
 def _energy(j=12.5):
-    d = DomainEnergy(meter="estimate", domain="cpu", energy_j=j, mean_power_w=5.0, samples=3,
-                     method="estimate", estimated=True)
-    return EnergyReport(duration_s=2.5, energy_j=j, mean_power_w=5.0, domains=(d,), samples=3,
-                        sampling_hz=10.0, method="estimate", estimated=True, meters=("estimate",))
+    d = DomainEnergy(
+        meter="estimate",
+        domain="cpu",
+        energy_j=j,
+        mean_power_w=5.0,
+        samples=3,
+        method="estimate",
+        estimated=True,
+    )
+    return EnergyReport(
+        duration_s=2.5,
+        energy_j=j,
+        mean_power_w=5.0,
+        domains=(d,),
+        samples=3,
+        sampling_hz=10.0,
+        method="estimate",
+        estimated=True,
+        meters=("estimate",),
+    )
 
 
 def _step(j=12.5):
-    return StepResult(step="prune", method="wanda", config={"sparsity": 0.5}, duration_s=2.5,
-                      size_bytes_before=1000, size_bytes_after=600, stats={"sparsity": 0.5},
-                      energy=_energy(j))
+    return StepResult(
+        step="prune",
+        method="wanda",
+        config={"sparsity": 0.5},
+        duration_s=2.5,
+        size_bytes_before=1000,
+        size_bytes_after=600,
+        stats={"sparsity": 0.5},
+        energy=_energy(j),
+    )
 
 
 def test_schema_version_and_wal(tmp_path):
@@ -34,22 +58,40 @@ def test_schema_version_and_wal(tmp_path):
 def test_results_round_trip_and_no_duplicates(tmp_path):
     with Store(tmp_path) as s:
         run = s.begin_run("r", {"name": "r"}, [{"name": "baseline"}])
-        s.set_environment(run, hardware={"cpu_count": 2}, software={"python": "3"},
-                          meters={"requested": "auto"}, sampling_hz=10.0, idle_s=0.0)
+        s.set_environment(
+            run,
+            hardware={"cpu_count": 2},
+            software={"python": "3"},
+            meters={"requested": "auto"},
+            sampling_hz=10.0,
+            idle_s=0.0,
+        )
         s.ensure_variant("k1", "wanda", {"steps": []}, 1, run)
         s.ensure_variant("k1", "wanda-renamed", {"steps": []}, 1, run)
         assert s.add_step("k1", 0, _step(), run) is True
-        assert s.add_step("k1", 0, _step(99.0), run) is False   # first result kept
+        assert s.add_step("k1", 0, _step(99.0), run) is False  # first result kept
         ev = EvalResult(task="perplexity", n=3, metrics={"perplexity": 12.0}, duration_s=1.0)
         assert s.add_eval("e1", "k1", ev, run) and not s.add_eval("e1", "k1", ev, run)
-        b = BenchResult(metrics={"energy_per_token_j": 0.1}, ci95={"energy_per_token_j": 0.01},
-                        meter="estimate", estimated=True, repeats=3, energy=_energy(3.0))
+        b = BenchResult(
+            metrics={"energy_per_token_j": 0.1},
+            ci95={"energy_per_token_j": 0.01},
+            meter="estimate",
+            estimated=True,
+            repeats=3,
+            energy=_energy(3.0),
+        )
         assert s.add_bench("b1", "k1", b, run) and not s.add_bench("b1", "k1", b, run)
         s.finish_run(run, "finished")
     # a second connection (a resumed process) sees exactly what was committed
     with Store(tmp_path, create=False) as s:
-        assert s.counts() == {"runs": 1, "environment": 1, "variants": 1, "steps": 1,
-                              "evals": 1, "benches": 1}
+        assert s.counts() == {
+            "runs": 1,
+            "environment": 1,
+            "variants": 1,
+            "steps": 1,
+            "evals": 1,
+            "benches": 1,
+        }
         assert s.steps("k1")[0].energy.energy_j == 12.5
         assert s.steps("k1")[0] == _step()
         assert s.get_eval("e1") == ev

@@ -2,6 +2,7 @@
 `greenllm run` into a directory in use fails at once naming the holder's pid; --fresh checks
 the recipe and takes the lock before it touches anything, and moves the old results aside;
 a run killed with SIGKILL is marked interrupted by the next run."""
+
 from __future__ import annotations
 
 import os
@@ -34,24 +35,39 @@ def model_dir(tmp_path_factory) -> Path:
 def recipe(tmp_path, model_dir):
     def make(repeats: int = 1, name: str = "r.yaml", model: str | None = None) -> Path:
         return _recipe(tmp_path, model or str(model_dir), repeats, name)
+
     return make
 
 
 def _recipe(root: Path, model: str, repeats: int, name: str) -> Path:
-    data = {"schema_version": 1, "name": "lock-me", "model": {"id": model}, "variants": {},
-            "workload": {"prompts": ["Hello", "The cat"], "max_new_tokens": 2, "warmup": 0,
-                         "repeats": repeats},
-            "meters": ["estimate"], "carbon": {"intensity_g_per_kwh": 450.0}}
+    data = {
+        "schema_version": 1,
+        "name": "lock-me",
+        "model": {"id": model},
+        "variants": {},
+        "workload": {
+            "prompts": ["Hello", "The cat"],
+            "max_new_tokens": 2,
+            "warmup": 0,
+            "repeats": repeats,
+        },
+        "meters": ["estimate"],
+        "carbon": {"intensity_g_per_kwh": 450.0},
+    }
     path = root / name
     path.write_text(yaml.safe_dump(data))
     return path
 
 
 def _cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "greenllm", *args], stderr=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-                            preexec_fn=default_signal_dispositions)
+    return subprocess.Popen(
+        [sys.executable, "-m", "greenllm", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        preexec_fn=default_signal_dispositions,
+    )
 
 
 def _statuses(out: Path) -> list[str]:
@@ -81,22 +97,21 @@ def test_second_run_fails_at_once_and_a_killed_run_is_marked_interrupted(tmp_pat
     try:
         _wait_for_run_row(first, out)
         t0 = time.monotonic()
-        for extra in ([], ["--fresh"]):               # a concurrent --fresh discards nothing
-            second = _cli("run", str(recipe(name="r2.yaml")), "--out", str(out),
-                          "--quiet", *extra)
+        for extra in ([], ["--fresh"]):  # a concurrent --fresh discards nothing
+            second = _cli("run", str(recipe(name="r2.yaml")), "--out", str(out), "--quiet", *extra)
             _, err = second.communicate(timeout=120)
             assert second.returncode == 2, err
             assert f"is in use by pid {first.pid}" in err and "Traceback" not in err
             assert len(err.strip().splitlines()) == 1
-        assert time.monotonic() - t0 < 60                    # no work was done
-        assert first.poll() is None                          # the holder runs on
+        assert time.monotonic() - t0 < 60  # no work was done
+        assert first.poll() is None  # the holder runs on
         assert (out / "greenllm.sqlite").exists() and _statuses(out) == ["running"]
         assert not list(out.glob("previous-*"))
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=60)
-    assert _statuses(out) == ["running"]                     # killed mid-run
-    summary = run(recipe(), out, progress=False)    # the kernel dropped the lock
+    assert _statuses(out) == ["running"]  # killed mid-run
+    summary = run(recipe(), out, progress=False)  # the kernel dropped the lock
     assert summary.status == "finished"
     assert _statuses(out) == ["interrupted", "finished"]
 
@@ -108,7 +123,7 @@ def test_lock_names_the_holder_and_is_released(tmp_path, recipe):
             OutputLock(tmp_path).acquire()
         with pytest.raises(StoreError, match="in use"):
             run(recipe(), tmp_path, resume=False, progress=False)
-    OutputLock(tmp_path).acquire().release()                 # free again
+    OutputLock(tmp_path).acquire().release()  # free again
 
 
 def test_fresh_checks_the_recipe_before_touching_anything(tmp_path, recipe):
@@ -116,13 +131,14 @@ def test_fresh_checks_the_recipe_before_touching_anything(tmp_path, recipe):
     run(recipe(), out, progress=False)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert "report.md" in before and "greenllm.sqlite" in before
-    bad = recipe(name="bad.yaml", model=str(tmp_path / "modle"))   # a typo
+    bad = recipe(name="bad.yaml", model=str(tmp_path / "modle"))  # a typo
     proc = _cli("run", str(bad), "--out", str(out), "--fresh", "--quiet")
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "model.id" in err and "does not exist" in err, err
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    assert {k: v for k, v in after.items() if k != ".greenllm.lock"} == \
-        {k: v for k, v in before.items() if k != ".greenllm.lock"}
+    assert {k: v for k, v in after.items() if k != ".greenllm.lock"} == {
+        k: v for k, v in before.items() if k != ".greenllm.lock"
+    }
     assert not list(out.glob("previous-*"))
 
 
@@ -131,7 +147,7 @@ def test_fresh_moves_the_old_results_aside(tmp_path, recipe):
     run(recipe(), out, progress=False)
     old_report = (out / "report.md").read_text()
     summary = run(recipe(), out, resume=False, progress=False)
-    assert summary.done["benches"] == 1                      # really started over
+    assert summary.done["benches"] == 1  # really started over
     (prev,) = out.glob("previous-*")
     assert (prev / "report.md").read_text() == old_report
     con = sqlite3.connect(prev / "greenllm.sqlite")

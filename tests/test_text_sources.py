@@ -1,5 +1,6 @@
 """Text sources (builtin:NAME, a path, a list, a datasets dataset) resolve in one place:
 greenllm.builtin_data. Every consumer gives the same answer and the same error."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,15 +42,21 @@ def test_text_source_forms(tmp_path):
         text_source(3)
 
 
-@pytest.mark.parametrize("read", [
-    lambda s: load_prompts(s),
-    lambda s: load_texts(s),
-    lambda s: load_source(s, "lm"),
-])
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda s: load_prompts(s),
+        lambda s: load_texts(s),
+        lambda s: load_source(s, "lm"),
+    ],
+)
 def test_every_reader_resolves_builtins_the_same_way(read):
     assert read("builtin:wiki-sample")
-    with pytest.raises(DataError, match=r"unknown builtin data 'wiki-smple'; did you mean "
-                                        r"'builtin:wiki-sample'\?"):
+    with pytest.raises(
+        DataError,
+        match=r"unknown builtin data 'wiki-smple'; did you mean "
+        r"'builtin:wiki-sample'\?",
+    ):
         read("builtin:wiki-smple")
 
 
@@ -62,5 +69,6 @@ def test_datasets_pick_the_same_text_column_for_calibration_and_training():
 
 def test_the_recipe_checker_uses_the_same_builtin_names():
     with pytest.raises(ConfigError, match="did you mean 'builtin:wiki-sample'"):
-        parse_recipe({"schema_version": 1, "name": "x", "model": "m",
-                      "calibration": "builtin:wiki-smple"})
+        parse_recipe(
+            {"schema_version": 1, "name": "x", "model": "m", "calibration": "builtin:wiki-smple"}
+        )

@@ -3,6 +3,7 @@
 The public API is listed in ``__all__``. Names are imported lazily so that
 ``import greenllm`` stays light (no torch) on a bare Jetson or a measuring host.
 """
+
 from __future__ import annotations
 
 import importlib

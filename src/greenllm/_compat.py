@@ -7,10 +7,12 @@ calibration capture, benchmarks) passes and reads the cache through these functi
 model is driven with whichever name its ``forward`` takes and no deprecation warning comes
 from greenllm's own calls. No torch or transformers import here.
 """
+
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 #: newest first: the name a forward is asked with when it takes both
 CACHE_ARG_NAMES = ("cache", "past_key_values")

@@ -4,6 +4,7 @@ torchao logs a warning for each CUDA-only extension it cannot load on a CPU mach
 logs a pytree deprecation for torchao's enums, on every transformers import. Those lines are
 dropped; every other message from those loggers passes.
 """
+
 from __future__ import annotations
 
 import logging

@@ -14,6 +14,7 @@ formulas: docs/benchmark.md.
 
 torch is imported inside functions only, so a workload validates on a machine without torch.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,9 +26,8 @@ from typing import Any
 from .config import parse_config, to_dict
 from .decode import CompiledDecoder, forward_kwargs, run_request
 from .decode import sync as _sync
-from .errors import ConfigError, DataError, MeterError, UnknownNameError
+from .errors import ConfigError, DataError, MeterError
 from .grad_mode import no_autograd
-from .registry import did_you_mean
 from .results import BenchResult, EnergyReport
 from .units import J_PER_WH
 
@@ -35,8 +35,12 @@ COPY_PROBE_BYTES = 256 * 1024**2
 
 
 # sane bounds of the workload's integers (a longer generation than any context is a typo)
-WORKLOAD_BOUNDS = {"max_new_tokens": (1, 1_000_000), "batch_size": (1, 65_536),
-                   "repeats": (1, 100_000), "warmup": (0, 100_000)}
+WORKLOAD_BOUNDS = {
+    "max_new_tokens": (1, 1_000_000),
+    "batch_size": (1, 65_536),
+    "repeats": (1, 100_000),
+    "warmup": (0, 100_000),
+}
 
 
 @dataclass
@@ -62,11 +66,15 @@ class Workload:
     def validate(self) -> None:
         if isinstance(self.prompts, str):
             if not self.prompts.strip():
-                raise ConfigError("prompts: no prompts given; use a file path, a list of "
-                                  "strings or builtin:prompts")
+                raise ConfigError(
+                    "prompts: no prompts given; use a file path, a list of "
+                    "strings or builtin:prompts"
+                )
         elif not [p for p in self.prompts if isinstance(p, str) and p.strip()]:
-            raise ConfigError("prompts: no prompts (the list is empty or blank); give at "
-                              "least one prompt, a file, or builtin:prompts")
+            raise ConfigError(
+                "prompts: no prompts (the list is empty or blank); give at "
+                "least one prompt, a file, or builtin:prompts"
+            )
         from .limits import check_number
 
         for name, (low, high) in WORKLOAD_BOUNDS.items():
@@ -96,8 +104,10 @@ def load_prompts(spec: str | list[str], limit: int | None = None) -> list[str]:
 
         path = text_source(spec, "workload.prompts")
         if not path.is_file():
-            raise DataError(f"prompts file {str(path)!r} does not exist; give a text file with "
-                            "one prompt per line, or builtin:prompts")
+            raise DataError(
+                f"prompts file {str(path)!r} does not exist; give a text file with "
+                "one prompt per line, or builtin:prompts"
+            )
         if path.suffix == ".jsonl":
             prompts = []
             from .limits import read_text
@@ -111,16 +121,18 @@ def load_prompts(spec: str | list[str], limit: int | None = None) -> list[str]:
                 except ValueError:
                     text = None
                 if not isinstance(text, str):
-                    raise DataError(f"{path}:{i}: expected a JSON object with a 'prompt' or "
-                                    "'text' string")
+                    raise DataError(
+                        f"{path}:{i}: expected a JSON object with a 'prompt' or 'text' string"
+                    )
                 if text.strip():
                     prompts.append(text.strip())
         else:
             prompts = _read_lines(path)
         where = str(path)
     if not prompts:
-        raise ConfigError(f"workload.prompts: no prompts in {where}; give at least one "
-                          "non-empty prompt")
+        raise ConfigError(
+            f"workload.prompts: no prompts in {where}; give at least one non-empty prompt"
+        )
     return prompts[:limit] if limit else prompts
 
 
@@ -135,11 +147,41 @@ def _read_lines(path: Path) -> list[str]:
 # --- statistics --------------------------------------------------------------------------
 
 # two-sided 95 % Student-t critical values t_{0.975, df}
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-         9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131,
-         16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074,
-         23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045,
-         30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+_T975 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    11: 2.201,
+    12: 2.179,
+    13: 2.160,
+    14: 2.145,
+    15: 2.131,
+    16: 2.120,
+    17: 2.110,
+    18: 2.101,
+    19: 2.093,
+    20: 2.086,
+    21: 2.080,
+    22: 2.074,
+    23: 2.069,
+    24: 2.064,
+    25: 2.060,
+    26: 2.056,
+    27: 2.052,
+    28: 2.048,
+    29: 2.045,
+    30: 2.042,
+    40: 2.021,
+    60: 2.000,
+    120: 1.980,
+}
 
 
 def t_critical_95(df: int) -> float:
@@ -171,8 +213,10 @@ def mean_ci95(values: list[float | None]) -> tuple[float | None, float | None]:
 
 # --- hardware probes ---------------------------------------------------------------------
 
-def measure_copy_bandwidth(device: Any = "cpu", size_bytes: int = COPY_PROBE_BYTES,
-                           repeats: int = 5) -> float:
+
+def measure_copy_bandwidth(
+    device: Any = "cpu", size_bytes: int = COPY_PROBE_BYTES, repeats: int = 5
+) -> float:
     """Copy bandwidth in bytes/s: best of ``repeats`` copies of a ``size_bytes`` float32 buffer,
     counting read + write (2 x size_bytes per copy, the STREAM "copy" convention)."""
     import torch
@@ -212,13 +256,17 @@ def _tokenize_batches(tokenizer, prompts: list[str], batch_size: int, device) ->
     old_side = getattr(tokenizer, "padding_side", "right")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"   # decoder-only batching: pad on the left
+    tokenizer.padding_side = "left"  # decoder-only batching: pad on the left
     try:
         batches = []
         for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True)
-            batches.append({"input_ids": enc["input_ids"].to(device),
-                            "attention_mask": enc["attention_mask"].to(device)})
+            enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True)
+            batches.append(
+                {
+                    "input_ids": enc["input_ids"].to(device),
+                    "attention_mask": enc["attention_mask"].to(device),
+                }
+            )
     finally:
         tokenizer.padding_side = old_side
     return batches
@@ -248,15 +296,24 @@ def _resolve_bandwidth(profile, device, bandwidth_bytes_per_s) -> tuple[float, s
     return measure_copy_bandwidth(device), f"measured:copy:{device.type}", name
 
 
-def bench(model, tokenizer, workload: Workload | dict | None = None, meters: Any = "auto",
-          device: Any = None, hz: float = 10.0, *, profile: Any = None,
-          bandwidth_bytes_per_s: float | None = None) -> BenchResult:
+def bench(
+    model,
+    tokenizer,
+    workload: Workload | dict | None = None,
+    meters: Any = "auto",
+    device: Any = None,
+    hz: float = 10.0,
+    *,
+    profile: Any = None,
+    bandwidth_bytes_per_s: float | None = None,
+) -> BenchResult:
     """Run ``workload`` on ``model`` and return a BenchResult (means and 95 % CIs over repeats).
 
     ``meters`` is passed to ``greenllm.measure.measure`` (``"auto"``, names or Meter objects);
     ``device`` defaults to the model's device (the model is moved there if it differs).
     The roofline bandwidth comes from ``bandwidth_bytes_per_s``, else the device profile
-    (``profile`` or the detected one), else a measured copy bandwidth; ``device["bandwidth_source"]``
+    (``profile`` or the detected one), else a measured copy bandwidth;
+    ``device["bandwidth_source"]``
     says which.
     """
     import torch
@@ -281,24 +338,27 @@ def bench(model, tokenizer, workload: Workload | dict | None = None, meters: Any
     batches = _tokenize_batches(tokenizer, prompts, wl.batch_size, dev)
     accepts = forward_kwargs(model)
     if wl.compile:
-        decoder = CompiledDecoder(model, max(b["input_ids"].shape[1] for b in batches)
-                                  + wl.max_new_tokens)
+        decoder = CompiledDecoder(
+            model, max(b["input_ids"].shape[1] for b in batches) + wl.max_new_tokens
+        )
 
         def one(batch):
             return decoder.run(batch, wl.max_new_tokens, dev)
     else:
+
         def one(batch):
             return run_request(model, batch, wl.max_new_tokens, dev, accepts)
+
     cuda = dev.type == "cuda"
 
-    meter_objs, created = resolve_meters(meters)   # once, reused by every repeat's window
+    meter_objs, created = resolve_meters(meters)  # once, reused by every repeat's window
     was_training = model.training
     model.eval()
     per_repeat: list[dict[str, float | None]] = []
-    report: EnergyReport | None = None            # the last valid window
+    report: EnergyReport | None = None  # the last valid window
     gpu_utils: list[float | None] = []
     warnings: list[str] = []
-    reruns_left = wl.repeats       # a window a meter failed in is rerun, at most this often
+    reruns_left = wl.repeats  # a window a meter failed in is rerun, at most this often
     try:
         with no_autograd(model):
             t_warm = time.perf_counter()
@@ -335,9 +395,12 @@ def bench(model, tokenizer, workload: Workload | dict | None = None, meters: Any
         for m in created:
             m.close()
     if report is None:
-        raise MeterError("the energy meter failed in every benchmark window ("
-                         + "; ".join(invalid_window_reasons(win))[:300] + "); no energy figure "
-                         "can be given: check the meter (greenllm detect) and run again")
+        raise MeterError(
+            "the energy meter failed in every benchmark window ("
+            + "; ".join(invalid_window_reasons(win))[:300]
+            + "); no energy figure "
+            "can be given: check the meter (greenllm detect) and run again"
+        )
 
     keys = list(per_repeat[0])
     metrics: dict[str, float | None] = {}
@@ -347,39 +410,70 @@ def bench(model, tokenizer, workload: Workload | dict | None = None, meters: Any
     metrics["gpu_util_mean_pct"], ci95["gpu_util_mean_pct"] = mean_ci95(gpu_utils)
     metrics["peak_memory_bytes"] = max(r["peak_memory_bytes"] or 0 for r in per_repeat)
     ci95.pop("peak_memory_bytes", None)
-    metrics["cuda_max_allocated_bytes"] = (float(torch.cuda.max_memory_allocated(dev))
-                                           if cuda else None)
+    metrics["cuda_max_allocated_bytes"] = (
+        float(torch.cuda.max_memory_allocated(dev)) if cuda else None
+    )
     metrics["size_bytes"] = size_bytes
     metrics["params"] = n_params
     metrics["weight_bytes_per_token"] = wbytes
     return BenchResult(
-        metrics=metrics, ci95={k: v for k, v in ci95.items() if k in metrics},
+        metrics=metrics,
+        ci95={k: v for k, v in ci95.items() if k in metrics},
         meter="+".join(report.meters) if report.meters else report.method,
-        estimated=bool(report.estimated), repeats=wl.repeats,
-        workload={**to_dict(wl), "n_prompts": len(prompts), "n_batches": len(batches),
-                  "decoding": ("greedy, static KV cache, torch.compile'd decode step, EOS "
-                               "ignored" if wl.compile else "greedy, KV cache, EOS ignored"),
-                  "warmup_s": warmup_s},
-        device={"torch_device": str(dev), "profile": profile_name,
-                "memory_bandwidth_bytes_per_s": bandwidth, "bandwidth_source": bw_source,
-                "torch_threads": torch.get_num_threads()},
-        energy=report, per_repeat=tuple(per_repeat), warnings=tuple(warnings))
+        estimated=bool(report.estimated),
+        repeats=wl.repeats,
+        workload={
+            **to_dict(wl),
+            "n_prompts": len(prompts),
+            "n_batches": len(batches),
+            "decoding": (
+                "greedy, static KV cache, torch.compile'd decode step, EOS ignored"
+                if wl.compile
+                else "greedy, KV cache, EOS ignored"
+            ),
+            "warmup_s": warmup_s,
+        },
+        device={
+            "torch_device": str(dev),
+            "profile": profile_name,
+            "memory_bandwidth_bytes_per_s": bandwidth,
+            "bandwidth_source": bw_source,
+            "torch_threads": torch.get_num_threads(),
+        },
+        energy=report,
+        per_repeat=tuple(per_repeat),
+        warnings=tuple(warnings),
+    )
 
 
 # per-repeat metrics that come from the energy window (None for an excluded window)
-ENERGY_METRICS = ("energy_j", "mean_power_w", "energy_per_request_j", "energy_per_token_j",
-                  "tokens_per_wh", "edp_js", "edp_js_per_b_params", "wh_per_b_params")
+ENERGY_METRICS = (
+    "energy_j",
+    "mean_power_w",
+    "energy_per_request_j",
+    "energy_per_token_j",
+    "tokens_per_wh",
+    "edp_js",
+    "edp_js_per_b_params",
+    "wh_per_b_params",
+)
 
 
-def _repeat_metrics(runs: list[dict], report: EnergyReport, wl: Workload, wbytes: int,
-                    bandwidth: float, b_params: float) -> dict[str, float | None]:
+def _repeat_metrics(
+    runs: list[dict],
+    report: EnergyReport,
+    wl: Workload,
+    wbytes: int,
+    bandwidth: float,
+    b_params: float,
+) -> dict[str, float | None]:
     n_req = sum(r["batch"] for r in runs)
     prefill_s = sum(r["prefill_s"] for r in runs)
     decode_s = sum(r["decode_s"] for r in runs)
     out_tokens = sum(r["new_tokens"] for r in runs)
     decode_tokens = sum(r["decode_tokens"] for r in runs)
     steps = wl.max_new_tokens - 1
-    e2e = sum(r["e2e_s"] * r["batch"] for r in runs) / n_req          # latency a request sees
+    e2e = sum(r["e2e_s"] * r["batch"] for r in runs) / n_req  # latency a request sees
     ttft = sum(r["prefill_s"] * r["batch"] for r in runs) / n_req
     tpot = (sum(r["decode_s"] * r["batch"] for r in runs) / n_req / steps) if steps else None
     energy = float(report.energy_j)

@@ -8,6 +8,7 @@ any source into a path, a list or a dataset; ``dataset_text_column`` picks a dat
 column. Evals, calibration, training data, bench prompts, the runner and the recipe checker all
 resolve here, so no layer reaches into another for it. Stdlib only.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,22 +20,24 @@ from .registry import did_you_mean
 DATA_DIR = Path(__file__).resolve().parent / "data"
 BUILTIN_PREFIX = "builtin:"
 BUILTINS = {
-    "wiki-sample": "wiki-sample.txt",        # original English prose (perplexity, calibration)
+    "wiki-sample": "wiki-sample.txt",  # original English prose (perplexity, calibration)
     "choice-sample": "choice-sample.jsonl",  # multiple-choice items, generic JSONL
-    "squad-sample": "squad-sample.json",     # SQuAD v1.1-format passages and questions
-    "prompts": "prompts.txt",                # inference prompts, one per line
+    "squad-sample": "squad-sample.json",  # SQuAD v1.1-format passages and questions
+    "prompts": "prompts.txt",  # inference prompts, one per line
 }
 
 
 def check_builtin(source: str, field: str = "data", error: type = DataError) -> str:
     """The NAME of ``builtin:NAME``; ``error`` (DataError by default) with a did-you-mean for an
     unknown name."""
-    name = source[len(BUILTIN_PREFIX):]
+    name = source[len(BUILTIN_PREFIX) :]
     if name not in BUILTINS:
         hint = did_you_mean(name, sorted(BUILTINS))
-        raise error(f"{field}: unknown builtin data {name!r}"
-                    + (f"; did you mean 'builtin:{hint}'?" if hint else "")
-                    + f" (builtins: {', '.join(sorted(BUILTINS))})")
+        raise error(
+            f"{field}: unknown builtin data {name!r}"
+            + (f"; did you mean 'builtin:{hint}'?" if hint else "")
+            + f" (builtins: {', '.join(sorted(BUILTINS))})"
+        )
     return name
 
 
@@ -52,8 +55,10 @@ def text_source(source: Any, field: str = "data") -> Any:
         return Path(source).expanduser()
     if isinstance(source, (list, tuple)) or is_dataset(source):
         return source
-    raise DataError(f"{field}: expected builtin:NAME, a file path, a list of strings or a "
-                    f"datasets dataset, got {type(source).__name__}")
+    raise DataError(
+        f"{field}: expected builtin:NAME, a file path, a list of strings or a "
+        f"datasets dataset, got {type(source).__name__}"
+    )
 
 
 def dataset_text_column(ds: Any, field: str = "data") -> str:
@@ -62,24 +67,30 @@ def dataset_text_column(ds: Any, field: str = "data") -> str:
     if "text" in columns:
         return "text"
     features = getattr(ds, "features", {}) or {}
-    strings = [c for c in columns
-               if getattr(features.get(c), "dtype", None) in ("string", "large_string")]
+    strings = [
+        c for c in columns if getattr(features.get(c), "dtype", None) in ("string", "large_string")
+    ]
     if len(strings) != 1:
-        raise DataError(f"{field}: the dataset has no 'text' column (columns: "
-                        f"{', '.join(columns) or 'none'}); rename the text column to "
-                        "'text', e.g. ds.rename_column('content', 'text')")
+        raise DataError(
+            f"{field}: the dataset has no 'text' column (columns: "
+            f"{', '.join(columns) or 'none'}); rename the text column to "
+            "'text', e.g. ds.rename_column('content', 'text')"
+        )
     return strings[0]
 
 
 def resolve_data(data: str, field: str = "data") -> Path:
     """A path or ``builtin:<name>`` -> an existing path (DataError naming the fix otherwise)."""
     if not isinstance(data, str) or not data:
-        raise DataError(f"{field}: give a file/folder path or builtin:<name> "
-                        f"(builtins: {', '.join(sorted(BUILTINS))})")
+        raise DataError(
+            f"{field}: give a file/folder path or builtin:<name> "
+            f"(builtins: {', '.join(sorted(BUILTINS))})"
+        )
     if data.startswith(BUILTIN_PREFIX):
         return DATA_DIR / BUILTINS[check_builtin(data, field)]
     path = Path(data).expanduser()
     if not path.exists():
-        raise DataError(f"{field}: {data} does not exist; give an existing file or folder, "
-                        f"or builtin:<name>")
+        raise DataError(
+            f"{field}: {data} does not exist; give an existing file or folder, or builtin:<name>"
+        )
     return path

@@ -10,6 +10,7 @@ every config round-trips. ``parse_kv_spec('prune:method=wanda,sparsity=0.5')`` i
 it parses into the same objects.
 Stdlib + yaml only: recipes validate on a machine without torch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,9 +51,12 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
                 return _coerce(arg, value, path)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else
-                          f"{_fmt(path)}: {excerpt(value)} is not one of "
-                          f"{', '.join(_type_name(a) for a in args if a is not _NONE)}")
+        raise ConfigError(
+            errors[0]
+            if len(errors) == 1
+            else f"{_fmt(path)}: {excerpt(value)} is not one of "
+            f"{', '.join(_type_name(a) for a in args if a is not _NONE)}"
+        )
     if origin is Literal:
         allowed = get_args(tp)
         if value in allowed:
@@ -68,8 +72,9 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
             if origin is tuple and isinstance(value, str) is False and value is not None:
                 pass
-            raise ConfigError(f"{_fmt(path)}: expected a list, got {type(value).__name__} "
-                              f"{excerpt(value)}")
+            raise ConfigError(
+                f"{_fmt(path)}: expected a list, got {type(value).__name__} {excerpt(value)}"
+            )
         args = get_args(tp)
         item_tp = args[0] if args else Any
         items = [_coerce(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
@@ -131,8 +136,10 @@ def parse_config(cls: type, mapping: Any, path: str = ""):
     if mapping is None:
         mapping = {}
     if not isinstance(mapping, dict):
-        raise ConfigError(f"{_fmt(path)}: expected a mapping of {cls.__name__} settings, "
-                          f"got {type(mapping).__name__} {excerpt(mapping)}")
+        raise ConfigError(
+            f"{_fmt(path)}: expected a mapping of {cls.__name__} settings, "
+            f"got {type(mapping).__name__} {excerpt(mapping)}"
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
@@ -147,13 +154,18 @@ def parse_config(cls: type, mapping: Any, path: str = ""):
             msg += f" (allowed: {', '.join(sorted(fields))})"
             raise ConfigError(msg)
         kwargs[key] = _coerce(hints.get(key, Any), value, sub)
-    missing = [n for n, f in fields.items() if n not in kwargs
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise ConfigError(f"{_fmt(path)}: missing required key {missing[0]!r}")
     try:
         obj = cls(**kwargs)
-    except ConfigError as exc:   # a Config validates itself on construction
+    except ConfigError as exc:  # a Config validates itself on construction
         raise _prefixed(path, exc) from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{_fmt(path)}: {exc}") from None

@@ -14,6 +14,7 @@ on a CPU is a fifth of a small model's decode step. The prefill runs eagerly.
 Both return the same dict of wall-clock seconds and token counts, and both decode exactly as
 ``generate()`` does greedily (EOS ignored: every request makes ``max_new_tokens`` tokens).
 """
+
 from __future__ import annotations
 
 import time
@@ -47,11 +48,17 @@ def _result(batch, ids, t0, t1, t2, peak, generated, max_new_tokens) -> dict[str
     import torch
 
     tokens = torch.stack(generated, dim=1)
-    return {"prefill_s": t1 - t0, "decode_s": t2 - t1, "e2e_s": t2 - t0,
-            "batch": int(ids.shape[0]), "prompt_tokens": int(batch["attention_mask"].sum()),
-            "new_tokens": int(tokens.numel()),
-            "decode_tokens": int(ids.shape[0]) * (max_new_tokens - 1),
-            "peak_rss_bytes": peak, "tokens": tokens}
+    return {
+        "prefill_s": t1 - t0,
+        "decode_s": t2 - t1,
+        "e2e_s": t2 - t0,
+        "batch": int(ids.shape[0]),
+        "prompt_tokens": int(batch["attention_mask"].sum()),
+        "new_tokens": int(tokens.numel()),
+        "decode_tokens": int(ids.shape[0]) * (max_new_tokens - 1),
+        "peak_rss_bytes": peak,
+        "tokens": tokens,
+    }
 
 
 def run_request(model, batch, max_new_tokens: int, device, accepts: set[str]) -> dict[str, Any]:
@@ -67,8 +74,13 @@ def run_request(model, batch, max_new_tokens: int, device, accepts: set[str]) ->
     peak = rss_bytes()
     sync(device)
     t0 = time.perf_counter()
-    out = model(input_ids=ids, attention_mask=mask, use_cache=True,
-                **({"position_ids": pos} if use_pos else {}), **extra)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        use_cache=True,
+        **({"position_ids": pos} if use_pos else {}),
+        **extra,
+    )
     nxt = out.logits[:, -1, :].argmax(-1)
     sync(device)
     t1 = time.perf_counter()
@@ -82,9 +94,14 @@ def run_request(model, batch, max_new_tokens: int, device, accepts: set[str]) ->
         if padded:
             mask = torch.cat([mask, ones], dim=1)
         last_pos = last_pos + 1
-        out = model(input_ids=nxt[:, None], attention_mask=mask if padded else None,
-                    use_cache=True, **cache_kwargs(model, past),
-                    **({"position_ids": last_pos} if use_pos else {}), **extra)
+        out = model(
+            input_ids=nxt[:, None],
+            attention_mask=mask if padded else None,
+            use_cache=True,
+            **cache_kwargs(model, past),
+            **({"position_ids": last_pos} if use_pos else {}),
+            **extra,
+        )
         past = output_cache(out)
         nxt = out.logits[:, -1, :].argmax(-1)
         generated.append(nxt)
@@ -107,9 +124,11 @@ class CompiledDecoder:
         accepts = forward_kwargs(model)
         cache_name = cache_arg(model)
         if cache_name is None:
-            raise UnsupportedError(f"compile: {type(model).__name__}.forward takes no KV "
-                                   f"cache (neither cache nor past_key_values); a static-cache "
-                                   f"compiled decode needs one. Run with compile: false")
+            raise UnsupportedError(
+                f"compile: {type(model).__name__}.forward takes no KV "
+                f"cache (neither cache nor past_key_values); a static-cache "
+                f"compiled decode needs one. Run with compile: false"
+            )
         self.cache_name = cache_name
         self.positions = takes_cache_position(model)
         self.model = model
@@ -129,8 +148,10 @@ class CompiledDecoder:
         try:
             return StaticCache(config=self.model.config, max_cache_len=self.max_cache_len)
         except Exception as exc:  # noqa: BLE001 - any model-specific refusal
-            raise UnsupportedError(f"compile: {type(self.model).__name__} has no static KV "
-                                   f"cache ({exc}); run with compile: false") from exc
+            raise UnsupportedError(
+                f"compile: {type(self.model).__name__} has no static KV "
+                f"cache ({exc}); run with compile: false"
+            ) from exc
 
     def run(self, batch, max_new_tokens: int, device) -> dict[str, Any]:
         import torch
@@ -138,8 +159,10 @@ class CompiledDecoder:
         ids, mask = batch["input_ids"], batch["attention_mask"]
         n_batch, width = ids.shape
         if width + max_new_tokens > self.max_cache_len:
-            raise UnsupportedError(f"compile: {width} prompt + {max_new_tokens} new tokens "
-                                   f"exceed the static cache of {self.max_cache_len}")
+            raise UnsupportedError(
+                f"compile: {width} prompt + {max_new_tokens} new tokens "
+                f"exceed the static cache of {self.max_cache_len}"
+            )
         cache = self._cache()
         full = torch.ones((n_batch, self.max_cache_len), dtype=mask.dtype, device=mask.device)
         full[:, :width] = mask
@@ -149,11 +172,20 @@ class CompiledDecoder:
             with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
                 sync(device)
                 t0 = time.perf_counter()
-                where = ({"cache_position": torch.arange(width, device=ids.device)}
-                         if self.positions else {})
-                out = self.model(input_ids=ids, attention_mask=full, position_ids=pos,
-                                 use_cache=True, **{self.cache_name: cache}, **where,
-                                 **self.extra)
+                where = (
+                    {"cache_position": torch.arange(width, device=ids.device)}
+                    if self.positions
+                    else {}
+                )
+                out = self.model(
+                    input_ids=ids,
+                    attention_mask=full,
+                    position_ids=pos,
+                    use_cache=True,
+                    **{self.cache_name: cache},
+                    **where,
+                    **self.extra,
+                )
                 nxt = out.logits[:, -1, :].argmax(-1)
                 sync(device)
                 t1 = time.perf_counter()
@@ -164,9 +196,16 @@ class CompiledDecoder:
                     last_pos = last_pos + 1
                     if self.positions:
                         where = {"cache_position": torch.tensor([width + i], device=ids.device)}
-                    out = self.step(self.model, input_ids=nxt[:, None], attention_mask=full,
-                                    position_ids=last_pos, use_cache=True,
-                                    **{self.cache_name: cache}, **where, **self.extra)
+                    out = self.step(
+                        self.model,
+                        input_ids=nxt[:, None],
+                        attention_mask=full,
+                        position_ids=last_pos,
+                        use_cache=True,
+                        **{self.cache_name: cache},
+                        **where,
+                        **self.extra,
+                    )
                     nxt = out.logits[:, -1, :].argmax(-1)
                     generated.append(nxt)
                 sync(device)
@@ -175,10 +214,11 @@ class CompiledDecoder:
             raise
         except Exception as exc:  # torch.compile failures: no compiler, unsupported ops, ...
             if type(exc).__module__.startswith("torch"):
-                raise UnsupportedError(f"compile: torch.compile could not compile "
-                                       f"{type(self.model).__name__}'s decode step "
-                                       f"({type(exc).__name__}: {first_line(exc, 200)}); run with "
-                                       f"compile: false") from exc
+                raise UnsupportedError(
+                    f"compile: torch.compile could not compile "
+                    f"{type(self.model).__name__}'s decode step "
+                    f"({type(exc).__name__}: {first_line(exc, 200)}); run with "
+                    f"compile: false"
+                ) from exc
             raise
-        return _result(batch, ids, t0, t1, t2, max(peak, rss_bytes()), generated,
-                       max_new_tokens)
+        return _result(batch, ids, t0, t1, t2, max(peak, rss_bytes()), generated, max_new_tokens)

@@ -3,6 +3,7 @@
 The CLI turns one into a single line on stderr and exit code 2; the Python API raises it.
 Messages name the field, file or setting at fault and, where there is one, the fix.
 """
+
 from __future__ import annotations
 
 

@@ -7,14 +7,16 @@ over the target, so a reader never sees half a file. The temporary file is creat
 other code wrote (``save_pretrained`` writes weights through mkstemp). Stdlib only: a leaf
 module every layer may use.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import re
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 
@@ -25,7 +27,7 @@ def current_umask() -> int:
         m = re.search(r"^Umask:\s*([0-7]+)", Path("/proc/self/status").read_text(), re.MULTILINE)
         if m:
             return int(m.group(1), 8)
-    mask = os.umask(0o022)   # elsewhere: set and restore at once
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
     os.umask(mask)
     return mask
 
@@ -41,8 +43,14 @@ def _create_temp(path: Path) -> tuple[int, Path]:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb", *, encoding: str | None = None,
-                newline: str | None = None, fsync: bool = False) -> Iterator[IO[Any]]:
+def atomic_open(
+    path: str | os.PathLike,
+    mode: str = "wb",
+    *,
+    encoding: str | None = None,
+    newline: str | None = None,
+    fsync: bool = False,
+) -> Iterator[IO[Any]]:
     """Open a new file that replaces ``path`` when the block ends without an exception (and
     is removed when it raises). ``mode`` is "wb" or "w"; text defaults to UTF-8."""
     if mode not in ("w", "wb"):

@@ -8,6 +8,7 @@ or buffer of a tensor subclass (quanto, torchao, bitsandbytes) runs under
 ``torch.no_grad()``; plain models keep ``inference_mode``. torch is imported inside the
 function only.
 """
+
 from __future__ import annotations
 
 from typing import Any

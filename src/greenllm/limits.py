@@ -13,6 +13,7 @@
 - ``read_text(path, what)``: a text file decoded as UTF-8, or a DataError naming the file and
   the line of the first invalid byte.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,12 +24,12 @@ from typing import Any
 from .errors import ConfigError, DataError
 
 EXCERPT_CHARS = 80
-MAX_YAML_BYTES = 1 << 20          # 1 MiB: recipes are a few kB
+MAX_YAML_BYTES = 1 << 20  # 1 MiB: recipes are a few kB
 MAX_YAML_DEPTH = 64
-MAX_YAML_NODES = 100_000          # after alias expansion
+MAX_YAML_NODES = 100_000  # after alias expansion
 MAX_NAME_CHARS = 128
-MAX_CONFIG_INT = 2**53            # any integer setting: past this it is a typo or an attack
-MAX_CONFIG_FLOAT = 1e15           # any real-valued setting (field checks are tighter)
+MAX_CONFIG_INT = 2**53  # any integer setting: past this it is a typo or an attack
+MAX_CONFIG_FLOAT = 1e15  # any real-valued setting (field checks are tighter)
 
 _repr = reprlib.Repr()
 _repr.maxstring = EXCERPT_CHARS
@@ -59,8 +60,15 @@ def _num(x: float) -> str:
     return str(x) if isinstance(x, int) else f"{x:g}"
 
 
-def check_number(value: Any, field: str, lo: float | None = None, hi: float | None = None,
-                 *, integer: bool = False, unit: str = "") -> Any:
+def check_number(
+    value: Any,
+    field: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    integer: bool = False,
+    unit: str = "",
+) -> Any:
     """``value`` if it is a finite number within ``lo..hi`` (inclusive), else a ConfigError
     naming ``field``. ``integer=True`` also requires an int (bool is never a number)."""
     what = "an integer" if integer else "a number"
@@ -72,8 +80,13 @@ def check_number(value: Any, field: str, lo: float | None = None, hi: float | No
         raise ConfigError(f"{field}: {value} is not a finite number")
     suffix = f" {unit}" if unit else ""
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        rng = (f"{_num(lo)}..{_num(hi)}" if lo is not None and hi is not None
-               else f">= {_num(lo)}" if lo is not None else f"<= {_num(hi)}")
+        rng = (
+            f"{_num(lo)}..{_num(hi)}"
+            if lo is not None and hi is not None
+            else f">= {_num(lo)}"
+            if lo is not None
+            else f"<= {_num(hi)}"
+        )
         raise ConfigError(f"{field}: {excerpt(value)} is outside {rng}{suffix}")
     return value
 
@@ -89,8 +102,10 @@ def check_safe_name(name: Any, field: str) -> str:
         raise ConfigError(f"{field}: {name!r} is not a usable name (it is a directory reference)")
     bad = [c for c in name if c in "/\\" or ord(c) < 32 or ord(c) == 127]
     if bad:
-        raise ConfigError(f"{field}: {excerpt(name)} contains {bad[0]!r}; a name may not "
-                          "contain '/', '\\' or control characters")
+        raise ConfigError(
+            f"{field}: {excerpt(name)} contains {bad[0]!r}; a name may not "
+            "contain '/', '\\' or control characters"
+        )
     if len(name) > MAX_NAME_CHARS:
         raise ConfigError(f"{field}: {excerpt(name)} is longer than {MAX_NAME_CHARS} characters")
     return name
@@ -113,11 +128,14 @@ def decode_utf8(data: bytes, path: str | Path, what: str = "file") -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{what} {str(path)!r} line {line}: not UTF-8 text (invalid byte "
-                        f"0x{data[exc.start]:02x}); save it as UTF-8") from None
+        raise DataError(
+            f"{what} {str(path)!r} line {line}: not UTF-8 text (invalid byte "
+            f"0x{data[exc.start]:02x}); save it as UTF-8"
+        ) from None
 
 
 # ---------------------------------------------------------------------------- YAML
+
 
 def _yaml_loader(max_depth: int, where: str):
     import yaml
@@ -132,8 +150,9 @@ def _yaml_loader(max_depth: int, where: str):
             try:
                 if self._depth > max_depth:
                     mark = self.peek_event().start_mark
-                    raise ConfigError(f"{where}: line {mark.line + 1}: YAML nested deeper than "
-                                      f"{max_depth} levels")
+                    raise ConfigError(
+                        f"{where}: line {mark.line + 1}: YAML nested deeper than {max_depth} levels"
+                    )
                 return super().compose_node(parent, index)
             finally:
                 self._depth -= 1
@@ -157,18 +176,24 @@ def _expanded_size(root, max_nodes: int, max_depth: int, where: str) -> None:
         if isinstance(node, yaml.ScalarNode):
             size[key], depth[key] = 1, 1
             continue
-        children = ([c for pair in node.value for c in pair]
-                    if isinstance(node, yaml.MappingNode) else list(node.value))
+        children = (
+            [c for pair in node.value for c in pair]
+            if isinstance(node, yaml.MappingNode)
+            else list(node.value)
+        )
         if done:
             on_path.discard(key)
             size[key] = 1 + sum(size[id(c)] for c in children)
             depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
             if size[key] > max_nodes:
-                raise ConfigError(f"{where}: the YAML expands to more than {max_nodes} nodes "
-                                  "(aliases used many times?); a recipe is far smaller")
+                raise ConfigError(
+                    f"{where}: the YAML expands to more than {max_nodes} nodes "
+                    "(aliases used many times?); a recipe is far smaller"
+                )
             if depth[key] > max_depth:
-                raise ConfigError(f"{where}: YAML nested deeper than {max_depth} levels "
-                                  "(through aliases)")
+                raise ConfigError(
+                    f"{where}: YAML nested deeper than {max_depth} levels (through aliases)"
+                )
             continue
         if key in size:
             continue
@@ -183,8 +208,13 @@ def _expanded_size(root, max_nodes: int, max_depth: int, where: str) -> None:
                 stack.append((c, False))
 
 
-def load_yaml_text(text: str, where: str = "<yaml>", *, max_depth: int = MAX_YAML_DEPTH,
-                   max_nodes: int = MAX_YAML_NODES) -> Any:
+def load_yaml_text(
+    text: str,
+    where: str = "<yaml>",
+    *,
+    max_depth: int = MAX_YAML_DEPTH,
+    max_nodes: int = MAX_YAML_NODES,
+) -> Any:
     """``yaml.safe_load(text)`` within the depth and expanded-size bounds."""
     import yaml
 
@@ -220,8 +250,9 @@ def load_yaml(path: str | Path, *, max_bytes: int = MAX_YAML_BYTES, **limits: in
     except OSError:
         raise DataError(f"file {str(p)!r} does not exist") from None
     if st.st_size > max_bytes:
-        raise ConfigError(f"{p}: {st.st_size} bytes is larger than the {max_bytes}-byte limit "
-                          "for a YAML file")
+        raise ConfigError(
+            f"{p}: {st.st_size} bytes is larger than the {max_bytes}-byte limit for a YAML file"
+        )
     try:
         with open(p, "rb") as fh:
             data = fh.read(max_bytes + 1)
@@ -234,6 +265,7 @@ def load_yaml(path: str | Path, *, max_bytes: int = MAX_YAML_BYTES, **limits: in
 
 
 # ---------------------------------------------------------------------------- output paths
+
 
 def check_writable_dir(directory: str | Path, what: str = "output directory") -> Path:
     """Create ``directory`` (and parents) if needed and prove a file can be written there

@@ -18,6 +18,7 @@ A meter that fails mid-window is dropped, the window still closes and the report
 ``meter_vanished:<name>``; negative power readings are clamped to 0 and flagged.
 No torch here.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,8 +26,9 @@ import csv
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .errors import ConfigError, MeterUnavailable
 from .fsutil import atomic_open
@@ -34,11 +36,22 @@ from .meters.aggregate import build_report, domain_energy
 from .meters.base import Meter, Reading
 from .results import EnergyReport
 
-TRACE_COLUMNS = ("t_s", "phase", "meter", "domain", "quantity", "value", "in_total",
-                 "estimated", "method")
+TRACE_COLUMNS = (
+    "t_s",
+    "phase",
+    "meter",
+    "domain",
+    "quantity",
+    "value",
+    "in_total",
+    "estimated",
+    "method",
+)
 
 
-def resolve_meters(meters: Any, clock: Callable[[], float] | None = None) -> tuple[list[Meter], list[Meter]]:
+def resolve_meters(
+    meters: Any, clock: Callable[[], float] | None = None
+) -> tuple[list[Meter], list[Meter]]:
     """-> (meters to use, meters we created and must close)."""
     from .meters import METERS, detect_meters
 
@@ -74,9 +87,15 @@ def resolve_meters(meters: Any, clock: Callable[[], float] | None = None) -> tup
 class Measurement(contextlib.ContextDecorator):
     """The handle measure() returns. ``.report`` is set when the block exits (also on error)."""
 
-    def __init__(self, meters: Any = "auto", hz: float = 10.0, idle_s: float = 0.0,
-                 trace: str | os.PathLike | None = None, clock: Callable[[], float] | None = None,
-                 sleep: Callable[[float], None] | None = None):
+    def __init__(
+        self,
+        meters: Any = "auto",
+        hz: float = 10.0,
+        idle_s: float = 0.0,
+        trace: str | os.PathLike | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ):
         from .limits import check_number, check_writable_file
 
         check_number(hz, "hz", 0, 1000, unit="samples per second (0 = no sampler thread)")
@@ -94,7 +113,7 @@ class Measurement(contextlib.ContextDecorator):
         self._lock = threading.RLock()
 
     # -- lifecycle ---------------------------------------------------------------------
-    def __enter__(self) -> "Measurement":
+    def __enter__(self) -> Measurement:
         self.report = None
         self._meters, self._created = resolve_meters(self.meters_spec, self._given_clock)
         self._live = {m.name: m for m in self._meters}
@@ -191,11 +210,16 @@ class Measurement(contextlib.ContextDecorator):
     def _build(self, t_end: float) -> EnergyReport:
         with self._lock:
             return build_report(
-                self._domains, {k: list(v) for k, v in self._samples.items()},
-                duration_s=max(t_end - self._t0, 0.0), sampling_hz=self.hz, rounds=self._rounds,
-                idle_power_w=self._idle_power, flags=self._flags,
+                self._domains,
+                {k: list(v) for k, v in self._samples.items()},
+                duration_s=max(t_end - self._t0, 0.0),
+                sampling_hz=self.hz,
+                rounds=self._rounds,
+                idle_power_w=self._idle_power,
+                flags=self._flags,
                 trace_path=str(self.trace) if self.trace else None,
-                started_at_unix_s=self._started_unix)
+                started_at_unix_s=self._started_unix,
+            )
 
     def snapshot(self) -> EnergyReport:
         """EnergyReport of the window so far (takes one fresh sample first)."""
@@ -213,10 +237,19 @@ class Measurement(contextlib.ContextDecorator):
                 for quantity, values in (("energy_j", r.energy_j), ("power_w", r.power_w)):
                     for dom, v in values.items():
                         d = info.get((meter, dom))
-                        w.writerow((repr(r.timestamp_s), phase, meter, dom, quantity, repr(v),
-                                    int(d.in_total) if d else 1,
-                                    int(d.estimated) if d else 0,
-                                    d.report_method if d else ""))
+                        w.writerow(
+                            (
+                                repr(r.timestamp_s),
+                                phase,
+                                meter,
+                                dom,
+                                quantity,
+                                repr(v),
+                                int(d.in_total) if d else 1,
+                                int(d.estimated) if d else 0,
+                                d.report_method if d else "",
+                            )
+                        )
 
 
 _INVALIDATING = ("meter_vanished:", "meter_error:", "sampler_error:")
@@ -230,12 +263,23 @@ def invalid_window_reasons(report: EnergyReport | None) -> list[str]:
     return [f[:200] for f in report.flags if f.startswith(_INVALIDATING)]
 
 
-def measure(meters: Any = "auto", hz: float = 10.0, idle_s: float = 0.0,
-            trace: str | os.PathLike | None = None, clock: Callable[[], float] | None = None,
-            sleep: Callable[[float], None] | None = None) -> Measurement:
+def measure(
+    meters: Any = "auto",
+    hz: float = 10.0,
+    idle_s: float = 0.0,
+    trace: str | os.PathLike | None = None,
+    clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> Measurement:
     """Context manager and decorator measuring the energy of a block; see the module doc."""
     return Measurement(meters, hz=hz, idle_s=idle_s, trace=trace, clock=clock, sleep=sleep)
 
 
-__all__ = ["measure", "Measurement", "build_report", "resolve_meters", "TRACE_COLUMNS",
-           "invalid_window_reasons"]
+__all__ = [
+    "measure",
+    "Measurement",
+    "build_report",
+    "resolve_meters",
+    "TRACE_COLUMNS",
+    "invalid_window_reasons",
+]

@@ -8,6 +8,7 @@
 - ``check_torch_device(device)``: the torch device exists here (``cuda`` with a CPU-only
   torch, ``cuda:3`` on a one-GPU machine -> one UnsupportedError); torch imported lazily.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -21,19 +22,36 @@ from .limits import excerpt
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 # what save_pretrained / tokenizer.save_pretrained / greenllm.save write
-CHECKPOINT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json",
-                       "config.json", "generation_config.json", "greenllm.json",
-                       "greenllm_provenance.json", "tokenizer*", "special_tokens_map.json",
-                       "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt",
-                       "chat_template.jinja", "chat_template.json", "*.model", "*.tiktoken")
+CHECKPOINT_PATTERNS = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "*.bin",
+    "*.bin.index.json",
+    "config.json",
+    "generation_config.json",
+    "greenllm.json",
+    "greenllm_provenance.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+    "*.model",
+    "*.tiktoken",
+)
 
 
 def check_safetensors(directory: str | Path) -> None:
     for f in sorted(Path(directory).glob("*.safetensors")):
         why = _safetensors_problem(f)
         if why:
-            raise ModelError(f"{f}: corrupted or truncated safetensors file ({why}); "
-                             "download or save the model again")
+            raise ModelError(
+                f"{f}: corrupted or truncated safetensors file ({why}); "
+                "download or save the model again"
+            )
 
 
 def _safetensors_problem(path: Path) -> str | None:
@@ -60,8 +78,12 @@ def _safetensors_problem(path: Path) -> str | None:
         if name == "__metadata__":
             continue
         offs = info.get("data_offsets") if isinstance(info, dict) else None
-        if (not isinstance(offs, list) or len(offs) != 2
-                or not all(isinstance(o, int) for o in offs) or not 0 <= offs[0] <= offs[1]):
+        if (
+            not isinstance(offs, list)
+            or len(offs) != 2
+            or not all(isinstance(o, int) for o in offs)
+            or not 0 <= offs[0] <= offs[1]
+        ):
             return f"tensor {excerpt(name)} has no valid data_offsets"
         if offs[1] > data_bytes:
             return f"tensor {excerpt(name)} ends at byte {offs[1]} of {data_bytes} data bytes"
@@ -85,9 +107,11 @@ def check_overwrite(directory: str | Path, what: str = "--out") -> None:
     foreign = foreign_files(directory)
     if foreign:
         shown = ", ".join(excerpt(f) for f in foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-        raise ModelError(f"{what} {str(directory)!r} holds files that are not part of a saved "
-                         f"model ({shown}); --overwrite replaces a saved model only, so "
-                         "choose an empty or new directory")
+        raise ModelError(
+            f"{what} {str(directory)!r} holds files that are not part of a saved "
+            f"model ({shown}); --overwrite replaces a saved model only, so "
+            "choose an empty or new directory"
+        )
 
 
 def check_torch_device(device: str) -> None:
@@ -100,16 +124,22 @@ def check_torch_device(device: str) -> None:
     kind, _, index = device.partition(":")
     if kind == "cuda":
         if not torch.cuda.is_available():
-            why = ("this torch build has no CUDA support" if torch.version.cuda is None
-                   else "no CUDA GPU is visible")
-            raise UnsupportedError(f"device {device!r}: {why} (torch {torch.__version__}); "
-                                   "use --device cpu or install a CUDA build of torch")
+            why = (
+                "this torch build has no CUDA support"
+                if torch.version.cuda is None
+                else "no CUDA GPU is visible"
+            )
+            raise UnsupportedError(
+                f"device {device!r}: {why} (torch {torch.__version__}); "
+                "use --device cpu or install a CUDA build of torch"
+            )
         if index:
             if not index.isdigit():
                 raise ConfigError(f"device: {excerpt(device)} is not cuda:N")
             if int(index) >= torch.cuda.device_count():
-                raise UnsupportedError(f"device {device!r}: only {torch.cuda.device_count()} "
-                                       "CUDA device(s) here")
+                raise UnsupportedError(
+                    f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here"
+                )
         return
     if kind == "mps":
         mps = getattr(torch.backends, "mps", None)
@@ -119,5 +149,6 @@ def check_torch_device(device: str) -> None:
     try:
         torch.device(device)
     except (RuntimeError, ValueError):
-        raise ConfigError(f"device: {excerpt(device)} is not a torch device; use cpu or "
-                          "cuda:N") from None
+        raise ConfigError(
+            f"device: {excerpt(device)} is not a torch device; use cpu or cuda:N"
+        ) from None

@@ -11,6 +11,7 @@ blocks anyone. ``report_lock(out)`` is a short, blocking lock that serialises re
 ``StoreError`` line that names the real cause (permission denied, read-only file system, disk
 full), the path and the fix. No torch.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,9 +50,11 @@ class OutputLock:
         except BlockingIOError:
             pid = _holder_pid(fd)
             os.close(fd)
-            raise StoreError(f"{self.out} is in use by pid {pid} (another 'greenllm run' writes "
-                             "there); wait for it to finish, or choose another --out "
-                             "directory") from None
+            raise StoreError(
+                f"{self.out} is in use by pid {pid} (another 'greenllm run' writes "
+                "there); wait for it to finish, or choose another --out "
+                "directory"
+            ) from None
         except BaseException:
             os.close(fd)
             raise
@@ -73,7 +76,7 @@ class OutputLock:
             fd, self._fd = self._fd, None
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
-            os.close(fd)          # closing the last descriptor drops the flock
+            os.close(fd)  # closing the last descriptor drops the flock
 
     def __enter__(self) -> OutputLock:
         return self.acquire()
@@ -125,8 +128,7 @@ def _cause_of_path(path: Path) -> str | None:
         st = None
     if st is not None and st.f_flag & os.ST_RDONLY:
         return "read-only"
-    if not os.access(probe, os.W_OK) or (probe.is_file() and not os.access(probe.parent,
-                                                                            os.W_OK)):
+    if not os.access(probe, os.W_OK) or (probe.is_file() and not os.access(probe.parent, os.W_OK)):
         return "permission"
     if st is not None and st.f_bavail == 0:
         return "full"
@@ -144,13 +146,13 @@ def _cause(exc: BaseException, path: Path) -> str | None:
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
         text = str(exc).lower()
-        if code == 13 or "disk is full" in text:              # SQLITE_FULL
+        if code == 13 or "disk is full" in text:  # SQLITE_FULL
             return "full"
-        if code in (8, 1032) or "readonly" in text or "read-only" in text:   # SQLITE_READONLY
+        if code in (8, 1032) or "readonly" in text or "read-only" in text:  # SQLITE_READONLY
             return _cause_of_path(path) or "read-only"
         if code in (14, 3) or "unable to open" in text or "access permission" in text:
-            return _cause_of_path(path) or "permission"   # SQLITE_CANTOPEN / SQLITE_PERM
-        if code == 10 or "disk i/o" in text:                 # SQLITE_IOERR
+            return _cause_of_path(path) or "permission"  # SQLITE_CANTOPEN / SQLITE_PERM
+        if code == 10 or "disk i/o" in text:  # SQLITE_IOERR
             return _cause_of_path(path)
     return _cause_of_path(path) if isinstance(exc, OSError) else None
 
@@ -161,15 +163,21 @@ def storage_error(exc: BaseException, path: str | Path, action: str) -> StoreErr
     cause = _cause(exc, path)
     where = str(path)
     if cause == "permission":
-        msg = (f"cannot {action}: permission denied on {where}; make it writable by this user "
-               "(e.g. chmod u+w, or fix its owner) or choose another --out directory")
+        msg = (
+            f"cannot {action}: permission denied on {where}; make it writable by this user "
+            "(e.g. chmod u+w, or fix its owner) or choose another --out directory"
+        )
     elif cause == "read-only":
-        msg = (f"cannot {action}: {where} is on a read-only file system; choose an --out "
-               "directory on a writable disk (the results there are intact)")
+        msg = (
+            f"cannot {action}: {where} is on a read-only file system; choose an --out "
+            "directory on a writable disk (the results there are intact)"
+        )
     elif cause == "full":
-        msg = (f"cannot {action}: the disk holding {where} is full; free some space and run "
-               "the same command again (finished results are kept), or choose another --out "
-               "directory")
+        msg = (
+            f"cannot {action}: the disk holding {where} is full; free some space and run "
+            "the same command again (finished results are kept), or choose another --out "
+            "directory"
+        )
     else:
         detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         msg = f"cannot {action}: {where}: {detail}"

@@ -1,4 +1,5 @@
 """Where greenllm keeps files on this machine. Stdlib only: every layer may use it."""
+
 from __future__ import annotations
 
 import os

@@ -15,6 +15,7 @@ Which strings are local paths (the rule, also in docs/recipes.md): ``builtin:NAM
 dataset name and is left to the loader. Relative paths resolve against the working directory,
 then the recipe's folder, as the runner does.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,10 +25,20 @@ from typing import Any
 from .errors import ConfigError, DataError
 from .limits import excerpt
 
-FILE_EXTENSIONS = (".txt", ".json", ".jsonl", ".csv", ".parquet", ".gguf", ".safetensors",
-                   ".bin", ".yaml", ".yml")
+FILE_EXTENSIONS = (
+    ".txt",
+    ".json",
+    ".jsonl",
+    ".csv",
+    ".parquet",
+    ".gguf",
+    ".safetensors",
+    ".bin",
+    ".yaml",
+    ".yml",
+)
 CALIBRATED_PRUNE_METHODS = ("wanda", "sparsegpt", "layers")
-DATA_STEPS = ("distill", "train", "lora")     # use `data`, else the recipe's calibration
+DATA_STEPS = ("distill", "train", "lora")  # use `data`, else the recipe's calibration
 
 
 def looks_like_path(value: str) -> bool:
@@ -51,8 +62,10 @@ def check_local_path(value: Any, field: str, base: Path) -> None:
     if not isinstance(value, str) or not looks_like_path(value):
         return
     if not _exists(value, base):
-        raise DataError(f"{field}: {excerpt(value)} does not exist (relative paths are looked "
-                        f"up in the working directory, then in {str(base)!r})")
+        raise DataError(
+            f"{field}: {excerpt(value)} does not exist (relative paths are looked "
+            f"up in the working directory, then in {str(base)!r})"
+        )
 
 
 def needs_calibration(key: str, cfg: Any) -> str | None:
@@ -76,9 +89,11 @@ def preflight(recipe) -> None:
             path = f"variants.{name}[{i}].{key}"
             why = needs_calibration(key, cfg)
             if why and recipe.calibration is None:
-                raise ConfigError(f"{path}: needs calibration text ({why}); add "
-                                  "'calibration: builtin:wiki-sample' (or a text file) at the "
-                                  "top level of the recipe")
+                raise ConfigError(
+                    f"{path}: needs calibration text ({why}); add "
+                    "'calibration: builtin:wiki-sample' (or a text file) at the "
+                    "top level of the recipe"
+                )
             if dataclasses.is_dataclass(cfg) and isinstance(getattr(cfg, "data", None), str):
                 check_local_path(cfg.data, f"{path}.data", base)
     for i, (key, cfg) in enumerate(recipe.evals):

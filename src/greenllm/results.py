@@ -3,6 +3,7 @@
 Numbers carry their unit in the field name (``energy_j``, ``duration_s``, ``size_bytes``).
 ``SCHEMA_VERSION`` is written into every serialised record set (store, results.json).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,16 +63,16 @@ def _load(tp: Any, v: Any) -> Any:
 class DomainEnergy(Record):
     """Energy of one domain of one meter over a window (e.g. rapl/package-0, tegrastats/VDD_IN)."""
 
-    meter: str                      # registry key: nvml, rapl, jetson, tegrastats, jtop, estimate, replay
-    domain: str                     # e.g. "gpu0", "package-0", "dram", "VDD_IN", "cpu"
+    meter: str  # registry key: nvml, rapl, jetson, tegrastats, jtop, estimate, replay
+    domain: str  # e.g. "gpu0", "package-0", "dram", "VDD_IN", "cpu"
     energy_j: float
     mean_power_w: float
     samples: int
-    method: str                     # "counter" | "power_integration" | "estimate"
-    in_total: bool = True           # counted in EnergyReport.energy_j (False for sub-rails)
+    method: str  # "counter" | "power_integration" | "estimate"
+    in_total: bool = True  # counted in EnergyReport.energy_j (False for sub-rails)
     estimated: bool = False
     idle_power_w: float | None = None
-    net_energy_j: float | None = None   # energy_j - idle_power_w * duration_s
+    net_energy_j: float | None = None  # energy_j - idle_power_w * duration_s
 
 
 @dataclass(frozen=True)
@@ -79,17 +80,17 @@ class EnergyReport(Record):
     """What measure() returns for one window of work."""
 
     duration_s: float
-    energy_j: float                 # gross: sum of in_total domains
+    energy_j: float  # gross: sum of in_total domains
     mean_power_w: float
     domains: tuple[DomainEnergy, ...]
     samples: int
     sampling_hz: float
-    method: str                     # "counter", "power_integration", "estimate" or "mixed"
-    estimated: bool                 # True if any in_total domain is an estimate
+    method: str  # "counter", "power_integration", "estimate" or "mixed"
+    estimated: bool  # True if any in_total domain is an estimate
     meters: tuple[str, ...] = ()
     idle_power_w: float | None = None
     net_energy_j: float | None = None
-    flags: tuple[str, ...] = ()     # e.g. "meter_vanished:nvml", "negative_power_clamped:VDD_IN"
+    flags: tuple[str, ...] = ()  # e.g. "meter_vanished:nvml", "negative_power_clamped:VDD_IN"
     trace_path: str | None = None
     started_at_unix_s: float | None = None
 
@@ -104,14 +105,14 @@ class EnergyReport(Record):
 class StepResult(Record):
     """One compression/training step applied to a model."""
 
-    step: str                       # registry key: quantize, prune, distill, lora, train, cast
+    step: str  # registry key: quantize, prune, distill, lora, train, cast
     method: str
     config: dict[str, Any]
     duration_s: float
     size_bytes_before: int
     size_bytes_after: int
-    stats: dict[str, Any] = field(default_factory=dict)   # e.g. sparsity, per-layer stats, loss
-    energy: EnergyReport | None = None                     # filled by the runner, never by the step
+    stats: dict[str, Any] = field(default_factory=dict)  # e.g. sparsity, per-layer stats, loss
+    energy: EnergyReport | None = None  # filled by the runner, never by the step
     peak_memory_bytes: int | None = None
 
 
@@ -135,11 +136,15 @@ class EvalResult(Record):
         return out
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "EvalResult":
+    def from_json(cls, data: dict[str, Any]) -> EvalResult:
         skip = {"task", "n", "duration_s", "settings"}
-        return cls(task=data["task"], n=int(data["n"]),
-                   metrics={k: v for k, v in data.items() if k not in skip},
-                   duration_s=float(data["duration_s"]), settings=dict(data.get("settings") or {}))
+        return cls(
+            task=data["task"],
+            n=int(data["n"]),
+            metrics={k: v for k, v in data.items() if k not in skip},
+            duration_s=float(data["duration_s"]),
+            settings=dict(data.get("settings") or {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -159,14 +164,19 @@ class BenchResult(Record):
     device: dict[str, Any] = field(default_factory=dict)
     energy: EnergyReport | None = None
     per_repeat: tuple[dict[str, float | None], ...] = ()
-    warnings: tuple[str, ...] = ()      # e.g. a repeat rerun / excluded because a meter failed
+    warnings: tuple[str, ...] = ()  # e.g. a repeat rerun / excluded because a meter failed
 
     def to_json(self) -> dict[str, Any]:
         """The flat form printed by ``greenllm bench --json``."""
         out: dict[str, Any] = dict(self.metrics)
         for k, v in self.ci95.items():
             out[f"{k}_ci95"] = v
-        out.update(meter=self.meter, estimated=self.estimated, repeats=self.repeats,
-                   workload=dict(self.workload), device=dict(self.device),
-                   warnings=list(self.warnings))
+        out.update(
+            meter=self.meter,
+            estimated=self.estimated,
+            repeats=self.repeats,
+            workload=dict(self.workload),
+            device=dict(self.device),
+            warnings=list(self.warnings),
+        )
         return out

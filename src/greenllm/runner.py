@@ -10,6 +10,7 @@ at once (the current unit is abandoned, hardware settings are restored by ``capp
 run interrupted and re-raise KeyboardInterrupt (the CLI exits 130). Then the report is written.
 No torch at module level.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,9 +24,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .config import to_dict
 from .errors import ConfigError, GreenLLMError
@@ -33,8 +35,21 @@ from .outdir import OutputLock, storage_error
 from .recipe import BASELINE, Recipe, digest, load_recipe, variant_definition
 from .store import STORE_FILENAME, Store
 
-PACKAGES = ("greenllm", "torch", "transformers", "numpy", "optimum-quanto", "torchao", "peft",
-            "bitsandbytes", "lm_eval", "datasets", "codecarbon", "nvidia-ml-py", "jetson-stats")
+PACKAGES = (
+    "greenllm",
+    "torch",
+    "transformers",
+    "numpy",
+    "optimum-quanto",
+    "torchao",
+    "peft",
+    "bitsandbytes",
+    "lm_eval",
+    "datasets",
+    "codecarbon",
+    "nvidia-ml-py",
+    "jetson-stats",
+)
 
 
 @dataclass
@@ -42,10 +57,10 @@ class RunSummary:
     out_dir: Path
     store_path: Path
     run_id: int
-    status: str                                   # finished | interrupted | failed
+    status: str  # finished | interrupted | failed
     variants: list[str]
-    done: dict[str, int] = field(default_factory=dict)      # units computed in this run
-    skipped: dict[str, int] = field(default_factory=dict)   # units found in the store
+    done: dict[str, int] = field(default_factory=dict)  # units computed in this run
+    skipped: dict[str, int] = field(default_factory=dict)  # units found in the store
     report_files: list[Path] = field(default_factory=list)
     duration_s: float = 0.0
 
@@ -60,9 +75,13 @@ class _Unit:
     bench_key: str
 
     def plan_entry(self) -> dict:
-        return {"name": self.name, "variant_key": self.variant_key,
-                "eval_keys": self.eval_keys, "bench_key": self.bench_key,
-                "steps": self.definition["steps"]}
+        return {
+            "name": self.name,
+            "variant_key": self.variant_key,
+            "eval_keys": self.eval_keys,
+            "bench_key": self.bench_key,
+            "steps": self.definition["steps"],
+        }
 
 
 _TRAINING_STEPS = ("train", "distill", "lora")
@@ -74,19 +93,26 @@ def slug(text: str) -> str:
 
 def plan(recipe: Recipe) -> list[_Unit]:
     """The units of work with their store keys (baseline first)."""
-    bench_def = {"workload": to_dict(recipe.workload), "meters": recipe.meters,
-                 "measure": to_dict(recipe.measure)}
+    bench_def = {
+        "workload": to_dict(recipe.workload),
+        "meters": recipe.meters,
+        "measure": to_dict(recipe.measure),
+    }
     units = []
     for name, steps in recipe.all_variants():
         definition = variant_definition(recipe, steps)
         vkey = digest(definition)
         ekeys = [digest({"variant": vkey, "eval": {k: to_dict(c)}}) for k, c in recipe.evals]
-        units.append(_Unit(name, vkey, definition, steps, ekeys,
-                           digest({"variant": vkey, "bench": bench_def})))
+        units.append(
+            _Unit(
+                name, vkey, definition, steps, ekeys, digest({"variant": vkey, "bench": bench_def})
+            )
+        )
     return units
 
 
 # ---------------------------------------------------------------- environment
+
 
 def _versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
@@ -114,20 +140,27 @@ def _jetpack() -> str | None:
         return None
 
 
-def collect_environment(recipe: Recipe,
-                        meter_factories: dict[str, Any] | None = None) -> dict[str, Any]:
+def collect_environment(
+    recipe: Recipe, meter_factories: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Hardware / device profile, driver, package versions, meters and sampling settings.
     ``meter_factories`` is passed to ``detect_meters(factories=...)`` (tests inject meters)."""
-    hardware: dict[str, Any] = {"machine": platform.machine(), "system": platform.system(),
-                                "release": platform.release(), "cpu_count": os.cpu_count(),
-                                "model_device": recipe.model.device}
+    hardware: dict[str, Any] = {
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "release": platform.release(),
+        "cpu_count": os.cpu_count(),
+        "model_device": recipe.model.device,
+    }
     try:
         import psutil
+
         hardware["memory_bytes"] = int(psutil.virtual_memory().total)
     except Exception:  # psutil is a dependency; an exotic platform may still refuse
         pass
     try:
         from .devices import detect_device
+
         det = detect_device()
         hardware["device"] = det.to_dict()
         hardware["device_profile"] = det.profile.to_dict()
@@ -138,8 +171,13 @@ def collect_environment(recipe: Recipe,
     meters: dict[str, Any] = {"requested": recipe.meters}
     if recipe.meters == "auto":
         meters.update(_detected_meters(meter_factories))
-    return {"hardware": hardware, "software": _versions(), "meters": meters,
-            "sampling_hz": recipe.measure.hz, "idle_s": recipe.measure.idle_s}
+    return {
+        "hardware": hardware,
+        "software": _versions(),
+        "meters": meters,
+        "sampling_hz": recipe.measure.hz,
+        "idle_s": recipe.measure.idle_s,
+    }
 
 
 def _detected_meters(factories: dict[str, Any] | None) -> dict[str, Any]:
@@ -176,8 +214,11 @@ def _resolve_path(value: Any, base: Path) -> Any:
 def _resolve_cfg(cfg: Any, base: Path) -> Any:
     if not dataclasses.is_dataclass(cfg):
         return cfg
-    changes = {f.name: _resolve_path(getattr(cfg, f.name), base)
-               for f in dataclasses.fields(cfg) if f.name in _PATH_FIELDS}
+    changes = {
+        f.name: _resolve_path(getattr(cfg, f.name), base)
+        for f in dataclasses.fields(cfg)
+        if f.name in _PATH_FIELDS
+    }
     changes = {k: v for k, v in changes.items() if v != getattr(cfg, k)}
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
@@ -198,6 +239,7 @@ def _model_source(recipe: Recipe) -> str:
 
 
 # ---------------------------------------------------------------- signals and power control
+
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
@@ -221,8 +263,9 @@ def _power_setting(cfg: Any):
     The journal and device lock live in the system-wide control directory, not in OUT."""
     from .control.select import select_power_cap
 
-    cap, value = select_power_cap(getattr(cfg, "power_cap_w", None),
-                                  getattr(cfg, "power_mode", None))
+    cap, value = select_power_cap(
+        getattr(cfg, "power_cap_w", None), getattr(cfg, "power_mode", None)
+    )
     if cap is None:
         return contextlib.nullcontext()
     from .control.base import capped
@@ -232,6 +275,7 @@ def _power_setting(cfg: Any):
 
 # ---------------------------------------------------------------- the run
 
+
 class _Log:
     def __init__(self, enabled: bool):
         self.enabled = enabled
@@ -239,14 +283,19 @@ class _Log:
 
     def __call__(self, msg: str) -> None:
         if self.enabled:
-            print(f"[greenllm {time.perf_counter() - self.t0:7.1f}s] {msg}", file=sys.stderr,
-                  flush=True)
+            print(
+                f"[greenllm {time.perf_counter() - self.t0:7.1f}s] {msg}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _unit_done(store: Store, unit: _Unit) -> bool:
-    return (len(store.steps(unit.variant_key)) == len(unit.steps)
-            and all(store.get_eval(k) is not None for k in unit.eval_keys)
-            and store.get_bench(unit.bench_key) is not None)
+    return (
+        len(store.steps(unit.variant_key)) == len(unit.steps)
+        and all(store.get_eval(k) is not None for k in unit.eval_keys)
+        and store.get_bench(unit.bench_key) is not None
+    )
 
 
 def _check_model_source(recipe: Recipe) -> None:
@@ -257,8 +306,10 @@ def _check_model_source(recipe: Recipe) -> None:
         return
     src = Path(_model_source(recipe)).expanduser()
     if not src.exists():
-        raise ConfigError(f"model.id: {mid!r} does not exist (resolved to {str(src)!r}); fix "
-                          "the path in the recipe")
+        raise ConfigError(
+            f"model.id: {mid!r} does not exist (resolved to {str(src)!r}); fix "
+            "the path in the recipe"
+        )
 
 
 def _move_aside(out: Path, log: _Log) -> Path | None:
@@ -287,8 +338,12 @@ def _move_aside(out: Path, log: _Log) -> Path | None:
     return dest
 
 
-def run(recipe: Recipe | str | Path | dict, out_dir: str | Path | None = None,
-        resume: bool = True, progress: bool = True) -> RunSummary:
+def run(
+    recipe: Recipe | str | Path | dict,
+    out_dir: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> RunSummary:
     """Run a recipe into ``out_dir`` (store + report); see the module docstring.
 
     The recipe is loaded and checked first (everything checkable from it, paths and the
@@ -300,11 +355,11 @@ def run(recipe: Recipe | str | Path | dict, out_dir: str | Path | None = None,
     from .preflight import preflight
 
     recipe = load_recipe(recipe)
-    preflight(recipe)                    # everything checkable from the recipe, before any work
+    preflight(recipe)  # everything checkable from the recipe, before any work
     _check_model_source(recipe)
     out = Path(out_dir or recipe.output or Path("runs") / slug(recipe.name))
-    check_writable_dir(out, "output directory")   # creatable, writable, not full
-    check_torch_device(recipe.model.device)       # cuda on a CPU-only torch: now, not later
+    check_writable_dir(out, "output directory")  # creatable, writable, not full
+    check_torch_device(recipe.model.device)  # cuda on a CPU-only torch: now, not later
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -320,17 +375,25 @@ def _run_locked(recipe: Recipe, out: Path, log: _Log) -> RunSummary:
     units = plan(recipe)
     t0 = time.perf_counter()
     store = Store(out)
-    summary = RunSummary(out_dir=out, store_path=store.path, run_id=-1, status="running",
-                         variants=[u.name for u in units],
-                         done={"steps": 0, "evals": 0, "benches": 0},
-                         skipped={"variants": 0, "steps": 0, "evals": 0, "benches": 0})
+    summary = RunSummary(
+        out_dir=out,
+        store_path=store.path,
+        run_id=-1,
+        status="running",
+        variants=[u.name for u in units],
+        done={"steps": 0, "evals": 0, "benches": 0},
+        skipped={"variants": 0, "steps": 0, "evals": 0, "benches": 0},
+    )
     try:
         stale = store.mark_interrupted()
         if stale:
-            log(f"run(s) {', '.join(map(str, stale))} ended without finishing (killed); "
-                "marked interrupted")
-        summary.run_id = run_id = store.begin_run(recipe.name, recipe.to_dict(),
-                                                  [u.plan_entry() for u in units])
+            log(
+                f"run(s) {', '.join(map(str, stale))} ended without finishing (killed); "
+                "marked interrupted"
+            )
+        summary.run_id = run_id = store.begin_run(
+            recipe.name, recipe.to_dict(), [u.plan_entry() for u in units]
+        )
         store.set_environment(run_id, **collect_environment(recipe))
         status = "failed"
         try:
@@ -358,8 +421,9 @@ def _run_locked(recipe: Recipe, out: Path, log: _Log) -> RunSummary:
 
 
 class _Runner:
-    def __init__(self, recipe: Recipe, store: Store, run_id: int, out: Path, log: _Log,
-                 summary: RunSummary):
+    def __init__(
+        self, recipe: Recipe, store: Store, run_id: int, out: Path, log: _Log, summary: RunSummary
+    ):
         self.recipe, self.store, self.run_id, self.out = recipe, store, run_id, out
         self.log, self.summary = log, summary
         self.base = recipe.base_dir
@@ -370,8 +434,12 @@ class _Runner:
         from .models import load_model
 
         m = self.recipe.model
-        return load_model(_model_source(self.recipe), dtype=m.dtype, device=m.device,
-                          trust_remote_code=m.trust_remote_code)
+        return load_model(
+            _model_source(self.recipe),
+            dtype=m.dtype,
+            device=m.device,
+            trust_remote_code=m.trust_remote_code,
+        )
 
     def _teacher_model(self):
         if self._teacher is None:
@@ -381,8 +449,9 @@ class _Runner:
 
     def run_unit(self, unit: _Unit) -> None:
         store, summary = self.store, self.summary
-        store.ensure_variant(unit.variant_key, unit.name, unit.definition, len(unit.steps),
-                             self.run_id)
+        store.ensure_variant(
+            unit.variant_key, unit.name, unit.definition, len(unit.steps), self.run_id
+        )
         if _unit_done(store, unit):
             summary.skipped["variants"] += 1
             self.log(f"{unit.name}: already in the store, skipped")
@@ -407,27 +476,40 @@ class _Runner:
         if not unit.steps:
             return model
         teacher = self._teacher_model() if any(k == "distill" for k, _ in unit.steps) else None
-        ctx = StepContext(tokenizer=tok, calibration=self.calibration, teacher=teacher,
-                          device=self.recipe.model.device, seed=self.recipe.seed,
-                          progress=False)
+        ctx = StepContext(
+            tokenizer=tok,
+            calibration=self.calibration,
+            teacher=teacher,
+            device=self.recipe.model.device,
+            seed=self.recipe.seed,
+            progress=False,
+        )
         stored = len(self.store.steps(unit.variant_key))
         for i, (key, cfg) in enumerate(unit.steps):
             cfg = _resolve_cfg(cfg, self.base)
-            self.log(f"{unit.name}: step {i + 1}/{len(unit.steps)} {key}"
-                     + (" (re-applied; its measurement is already stored)" if i < stored else ""))
+            self.log(
+                f"{unit.name}: step {i + 1}/{len(unit.steps)} {key}"
+                + (" (re-applied; its measurement is already stored)" if i < stored else "")
+            )
             try:
                 with _power_setting(cfg):
-                    with measure(self.recipe.meters, hz=self.recipe.measure.hz,
-                                 idle_s=self.recipe.measure.idle_s) as m:
+                    with measure(
+                        self.recipe.meters,
+                        hz=self.recipe.measure.hz,
+                        idle_s=self.recipe.measure.idle_s,
+                    ) as m:
                         # training steps get per-epoch energy (and carbon) in their records
                         ctx.extras["train_hooks"] = (
-                            [self._epoch_hook(m)] if key in _TRAINING_STEPS else None)
+                            [self._epoch_hook(m)] if key in _TRAINING_STEPS else None
+                        )
                         model, result = apply_step(model, key, cfg, ctx)
             except GreenLLMError as exc:
                 hint = ""
                 if self.calibration is None and "calibration" in str(exc):
-                    hint = ("; add 'calibration: builtin:wiki-sample' (or a text file) at the "
-                            "top level of the recipe")
+                    hint = (
+                        "; add 'calibration: builtin:wiki-sample' (or a text file) at the "
+                        "top level of the recipe"
+                    )
                 raise GreenLLMError(f"variants.{unit.name}[{i}] ({key}): {exc}{hint}") from exc
             result = dataclasses.replace(result, energy=m.report)
             if self.store.add_step(unit.variant_key, i, result, self.run_id):
@@ -441,8 +523,9 @@ class _Runner:
         from .training import EpochEnergyHook
 
         c = self.recipe.carbon
-        intensity = grid_intensity(region=c.region,
-                                   intensity_g_per_kwh=c.intensity_g_per_kwh).g_per_kwh
+        intensity = grid_intensity(
+            region=c.region, intensity_g_per_kwh=c.intensity_g_per_kwh
+        ).g_per_kwh
         return EpochEnergyHook(handle, intensity_g_per_kwh=intensity, pue=c.pue)
 
     def _evals(self, unit: _Unit, model, tok) -> None:
@@ -464,9 +547,14 @@ class _Runner:
             self.summary.skipped["benches"] += 1
             return
         self.log(f"{unit.name}: bench")
-        result = bench(model, tok, _resolve_cfg(self.recipe.workload, self.base),
-                       meters=self.recipe.meters, device=self.recipe.model.device,
-                       hz=self.recipe.measure.hz)
+        result = bench(
+            model,
+            tok,
+            _resolve_cfg(self.recipe.workload, self.base),
+            meters=self.recipe.meters,
+            device=self.recipe.model.device,
+            hz=self.recipe.measure.hz,
+        )
         self.store.add_bench(unit.bench_key, unit.variant_key, result, self.run_id)
         self.summary.done["benches"] += 1
 

@@ -10,13 +10,14 @@ divide by the number of parameters the model stands for, which ``represented_par
 gives: every parameter counted as the parameter it represents, each shared (tied) tensor
 once, and no scales, zero points, rotary tables or other bookkeeping buffers.
 """
+
 from __future__ import annotations
 
 import math
 from typing import Any
 
-INT8_WEIGHT_BUFFER = "weight_int8"   # greenllm.steps.quant_native.Int8WeightLinear
-INT4_WEIGHT_BUFFER = "qweight"       # greenllm.steps.int4_linear.Int4Linear (packed 4-bit)
+INT8_WEIGHT_BUFFER = "weight_int8"  # greenllm.steps.quant_native.Int8WeightLinear
+INT4_WEIGHT_BUFFER = "qweight"  # greenllm.steps.int4_linear.Int4Linear (packed 4-bit)
 
 
 def _represented_numel(t: Any) -> int:
@@ -37,7 +38,7 @@ def _tensor_key(t: Any):
     try:
         if type(t).__name__ in ("Tensor", "Parameter") and not t.is_meta and t.numel():
             return ("ptr", t.device, t.data_ptr(), tuple(t.shape), t.dtype)
-    except RuntimeError:   # tensors without storage
+    except RuntimeError:  # tensors without storage
         pass
     return ("id", id(t))
 
@@ -70,13 +71,13 @@ def represented_param_count(model: Any) -> int:
         if buf is not None:
             add(buf)
         q4 = mod._buffers.get(INT4_WEIGHT_BUFFER) if hasattr(mod, "_buffers") else None
-        if q4 is not None and hasattr(mod, "in_features"):   # two codes a byte
+        if q4 is not None and hasattr(mod, "in_features"):  # two codes a byte
             add(q4, int(mod.in_features) * int(mod.out_features))
             if mod._buffers.get("bias") is not None:
                 add(mod._buffers["bias"])
         packed = getattr(mod, "_packed_params", None)
         weight_bias = getattr(packed, "_weight_bias", None)
-        if callable(weight_bias):   # torch.ao quantized (dynamic) Linear
+        if callable(weight_bias):  # torch.ao quantized (dynamic) Linear
             w, b = weight_bias()
             add(packed, int(w.numel()) + (int(b.numel()) if b is not None else 0))
     return int(total)

@@ -7,6 +7,7 @@ key = model + steps + calibration + seed; eval key = variant key + eval config; 
 variant key + workload + meters + sampling), and the keys are primary keys: re-running resumes
 and skips finished work, and a resume after a kill never duplicates a row.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -80,7 +81,7 @@ def _not_a_database(exc: BaseException) -> bool:
     """True only when the file itself is not (or no longer) an SQLite database."""
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
-        return code in (11, 26)                  # SQLITE_CORRUPT, SQLITE_NOTADB
+        return code in (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
     text = str(exc).lower()
     return "not a database" in text or "malformed" in text
 
@@ -97,13 +98,14 @@ class Store:
         self.path = store_path(path)
         if not self.path.exists():
             if not create:
-                raise DataError(f"no results store at {str(self.path)!r}; run "
-                                "'greenllm run RECIPE --out DIR' first")
+                raise DataError(
+                    f"no results store at {str(self.path)!r}; run "
+                    "'greenllm run RECIPE --out DIR' first"
+                )
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise storage_error(exc, self.path.parent, "create the output directory") \
-                    from None
+                raise storage_error(exc, self.path.parent, "create the output directory") from None
         try:
             self.con = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
         except sqlite3.Error as exc:
@@ -116,8 +118,10 @@ class Store:
         except sqlite3.Error as exc:
             self.con.close()
             if _not_a_database(exc):
-                raise DataError(f"{str(self.path)!r} is not a greenllm results store ({exc}); "
-                                "remove it or choose another --out directory") from None
+                raise DataError(
+                    f"{str(self.path)!r} is not a greenllm results store ({exc}); "
+                    "remove it or choose another --out directory"
+                ) from None
             raise storage_error(exc, self.path, "open the results store") from None
         except BaseException:
             self.con.close()
@@ -130,12 +134,15 @@ class Store:
                 self.con.execute(stmt)
             row = self.con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
-                self.con.execute("INSERT INTO meta VALUES ('schema_version', ?)",
-                                 (str(STORE_SCHEMA_VERSION),))
+                self.con.execute(
+                    "INSERT INTO meta VALUES ('schema_version', ?)", (str(STORE_SCHEMA_VERSION),)
+                )
             elif int(row[0]) != STORE_SCHEMA_VERSION:
-                raise DataError(f"{str(self.path)!r} has store schema version {row[0]}; this "
-                                f"greenllm reads version {STORE_SCHEMA_VERSION} (use --fresh or "
-                                "another --out directory)")
+                raise DataError(
+                    f"{str(self.path)!r} has store schema version {row[0]}; this "
+                    f"greenllm reads version {STORE_SCHEMA_VERSION} (use --fresh or "
+                    "another --out directory)"
+                )
 
     class _Tx:
         def __init__(self, con, path):
@@ -177,8 +184,9 @@ class Store:
 
     @property
     def schema_version(self) -> int:
-        return int(self.con.execute(
-            "SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+        return int(
+            self.con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        )
 
     # ---------------------------------------------------------------- runs
     def begin_run(self, recipe_name: str, recipe: dict, plan: list[dict]) -> int:
@@ -186,7 +194,8 @@ class Store:
             cur = con.execute(
                 "INSERT INTO runs (recipe_name, recipe_json, plan_json, started_at_unix_s, status)"
                 " VALUES (?, ?, ?, ?, 'running')",
-                (recipe_name, json.dumps(recipe), json.dumps(plan), time.time()))
+                (recipe_name, json.dumps(recipe), json.dumps(plan), time.time()),
+            )
             return int(cur.lastrowid)
 
     def mark_interrupted(self) -> list[int]:
@@ -199,90 +208,148 @@ class Store:
 
     def finish_run(self, run_id: int, status: str) -> None:
         with self._tx() as con:
-            con.execute("UPDATE runs SET status=?, finished_at_unix_s=? WHERE id=?",
-                        (status, time.time(), run_id))
+            con.execute(
+                "UPDATE runs SET status=?, finished_at_unix_s=? WHERE id=?",
+                (status, time.time(), run_id),
+            )
 
-    def set_environment(self, run_id: int, *, hardware: dict, software: dict, meters: Any,
-                        sampling_hz: float | None, idle_s: float | None) -> None:
+    def set_environment(
+        self,
+        run_id: int,
+        *,
+        hardware: dict,
+        software: dict,
+        meters: Any,
+        sampling_hz: float | None,
+        idle_s: float | None,
+    ) -> None:
         with self._tx() as con:
-            con.execute("INSERT OR REPLACE INTO environment VALUES (?, ?, ?, ?, ?, ?)",
-                        (run_id, json.dumps(hardware), json.dumps(software), json.dumps(meters),
-                         sampling_hz, idle_s))
+            con.execute(
+                "INSERT OR REPLACE INTO environment VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    json.dumps(hardware),
+                    json.dumps(software),
+                    json.dumps(meters),
+                    sampling_hz,
+                    idle_s,
+                ),
+            )
 
     def runs(self) -> list[dict[str, Any]]:
-        rows = self.con.execute("SELECT id, recipe_name, started_at_unix_s, finished_at_unix_s, "
-                                "status FROM runs ORDER BY id").fetchall()
-        return [dict(zip(("id", "recipe_name", "started_at_unix_s", "finished_at_unix_s",
-                          "status"), r)) for r in rows]
+        rows = self.con.execute(
+            "SELECT id, recipe_name, started_at_unix_s, finished_at_unix_s, "
+            "status FROM runs ORDER BY id"
+        ).fetchall()
+        return [
+            dict(zip(("id", "recipe_name", "started_at_unix_s", "finished_at_unix_s", "status"), r))
+            for r in rows
+        ]
 
     def latest_run(self) -> dict[str, Any] | None:
-        row = self.con.execute("SELECT id, recipe_name, recipe_json, plan_json, "
-                               "started_at_unix_s, finished_at_unix_s, status FROM runs "
-                               "ORDER BY id DESC LIMIT 1").fetchone()
+        row = self.con.execute(
+            "SELECT id, recipe_name, recipe_json, plan_json, "
+            "started_at_unix_s, finished_at_unix_s, status FROM runs "
+            "ORDER BY id DESC LIMIT 1"
+        ).fetchone()
         if row is None:
             return None
-        out = {"id": row[0], "recipe_name": row[1], "recipe": json.loads(row[2]),
-               "plan": json.loads(row[3]), "started_at_unix_s": row[4],
-               "finished_at_unix_s": row[5], "status": row[6]}
+        out = {
+            "id": row[0],
+            "recipe_name": row[1],
+            "recipe": json.loads(row[2]),
+            "plan": json.loads(row[3]),
+            "started_at_unix_s": row[4],
+            "finished_at_unix_s": row[5],
+            "status": row[6],
+        }
         out["environment"] = self.environment(row[0])
         return out
 
     def environment(self, run_id: int) -> dict[str, Any] | None:
-        row = self.con.execute("SELECT hardware_json, software_json, meters_json, sampling_hz, "
-                               "idle_s FROM environment WHERE run_id=?", (run_id,)).fetchone()
+        row = self.con.execute(
+            "SELECT hardware_json, software_json, meters_json, sampling_hz, "
+            "idle_s FROM environment WHERE run_id=?",
+            (run_id,),
+        ).fetchone()
         if row is None:
             return None
-        return {"hardware": json.loads(row[0]), "software": json.loads(row[1]),
-                "meters": json.loads(row[2]), "sampling_hz": row[3], "idle_s": row[4]}
+        return {
+            "hardware": json.loads(row[0]),
+            "software": json.loads(row[1]),
+            "meters": json.loads(row[2]),
+            "sampling_hz": row[3],
+            "idle_s": row[4],
+        }
 
     # ---------------------------------------------------------------- variants and steps
-    def ensure_variant(self, key: str, name: str, definition: dict, n_steps: int,
-                       run_id: int) -> None:
+    def ensure_variant(
+        self, key: str, name: str, definition: dict, n_steps: int, run_id: int
+    ) -> None:
         with self._tx() as con:
-            con.execute("INSERT OR IGNORE INTO variants VALUES (?, ?, ?, ?, ?)",
-                        (key, name, json.dumps(definition), n_steps, run_id))
+            con.execute(
+                "INSERT OR IGNORE INTO variants VALUES (?, ?, ?, ?, ?)",
+                (key, name, json.dumps(definition), n_steps, run_id),
+            )
             con.execute("UPDATE variants SET name=? WHERE variant_key=?", (name, key))
 
     def add_step(self, variant_key: str, idx: int, result: StepResult, run_id: int) -> bool:
         """Store a finished step; False (and nothing written) if it was already stored."""
         energy = result.energy.energy_j if result.energy is not None else None
         with self._tx() as con:
-            cur = con.execute("INSERT OR IGNORE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                              (variant_key, idx, result.step, result.method, result.duration_s,
-                               energy, json.dumps(result.to_dict()), run_id))
+            cur = con.execute(
+                "INSERT OR IGNORE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    variant_key,
+                    idx,
+                    result.step,
+                    result.method,
+                    result.duration_s,
+                    energy,
+                    json.dumps(result.to_dict()),
+                    run_id,
+                ),
+            )
             return cur.rowcount == 1
 
     def steps(self, variant_key: str) -> list[StepResult]:
-        rows = self.con.execute("SELECT result_json FROM steps WHERE variant_key=? ORDER BY idx",
-                                (variant_key,)).fetchall()
+        rows = self.con.execute(
+            "SELECT result_json FROM steps WHERE variant_key=? ORDER BY idx", (variant_key,)
+        ).fetchall()
         return [StepResult.from_dict(json.loads(r[0])) for r in rows]
 
     # ---------------------------------------------------------------- evals and benches
     def add_eval(self, eval_key: str, variant_key: str, result: EvalResult, run_id: int) -> bool:
         with self._tx() as con:
-            cur = con.execute("INSERT OR IGNORE INTO evals VALUES (?, ?, ?, ?, ?)",
-                              (eval_key, variant_key, result.task,
-                               json.dumps(result.to_dict()), run_id))
+            cur = con.execute(
+                "INSERT OR IGNORE INTO evals VALUES (?, ?, ?, ?, ?)",
+                (eval_key, variant_key, result.task, json.dumps(result.to_dict()), run_id),
+            )
             return cur.rowcount == 1
 
     def get_eval(self, eval_key: str) -> EvalResult | None:
-        row = self.con.execute("SELECT result_json FROM evals WHERE eval_key=?",
-                               (eval_key,)).fetchone()
+        row = self.con.execute(
+            "SELECT result_json FROM evals WHERE eval_key=?", (eval_key,)
+        ).fetchone()
         return EvalResult.from_dict(json.loads(row[0])) if row else None
 
-    def add_bench(self, bench_key: str, variant_key: str, result: BenchResult,
-                  run_id: int) -> bool:
+    def add_bench(self, bench_key: str, variant_key: str, result: BenchResult, run_id: int) -> bool:
         with self._tx() as con:
-            cur = con.execute("INSERT OR IGNORE INTO benches VALUES (?, ?, ?, ?)",
-                              (bench_key, variant_key, json.dumps(result.to_dict()), run_id))
+            cur = con.execute(
+                "INSERT OR IGNORE INTO benches VALUES (?, ?, ?, ?)",
+                (bench_key, variant_key, json.dumps(result.to_dict()), run_id),
+            )
             return cur.rowcount == 1
 
     def get_bench(self, bench_key: str) -> BenchResult | None:
-        row = self.con.execute("SELECT result_json FROM benches WHERE bench_key=?",
-                               (bench_key,)).fetchone()
+        row = self.con.execute(
+            "SELECT result_json FROM benches WHERE bench_key=?", (bench_key,)
+        ).fetchone()
         return BenchResult.from_dict(json.loads(row[0])) if row else None
 
     def counts(self) -> dict[str, int]:
         """Row counts per table (used by tests and `greenllm report` to say what is there)."""
-        return {t: int(self.con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
-                for t in ("runs", "environment", "variants", "steps", "evals", "benches")}
+        return {
+            t: int(self.con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
+            for t in ("runs", "environment", "variants", "steps", "evals", "benches")
+        }

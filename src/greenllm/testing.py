@@ -4,6 +4,7 @@
 model and a byte-level tokenizer in code (no download). Fakes of hardware live here too, at
 the lowest boundary only: a fake pynvml module object and fake sysfs trees (see below).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,25 +22,41 @@ def tiny_tokenizer():
     tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
 
 
-def tiny_causal_lm(seed: int = 0, *, vocab_size: int | None = None, hidden_size: int = 64,
-                   num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2,
-                   intermediate_size: int = 128, max_position_embeddings: int = 512,
-                   tie_word_embeddings: bool = False) -> Any:
+def tiny_causal_lm(
+    seed: int = 0,
+    *,
+    vocab_size: int | None = None,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int = 128,
+    max_position_embeddings: int = 512,
+    tie_word_embeddings: bool = False,
+) -> Any:
     """A seeded random LlamaForCausalLM small enough for unit tests (~0.1 M params)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok_vocab = 259
-    cfg = LlamaConfig(vocab_size=vocab_size or tok_vocab, hidden_size=hidden_size,
-                      num_hidden_layers=num_layers, num_attention_heads=num_heads,
-                      num_key_value_heads=num_kv_heads, intermediate_size=intermediate_size,
-                      max_position_embeddings=max_position_embeddings,
-                      bos_token_id=256, eos_token_id=257, pad_token_id=258,
-                      tie_word_embeddings=tie_word_embeddings)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size or tok_vocab,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=256,
+        eos_token_id=257,
+        pad_token_id=258,
+        tie_word_embeddings=tie_word_embeddings,
+    )
     gen = torch.random.fork_rng()
     with gen:
         torch.manual_seed(seed)
@@ -65,9 +82,17 @@ from pathlib import Path as _Path  # noqa: E402
 class _FakeNVMLError(Exception):
     """Like pynvml.NVMLError: ``.value`` is the NVML return code, str() the message."""
 
-    _MESSAGES = {1: "Uninitialized", 2: "Invalid Argument", 3: "Not Supported",
-                 4: "Insufficient Permissions", 6: "Not Found", 9: "Driver Not Loaded",
-                 12: "NVML Shared Library Not Found", 15: "GPU is lost", 999: "Unknown Error"}
+    _MESSAGES = {
+        1: "Uninitialized",
+        2: "Invalid Argument",
+        3: "Not Supported",
+        4: "Insufficient Permissions",
+        6: "Not Found",
+        9: "Driver Not Loaded",
+        12: "NVML Shared Library Not Found",
+        15: "GPU is lost",
+        999: "Unknown Error",
+    }
 
     def __init__(self, value: int):
         self.value = value
@@ -85,20 +110,20 @@ class FakeGpu:
     uuid: str = "GPU-00000000-0000-0000-0000-000000000000"
     energy_mj: int = 0
     power_mw: int = 60_000
-    energy_supported: bool = True           # False: pre-Volta, power polling only
+    energy_supported: bool = True  # False: pre-Volta, power polling only
     power_limit_mw: int = 400_000
     min_limit_mw: int = 100_000
     max_limit_mw: int = 400_000
     default_limit_mw: int = 400_000
-    enforced_limit_mw: int | None = None    # None: same as power_limit_mw
-    can_set_limit: bool = True              # False: SetPowerManagementLimit -> NO_PERMISSION
-    limit_supported: bool = True            # False: limit calls -> NOT_SUPPORTED
+    enforced_limit_mw: int | None = None  # None: same as power_limit_mw
+    can_set_limit: bool = True  # False: SetPowerManagementLimit -> NO_PERMISSION
+    limit_supported: bool = True  # False: limit calls -> NOT_SUPPORTED
     util_gpu_pct: int = 0
     util_memory_pct: int = 0
     memory_total_bytes: int = 40 * 1024**3
     memory_used_bytes: int = 0
     temperature_c: int = 40
-    lost: bool = False                      # True: every call -> GPU_IS_LOST
+    lost: bool = False  # True: every call -> GPU_IS_LOST
     set_limit_calls: list = _field(default_factory=list)
 
 
@@ -123,8 +148,12 @@ class FakePynvml:
     NVML_TEMPERATURE_GPU = 0
     NVMLError = _FakeNVMLError
 
-    def __init__(self, gpus: list[FakeGpu] | None = None, init_error: int | None = None,
-                 driver_version: str = "550.54.15"):
+    def __init__(
+        self,
+        gpus: list[FakeGpu] | None = None,
+        init_error: int | None = None,
+        driver_version: str = "550.54.15",
+    ):
         self.gpus = list(gpus) if gpus is not None else [FakeGpu()]
         self.init_error = init_error
         self.driver_version = driver_version
@@ -236,16 +265,25 @@ class FakePynvml:
 
     def nvmlDeviceGetMemoryInfo(self, h: FakeGpu):
         g = self._gpu("nvmlDeviceGetMemoryInfo", h)
-        return _types.SimpleNamespace(total=g.memory_total_bytes, used=g.memory_used_bytes,
-                                      free=g.memory_total_bytes - g.memory_used_bytes)
+        return _types.SimpleNamespace(
+            total=g.memory_total_bytes,
+            used=g.memory_used_bytes,
+            free=g.memory_total_bytes - g.memory_used_bytes,
+        )
 
     def nvmlDeviceGetTemperature(self, h: FakeGpu, sensor: int = 0) -> int:
         return self._gpu("nvmlDeviceGetTemperature", h).temperature_c
 
 
-def make_rapl_tree(tmp_path, packages: int = 1, subzones: tuple[str, ...] = ("core", "dram"),
-                   energy_uj: int = 0, max_energy_range_uj: int = 262_143_328_850,
-                   psys: bool = False, readable: bool = True) -> _Path:
+def make_rapl_tree(
+    tmp_path,
+    packages: int = 1,
+    subzones: tuple[str, ...] = ("core", "dram"),
+    energy_uj: int = 0,
+    max_energy_range_uj: int = 262_143_328_850,
+    psys: bool = False,
+    readable: bool = True,
+) -> _Path:
     """A fake ``/sys/class/powercap`` under ``tmp_path``; returns its root.
 
     Zone ``intel-rapl:N`` is ``package-N`` with sub-zones ``intel-rapl:N:M`` named after
@@ -280,8 +318,9 @@ def set_rapl_energy(root, zone: str, energy_uj: int) -> None:
     (_Path(root) / zone / "energy_uj").write_text(f"{int(energy_uj)}\n")
 
 
-def make_ina3221_tree(tmp_path, layout: str = "hwmon",
-                      rails: dict[str, tuple[float, float]] | None = None) -> _Path:
+def make_ina3221_tree(
+    tmp_path, layout: str = "hwmon", rails: dict[str, tuple[float, float]] | None = None
+) -> _Path:
     """A fake INA3221 driver folder; returns the root to pass to JetsonRailsMeter(root=...).
 
     ``rails`` maps rail name -> (millivolts, milliamps); three channels per chip, chips at
@@ -292,15 +331,22 @@ def make_ina3221_tree(tmp_path, layout: str = "hwmon",
     """
     if layout not in ("hwmon", "legacy"):
         raise ValueError("layout must be 'hwmon' or 'legacy'")
-    rails = rails if rails is not None else {
-        "VDD_IN": (5000.0, 1000.0), "VDD_CPU_GPU_CV": (5000.0, 300.0), "VDD_SOC": (5000.0, 250.0)}
+    rails = (
+        rails
+        if rails is not None
+        else {
+            "VDD_IN": (5000.0, 1000.0),
+            "VDD_CPU_GPU_CV": (5000.0, 300.0),
+            "VDD_SOC": (5000.0, 250.0),
+        }
+    )
     root = _Path(tmp_path) / ("ina3221" if layout == "hwmon" else "ina3221x")
     items = list(rails.items())
     for chip in range((len(items) + 2) // 3):
         dev = root / f"1-00{40 + chip:02x}"
         folder = dev / "hwmon" / f"hwmon{chip + 1}" if layout == "hwmon" else dev / "iio:device0"
         folder.mkdir(parents=True, exist_ok=True)
-        for k, (name, (mv, ma)) in enumerate(items[chip * 3:chip * 3 + 3]):
+        for k, (name, (mv, ma)) in enumerate(items[chip * 3 : chip * 3 + 3]):
             ch = k + 1 if layout == "hwmon" else k
             _write_rail(folder, layout, ch, name, mv, ma)
     return root
@@ -321,7 +367,9 @@ def _write_rail(folder: _Path, layout: str, ch: int, name: str, mv: float, ma: f
 def set_ina3221_rail(root, name: str, mv: float, ma: float) -> None:
     """Rewrite the readings of the rail called ``name`` in a make_ina3221_tree() tree."""
     root = _Path(root)
-    for label in list(root.glob("*/hwmon/hwmon*/in*_label")) + list(root.glob("*/iio:device*/rail_name_*")):
+    for label in list(root.glob("*/hwmon/hwmon*/in*_label")) + list(
+        root.glob("*/iio:device*/rail_name_*")
+    ):
         if label.read_text().strip() == name:
             if label.name.startswith("in"):
                 ch = int(label.name[2:].split("_")[0])
@@ -379,12 +427,14 @@ class RecordedProcess:
 def recorded_runner(lines, exit_after: bool = False):
     """A ``runner(argv)`` for TegrastatsMeter that replays recorded lines; ``runner.argv``
     holds the command line it was asked to run."""
+
     def runner(argv):
         proc = RecordedProcess(lines, exit_after)
         proc.argv = list(argv)
         runner.argv = list(argv)
         runner.proc = proc
         return proc
+
     runner.argv = None
     return runner
 

@@ -1,11 +1,12 @@
 """SI constants and converters. Internal values are J, W, s and bytes; convert only in report/."""
+
 from __future__ import annotations
 
 J_PER_WH = 3600.0
 J_PER_KWH = 3.6e6
-MJ_PER_J = 1e3          # millijoules in a joule
-UJ_PER_J = 1e6          # microjoules in a joule
-MW_PER_W = 1e3          # milliwatts in a watt
+MJ_PER_J = 1e3  # millijoules in a joule
+UJ_PER_J = 1e6  # microjoules in a joule
+MW_PER_W = 1e3  # milliwatts in a watt
 G_PER_KG = 1e3
 BYTES_PER_MIB = 1024**2
 BYTES_PER_GIB = 1024**3

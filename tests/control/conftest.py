@@ -5,6 +5,7 @@ executables that keep their state in a JSON file, for tests that cross process b
 (signals, SIGKILL + ``greenllm control restore``). Both print what L4T's tools print:
 ``nvpmodel -q`` -> ``NV Fan Mode:quiet`` / ``NV Power Mode: <NAME>`` / ``<id>``.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,11 @@ class FakeJetsonTools:
         tool, args = Path(argv[0]).name, argv[1:]
         if tool == "nvpmodel":
             if args == ["-q"]:
-                return 0, (f"NV Fan Mode:quiet\nNV Power Mode: {self.modes[self.mode]}\n"
-                           f"{self.mode}\n"), ""
+                return (
+                    0,
+                    (f"NV Fan Mode:quiet\nNV Power Mode: {self.modes[self.mode]}\n{self.mode}\n"),
+                    "",
+                )
             if args[:1] == ["-m"]:
                 if not self.root:
                     return 1, "", "NVPM ERROR: failed to open /sys/devices/...: Permission denied\n"
@@ -70,7 +74,7 @@ def fake_tools():
     return FakeJetsonTools()
 
 
-_SCRIPT = r'''#!{python}
+_SCRIPT = r"""#!{python}
 import json, sys
 from pathlib import Path
 state_path = Path({state!r})
@@ -94,14 +98,15 @@ if args[:1] == ["-m"]:
     sys.exit(0)
 print("usage: nvpmodel [-q] [-m id]", file=sys.stderr)
 sys.exit(2)
-'''
+"""
 
 
 def fake_nvpmodel_script(folder: Path, mode: int = 0, root: bool = True) -> tuple[Path, Path]:
     """An executable ``nvpmodel`` under ``folder`` with its state in ``state.json``."""
     state = folder / "state.json"
-    state.write_text(json.dumps({"mode": mode, "modes": ORIN_NANO_MODES, "root": root,
-                                 "history": []}))
+    state.write_text(
+        json.dumps({"mode": mode, "modes": ORIN_NANO_MODES, "root": root, "history": []})
+    )
     exe = folder / "nvpmodel"
     exe.write_text(_SCRIPT.format(python=sys.executable, state=str(state)))
     exe.chmod(0o755)
@@ -167,8 +172,9 @@ def fake_pynvml_module(folder: Path, limit_mw: int = 300_000) -> tuple[Path, Pat
     """``folder/pynvml.py`` (put ``folder`` first on PYTHONPATH) and its ``nvml-state.json``."""
     state = folder / "nvml-state.json"
     state.write_text(json.dumps({"limit_mw": limit_mw, "history": []}))
-    (folder / "pynvml.py").write_text(_PYNVML.format(state=str(state), uuid=FAKE_UUID,
-                                                     limit=limit_mw))
+    (folder / "pynvml.py").write_text(
+        _PYNVML.format(state=str(state), uuid=FAKE_UUID, limit=limit_mw)
+    )
     return folder / "pynvml.py", state
 
 

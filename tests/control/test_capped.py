@@ -1,4 +1,5 @@
 """capped(): journal first, original back on return / exception, refusal cases."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ UUID = "GPU-00000000-0000-0000-0000-000000000000"
 
 
 def _nvml_cap(**gpu):
-    nv = FakePynvml(gpus=[FakeGpu(power_limit_mw=300_000, min_limit_mw=100_000,
-                                  max_limit_mw=350_000, **gpu)])
+    nv = FakePynvml(
+        gpus=[FakeGpu(power_limit_mw=300_000, min_limit_mw=100_000, max_limit_mw=350_000, **gpu)]
+    )
     return NvmlPowerCap(pynvml=nv), nv
 
 
@@ -36,7 +38,7 @@ def test_journal_holds_original_before_change_and_is_removed(control_dir):
         assert original == 300.0
         assert cap.get() == 150.0
         assert read_journal(journal)["requested"] == 150.0
-        assert int(lock.read_text()) > 0          # the holder's pid, for a second holder
+        assert int(lock.read_text()) > 0  # the holder's pid, for a second holder
     j = seen["journal"]
     assert j["original"] == 300.0 and j["cap"] == "nvml" and j["device_id"] == UUID
     assert j["params"] == {"uuid": UUID, "index": 0} and j["boot_id"] == "boot-A"

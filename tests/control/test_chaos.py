@@ -5,6 +5,7 @@ run made inside its window was the value it asked for.
 
 The device is the file-backed FakePynvml (the limit lives in a JSON file), so both runs, the
 test and the restore command see one GPU."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ import time
 from greenllm.cli import main
 
 ORIGINAL_MW = 300_000
-RUN = r'''
+RUN = r"""
 import json, os, sys, time
 from greenllm.control.base import capped
 from greenllm.control.nvml import NvmlPowerCap
@@ -34,7 +35,7 @@ with capped(cap, requested, wait_s=30) as original:
         log.write(json.dumps({"observed": cap.get()}) + "\n")
         time.sleep(0.01)
 log.write(json.dumps({"done": True}) + "\n")
-'''
+"""
 
 
 def _read_log(path):
@@ -45,16 +46,19 @@ def _read_log(path):
     for ln in lines:
         try:
             out.append(json.loads(ln))
-        except ValueError:       # a line cut by SIGKILL
+        except ValueError:  # a line cut by SIGKILL
             pass
     return out
 
 
-def test_two_runs_and_a_sigkill_never_leave_the_device_capped(tmp_path, control_dir, children,
-                                                              file_nvml, monkeypatch):
+def test_two_runs_and_a_sigkill_never_leave_the_device_capped(
+    tmp_path, control_dir, children, file_nvml, monkeypatch
+):
     _, state = file_nvml.make(tmp_path)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+    }
     script = tmp_path / "run.py"
     script.write_text(RUN)
     # the in-process restore sees the same file-backed device
@@ -62,6 +66,7 @@ def test_two_runs_and_a_sigkill_never_leave_the_device_capped(tmp_path, control_
     monkeypatch.setattr(sys, "path", sys.path)
     sys.modules.pop("pynvml", None)
     import pynvml  # noqa: F401  (the fake generated above)
+
     monkeypatch.setitem(sys.modules, "pynvml", pynvml)
     rng = random.Random(1717)
     t_start = time.monotonic()
@@ -70,11 +75,14 @@ def test_two_runs_and_a_sigkill_never_leave_the_device_capped(tmp_path, control_
         go = tmp_path / f"go-{rnd}"
         logs = [tmp_path / f"r{rnd}-{i}.log" for i in (0, 1)]
         errs = [open(lg.with_suffix(".err"), "w") for lg in logs]
-        procs = [subprocess.Popen([sys.executable, str(script), str(w), str(lg), str(go)],
-                                  env=env, stderr=e)
-                 for w, lg, e in zip((150.0, 200.0), logs, errs)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(script), str(w), str(lg), str(go)], env=env, stderr=e
+            )
+            for w, lg, e in zip((150.0, 200.0), logs, errs)
+        ]
         children.extend(procs)
-        time.sleep(0.35)                 # both have imported greenllm and wait for "go"
+        time.sleep(0.35)  # both have imported greenllm and wait for "go"
         go.write_text("go")
         if rnd < 2:
             # two rounds hit a window for sure: round 0 kills the holder and the waiting run
@@ -84,8 +92,9 @@ def test_two_runs_and_a_sigkill_never_leave_the_device_capped(tmp_path, control_
             while not any("recorded" in lg.read_text() for lg in logs if lg.exists()):
                 assert time.monotonic() < deadline
                 time.sleep(0.005)
-            victim = next(i for i, lg in enumerate(logs)
-                          if lg.exists() and "recorded" in lg.read_text())
+            victim = next(
+                i for i, lg in enumerate(logs) if lg.exists() and "recorded" in lg.read_text()
+            )
             both = rnd == 0
             if both:
                 os.kill(procs[1 - victim].pid, signal.SIGKILL)
@@ -94,18 +103,19 @@ def test_two_runs_and_a_sigkill_never_leave_the_device_capped(tmp_path, control_
             time.sleep(rng.uniform(0.0, 0.35))
             victim = rng.randrange(2)
             os.kill(procs[victim].pid, signal.SIGKILL)
-            both = rng.random() < 0.3        # sometimes the other run is killed too
+            both = rng.random() < 0.3  # sometimes the other run is killed too
             if both:
                 time.sleep(rng.uniform(0.0, 0.3))
                 os.kill(procs[1 - victim].pid, signal.SIGKILL)
         for p, e in zip(procs, errs):
             p.wait(timeout=60)
             e.close()
-        assert procs[victim].returncode in (0, -signal.SIGKILL)   # it may have finished
+        assert procs[victim].returncode in (0, -signal.SIGKILL)  # it may have finished
         if not both:
             assert procs[1 - victim].returncode == 0, f"round {rnd}: the surviving run failed"
-        stale_fixed += sum("restored its original 300.0 first" in lg.with_suffix(".err")
-                           .read_text() for lg in logs)
+        stale_fixed += sum(
+            "restored its original 300.0 first" in lg.with_suffix(".err").read_text() for lg in logs
+        )
         if list(control_dir.glob("*.json")):
             assert main(["control", "restore"]) == 0
             restores += 1
@@ -115,7 +125,7 @@ def test_two_runs_and_a_sigkill_never_leave_the_device_capped(tmp_path, control_
             rec = _read_log(lg)
             head = [r for r in rec if "recorded" in r]
             if not head:
-                continue                 # killed before its window began
+                continue  # killed before its window began
             assert head[0]["recorded"] == ORIGINAL_MW / 1000, f"round {rnd}: wrong original"
             seen = [r["observed"] for r in rec if "observed" in r]
             assert all(v == head[0]["requested"] for v in seen), (rnd, i, seen)

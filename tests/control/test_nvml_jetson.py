@@ -1,4 +1,5 @@
 """NvmlPowerCap on a fake pynvml, JetsonPowerMode on fake nvpmodel / jetson_clocks commands."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,8 +18,13 @@ def test_registry_names_resolve_to_the_adapters():
 
 
 def test_nvml_get_allowed_set_in_watts():
-    nv = FakePynvml(gpus=[FakeGpu(name="NVIDIA L4", power_limit_mw=72_000, min_limit_mw=40_000,
-                                  max_limit_mw=72_000)])
+    nv = FakePynvml(
+        gpus=[
+            FakeGpu(
+                name="NVIDIA L4", power_limit_mw=72_000, min_limit_mw=40_000, max_limit_mw=72_000
+            )
+        ]
+    )
     cap = NvmlPowerCap(pynvml=nv)
     assert isinstance(cap, PowerCap)
     assert cap.get() == 72.0 and cap.allowed() == (40.0, 72.0)
@@ -28,7 +34,9 @@ def test_nvml_get_allowed_set_in_watts():
 
 
 def test_nvml_outside_range_lists_range():
-    cap = NvmlPowerCap(pynvml=FakePynvml(gpus=[FakeGpu(min_limit_mw=100_000, max_limit_mw=400_000)]))
+    cap = NvmlPowerCap(
+        pynvml=FakePynvml(gpus=[FakeGpu(min_limit_mw=100_000, max_limit_mw=400_000)])
+    )
     with pytest.raises(HardwareControlError, match=r"30 W is outside the allowed range 100-400 W"):
         cap.set(30)
     with pytest.raises(HardwareControlError, match="not a number"):
@@ -50,10 +58,14 @@ def test_nvml_not_supported_is_explained():
 
 def test_nvpmodel_query_parser_real_format():
     assert parse_nvpmodel_query("NV Fan Mode:quiet\nNV Power Mode: MODE_15W_6CORE\n2\n") == (
-        2, "MODE_15W_6CORE")
+        2,
+        "MODE_15W_6CORE",
+    )
     assert parse_nvpmodel_query("NV Power Mode: MAXN\n0\n") == (0, "MAXN")
-    verbose = ("NVPM VERB: Config file: /etc/nvpmodel.conf\nNV Fan Mode:quiet\n"
-               "NVPM VERB: Current mode: NV Power Mode: 15W\n0\n")
+    verbose = (
+        "NVPM VERB: Config file: /etc/nvpmodel.conf\nNV Fan Mode:quiet\n"
+        "NVPM VERB: Current mode: NV Power Mode: 15W\n0\n"
+    )
     assert parse_nvpmodel_query(verbose) == (0, "15W")
     with pytest.raises(HardwareControlError, match="cannot read the power mode"):
         parse_nvpmodel_query("garbage")
@@ -84,8 +96,9 @@ def test_jetson_permission_denied_says_sudo(fake_tools):
 
 def test_jetson_clocks_stored_pinned_and_restored(tmp_path, fake_tools):
     store = tmp_path / "clocks.conf"
-    cap = JetsonPowerMode("jetson-orin-nano-8gb", runner=fake_tools, max_clocks=True,
-                          clocks_file=str(store))
+    cap = JetsonPowerMode(
+        "jetson-orin-nano-8gb", runner=fake_tools, max_clocks=True, clocks_file=str(store)
+    )
     with capped(cap, 1):
         assert fake_tools.clocks_pinned and store.exists() and fake_tools.mode == 1
     assert not fake_tools.clocks_pinned and fake_tools.mode == 0

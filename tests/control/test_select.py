@@ -1,5 +1,6 @@
 """select_power_cap: one function picks the PowerCap for power_cap_w / power_mode, and the
 runner, ``greenllm bench`` and the training search all go through it."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -15,16 +16,24 @@ from greenllm.testing import FakeGpu, FakePynvml
 
 
 def _gpu():
-    return FakePynvml(gpus=[FakeGpu(power_limit_mw=300_000, min_limit_mw=100_000,
-                                    max_limit_mw=300_000, default_limit_mw=300_000)])
+    return FakePynvml(
+        gpus=[
+            FakeGpu(
+                power_limit_mw=300_000,
+                min_limit_mw=100_000,
+                max_limit_mw=300_000,
+                default_limit_mw=300_000,
+            )
+        ]
+    )
 
 
 def test_cap_kind_names_the_adapter_for_each_setting():
     assert cap_kind(power_cap_w=150.0) == "nvml"
     assert cap_kind(power_mode="MAXN") == "jetson"
-    assert cap_kind(power_mode=0) == "jetson"            # mode id 0 is a setting
+    assert cap_kind(power_mode=0) == "jetson"  # mode id 0 is a setting
     assert cap_kind() is None
-    assert cap_kind(power_cap_w=[], power_mode=[]) is None   # an empty search list
+    assert cap_kind(power_cap_w=[], power_mode=[]) is None  # an empty search list
     assert cap_kind(power_cap_w=[150.0, 200.0]) == "nvml"
 
 
@@ -50,7 +59,7 @@ def test_select_builds_the_adapter_and_checks_the_value_before_anything_changes(
     assert values == [150.0, 250.0]
     with pytest.raises(HardwareControlError, match="30 W is outside the allowed range"):
         select_power_cap(power_cap_w=[150, 30], factory=factory)
-    assert nv.gpus[0].set_limit_calls == []               # nothing was set
+    assert nv.gpus[0].set_limit_calls == []  # nothing was set
 
 
 def test_select_builds_the_jetson_adapter_for_a_power_mode_with_the_profile():
@@ -107,29 +116,56 @@ def test_the_training_search_selects_through_control_select(fake_nvml):
         return Profile(c, samples=8, duration_s=1.0, energy_j=100.0, estimated=False)
 
     cfg = SimpleNamespace(batch_size=2)
-    res, _, _ = energy_aware_train(None, None, cfg, batch_sizes=[2], power_caps_w=[150.0],
-                                   profile_fn=profile, train=False)
+    res, _, _ = energy_aware_train(
+        None, None, cfg, batch_sizes=[2], power_caps_w=[150.0], profile_fn=profile, train=False
+    )
     assert kinds == ["nvml"] and res.power_control and res.p_max_w == 300.0
     assert {r["power_cap_w"] for r in res.rows} == {150.0, None}
     # every cap of the search is checked before the first candidate is profiled
     seen.clear()
     with pytest.raises(HardwareControlError, match="30 W is outside the allowed range"):
-        energy_aware_train(None, None, cfg, batch_sizes=[2], power_caps_w=[150.0, 30.0],
-                           profile_fn=profile, train=False)
+        energy_aware_train(
+            None,
+            None,
+            cfg,
+            batch_sizes=[2],
+            power_caps_w=[150.0, 30.0],
+            profile_fn=profile,
+            train=False,
+        )
     assert seen == []
     with pytest.raises(ConfigError, match="power_caps_w and power_modes are exclusive"):
-        energy_aware_train(None, None, cfg, batch_sizes=[2], power_caps_w=[150.0],
-                           power_modes=[0], profile_fn=profile, train=False)
+        energy_aware_train(
+            None,
+            None,
+            cfg,
+            batch_sizes=[2],
+            power_caps_w=[150.0],
+            power_modes=[0],
+            profile_fn=profile,
+            train=False,
+        )
 
 
 @pytest.mark.parametrize("option", ["--power-caps-w", "--power-limits-w"])
-def test_cli_train_search_selects_through_control_select_before_loading(fake_nvml, tmp_path,
-                                                                        capsys, option):
+def test_cli_train_search_selects_through_control_select_before_loading(
+    fake_nvml, tmp_path, capsys, option
+):
     from greenllm.cli import main
 
     # the model does not exist: the cap is selected and checked before it would be loaded
-    rc = main(["train-search", str(tmp_path / "no-model"), "--data", "builtin:wiki-sample",
-               "--batch-sizes", "2", option, "150,30"])
+    rc = main(
+        [
+            "train-search",
+            str(tmp_path / "no-model"),
+            "--data",
+            "builtin:wiki-sample",
+            "--batch-sizes",
+            "2",
+            option,
+            "150,30",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "30 W is outside the allowed range" in err[0]
     assert fake_nvml[1] == ["nvml"]
@@ -138,8 +174,18 @@ def test_cli_train_search_selects_through_control_select_before_loading(fake_nvm
 def test_cli_train_search_old_option_name_is_hidden_and_not_doubled(capsys):
     from greenllm.cli import main
 
-    rc = main(["train-search", "m", "--data", "builtin:wiki-sample", "--power-caps-w", "150",
-               "--power-limits-w", "200"])
+    rc = main(
+        [
+            "train-search",
+            "m",
+            "--data",
+            "builtin:wiki-sample",
+            "--power-caps-w",
+            "150",
+            "--power-limits-w",
+            "200",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "give it once" in err
     assert main(["train-search", "--help"]) == 0

@@ -1,5 +1,6 @@
 """The lm_eval adapter runs a local lm-eval task on the in-memory model (no network) and
 agrees with greenllm's own choice scoring on the same items."""
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,12 @@ from greenllm.errors import ConfigError, GreenLLMError  # noqa: E402
 from greenllm.evals import evaluate  # noqa: E402
 from greenllm.evals.lm_eval import LmEvalConfig, flatten_results  # noqa: E402
 
-ITEMS = [{"context": "The sky is", "choices": ["blue", "green"], "label": 0},
-         {"context": "One, two,", "choices": ["three", "four"], "label": 0},
-         {"context": "Cats say", "choices": ["woof", "meow", "moo"], "label": 1},
-         {"context": "Hot and", "choices": ["cold", "warm"], "label": 0}]
+ITEMS = [
+    {"context": "The sky is", "choices": ["blue", "green"], "label": 0},
+    {"context": "One, two,", "choices": ["three", "four"], "label": 0},
+    {"context": "Cats say", "choices": ["woof", "meow", "moo"], "label": 1},
+    {"context": "Hot and", "choices": ["cold", "warm"], "label": 0},
+]
 
 
 @pytest.fixture
@@ -35,7 +38,8 @@ def local_task(tmp_path):
         'doc_to_text: "{{context}}"\n'
         'doc_to_choice: "{{choices}}"\n'
         "doc_to_target: label\n"
-        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
+    )
     return data, tasks
 
 
@@ -56,8 +60,15 @@ def test_local_task_matches_choice(tiny, local_task, monkeypatch):
     model, tok = tiny
     data, tasks = local_task
     ours = evaluate(model, tok, "choice", data=str(data))
-    theirs = evaluate(model, tok, "lm_eval", tasks=["greenllm_local_choice"],
-                      include_path=str(tasks), include_defaults=False, batch_size=2)
+    theirs = evaluate(
+        model,
+        tok,
+        "lm_eval",
+        tasks=["greenllm_local_choice"],
+        include_path=str(tasks),
+        include_defaults=False,
+        batch_size=2,
+    )
     assert theirs.n == 4 and theirs.task == "lm_eval:greenllm_local_choice"
     assert theirs.metrics["acc"] == pytest.approx(ours.metrics["acc"])
     assert theirs.metrics["acc_norm"] == pytest.approx(ours.metrics["acc_norm"])
@@ -66,5 +77,11 @@ def test_local_task_matches_choice(tiny, local_task, monkeypatch):
 def test_unknown_task_is_one_greenllm_error(tiny, local_task):
     model, tok = tiny
     with pytest.raises(GreenLLMError, match="lm_eval failed on tasks no_such_task_xyz"):
-        evaluate(model, tok, "lm_eval", tasks=["no_such_task_xyz"],
-                 include_path=str(local_task[1]), include_defaults=False)
+        evaluate(
+            model,
+            tok,
+            "lm_eval",
+            tasks=["no_such_task_xyz"],
+            include_path=str(local_task[1]),
+            include_defaults=False,
+        )

@@ -1,4 +1,5 @@
 """Log-likelihood machinery: lm-eval tokenisation, hand-computed scores, shared prefix, batching."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,14 +7,29 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from greenllm.errors import DataError  # noqa: E402
-from greenllm.evals.loglik import (Encoder, Request, build_requests, resolve_max_length,  # noqa: E402
-                                   rolling_windows, score, score_naive)
+from greenllm.evals.loglik import (  # noqa: E402
+    Encoder,
+    Request,
+    build_requests,
+    resolve_max_length,
+    rolling_windows,
+    score,
+    score_naive,
+)
 
-PAIRS = [(0, "The cat sat on", " the mat"), (0, "The cat sat on", " a hat and more"),
-         (0, "The cat sat on", " x"), (1, "Hello ", " world"), (1, "Hello", "  there"),
-         (2, "Winners take Alice", ". ok"), (2, "Winners take Bob", ". ok"),
-         (3, "", " lone"), (4, "Q: 2+2?\nA:", " 4"), (5, "Zebra", " crossing"),
-         (5, "Apple", " crossing")]
+PAIRS = [
+    (0, "The cat sat on", " the mat"),
+    (0, "The cat sat on", " a hat and more"),
+    (0, "The cat sat on", " x"),
+    (1, "Hello ", " world"),
+    (1, "Hello", "  there"),
+    (2, "Winners take Alice", ". ok"),
+    (2, "Winners take Bob", ". ok"),
+    (3, "", " lone"),
+    (4, "Q: 2+2?\nA:", " 4"),
+    (5, "Zebra", " crossing"),
+    (5, "Apple", " crossing"),
+]
 
 
 def hand_loglik(model, ctx_ids, cont_ids):
@@ -29,7 +45,7 @@ def test_encode_pair_moves_trailing_space_and_splits_whole_encoding(tiny):
     _, tok = tiny
     enc = Encoder(tok)
     ctx, cont = enc.encode_pair("Hello ", "world")
-    assert ctx == tok.encode("Hello") and cont == tok.encode("Hello world")[len(ctx):]
+    assert ctx == tok.encode("Hello") and cont == tok.encode("Hello world")[len(ctx) :]
     assert tok.decode(cont) == " world"
     ctx2, cont2 = enc.encode_pair("Hello", " world")
     assert (ctx2, cont2) == (ctx, cont)
@@ -76,9 +92,13 @@ def test_shared_prefix_equals_naive_and_batch_size_never_changes_a_score(tiny):
 
 
 HEADER = "The following are multiple choice questions about things.\n\n"
-MC = [(i, HEADER + q + "\nAnswer:", " " + a) for i, q in enumerate(
-    ["Why?", "What is the capital of the place where we live now?", "2+2=?", "Name a colour."])
-      for a in "ABCD"]
+MC = [
+    (i, HEADER + q + "\nAnswer:", " " + a)
+    for i, q in enumerate(
+        ["Why?", "What is the capital of the place where we live now?", "2+2=?", "Name a colour."]
+    )
+    for a in "ABCD"
+]
 
 
 def _scored_like_naive(model, reqs, batch_size):
@@ -87,7 +107,8 @@ def _scored_like_naive(model, reqs, batch_size):
     seen: list[tuple[int, int]] = []
     base = getattr(model, model.base_model_prefix)
     handle = base.register_forward_pre_hook(
-        lambda _m, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+        lambda _m, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
     try:
         got = score(model, reqs, batch_size=batch_size)
     finally:
@@ -111,8 +132,9 @@ def test_one_token_answers_with_padding_equal_naive(tiny):
 def test_header_shared_by_all_items_runs_once_across_batches(tiny):
     model, tok = tiny
     enc = Encoder(tok)
-    reqs = build_requests(enc, MC + [(9, HEADER + "Pick one", " yes"),
-                                     (9, HEADER + "Pick one", " no, never")])
+    reqs = build_requests(
+        enc, MC + [(9, HEADER + "Pick one", " yes"), (9, HEADER + "Pick one", " no, never")]
+    )
     header = len(enc.encode(HEADER.rstrip()))
     seen = _scored_like_naive(model, reqs, batch_size=2)
     # 5 items in 3 batches: the header (>= 8 tokens) is computed once, then only the rest
@@ -138,10 +160,15 @@ def test_items_sharing_long_k_shot_prefixes_are_batched_together(tiny):
     each subject's prefix runs once, and every score still equals the naive one."""
     model, tok = tiny
     enc = Encoder(tok)
-    shots = {s: f"Examples about {s}: " + " ".join(f"q{i} {s} a{i}." for i in range(12)) + "\n"
-             for s in ("ducks", "boats")}
-    pairs = [(i, shots[s] + "Q" + "?" * (i + 1) + "\nAnswer:", " " + a)
-             for i, s in enumerate(["ducks", "boats"] * 3) for a in "AB"]
+    shots = {
+        s: f"Examples about {s}: " + " ".join(f"q{i} {s} a{i}." for i in range(12)) + "\n"
+        for s in ("ducks", "boats")
+    }
+    pairs = [
+        (i, shots[s] + "Q" + "?" * (i + 1) + "\nAnswer:", " " + a)
+        for i, s in enumerate(["ducks", "boats"] * 3)
+        for a in "AB"
+    ]
     seen = _scored_like_naive(model, build_requests(enc, pairs), batch_size=3)
     prefix_runs = [n for rows, n in seen if rows == 1]
     assert len(seen) == 4 and len(prefix_runs) == 2 and min(prefix_runs) >= 64, seen
@@ -167,17 +194,17 @@ def test_is_greedy_is_true_for_the_argmax_continuation(tiny):
     ids = tok.encode("abc")
     with torch.no_grad():
         nxt = int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
-    (ll, greedy), = score(model, [Request(0, tuple(ids), (nxt,))])
+    ((ll, greedy),) = score(model, [Request(0, tuple(ids), (nxt,))])
     assert greedy
     other = (nxt + 1) % 256
-    (_, greedy2), = score(model, [Request(0, tuple(ids), (other,))])
+    ((_, greedy2),) = score(model, [Request(0, tuple(ids), (other,))])
     assert not greedy2
 
 
 def test_left_truncation_like_lm_eval(tiny):
     model, tok = tiny
     req = Request(0, tuple(range(40, 60)), (70, 71, 72))
-    (ll, _), = score(model, [req], max_length=8)
+    ((ll, _),) = score(model, [req], max_length=8)
     full = list(req.context + req.continuation)[-9:]
     assert ll == pytest.approx(hand_loglik(model, full[:-3], full[-3:]), abs=1e-4)
     with pytest.raises(DataError, match="longer than the model"):
@@ -190,14 +217,18 @@ def test_empty_continuation_is_a_data_error(tiny):
         build_requests(Encoder(tok), [(0, "abc", "")])
 
 
-@pytest.mark.parametrize("n,max_len,ctx_len", [(1, 4, 1), (10, 4, 1), (10, 4, 2), (9, 4, 4),
-                                               (17, 5, 3), (4, 4, 1)])
+@pytest.mark.parametrize(
+    "n,max_len,ctx_len", [(1, 4, 1), (10, 4, 1), (10, 4, 2), (9, 4, 4), (17, 5, 3), (4, 4, 1)]
+)
 def test_rolling_windows_match_lm_eval(n, max_len, ctx_len):
     utils = pytest.importorskip("lm_eval.utils")
     toks = list(range(100, 100 + n))
-    ref = [utils.make_disjoint_window(w) for w in
-           utils.get_rolling_token_windows(toks, prefix_token=7, max_seq_len=max_len,
-                                           context_len=ctx_len)]
+    ref = [
+        utils.make_disjoint_window(w)
+        for w in utils.get_rolling_token_windows(
+            toks, prefix_token=7, max_seq_len=max_len, context_len=ctx_len
+        )
+    ]
     ours = rolling_windows(toks, 7, max_len, ctx_len)
     assert ours == [(list(a), list(b)) for a, b in ref]
     assert [t for _, b in ours for t in b] == toks  # every token predicted exactly once

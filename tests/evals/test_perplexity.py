@@ -1,4 +1,5 @@
 """Perplexity: rolling windows, lm-eval's word/byte normalisation, WikiText handling."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,13 @@ torch = pytest.importorskip("torch")
 from greenllm.config import parse_config, to_dict  # noqa: E402
 from greenllm.errors import ConfigError, DataError  # noqa: E402
 from greenllm.evals import evaluate  # noqa: E402
-from greenllm.evals.perplexity import (PerplexityConfig, load_documents, perplexity_metrics,  # noqa: E402
-                                       split_wikitext, wikitext_detokenizer)
+from greenllm.evals.perplexity import (  # noqa: E402
+    PerplexityConfig,
+    load_documents,
+    perplexity_metrics,
+    split_wikitext,
+    wikitext_detokenizer,
+)
 
 
 def doc_loglik(model, tok, text):
@@ -24,8 +30,9 @@ def doc_loglik(model, tok, text):
 
 
 def test_config_round_trips_and_validates():
-    cfg = parse_config(PerplexityConfig, {"data": "a.txt", "max_length": 128, "stride": 64,
-                                          "format": "wikitext"})
+    cfg = parse_config(
+        PerplexityConfig, {"data": "a.txt", "max_length": 128, "stride": 64, "format": "wikitext"}
+    )
     assert parse_config(PerplexityConfig, to_dict(cfg)) == cfg
     with pytest.raises(ConfigError, match="stride"):
         parse_config(PerplexityConfig, {"max_length": 8, "stride": 9})
@@ -50,6 +57,7 @@ def test_perplexity_equals_hand_computed_single_window(tiny):
     model, tok = tiny
     texts = ["The quick brown fox jumps over the lazy dog.", "Second doc, short."]
     from greenllm.evals.perplexity import run
+
     res = run(model, tok, PerplexityConfig(max_length=256), data=texts)
     ll, n = zip(*(doc_loglik(model, tok, t) for t in texts))
     assert res.metrics["loglikelihood"] == pytest.approx(sum(ll), abs=1e-3)
@@ -62,6 +70,7 @@ def test_perplexity_equals_hand_computed_single_window(tiny):
 def test_windows_and_stride_change_context_not_the_token_count(tiny):
     model, tok = tiny
     from greenllm.evals.perplexity import run
+
     text = "abcdefghij" * 6
     a = run(model, tok, PerplexityConfig(max_length=16), data=[text])
     b = run(model, tok, PerplexityConfig(max_length=16, stride=4), data=[text])
@@ -73,8 +82,10 @@ def test_windows_and_stride_change_context_not_the_token_count(tiny):
 
 
 def test_wikitext_split_and_detokenize(tmp_path):
-    raw = (" = Alpha = \r\n Alpha is 1 @,@ 000 km @-@ long . \r\n = = History = = \r\n"
-           " It began ( in 1900 ) . \r\n = Beta = \r\n Beta 's text . \r\n")
+    raw = (
+        " = Alpha = \r\n Alpha is 1 @,@ 000 km @-@ long . \r\n = = History = = \r\n"
+        " It began ( in 1900 ) . \r\n = Beta = \r\n Beta 's text . \r\n"
+    )
     p = tmp_path / "wiki.test.raw"
     p.write_bytes(raw.encode())
     docs, info = load_documents(str(p))
@@ -92,6 +103,7 @@ def test_datasets_input_and_bad_inputs(tiny, tmp_path):
     datasets = pytest.importorskip("datasets")
     model, tok = tiny
     from greenllm.evals.perplexity import run
+
     ds = datasets.Dataset.from_dict({"text": ["hello there", "", "general kenobi"]})
     res = run(model, tok, PerplexityConfig(max_length=64), data=ds)
     assert res.n == 2
@@ -134,15 +146,17 @@ def test_token_perplexity_by_hand(tiny):
     ids = torch.tensor(tok("windows of a fixed token slice, scored by hand").input_ids)
     nll, count = 0.0, 0
     with torch.no_grad():
-        for lo, hi in ((0, 8), (8, 16), (16, 24)):          # window 8, at most 3 windows
+        for lo, hi in ((0, 8), (8, 16), (16, 24)):  # window 8, at most 3 windows
             logp = torch.log_softmax(model(ids[None, lo:hi]).logits[0].float(), -1)
             for p in range(hi - lo - 1):
                 nll -= logp[p, ids[lo + p + 1]].item()
                 count += 1
-    assert token_perplexity(model, ids, 8, windows=3) == pytest.approx(math.exp(nll / count),
-                                                                      rel=1e-5)
-    assert token_perplexity(model, ids[None, :24], 8) == pytest.approx(math.exp(nll / count),
-                                                                       rel=1e-5)
+    assert token_perplexity(model, ids, 8, windows=3) == pytest.approx(
+        math.exp(nll / count), rel=1e-5
+    )
+    assert token_perplexity(model, ids[None, :24], 8) == pytest.approx(
+        math.exp(nll / count), rel=1e-5
+    )
     with pytest.raises(DataError):
         token_perplexity(model, ids[:1], 8)
 
@@ -152,19 +166,23 @@ def test_token_perplexity_by_hand(tiny):
 # with "= =" / "= = =" closed up and stripped, starts with "= " and ends with " ="; pages joined
 # by "\n"; a whitespace-only part before the first heading dropped. The pages below are what it
 # yields for this text, worked out by hand from that rule.
-WIKI_LF = (" \n = Alpha = \n \n Alpha is 1 @,@ 000 km @-@ long . \n \n = = History = = \n \n"
-           " It began ( in 1900 ) . \n \n = = = Early years = = = \n x = y \n \n"
-           " = Beta = \n \n Beta 's text . \n \n")
+WIKI_LF = (
+    " \n = Alpha = \n \n Alpha is 1 @,@ 000 km @-@ long . \n \n = = History = = \n \n"
+    " It began ( in 1900 ) . \n \n = = = Early years = = = \n x = y \n \n"
+    " = Beta = \n \n Beta 's text . \n \n"
+)
 WIKI_LF_PAGES = [
-    (" = Alpha = \n \n Alpha is 1 @,@ 000 km @-@ long . \n \n = = History = = \n \n"
-     " It began ( in 1900 ) . \n \n = = = Early years = = = \n x = y \n "),
+    (
+        " = Alpha = \n \n Alpha is 1 @,@ 000 km @-@ long . \n \n = = History = = \n \n"
+        " It began ( in 1900 ) . \n \n = = = Early years = = = \n x = y \n "
+    ),
     " = Beta = \n \n Beta 's text . \n \n",
 ]
 
 
 def test_wikitext_split_keeps_blank_lines_like_lm_evals_documents(tmp_path):
     assert split_wikitext(WIKI_LF) == WIKI_LF_PAGES
-    assert "\n".join(WIKI_LF_PAGES) == WIKI_LF[len(" \n"):]   # nothing else is lost
+    assert "\n".join(WIKI_LF_PAGES) == WIKI_LF[len(" \n") :]  # nothing else is lost
     p = tmp_path / "wiki.test.raw"
     p.write_text(WIKI_LF, encoding="utf-8")
     docs, info = load_documents(str(p))
@@ -176,7 +194,7 @@ def test_wikitext_split_keeps_blank_lines_like_lm_evals_documents(tmp_path):
     ref = pytest.importorskip("lm_eval.tasks.wikitext.preprocess_wikitext")
     import re
 
-    for d in docs:   # scored text and word/byte counts as lm-eval computes them on the page
+    for d in docs:  # scored text and word/byte counts as lm-eval computes them on the page
         assert d.scored == ref.wikitext_detokenizer({"page": d.original})
         words, nbytes = len(re.split(r"\s+", d.original)), len(d.original.encode("utf-8"))
         got = ref.process_results({"page": d.original}, [-1.0])
@@ -193,17 +211,17 @@ def test_wikitext_split_on_the_real_test_set(shared_data):
     if not (d / "wiki.test.raw").is_file() or not (d / "test.txt").is_file():
         pytest.skip("no shared wikitext test files")
     tokens = (d / "test.txt").read_text(encoding="utf-8").split("\n")
-    raw = iter(ln for ln in (d / "wiki.test.raw").read_bytes().decode("utf-8").split("\r\n")
-               if ln)
+    raw = iter(ln for ln in (d / "wiki.test.raw").read_bytes().decode("utf-8").split("\r\n") if ln)
     original = "\n".join(ln if not ln.strip() else next(raw) for ln in tokens)
     assert next(raw, None) is None
     docs = split_wikitext(original)
     assert len(docs) == 62
     assert all(is_wikitext_title(doc.split("\n")[0]) for doc in docs)
-    assert "\n".join(docs) == original[len(" \n"):]
+    assert "\n".join(docs) == original[len(" \n") :]
     assert docs[0].startswith(" = Robert Boulter = \n \n Robert Boulter is an English film")
     shipped = split_wikitext((d / "wiki.test.raw").read_text(encoding="utf-8"))
     assert len(shipped) == 62
     for a, b in zip(docs, shipped):
-        assert [ln for ln in a.split("\n") if ln.strip()] == [ln for ln in b.split("\n")
-                                                              if ln.strip()]
+        assert [ln for ln in a.split("\n") if ln.strip()] == [
+            ln for ln in b.split("\n") if ln.strip()
+        ]

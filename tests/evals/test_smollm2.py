@@ -1,5 +1,6 @@
 """Integration on SmolLM2-135M: built-in sets, a small slice of each real task format, and
 log-likelihoods equal to lm-eval's own HFLM scoring on the same items."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,16 +27,29 @@ def test_builtin_sets_are_sensible(smollm2):
 
 def test_real_task_slices(smollm2, shared_data):
     model, tok = smollm2
-    hs = evaluate(model, tok, "hellaswag", data=str(shared_data / "hellaswag/hellaswag_val_full.txt"),
-                  limit=8)
-    mm = evaluate(model, tok, "mmlu", data=str(shared_data / "mmlu"), subjects=["astronomy"],
-                  shots=5, limit=4)
-    wg = evaluate(model, tok, "winogrande", data=str(shared_data / "winogrande/dev.jsonl"),
-                  limit=8)
-    sq = evaluate(model, tok, "squad", data=str(shared_data / "squad/dev-v1.1.json"), limit=4,
-                  max_new_tokens=16)
-    wt = evaluate(model, tok, "perplexity", data=str(shared_data / "wikitext/wiki.test.raw"),
-                  limit=1, max_length=1024)
+    hs = evaluate(
+        model, tok, "hellaswag", data=str(shared_data / "hellaswag/hellaswag_val_full.txt"), limit=8
+    )
+    mm = evaluate(
+        model, tok, "mmlu", data=str(shared_data / "mmlu"), subjects=["astronomy"], shots=5, limit=4
+    )
+    wg = evaluate(model, tok, "winogrande", data=str(shared_data / "winogrande/dev.jsonl"), limit=8)
+    sq = evaluate(
+        model,
+        tok,
+        "squad",
+        data=str(shared_data / "squad/dev-v1.1.json"),
+        limit=4,
+        max_new_tokens=16,
+    )
+    wt = evaluate(
+        model,
+        tok,
+        "perplexity",
+        data=str(shared_data / "wikitext/wiki.test.raw"),
+        limit=1,
+        max_length=1024,
+    )
     for r, n in ((hs, 8), (mm, 4), (wg, 8), (sq, 4), (wt, 1)):
         assert r.n == n and r.duration_s > 0 and len(r.settings["data_sha256"]) == 64
     assert mm.settings["shots"] == 5 and 0 <= mm.metrics["acc"] <= 1
@@ -53,9 +67,12 @@ def test_loglikelihoods_equal_lm_eval_hflm(smollm2, shared_data):
     docs += first(load_docs("mmlu", shared_data / "mmlu", subjects=["anatomy"]), 3)
     ours = [ll for s in score_docs(model, Encoder(tok), docs, batch_size=8) for ll, _ in s]
     lm = hf.HFLM(pretrained=model, tokenizer=tok, batch_size=8)
-    reqs = [Instance("loglikelihood", {}, (c, k), i)
-            for i, (c, k) in enumerate((c, k) for d in docs
-                                       for c, k in zip(d.contexts, d.continuations))]
+    reqs = [
+        Instance("loglikelihood", {}, (c, k), i)
+        for i, (c, k) in enumerate(
+            (c, k) for d in docs for c, k in zip(d.contexts, d.continuations)
+        )
+    ]
     theirs = [ll for ll, _ in lm.loglikelihood(reqs, disable_tqdm=True)]
     assert len(ours) == len(theirs) == 20 * 4 + 5 * 2 + 3 * 4
     # lm-eval's float32 log_softmax kernel is off by up to ~1e-5 nats per token against a float64

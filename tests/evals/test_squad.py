@@ -1,4 +1,5 @@
 """SQuAD: the official v1.1 normalisation, EM/F1 (max over gold answers), file checks."""
+
 from __future__ import annotations
 
 import json
@@ -7,25 +8,36 @@ import pytest
 
 from greenllm.config import parse_config, to_dict
 from greenllm.errors import DataError
-from greenllm.evals.squad import (SquadConfig, best_over, exact_match, f1_score, load_squad,
-                                  normalize_answer)
+from greenllm.evals.squad import (
+    SquadConfig,
+    best_over,
+    exact_match,
+    f1_score,
+    load_squad,
+    normalize_answer,
+)
 
 
-@pytest.mark.parametrize("raw,norm", [
-    ("The Eiffel Tower!", "eiffel tower"),
-    ("  an   apple, a pear ", "apple pear"),
-    ("Theatre", "theatre"),               # 'the' only as a whole word
-    ("U.S.A.", "usa"),
-    ("a-b c", "ab c"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "raw,norm",
+    [
+        ("The Eiffel Tower!", "eiffel tower"),
+        ("  an   apple, a pear ", "apple pear"),
+        ("Theatre", "theatre"),  # 'the' only as a whole word
+        ("U.S.A.", "usa"),
+        ("a-b c", "ab c"),
+        ("", ""),
+    ],
+)
 def test_official_normalisation(raw, norm):
     assert normalize_answer(raw) == norm
 
 
 def test_em_f1_rules():
     assert exact_match("the Denver Broncos", "Denver Broncos.") == 1.0
-    assert f1_score("Denver Broncos won", "the Denver Broncos") == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))
+    assert f1_score("Denver Broncos won", "the Denver Broncos") == pytest.approx(
+        2 * (2 / 3) * 1 / (2 / 3 + 1)
+    )
     assert f1_score("nothing here", "Denver") == 0.0
     assert f1_score("a", "the") == 0.0  # both normalise to empty: no common tokens
     golds = ("in 1874", "1874")
@@ -49,8 +61,19 @@ def test_load_builtin_and_errors(tmp_path):
     bad.write_text('{"data": [}')
     with pytest.raises(DataError, match=r"s.json:1: malformed JSON"):
         load_squad(bad)
-    bad.write_text(json.dumps({"data": [{"paragraphs": [{"context": "c", "qas": [
-        {"id": "1", "question": "q?", "answers": []}]}]}]}))
+    bad.write_text(
+        json.dumps(
+            {
+                "data": [
+                    {
+                        "paragraphs": [
+                            {"context": "c", "qas": [{"id": "1", "question": "q?", "answers": []}]}
+                        ]
+                    }
+                ]
+            }
+        )
+    )
     with pytest.raises(DataError, match=r"paragraphs\[0\].qas\[0\]: no gold answers"):
         load_squad(bad)
 

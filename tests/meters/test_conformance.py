@@ -1,4 +1,5 @@
 """One conformance test for every meter, each built on a lowest-boundary fake."""
+
 # Parameter ids avoid the bare marker names (nvml, rapl, jetson): conftest skips by keyword.
 from __future__ import annotations
 
@@ -17,8 +18,15 @@ from greenllm.meters.nvml import NvmlMeter
 from greenllm.meters.rapl import RaplMeter
 from greenllm.meters.replay import ReplayMeter
 from greenllm.meters.tegrastats import TegrastatsMeter
-from greenllm.testing import (FakeClock, FakeGpu, FakePynvml, make_ina3221_tree,
-                              make_rapl_tree, recorded_runner, set_rapl_energy)
+from greenllm.testing import (
+    FakeClock,
+    FakeGpu,
+    FakePynvml,
+    make_ina3221_tree,
+    make_rapl_tree,
+    recorded_runner,
+    set_rapl_energy,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "tegrastats"
 
@@ -27,10 +35,14 @@ class FakeJtop:
     """jtop-like object: .start(), .power, .close() (rails in mW)."""
 
     def __init__(self):
-        self.power = {"rail": {"VDD_IN": {"power": 5000, "online": True},
-                               "VDD_CPU_GPU_CV": {"power": 1500, "online": True},
-                               "VDD_SOC": {"power": 1200, "online": True}},
-                      "tot": {"power": 5000}}
+        self.power = {
+            "rail": {
+                "VDD_IN": {"power": 5000, "online": True},
+                "VDD_CPU_GPU_CV": {"power": 1500, "online": True},
+                "VDD_SOC": {"power": 1200, "online": True},
+            },
+            "tot": {"power": 5000},
+        }
         self.closed = False
 
     def start(self):
@@ -71,6 +83,7 @@ def _rapl(clock, tmp_path):
             set_rapl_energy(root, f"intel-rapl:{p}", state["uj"])
             set_rapl_energy(root, f"intel-rapl:{p}/intel-rapl:{p}:0", state["uj"] // 2)
             set_rapl_energy(root, f"intel-rapl:{p}/intel-rapl:{p}:1", state["uj"] // 4)
+
     return RaplMeter(root=root, clock=clock), step
 
 
@@ -84,8 +97,9 @@ def _jetson_legacy(clock, tmp_path):
 
 def _tegrastats(clock, tmp_path):
     lines = (DATA / "orin_nx_nano_r36.log").read_text().splitlines()
-    return TegrastatsMeter(runner=recorded_runner(lines), which=lambda n: "/usr/bin/tegrastats",
-                           clock=clock), lambda: None
+    return TegrastatsMeter(
+        runner=recorded_runner(lines), which=lambda n: "/usr/bin/tegrastats", clock=clock
+    ), lambda: None
 
 
 def _jtop(clock, tmp_path):
@@ -106,10 +120,17 @@ def _replay(clock, tmp_path):
     return ReplayMeter(trace, clock=clock), lambda: None
 
 
-FACTORIES = {"nvml-energy": _nvml, "nvml-power": _nvml_power, "rapl-sysfs": _rapl,
-             "jetson-hwmon": _jetson_hwmon, "jetson-legacy": _jetson_legacy,
-             "tegrastats-process": _tegrastats, "jtop-fake": _jtop, "estimate-model": _estimate,
-             "replay-trace": _replay}
+FACTORIES = {
+    "nvml-energy": _nvml,
+    "nvml-power": _nvml_power,
+    "rapl-sysfs": _rapl,
+    "jetson-hwmon": _jetson_hwmon,
+    "jetson-legacy": _jetson_legacy,
+    "tegrastats-process": _tegrastats,
+    "jtop-fake": _jtop,
+    "estimate-model": _estimate,
+    "replay-trace": _replay,
+}
 
 
 def test_every_registered_meter_is_covered():

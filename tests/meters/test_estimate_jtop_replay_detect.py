@@ -1,4 +1,5 @@
 """The estimate model, the jtop adapter, trace replay and meter detection."""
+
 from __future__ import annotations
 
 import pytest
@@ -54,9 +55,13 @@ def test_estimate_defaults_and_bad_config():
 class FakeJtop:
     def __init__(self, fail=None):
         self.fail = fail
-        self.power = {"rail": {"VDD_GPU_SOC": {"power": 2340, "online": True},
-                               "VDD_CPU_CV": {"power": 390, "online": True},
-                               "NC": {"power": 0, "online": True}}}
+        self.power = {
+            "rail": {
+                "VDD_GPU_SOC": {"power": 2340, "online": True},
+                "VDD_CPU_CV": {"power": 390, "online": True},
+                "NC": {"power": 0, "online": True},
+            }
+        }
 
     def start(self):
         if self.fail:
@@ -73,22 +78,25 @@ def test_jtop_adapter_rails_and_total():
 
 
 def test_jtop_without_service_is_unavailable():
-    ok, reason = JtopMeter(factory=lambda: FakeJtop(fail="The jtop.service is not active.")).available()
+    ok, reason = JtopMeter(
+        factory=lambda: FakeJtop(fail="The jtop.service is not active.")
+    ).available()
     assert not ok and "jtop.service" in reason
 
 
 def test_jtop_missing_package_names_the_extra(monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "jtop", None)   # the import boundary: package absent
+    monkeypatch.setitem(sys.modules, "jtop", None)  # the import boundary: package absent
     with pytest.raises(MeterUnavailable, match=r"pip install 'greenllm\[jetson\]'"):
         JtopMeter().read()
 
 
 def test_trace_round_trip_through_replay(tmp_path):
     clock = FakeClock()
-    fake = FakePynvml([FakeGpu(power_mw=100_000), FakeGpu(uuid="GPU-x", energy_supported=False,
-                                                          power_mw=40_000)])
+    fake = FakePynvml(
+        [FakeGpu(power_mw=100_000), FakeGpu(uuid="GPU-x", energy_supported=False, power_mw=40_000)]
+    )
     from greenllm.meters.nvml import NvmlMeter
 
     trace = tmp_path / "sub" / "trace.csv"
@@ -99,7 +107,7 @@ def test_trace_round_trip_through_replay(tmp_path):
             h.sample()
     live = h.report
     assert live.trace_path == str(trace) and trace.exists()
-    assert not list(trace.parent.glob(".*.tmp"))          # no temp file left behind
+    assert not list(trace.parent.glob(".*.tmp"))  # no temp file left behind
     again = replay_report(trace)
     assert again.energy_j == pytest.approx(live.energy_j)
     assert again.duration_s == pytest.approx(live.duration_s)
@@ -127,12 +135,14 @@ def test_detect_prefers_real_meters_and_explains_the_rest(tmp_path):
     from greenllm.meters.rapl import RaplMeter
     from greenllm.meters.tegrastats import TegrastatsMeter
 
-    det = detect_meters(factories={
-        "nvml": lambda: NvmlMeter(nvml=FakePynvml(), env={}),
-        "rapl": lambda: RaplMeter(root=rapl_root),
-        "tegrastats": lambda: TegrastatsMeter(which=lambda n: None),
-        "estimate": lambda: EstimateMeter(cpu_times=Times(0.1, 1.0)),
-    })
+    det = detect_meters(
+        factories={
+            "nvml": lambda: NvmlMeter(nvml=FakePynvml(), env={}),
+            "rapl": lambda: RaplMeter(root=rapl_root),
+            "tegrastats": lambda: TegrastatsMeter(which=lambda n: None),
+            "estimate": lambda: EstimateMeter(cpu_times=Times(0.1, 1.0)),
+        }
+    )
     assert det.chosen == ["nvml", "rapl"]
     assert "not on PATH" in det.unavailable["tegrastats"]
     assert "estimate" in det.available and "estimate" not in det.chosen
@@ -143,8 +153,12 @@ def test_detect_prefers_real_meters_and_explains_the_rest(tmp_path):
 def test_detect_falls_back_to_the_estimate(tmp_path):
     from greenllm.meters.rapl import RaplMeter
 
-    det = detect_meters(factories={"rapl": lambda: RaplMeter(root=tmp_path / "no"),
-                                   "estimate": lambda: EstimateMeter(cpu_times=Times(0.1, 1.0))})
+    det = detect_meters(
+        factories={
+            "rapl": lambda: RaplMeter(root=tmp_path / "no"),
+            "estimate": lambda: EstimateMeter(cpu_times=Times(0.1, 1.0)),
+        }
+    )
     assert det.chosen == ["estimate"] and det.to_json()["estimated"] is True
     with pytest.raises(MeterUnavailable, match="no meter is usable"):
         detect_meters(factories={"rapl": lambda: RaplMeter(root=tmp_path / "no")})
@@ -177,14 +191,20 @@ def test_detect_closes_what_it_opened_when_a_probe_raises():
 
     closed: list[str] = []
     with pytest.raises(RuntimeError, match="sysfs broke"):
-        detect_meters(factories={
-            "nvml": lambda: _Closing("nvml", closed, fail=MeterError("no driver")),
-            "rapl": lambda: _Closing("rapl", closed),
-            "jetson": lambda: _Closing("jetson", closed, fail=RuntimeError("sysfs broke"))})
+        detect_meters(
+            factories={
+                "nvml": lambda: _Closing("nvml", closed, fail=MeterError("no driver")),
+                "rapl": lambda: _Closing("rapl", closed),
+                "jetson": lambda: _Closing("jetson", closed, fail=RuntimeError("sysfs broke")),
+            }
+        )
     assert sorted(closed) == ["jetson", "nvml", "rapl"]
     closed.clear()
-    det = detect_meters(factories={
-        "nvml": lambda: _Closing("nvml", closed, fail=MeterError("no driver")),
-        "rapl": lambda: _Closing("rapl", closed)})
+    det = detect_meters(
+        factories={
+            "nvml": lambda: _Closing("nvml", closed, fail=MeterError("no driver")),
+            "rapl": lambda: _Closing("rapl", closed),
+        }
+    )
     assert det.chosen == ["rapl"] and "no driver" in det.unavailable["nvml"]
-    assert closed == ["nvml"]          # the unavailable one; the chosen one stays open
+    assert closed == ["nvml"]  # the unavailable one; the chosen one stays open

@@ -1,4 +1,5 @@
 """RAPL, NVML and Jetson INA3221 meters on fake sysfs trees / a fake pynvml module."""
+
 from __future__ import annotations
 
 import contextlib
@@ -15,8 +16,15 @@ from greenllm.meters.base import CounterUnwrapper, counter_delta, trapezoid
 from greenllm.meters.jetson import JetsonRailsMeter
 from greenllm.meters.nvml import NvmlMeter, parse_visible_devices
 from greenllm.meters.rapl import RaplMeter
-from greenllm.testing import (FakeClock, FakeGpu, FakePynvml, make_ina3221_tree, make_rapl_tree,
-                              set_ina3221_rail, set_rapl_energy)
+from greenllm.testing import (
+    FakeClock,
+    FakeGpu,
+    FakePynvml,
+    make_ina3221_tree,
+    make_rapl_tree,
+    set_ina3221_rail,
+    set_rapl_energy,
+)
 
 # -- helpers -------------------------------------------------------------------------------
 
@@ -27,9 +35,9 @@ def test_trapezoid_and_counter_helpers():
     with pytest.raises(ValueError):
         trapezoid([1, 0], [1, 1])
     assert counter_delta(100, 250, 1000) == 150
-    assert counter_delta(900, 50, 1000) == 150          # wrapped once
+    assert counter_delta(900, 50, 1000) == 150  # wrapped once
     with pytest.raises(MeterError):
-        counter_delta(900, 50, None)                     # never guess
+        counter_delta(900, 50, None)  # never guess
     u = CounterUnwrapper(1000)
     assert [u.update(v) for v in (900, 990, 40, 500)] == [0, 90, 140, 600]
     assert u.wraps == 1
@@ -41,12 +49,24 @@ def test_trapezoid_and_counter_helpers():
 def test_rapl_domains_and_totals(tmp_path):
     root = make_rapl_tree(tmp_path, packages=2, subzones=("core", "uncore", "dram"), psys=True)
     dom = {d.name: d for d in RaplMeter(root=root).domains()}
-    assert set(dom) == {"package-0", "package-0/core", "package-0/uncore", "package-0/dram",
-                        "package-1", "package-1/core", "package-1/uncore", "package-1/dram",
-                        "psys"}
+    assert set(dom) == {
+        "package-0",
+        "package-0/core",
+        "package-0/uncore",
+        "package-0/dram",
+        "package-1",
+        "package-1/core",
+        "package-1/uncore",
+        "package-1/dram",
+        "psys",
+    }
     # packages and DRAM count; core/uncore are inside the package; psys contains everything
     assert {n for n, d in dom.items() if d.in_total} == {
-        "package-0", "package-1", "package-0/dram", "package-1/dram"}
+        "package-0",
+        "package-1",
+        "package-0/dram",
+        "package-1/dram",
+    }
 
 
 def test_rapl_counter_wraparound(tmp_path):
@@ -55,10 +75,10 @@ def test_rapl_counter_wraparound(tmp_path):
     clock = FakeClock()
     with measure([RaplMeter(root=root, clock=clock)], hz=0, clock=clock) as m:
         clock.advance(1.0)
-        set_rapl_energy(root, "intel-rapl:0", 3_000_000)          # wrapped: +5 J
+        set_rapl_energy(root, "intel-rapl:0", 3_000_000)  # wrapped: +5 J
         m.sample()
         clock.advance(1.0)
-        set_rapl_energy(root, "intel-rapl:0", 8_000_000)          # +5 J
+        set_rapl_energy(root, "intel-rapl:0", 8_000_000)  # +5 J
     assert m.report.energy_j == pytest.approx(10.0)
     assert m.report.mean_power_w == pytest.approx(5.0)
     assert m.report.method == "counter"
@@ -81,6 +101,7 @@ def _unprivileged_tree(tmp_path: Path):
             yield
         finally:
             os.seteuid(0)
+
     try:
         yield base, as_nobody
     finally:
@@ -115,22 +136,27 @@ def test_visible_devices_parsing():
     assert parse_visible_devices(None) is None
     assert parse_visible_devices("") == []
     assert parse_visible_devices("1,0") == ["1", "0"]
-    assert parse_visible_devices("0,bogus,1") == ["0"]           # CUDA stops at invalid
+    assert parse_visible_devices("0,bogus,1") == ["0"]  # CUDA stops at invalid
     assert parse_visible_devices("GPU-abc, 2") == ["GPU-abc", "2"]
 
 
 def _gpus():
-    return [FakeGpu(name="A", uuid="GPU-aaaa-1", power_mw=100_000),
-            FakeGpu(name="B", uuid="GPU-bbbb-2", power_mw=200_000),
-            FakeGpu(name="C", uuid="GPU-cccc-3", power_mw=300_000)]
+    return [
+        FakeGpu(name="A", uuid="GPU-aaaa-1", power_mw=100_000),
+        FakeGpu(name="B", uuid="GPU-bbbb-2", power_mw=200_000),
+        FakeGpu(name="C", uuid="GPU-cccc-3", power_mw=300_000),
+    ]
 
 
-@pytest.mark.parametrize("env,names", [
-    ({}, ["A", "B", "C"]),
-    ({"CUDA_VISIBLE_DEVICES": "2,0"}, ["C", "A"]),
-    ({"CUDA_VISIBLE_DEVICES": "GPU-bbbb"}, ["B"]),
-    ({"CUDA_VISIBLE_DEVICES": "1,7,0"}, ["B"]),
-])
+@pytest.mark.parametrize(
+    "env,names",
+    [
+        ({}, ["A", "B", "C"]),
+        ({"CUDA_VISIBLE_DEVICES": "2,0"}, ["C", "A"]),
+        ({"CUDA_VISIBLE_DEVICES": "GPU-bbbb"}, ["B"]),
+        ({"CUDA_VISIBLE_DEVICES": "1,7,0"}, ["B"]),
+    ],
+)
 def test_nvml_honours_cuda_visible_devices(env, names):
     m = NvmlMeter(nvml=FakePynvml(_gpus()), env=env)
     assert list(m.device_names().values()) == names
@@ -148,8 +174,10 @@ def test_nvml_hidden_gpus_and_no_driver():
 
 
 def test_nvml_counter_and_power_fallback_energy():
-    gpus = [FakeGpu(power_mw=100_000), FakeGpu(uuid="GPU-old", energy_supported=False,
-                                              power_mw=50_000)]
+    gpus = [
+        FakeGpu(power_mw=100_000),
+        FakeGpu(uuid="GPU-old", energy_supported=False, power_mw=50_000),
+    ]
     fake = FakePynvml(gpus)
     clock = FakeClock()
     meter = NvmlMeter(nvml=fake, clock=clock, env={})
@@ -160,10 +188,10 @@ def test_nvml_counter_and_power_fallback_energy():
             fake.advance(0.5)
             m.sample()
     rep = m.report
-    assert rep.domain("nvml", "gpu0").energy_j == pytest.approx(200.0)   # 100 W x 2 s, counter
-    assert rep.domain("nvml", "gpu1").energy_j == pytest.approx(100.0)   # 50 W x 2 s, integrated
+    assert rep.domain("nvml", "gpu0").energy_j == pytest.approx(200.0)  # 100 W x 2 s, counter
+    assert rep.domain("nvml", "gpu1").energy_j == pytest.approx(100.0)  # 50 W x 2 s, integrated
     assert rep.method == "mixed"
-    assert fake.initialised == 1      # a meter passed in is the caller's to close
+    assert fake.initialised == 1  # a meter passed in is the caller's to close
     meter.close()
     assert fake.initialised == 0 and fake.calls[-1] == "nvmlShutdown"
 
@@ -181,8 +209,8 @@ def test_nvml_gpu_lost_mid_window_is_flagged():
         m.sample()
     rep = m.report
     assert "meter_vanished:nvml" in rep.flags
-    assert rep.energy_j == pytest.approx(100.0)      # what was measured before it vanished
-    assert rep.duration_s == pytest.approx(2.0)      # the window still closed
+    assert rep.energy_j == pytest.approx(100.0)  # what was measured before it vanished
+    assert rep.duration_s == pytest.approx(2.0)  # the window still closed
 
 
 # -- Jetson INA3221 ---------------------------------------------------------------------------
@@ -190,8 +218,11 @@ def test_nvml_gpu_lost_mid_window_is_flagged():
 
 @pytest.mark.parametrize("layout", ["hwmon", "legacy"])
 def test_jetson_rails_power_and_input_rail_total(tmp_path, layout):
-    root = make_ina3221_tree(tmp_path, layout, {"VDD_IN": (5000, 1200), "VDD_CPU_GPU_CV": (5000, 400),
-                                                "VDD_SOC": (5000, 300)})
+    root = make_ina3221_tree(
+        tmp_path,
+        layout,
+        {"VDD_IN": (5000, 1200), "VDD_CPU_GPU_CV": (5000, 400), "VDD_SOC": (5000, 300)},
+    )
     m = JetsonRailsMeter(root=root)
     assert m.read().power_w == pytest.approx({"VDD_IN": 6.0, "VDD_CPU_GPU_CV": 2.0, "VDD_SOC": 1.5})
     assert m.layout == layout
@@ -199,14 +230,23 @@ def test_jetson_rails_power_and_input_rail_total(tmp_path, layout):
 
 
 def test_jetson_agx_orin_sums_module_rails_and_skips_nc(tmp_path):
-    root = make_ina3221_tree(tmp_path, "hwmon", {
-        "VDD_GPU_SOC": (5000, 400), "VDD_CPU_CV": (5000, 100), "VIN_SYS_5V0": (5000, 800),
-        "NC": (0, 0), "VDDQ_VDD2_1V8AO": (1800, 100), "NC ": (0, 0)})
+    root = make_ina3221_tree(
+        tmp_path,
+        "hwmon",
+        {
+            "VDD_GPU_SOC": (5000, 400),
+            "VDD_CPU_CV": (5000, 100),
+            "VIN_SYS_5V0": (5000, 800),
+            "NC": (0, 0),
+            "VDDQ_VDD2_1V8AO": (1800, 100),
+            "NC ": (0, 0),
+        },
+    )
     m = JetsonRailsMeter(root=root)
     totals = [d.name for d in m.domains() if d.in_total]
     assert totals == ["VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0"]
     listed = [d.name for d in m.domains()]
-    assert "VDDQ_VDD2_1V8AO" in listed   # still measured and listed, inside VIN_SYS_5V0
+    assert "VDDQ_VDD2_1V8AO" in listed  # still measured and listed, inside VIN_SYS_5V0
     clock = FakeClock()
     m = JetsonRailsMeter(root=root, clock=clock)
     with measure([m], hz=0, clock=clock) as h:
@@ -219,12 +259,12 @@ def test_jetson_negative_rail_is_clamped_and_flagged(tmp_path):
     clock = FakeClock()
     with measure([JetsonRailsMeter(root=root, clock=clock)], hz=0, clock=clock) as m:
         clock.advance(1.0)
-        set_ina3221_rail(root, "VDD_IN", 5000, -200)     # sensor offset below zero
+        set_ina3221_rail(root, "VDD_IN", 5000, -200)  # sensor offset below zero
         m.sample()
         clock.advance(1.0)
         set_ina3221_rail(root, "VDD_IN", 5000, 1000)
     assert "negative_power_clamped:jetson/VDD_IN" in m.report.flags
-    assert m.report.energy_j == pytest.approx(0.5 * 5 + 0.5 * 5)   # -1 W counted as 0
+    assert m.report.energy_j == pytest.approx(0.5 * 5 + 0.5 * 5)  # -1 W counted as 0
 
 
 def test_jetson_absent(tmp_path):

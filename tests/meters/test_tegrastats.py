@@ -1,4 +1,5 @@
 """tegrastats parser, log analysis and process meter on real recorded lines."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,12 +26,18 @@ BOARDS = {
     "nano": ("nano_r32.log", ["POM_5V_IN"], 2.746),
     "tx2-a": ("tx2_r32_a.log", ["VDD_IN"], 3.140),
     "tx2-b": ("tx2_r32_b.log", ["VDD_IN"], 5.297),
-    "agx-xavier": ("agx_xavier_r32.log", ["GPU", "CPU", "SOC", "CV", "VDDRQ", "SYS5V"],
-                   (463 + 618 + 2936 + 0 + 309 + 3306) / 1000),
+    "agx-xavier": (
+        "agx_xavier_r32.log",
+        ["GPU", "CPU", "SOC", "CV", "VDDRQ", "SYS5V"],
+        (463 + 618 + 2936 + 0 + 309 + 3306) / 1000,
+    ),
     "orin-nx-nano": ("orin_nx_nano_r36.log", ["VDD_IN"], 17.946),
     # VDDQ_VDD2_1V8AO (301 mW) is part of VIN_SYS_5V0: listed, not added
-    "agx-orin": ("agx_orin_r36.log", ["VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0"],
-                 (2340 + 390 + 4025) / 1000),
+    "agx-orin": (
+        "agx_orin_r36.log",
+        ["VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0"],
+        (2340 + 390 + 4025) / 1000,
+    ),
 }
 
 
@@ -59,20 +66,20 @@ def test_field_forms():
     assert nano.gpu_util_pct == 7 and nano.gpu_freq_mhz == (768,)
     assert nano.timestamp_s is None
     tx2 = _first("tx2_r32_a.log")
-    assert tx2.gpu_util_pct == 0 and tx2.gpu_freq_mhz == ()          # "GR3D_FREQ 0%"
+    assert tx2.gpu_util_pct == 0 and tx2.gpu_freq_mhz == ()  # "GR3D_FREQ 0%"
     assert "RAM" not in tx2.rails and "SWAP" not in tx2.rails
     orin = _first("orin_nx_nano_r36.log")
     assert orin.timestamp_s is not None
-    assert orin.gpu_util_pct == 84 and orin.gpu_freq_mhz == (713,)    # "84%@[713]"
+    assert orin.gpu_util_pct == 84 and orin.gpu_freq_mhz == (713,)  # "84%@[713]"
     assert orin.cpu_freq_mhz[-1] == 247
     assert orin.temps_c["tj"] == pytest.approx(65.562)
     agx = _first("agx_orin_r36.log")
-    assert agx.gpu_freq_mhz == (0, 0)                                 # "0%@[0,0]"
+    assert agx.gpu_freq_mhz == (0, 0)  # "0%@[0,0]"
     assert agx.temps_c["CV0"] is None and agx.temps_c["GPU"] is None  # -256C: sensor absent
     assert agx.temps_c["CPU"] == pytest.approx(44.562)
     assert len(agx.cpu_load_pct) == 12
     xavier = _first("agx_xavier_r32.log")
-    assert xavier.rails["CPU"].cur_mw == 618                          # rail, not the CPU list
+    assert xavier.rails["CPU"].cur_mw == 618  # rail, not the CPU list
     assert len(xavier.cpu_load_pct) == 8 and xavier.temps_c["PMIC"] == 100
 
 
@@ -90,16 +97,24 @@ def test_off_cores_and_cur_avg_max():
 
 def test_prompts_and_blank_lines_are_skipped_and_counted():
     log = parse_log(_lines("agx_xavier_r32.log"))
-    assert len(log.samples) == 1 and log.skipped_lines == 1           # the shell prompt
+    assert len(log.samples) == 1 and log.skipped_lines == 1  # the shell prompt
     log = parse_log(_lines("nano_r32.log"))
-    assert len(log.samples) == 2 and log.skipped_lines == 1           # the blank line
+    assert len(log.samples) == 2 and log.skipped_lines == 1  # the blank line
 
 
 def test_analyze_nano_by_interval():
     res = analyze(parse_log(_lines("nano_r32.log")), interval_ms=500)
-    assert set(res) == {"samples", "skipped_lines", "duration_s", "energy_j", "mean_power_w",
-                        "total_rails", "rails", "gpu_util_mean_pct",
-                        "truncated_lines"}
+    assert set(res) == {
+        "samples",
+        "skipped_lines",
+        "duration_s",
+        "energy_j",
+        "mean_power_w",
+        "total_rails",
+        "rails",
+        "gpu_util_mean_pct",
+        "truncated_lines",
+    }
     assert res["samples"] == 2 and res["duration_s"] == pytest.approx(0.5)
     assert res["energy_j"] == pytest.approx(0.5 * (2.746 + 2.980) / 2)
     assert res["mean_power_w"] == pytest.approx((2.746 + 2.980) / 2)
@@ -136,13 +151,21 @@ def test_no_parseable_line_is_a_data_error(tmp_path):
 def test_meter_runs_tegrastats_without_shell():
     runner = recorded_runner(_lines("agx_xavier_r32.log"))
     clock = FakeClock()
-    m = TegrastatsMeter(interval_ms=50, runner=runner, which=lambda n: "/usr/bin/tegrastats",
-                        clock=clock)
+    m = TegrastatsMeter(
+        interval_ms=50, runner=runner, which=lambda n: "/usr/bin/tegrastats", clock=clock
+    )
     assert m.available()[0]
     r = m.read()
     assert runner.argv == ["/usr/bin/tegrastats", "--interval", "50"]
     assert r.power_w["SOC"] == pytest.approx(2.936)
-    assert {d.name for d in m.domains() if d.in_total} == {"GPU", "CPU", "SOC", "CV", "VDDRQ", "SYS5V"}
+    assert {d.name for d in m.domains() if d.in_total} == {
+        "GPU",
+        "CPU",
+        "SOC",
+        "CV",
+        "VDDRQ",
+        "SYS5V",
+    }
     assert m.skipped_lines == 1
     m.close()
     assert runner.proc.returncode == -15
@@ -151,7 +174,8 @@ def test_meter_runs_tegrastats_without_shell():
 def test_meter_unavailable_and_exit():
     ok, reason = TegrastatsMeter(which=lambda n: None).available()
     assert not ok and "not on PATH" in reason
-    m = TegrastatsMeter(runner=recorded_runner(["garbage"], exit_after=True),
-                        which=lambda n: "/x/tegrastats")
+    m = TegrastatsMeter(
+        runner=recorded_runner(["garbage"], exit_after=True), which=lambda n: "/x/tegrastats"
+    )
     with pytest.raises(MeterError, match="exited before"):
         m.read()

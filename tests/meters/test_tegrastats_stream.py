@@ -1,5 +1,6 @@
 """``analyze tegrastats`` streams (issue 17: a 200 MB log took 57 s and 1.6 GB; a truncated
 last line counted as a 0 W sample)."""
+
 from __future__ import annotations
 
 import json
@@ -31,13 +32,16 @@ def test_fast_fields_match_the_full_parser_on_every_recording():
             if s is None:
                 assert f is None, line
             else:
-                assert f == (s.timestamp_s, {n: r.cur_mw for n, r in s.rails.items()},
-                             s.gpu_util_pct), line
+                assert f == (
+                    s.timestamp_s,
+                    {n: r.cur_mw for n, r in s.rails.items()},
+                    s.gpu_util_pct,
+                ), line
 
 
 def test_truncated_last_line_is_skipped_and_counted(tmp_path):
     lines = _orin_lines(3)
-    cut = lines[2][: lines[2].index("VDD_SOC") + 4]          # killed mid-write, no newline
+    cut = lines[2][: lines[2].index("VDD_SOC") + 4]  # killed mid-write, no newline
     p = tmp_path / "t.log"
     p.write_text("\n".join(lines) + "\n" + _orin_lines(1, 3)[0][: len(cut)])
     res = analyze_file(p)
@@ -49,12 +53,12 @@ def test_truncated_last_line_is_skipped_and_counted(tmp_path):
 
 def test_garbled_middle_line_is_not_a_zero_watt_sample(tmp_path):
     lines = _orin_lines(4)
-    lines[1] = lines[1][: lines[1].index("VDD_IN") + 9]       # "VDD_IN 17" and the rest lost
+    lines[1] = lines[1][: lines[1].index("VDD_IN") + 9]  # "VDD_IN 17" and the rest lost
     p = tmp_path / "g.log"
     p.write_text("\n".join(lines) + "\n")
     res = analyze_file(p)
     assert res["samples"] == 3 and res["truncated_lines"] == 1
-    assert res["mean_power_w"] == pytest.approx(17.946)       # VDD_IN is the board total
+    assert res["mean_power_w"] == pytest.approx(17.946)  # VDD_IN is the board total
 
 
 def test_overlong_line_is_skipped_without_reading_it_whole(tmp_path):
@@ -76,21 +80,38 @@ def test_large_log_streams_in_bounded_memory(tmp_path):
             written += len(block)
     n_lines = written // len(block) * 3600
     # a wrapper process whose only child is the analysis, so RUSAGE_CHILDREN is that child's
-    wrapper = ("import json, resource, subprocess, sys\n"
-               "out = subprocess.run(sys.argv[1:], capture_output=True, text=True, check=True)\n"
-               "ru = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
-               "print(json.dumps({'res': json.loads(out.stdout), 'maxrss_kb': ru.ru_maxrss,\n"
-               "                  'cpu_s': ru.ru_utime + ru.ru_stime}))\n")
+    wrapper = (
+        "import json, resource, subprocess, sys\n"
+        "out = subprocess.run(sys.argv[1:], capture_output=True, text=True, check=True)\n"
+        "ru = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "print(json.dumps({'res': json.loads(out.stdout), 'maxrss_kb': ru.ru_maxrss,\n"
+        "                  'cpu_s': ru.ru_utime + ru.ru_stime}))\n"
+    )
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "greenllm",
-                          "analyze", "tegrastats", str(p), "--json"],
-                         capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            wrapper,
+            sys.executable,
+            "-m",
+            "greenllm",
+            "analyze",
+            "tegrastats",
+            str(p),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     wall = time.perf_counter() - t0
     got = json.loads(out.stdout)
     res = got["res"]
     assert res["samples"] == n_lines and res["skipped_lines"] == 0
     assert res["mean_power_w"] == pytest.approx(17.946)
-    peak_mb = got["maxrss_kb"] / 1024          # Linux: kB
+    peak_mb = got["maxrss_kb"] / 1024  # Linux: kB
     assert peak_mb < 100, f"peak RSS {peak_mb:.0f} MB"
     cpu = got["cpu_s"]
     mb = written / 1e6

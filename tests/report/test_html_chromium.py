@@ -1,5 +1,6 @@
 """report.html renders in a real headless browser: the DOM Chromium builds contains the
 tables, the embedded plots, and the hostile variant name as text (never as a script)."""
+
 from __future__ import annotations
 
 import shutil
@@ -9,19 +10,30 @@ import pytest
 
 from greenllm.report.build import write_report
 
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") \
-    or shutil.which("google-chrome")
+CHROMIUM = (
+    shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+)
 
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="needs Chromium (chromium / chromium-browser not on PATH; "
-                             "apt-get install chromium to run this test)")
+    CHROMIUM is None,
+    reason="needs Chromium (chromium / chromium-browser not on PATH; "
+    "apt-get install chromium to run this test)",
+)
 
 
 def _chromium(args, tmp_path):
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", *args]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -33,7 +45,7 @@ def test_report_html_renders_in_chromium(run_dir, tmp_path):
     dom = proc.stdout
     assert "<table>" in dom and dom.count("<tr>") >= 4
     assert dom.count('src="data:image/png;base64,') == 2
-    assert "<script>" not in dom                       # the hostile name stayed text
+    assert "<script>" not in dom  # the hostile name stayed text
     assert "&lt;script&gt;alert(" in dom
     shot = tmp_path / "report.png"
     proc = _chromium([f"--screenshot={shot}", "--window-size=1280,2000", page], tmp_path)

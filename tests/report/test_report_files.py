@@ -1,6 +1,7 @@
 """Report files from a store holding known numbers (no model, no torch): results.json
 contract, payback and not-greener through the whole pipeline, Markdown/LaTeX/CSV/HTML,
 escaping of a hostile variant name, plots, and `greenllm report DIR`."""
+
 from __future__ import annotations
 
 import csv
@@ -19,12 +20,20 @@ def test_results_json_contract_and_known_numbers(run_dir, evil):
     names = [v["name"] for v in doc["variants"]]
     assert names == ["baseline", "int8", evil]
     for v in doc["variants"]:
-        for key in ("name", "steps", "evals", "bench", "compression_energy_j", "deltas",
-                    "payback_inferences", "not_greener"):
+        for key in (
+            "name",
+            "steps",
+            "evals",
+            "bench",
+            "compression_energy_j",
+            "deltas",
+            "payback_inferences",
+            "not_greener",
+        ):
             assert key in v
         assert isinstance(v["evals"], list) and v["evals"][0]["task"] == "hellaswag"
-        assert v["evals"][0]["acc"] is not None            # flat `greenllm eval --json` form
-        assert v["bench"]["meter"] == "rapl"                # flat `greenllm bench --json` form
+        assert v["evals"][0]["acc"] is not None  # flat `greenllm eval --json` form
+        assert v["bench"]["meter"] == "rapl"  # flat `greenllm bench --json` form
         assert "energy_per_token_j_ci95" in v["bench"]
     base, int8, evil = doc["variants"]
     assert base["not_greener"] is False and base["payback_inferences"] is None
@@ -36,7 +45,7 @@ def test_results_json_contract_and_known_numbers(run_dir, evil):
     assert int8["deltas"]["evals"][0]["delta_pp"] == pytest.approx(-1.0)
     assert int8["targets"]["max_accuracy_drop_pp"]["pass"] is True
     assert int8["targets"]["min_energy_saving"]["pass"] is True
-    assert evil["not_greener"] is True                     # -1 % with a ±10 % CI
+    assert evil["not_greener"] is True  # -1 % with a ±10 % CI
     assert evil["targets"]["max_accuracy_drop_pp"]["pass"] is False
     # carbon: 1000 requests x 1.5 J = 1500 J = 1500/3.6e6 kWh x 360 g/kWh x PUE 1.5
     assert int8["emissions_g_per_1000_inferences"] == pytest.approx(1500 / 3.6e6 * 360 * 1.5)
@@ -44,7 +53,7 @@ def test_results_json_contract_and_known_numbers(run_dir, evil):
     assert doc["pareto"] == ["baseline", "int8"]
     assert "All figures are hardware measurements." in doc["methodology"]
     assert "rapl" in doc["methodology"] and "5 measured repeats" in doc["methodology"]
-    assert "with the KV cache, eager" in doc["methodology"]      # the decode mode is named
+    assert "with the KV cache, eager" in doc["methodology"]  # the decode mode is named
     assert "repaid after 720 inferences" in doc["carbon_statement"]
 
 
@@ -76,7 +85,7 @@ def test_html_escapes_every_string(run_dir):
     assert "<script>" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#x27;&quot;" in html
     assert html.count("data:image/png;base64,") == 2
-    assert "http://" not in html and "https://" not in html     # self-contained
+    assert "http://" not in html and "https://" not in html  # self-contained
     for f in ("pareto.png", "pareto.pdf", "energy_per_token.png", "energy_per_token.pdf"):
         data = (run_dir / f).read_bytes()
         assert data[:4] in (b"\x89PNG", b"%PDF")
@@ -94,9 +103,17 @@ def test_report_command_rebuilds(run_dir, capsys):
 def test_methodology_names_compiled_decoding():
     from greenllm.report.statements import methodology
 
-    doc = {"variants": [], "workload": {"prompts": "builtin:prompts", "compile": True,
-                                        "max_new_tokens": 8, "batch_size": 1, "warmup": 1,
-                                        "repeats": 2}}
+    doc = {
+        "variants": [],
+        "workload": {
+            "prompts": "builtin:prompts",
+            "compile": True,
+            "max_new_tokens": 8,
+            "batch_size": 1,
+            "warmup": 1,
+            "repeats": 2,
+        },
+    }
     text = methodology(doc)
     assert "static KV cache and a torch.compile'd decode step" in text and "eager" not in text
 
@@ -112,5 +129,5 @@ def test_report_files_honour_the_umask(run_dir, tmp_path, umask, tree_modes):
     assert len(files) >= 10
     modes = tree_modes(out)
     assert modes.pop(".") == dmode
-    assert modes.pop(".greenllm-report.lock") == fmode    # the report writers' lock file
+    assert modes.pop(".greenllm-report.lock") == fmode  # the report writers' lock file
     assert modes == {f.name: fmode for f in files}, {k: oct(v) for k, v in modes.items()}

@@ -1,4 +1,5 @@
 """Calibration data -> token windows: sources, seeding, errors."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,7 +22,7 @@ def test_file_source_gives_seeded_windows_of_the_token_stream(tmp_path, tiny):
     stream = tokenize_texts([TEXT], tok)
     assert stream == tok(TEXT, add_special_tokens=False)["input_ids"]  # chunking is lossless
     joined = ",".join(map(str, stream))
-    for row in a.tolist():   # every window is a contiguous slice of the text's tokens
+    for row in a.tolist():  # every window is a contiguous slice of the text's tokens
         assert ",".join(map(str, row)) in joined
 
 
@@ -32,7 +33,7 @@ def test_list_and_dataset_sources(tiny):
     x = calibration_batches(docs, tok, samples=4, seq_len=32, seed=0)
     assert tuple(x.shape) == (4, 32)
     ds = datasets.Dataset.from_dict({"content": docs, "id": list(range(30))})
-    y = calibration_batches(ds, tok, samples=4, seq_len=32, seed=0)   # single string column
+    y = calibration_batches(ds, tok, samples=4, seq_len=32, seed=0)  # single string column
     assert tuple(y.shape) == (4, 32)
     assert set(load_texts(ds)) <= set(docs)
     ds2 = datasets.Dataset.from_dict({"a": docs, "b": docs})
@@ -58,7 +59,7 @@ def test_errors_name_the_source(tmp_path, tiny):
     with pytest.raises(DataError, match="tokenizer"):
         calibration_batches(["some text here"], None, samples=1, seq_len=4)
     with pytest.raises(DataError, match="list of strings"):
-        calibration_batches("x" * 5000, tok, samples=1, seq_len=4)   # text where a path belongs
+        calibration_batches("x" * 5000, tok, samples=1, seq_len=4)  # text where a path belongs
     bad = tmp_path / "latin1.txt"
     bad.write_bytes(b"caf\xe9 " * 10)
     with pytest.raises(DataError, match="latin1.txt.*not UTF-8"):

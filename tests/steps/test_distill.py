@@ -1,4 +1,5 @@
 """Distillation: the KD loss by hand, layer-dropped students, and the distill step."""
+
 from __future__ import annotations
 
 import json
@@ -11,13 +12,22 @@ torch = pytest.importorskip("torch")
 from greenllm.config import parse_config, to_dict  # noqa: E402
 from greenllm.errors import ConfigError  # noqa: E402
 from greenllm.steps import StepContext, apply_step  # noqa: E402
-from greenllm.steps.distill import (DistillConfig, StudentConfig, drop_layers,  # noqa: E402
-                                    kd_kl, kept_layers, make_kd_loss, num_layers)
+from greenllm.steps.distill import (  # noqa: E402
+    DistillConfig,
+    StudentConfig,
+    drop_layers,
+    kd_kl,
+    kept_layers,
+    make_kd_loss,
+    num_layers,
+)
 from greenllm.steps.train import TrainLoopConfig, evaluate_loss  # noqa: E402
 from greenllm.testing import tiny_causal_lm, tiny_tokenizer  # noqa: E402
 
-TEXT = ("Small models on edge boards trade accuracy for energy. Distillation teaches a small "
-        "student to match the soft predictions of a larger teacher. ") * 25
+TEXT = (
+    "Small models on edge boards trade accuracy for energy. Distillation teaches a small "
+    "student to match the soft predictions of a larger teacher. "
+) * 25
 
 
 def test_kd_kl_matches_hand_computed_value():
@@ -48,8 +58,9 @@ def test_layer_dropped_student_structure_and_outputs():
     student = drop_layers(teacher, keep)
     assert num_layers(student) == 2 and student.config.num_hidden_layers == 2
     assert num_layers(teacher) == 4  # the teacher is untouched
-    assert torch.equal(student.model.layers[1].mlp.up_proj.weight,
-                       teacher.model.layers[2].mlp.up_proj.weight)
+    assert torch.equal(
+        student.model.layers[1].mlp.up_proj.weight, teacher.model.layers[2].mlp.up_proj.weight
+    )
     assert student.model.layers[1].self_attn.layer_idx == 1
     ids = torch.randint(0, 256, (1, 12))
     with torch.no_grad():
@@ -66,11 +77,22 @@ def test_distill_step_reduces_kd_loss_of_layer_dropped_student():
     # make the teacher less random so there is something to learn: train it briefly
     from greenllm.steps.data import build_batches
     from greenllm.steps.train import train_loop
+
     tb, _ = build_batches(tok, [TEXT], seq_len=32, batch_size=4, max_examples=32)
     train_loop(teacher, tb, cfg=TrainLoopConfig(epochs=2, lr=3e-3))
-    cfg = {"student": {"keep_every": 2}, "data": [TEXT], "seq_len": 32, "batch_size": 4,
-           "epochs": 3, "lr": 3e-3, "temperature": 2.0, "alpha_ce": 0.5, "alpha_hidden": 0.1,
-           "eval_fraction": 0.2, "max_examples": 32}
+    cfg = {
+        "student": {"keep_every": 2},
+        "data": [TEXT],
+        "seq_len": 32,
+        "batch_size": 4,
+        "epochs": 3,
+        "lr": 3e-3,
+        "temperature": 2.0,
+        "alpha_ce": 0.5,
+        "alpha_hidden": 0.1,
+        "eval_fraction": 0.2,
+        "max_examples": 32,
+    }
     ctx = StepContext(tokenizer=tok, teacher=teacher)
     student, res = apply_step(teacher, "distill", cfg, ctx)
     st = res.stats
@@ -101,14 +123,25 @@ def test_kd_loss_is_zero_for_a_student_equal_to_the_teacher():
 
 def test_distill_needs_a_teacher_when_student_is_the_model():
     with pytest.raises(ConfigError, match="distill.teacher"):
-        apply_step(tiny_causal_lm(0), "distill", {"data": [TEXT]},
-                   StepContext(tokenizer=tiny_tokenizer()))
+        apply_step(
+            tiny_causal_lm(0), "distill", {"data": [TEXT]}, StepContext(tokenizer=tiny_tokenizer())
+        )
 
 
 def test_distill_config_round_trips_and_validates():
-    raw = {"student": {"layers": [0, 3]}, "temperature": 4.0, "alpha_kl": 0.7, "alpha_ce": 0.3,
-           "alpha_hidden": 0.1, "hidden_layer_map": [[0, 0], [1, 3]], "data": "wiki.txt",
-           "epochs": 1, "max_steps": 50, "precision": "bf16", "early_stopping": None}
+    raw = {
+        "student": {"layers": [0, 3]},
+        "temperature": 4.0,
+        "alpha_kl": 0.7,
+        "alpha_ce": 0.3,
+        "alpha_hidden": 0.1,
+        "hidden_layer_map": [[0, 0], [1, 3]],
+        "data": "wiki.txt",
+        "epochs": 1,
+        "max_steps": 50,
+        "precision": "bf16",
+        "early_stopping": None,
+    }
     cfg = parse_config(DistillConfig, raw, "distill")
     assert parse_config(DistillConfig, json.loads(json.dumps(to_dict(cfg))), "distill") == cfg
     with pytest.raises(ConfigError, match="distill.student.path: give one of"):
@@ -133,8 +166,9 @@ def test_hidden_loss_compares_layer_outputs_on_both_sides(arch):
         from transformers import GPT2Config, GPT2LMHeadModel
 
         torch.manual_seed(0)
-        teacher = GPT2LMHeadModel(GPT2Config(vocab_size=259, n_embd=32, n_layer=3, n_head=4,
-                                             n_positions=64)).eval()
+        teacher = GPT2LMHeadModel(
+            GPT2Config(vocab_size=259, n_embd=32, n_layer=3, n_head=4, n_positions=64)
+        ).eval()
     student = drop_layers(teacher, [0, 1])
     cfg = parse_config(DistillConfig, {"alpha_kl": 0.0, "alpha_hidden": 1.0}, "distill")
     ids = torch.randint(0, 256, (2, 10), generator=torch.Generator().manual_seed(0))
@@ -153,14 +187,27 @@ def test_distill_targets_train_only_the_selected_student_modules():
 
     student = tiny_causal_lm(1)
     before = copy.deepcopy(student.state_dict())
-    out, res = apply_step(student, "distill", {"targets": ["mlp.*"], "data": [TEXT],
-                                               "max_steps": 2, "lr": 1e-2, "seq_len": 32,
-                                               "batch_size": 2},
-                          StepContext(tokenizer=tiny_tokenizer(), teacher=tiny_causal_lm(0)))
+    out, res = apply_step(
+        student,
+        "distill",
+        {
+            "targets": ["mlp.*"],
+            "data": [TEXT],
+            "max_steps": 2,
+            "lr": 1e-2,
+            "seq_len": 32,
+            "batch_size": 2,
+        },
+        StepContext(tokenizer=tiny_tokenizer(), teacher=tiny_causal_lm(0)),
+    )
     after = out.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(".mlp." in k for k in changed)
-    assert all(p.requires_grad for p in out.parameters())   # frozen ones are given back
+    assert all(p.requires_grad for p in out.parameters())  # frozen ones are given back
     with pytest.raises(ConfigError, match="distill.targets: no module matched"):
-        apply_step(tiny_causal_lm(1), "distill", {"targets": ["nope"], "data": [TEXT]},
-                   StepContext(tokenizer=tiny_tokenizer(), teacher=tiny_causal_lm(0)))
+        apply_step(
+            tiny_causal_lm(1),
+            "distill",
+            {"targets": ["nope"], "data": [TEXT]},
+            StepContext(tokenizer=tiny_tokenizer(), teacher=tiny_causal_lm(0)),
+        )

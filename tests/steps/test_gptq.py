@@ -1,4 +1,5 @@
 """The gptq quantize method on a tiny model: calibrated, packed, saved and reloaded."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,23 +28,26 @@ def _calib():
 
 
 def _gptq(group_size=32, **kw):
-    spec = {"method": "gptq", "group_size": group_size,
-            "calibration": {"samples": 8, "seq_len": 64}, **kw}
+    spec = {
+        "method": "gptq",
+        "group_size": group_size,
+        "calibration": {"samples": 8, "seq_len": 64},
+        **kw,
+    }
     return ("quantize", parse_config(QuantizeConfig, spec, "quantize"))
 
 
 def test_gptq_packs_every_decoder_linear_and_keeps_the_logits_close():
-    from greenllm.steps.int4_linear import Int4Linear
-
     from greenllm.models import param_count
+    from greenllm.steps.int4_linear import Int4Linear
 
     model, tok, ids, ref = _setup()
     before = param_count(model)
     model, steps = greenllm.compress(model, [_gptq()], tokenizer=tok, calibration=_calib())
-    assert param_count(model) == before     # packed 4-bit counts as the weights it stands for
+    assert param_count(model) == before  # packed 4-bit counts as the weights it stands for
     packed = [n for n, m in model.named_modules() if isinstance(m, Int4Linear)]
-    assert len(packed) == 2 * 7          # q k v o gate up down in each of 2 layers
-    assert type(model.lm_head) is torch.nn.Linear   # ignored by default
+    assert len(packed) == 2 * 7  # q k v o gate up down in each of 2 layers
+    assert type(model.lm_head) is torch.nn.Linear  # ignored by default
     st = steps[0].stats
     assert st["bits"] == 4 and st["calibration"]["samples"] == 8
     assert set(st["reconstruction_error"]) == set(packed)
@@ -59,10 +63,16 @@ def test_gptq_without_calibration_is_one_clear_error():
         greenllm.compress(model, [_gptq()], tokenizer=tok)
 
 
-@pytest.mark.parametrize("bad,field", [({"bits": 5}, "bits"), ({"group_size": 48}, "group_size"),
-                                       ({"desc_act": True}, "static_groups"),
-                                       ({"pattern": "2:3"}, "blocksize"),
-                                       ({"dampening": 0.0}, "dampening")])
+@pytest.mark.parametrize(
+    "bad,field",
+    [
+        ({"bits": 5}, "bits"),
+        ({"group_size": 48}, "group_size"),
+        ({"desc_act": True}, "static_groups"),
+        ({"pattern": "2:3"}, "blocksize"),
+        ({"dampening": 0.0}, "dampening"),
+    ],
+)
 def test_gptq_settings_are_validated(bad, field):
     with pytest.raises(ConfigError, match=field):
         _gptq(**bad)
@@ -70,8 +80,7 @@ def test_gptq_settings_are_validated(bad, field):
 
 def test_a_gptq_model_saves_packed_and_reloads_with_the_same_logits(tmp_path):
     model, tok, ids, _ = _setup()
-    model, _ = greenllm.compress(model, [_gptq(sym=False)], tokenizer=tok,
-                                 calibration=_calib())
+    model, _ = greenllm.compress(model, [_gptq(sym=False)], tokenizer=tok, calibration=_calib())
     with torch.no_grad():
         before = model(ids).logits
     out = greenllm.save(model, tmp_path / "ckpt", tok)
@@ -80,7 +89,7 @@ def test_a_gptq_model_saves_packed_and_reloads_with_the_same_logits(tmp_path):
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         keys = set(f.keys())
         q = f.get_tensor("model.layers.0.mlp.down_proj.qweight")
-    assert q.dtype == torch.uint8 and q.shape == (128, 128)     # 256 inputs, two a byte
+    assert q.dtype == torch.uint8 and q.shape == (128, 128)  # 256 inputs, two a byte
     assert "model.layers.0.mlp.down_proj.weight" not in keys
     again, _ = greenllm.load_model(str(out))
     with torch.no_grad():
@@ -90,8 +99,9 @@ def test_a_gptq_model_saves_packed_and_reloads_with_the_same_logits(tmp_path):
 
 def test_gptq_and_sparsegpt_in_one_pass():
     model, tok, _, _ = _setup()
-    model, steps = greenllm.compress(model, [_gptq(sparsity=0.5)], tokenizer=tok,
-                                     calibration=_calib())
+    model, steps = greenllm.compress(
+        model, [_gptq(sparsity=0.5)], tokenizer=tok, calibration=_calib()
+    )
     w = model.model.layers[1].mlp.up_proj.dequantized_weight()
     assert abs(float((w == 0).float().mean()) - 0.5) < 0.05
     assert steps[0].stats["sparsity"] == 0.5

@@ -1,19 +1,27 @@
 """GPTQ on one layer against a straightforward implementation of the paper's algorithm,
 packing, and the int4 CPU linear."""
+
 from __future__ import annotations
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from greenllm.steps.gptq_core import (dequantize, gptq_quantize, grid_params,  # noqa: E402
-                                      pack_int4, rtn_quantize, to_codes, unpack_int4)
+from greenllm.steps.gptq_core import (  # noqa: E402
+    dequantize,
+    gptq_quantize,
+    grid_params,
+    pack_int4,
+    rtn_quantize,
+    to_codes,
+    unpack_int4,
+)
 
 
 def _layer(seed=0, rows=48, cols=128, n=512):
     g = torch.Generator().manual_seed(seed)
     # correlated inputs with a few strong channels, as real activations have
-    mix = torch.randn(cols, cols, generator=g) / cols ** 0.5 + torch.eye(cols)
+    mix = torch.randn(cols, cols, generator=g) / cols**0.5 + torch.eye(cols)
     X = torch.randn(n, cols, generator=g) @ mix
     X[:, :4] *= 6.0
     W = torch.randn(rows, cols, generator=g) * 0.05
@@ -35,26 +43,29 @@ def _reference(W, H, bits, group_size, sym, damp=0.01):
         s, z = grid_params(W, bits, sym)
     for j in range(cols):
         if group_size is not None and j % group_size == 0:
-            s, z = grid_params(W[:, j:j + group_size], bits, sym)
-        c = torch.clamp(torch.round(W[:, j] / s) + z, 0, 2 ** bits - 1)
+            s, z = grid_params(W[:, j : j + group_size], bits, sym)
+        c = torch.clamp(torch.round(W[:, j] / s) + z, 0, 2**bits - 1)
         Q[:, j] = s * (c - z)
         err = (W[:, j] - Q[:, j]) / Hinv[j, j]
         W[:, j:] -= torch.outer(err, Hinv[j, j:])
     return Q
 
 
-@pytest.mark.parametrize("bits,group_size,sym", [(4, 32, True), (4, 64, False), (3, None, True),
-                                                 (8, 64, True), (2, 32, False)])
+@pytest.mark.parametrize(
+    "bits,group_size,sym",
+    [(4, 32, True), (4, 64, False), (3, None, True), (8, 64, True), (2, 32, False)],
+)
 def test_gptq_on_one_layer_equals_the_papers_algorithm(bits, group_size, sym):
     W, H, _ = _layer(1)
-    W, H = W.double(), H.double()   # float64 on both sides: no rounding ties decided by noise
+    W, H = W.double(), H.double()  # float64 on both sides: no rounding ties decided by noise
     got = gptq_quantize(W, H, bits=bits, group_size=group_size, sym=sym, blocksize=64)
     ref = _reference(W, H, bits, group_size, sym)
     torch.testing.assert_close(got.weight, ref, atol=1e-9, rtol=0)
     # the integers and parameters describe exactly the returned weights
-    torch.testing.assert_close(dequantize(got.codes, got.scales, got.zeros, got.g_idx),
-                               got.weight, atol=1e-6, rtol=0)
-    assert int(got.codes.max()) <= 2 ** bits - 1
+    torch.testing.assert_close(
+        dequantize(got.codes, got.scales, got.zeros, got.g_idx), got.weight, atol=1e-6, rtol=0
+    )
+    assert int(got.codes.max()) <= 2**bits - 1
 
 
 def test_lazy_blocks_do_not_change_the_result():
@@ -79,8 +90,12 @@ def test_act_order_with_static_groups_keeps_groups_contiguous_and_helps():
     plain = gptq_quantize(W, H, group_size=32, static_groups=True)
     ordered = gptq_quantize(W, H, group_size=32, act_order=True, static_groups=True)
     assert torch.equal(ordered.g_idx, torch.arange(W.shape[1]) // 32)
-    torch.testing.assert_close(dequantize(ordered.codes, ordered.scales, ordered.zeros,
-                                          ordered.g_idx), ordered.weight, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        dequantize(ordered.codes, ordered.scales, ordered.zeros, ordered.g_idx),
+        ordered.weight,
+        atol=1e-6,
+        rtol=0,
+    )
     assert ordered.rel_error <= plain.rel_error * 1.05
     with pytest.raises(ValueError, match="static_groups"):
         gptq_quantize(W, H, group_size=32, act_order=True)
@@ -101,7 +116,7 @@ def test_sparse_and_quantized_in_one_pass():
 def test_symmetric_4bit_is_the_q4_0_form():
     W, _, _ = _layer(6)
     r = rtn_quantize(W, bits=4, group_size=32, sym=True)
-    assert torch.all(r.zeros == 8)          # (q - 8) * d, d = the group's scale
+    assert torch.all(r.zeros == 8)  # (q - 8) * d, d = the group's scale
     c = to_codes(W[:, :32], r.scales[:, :1], r.zeros[:, :1], 4)
     assert torch.equal(c.to(torch.uint8), r.codes[:, :32])
 

@@ -1,5 +1,6 @@
 """``dynamic_int8`` (torch.ao dynamic Linear) quantizes activations per tensor, one dynamic
 scale per input, and says so (it was described as per-token; issue 11)."""
+
 from __future__ import annotations
 
 import copy
@@ -37,4 +38,4 @@ def test_dynamic_int8_activation_scale_is_one_per_tensor():
     err_alone = (alone - ref).abs().max().item()
     err_shared = (with_outlier - ref).abs().max().item()
     assert err_alone < 0.05 * ref.abs().max().item()
-    assert err_shared > 20 * err_alone     # the outlier's range set the scale of x as well
+    assert err_shared > 20 * err_alone  # the outlier's range set the scale of x as well

@@ -1,6 +1,7 @@
 """int8_weight with a tied head on models whose input embedding scales its rows (Gemma 2 and 3
 multiply by sqrt(hidden_size)): the int8 embedding that replaces the tied table keeps the
 scale, so logits stay as close to fp32 as on a Llama-style model (issue 11)."""
+
 from __future__ import annotations
 
 import copy
@@ -25,10 +26,19 @@ def _tiny_gemma(kind: str, seed: int = 0):
         "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM"),
     }[kind]
     cfg = getattr(transformers, cfg_cls)(
-        vocab_size=259, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-        max_position_embeddings=256, tie_word_embeddings=True,
-        bos_token_id=256, eos_token_id=257, pad_token_id=258)
+        vocab_size=259,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=256,
+        eos_token_id=257,
+        pad_token_id=258,
+    )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = getattr(transformers, model_cls)(cfg)

@@ -1,5 +1,6 @@
 """The quantize step on tiny seeded models: every method, config round-trip, targets/ignore,
 errors (did-you-mean, backends that cannot run here), model left unchanged on error."""
+
 from __future__ import annotations
 
 import copy
@@ -13,22 +14,36 @@ torch = pytest.importorskip("torch")
 
 from greenllm.config import ConfigError, parse_config, to_dict  # noqa: E402
 from greenllm.errors import GreenLLMError, MissingDependencyError, UnsupportedError  # noqa: E402
+from greenllm.evals.perplexity import token_perplexity  # noqa: E402
 from greenllm.models import model_size_bytes  # noqa: E402
 from greenllm.steps import apply_step, compress  # noqa: E402
-from greenllm.steps.quantize import (QUANT_METHODS, QuantizeConfig, layer_bits,  # noqa: E402
-                                     matches, quiet_torchao_import, select_linears,
-                                     tensor_storage_bytes)
-from greenllm.evals.perplexity import token_perplexity  # noqa: E402
+from greenllm.steps.quantize import (  # noqa: E402
+    QUANT_METHODS,
+    QuantizeConfig,
+    layer_bits,
+    matches,
+    quiet_torchao_import,
+    select_linears,
+    tensor_storage_bytes,
+)
 from greenllm.testing import tiny_causal_lm  # noqa: E402
 
-N_LINEARS = 14   # 2 layers x (q, k, v, o, gate, up, down); lm_head ignored by default
+N_LINEARS = 14  # 2 layers x (q, k, v, o, gate, up, down); lm_head ignored by default
 
 # method -> max |logit - fp32 logit| allowed on the tiny model (logits are O(0.5))
 CPU_METHODS = {
-    "int8_weight": 0.03, "bf16": 0.02, "fp16": 0.005, "dynamic_int8": 0.05,
-    "torchao_int8_weight": 0.03, "torchao_int8_dynamic": 0.05,
-    "quanto_int8": 0.03, "quanto_int4": 0.3, "quanto_float8": 0.1,
-    "bnb_int8": 0.05, "bnb_nf4": 0.4, "bnb_fp4": 0.4,
+    "int8_weight": 0.03,
+    "bf16": 0.02,
+    "fp16": 0.005,
+    "dynamic_int8": 0.05,
+    "torchao_int8_weight": 0.03,
+    "torchao_int8_dynamic": 0.05,
+    "quanto_int8": 0.03,
+    "quanto_int4": 0.3,
+    "quanto_float8": 0.1,
+    "bnb_int8": 0.05,
+    "bnb_nf4": 0.4,
+    "bnb_fp4": 0.4,
 }
 BNB = {"bnb_int8", "bnb_nf4", "bnb_fp4"}
 
@@ -68,8 +83,15 @@ def _same_state(a, b) -> bool:
 # ------------------------------------------------------------------ config
 @pytest.mark.parametrize("method", QUANT_METHODS.names())
 def test_config_round_trips(method):
-    cfg = parse_config(QuantizeConfig, {"method": method, "targets": ["mlp.*"],
-                                        "ignore": ["lm_head", "down_proj"], "group_size": 64})
+    cfg = parse_config(
+        QuantizeConfig,
+        {
+            "method": method,
+            "targets": ["mlp.*"],
+            "ignore": ["lm_head", "down_proj"],
+            "group_size": 64,
+        },
+    )
     again = parse_config(QuantizeConfig, to_dict(cfg))
     assert again == cfg
     assert to_dict(again)["targets"] == ["mlp.*"]
@@ -88,11 +110,17 @@ def test_unknown_method_suggests_the_close_name():
         parse_config(QuantizeConfig, {"method": "quanto_int44"})
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"methd": "bf16"}, "methd"), ({"group_size": 100}, "group_size"),
-    ({"compute_dtype": "int8"}, "compute_dtype"), ({"targets": "q_proj"}, "targets"),
-    ({"ignore": [""]}, "ignore"), ({"per_channel": "yes"}, "per_channel"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"methd": "bf16"}, "methd"),
+        ({"group_size": 100}, "group_size"),
+        ({"compute_dtype": "int8"}, "compute_dtype"),
+        ({"targets": "q_proj"}, "targets"),
+        ({"ignore": [""]}, "ignore"),
+        ({"per_channel": "yes"}, "per_channel"),
+    ],
+)
 def test_bad_config_names_the_field(body, field):
     with pytest.raises(ConfigError, match=field):
         parse_config(QuantizeConfig, body, "quantize")
@@ -109,15 +137,18 @@ def test_validation_needs_no_torch_backend_import():
 
 
 # ------------------------------------------------------------------ selection
-@pytest.mark.parametrize("name, pattern, hit", [
-    ("model.layers.0.mlp.down_proj", "down_proj", True),
-    ("model.layers.0.mlp.down_proj", "mlp.*", True),
-    ("model.layers.0.mlp.down_proj", "model.layers.1.*", False),
-    ("model.layers.11.mlp.up_proj", "model.layers.1[0-9].*", True),
-    ("model.layers.1.mlp.up_proj", "model.layers.1[0-9].*", False),
-    ("lm_head", "lm_head", True),
-    ("model.layers.0.self_attn.q_proj", "proj", False),
-])
+@pytest.mark.parametrize(
+    "name, pattern, hit",
+    [
+        ("model.layers.0.mlp.down_proj", "down_proj", True),
+        ("model.layers.0.mlp.down_proj", "mlp.*", True),
+        ("model.layers.0.mlp.down_proj", "model.layers.1.*", False),
+        ("model.layers.11.mlp.up_proj", "model.layers.1[0-9].*", True),
+        ("model.layers.1.mlp.up_proj", "model.layers.1[0-9].*", False),
+        ("lm_head", "lm_head", True),
+        ("model.layers.0.self_attn.q_proj", "proj", False),
+    ],
+)
 def test_patterns(name, pattern, hit):
     assert matches(name, pattern) is hit
 
@@ -130,8 +161,12 @@ def test_select_default_skips_lm_head(base):
 
 def test_targets_and_ignore(base):
     names = [n for n, _ in select_linears(base, ["mlp.*"], ["down_proj"])]
-    assert sorted(n.rsplit(".", 1)[1] for n in names) == ["gate_proj", "gate_proj",
-                                                          "up_proj", "up_proj"]
+    assert sorted(n.rsplit(".", 1)[1] for n in names) == [
+        "gate_proj",
+        "gate_proj",
+        "up_proj",
+        "up_proj",
+    ]
 
 
 def test_no_match_is_a_config_error_naming_an_example(base):
@@ -150,12 +185,12 @@ def test_method_on_tiny_model(method, base, ids):
     out = _logits(model, ids)
     assert out.shape == ref.shape and torch.isfinite(out).all()
     err = (out - ref).abs().max().item()
-    assert 0 < err < CPU_METHODS[method], err          # changed, but close to fp32
+    assert 0 < err < CPU_METHODS[method], err  # changed, but close to fp32
     assert res.size_bytes_after < res.size_bytes_before
     assert res.stats["quantized_modules"] == N_LINEARS
     assert len(res.stats["modules"]) == N_LINEARS
     assert res.stats["bits"] == QUANT_METHODS.get(method).bits
-    assert type(model.lm_head) is torch.nn.Linear      # ignored by default
+    assert type(model.lm_head) is torch.nn.Linear  # ignored by default
     assert model._greenllm["steps"][-1]["config"]["method"] == method
     fmts = layer_bits(model)
     assert fmts["lm_head"] == "float32"
@@ -163,8 +198,9 @@ def test_method_on_tiny_model(method, base, ids):
 
 
 def test_targets_limit_what_is_quantized(base, ids):
-    model, res = apply_step(copy.deepcopy(base), "quantize",
-                            {"method": "int8_weight", "targets": ["down_proj"]})
+    model, res = apply_step(
+        copy.deepcopy(base), "quantize", {"method": "int8_weight", "targets": ["down_proj"]}
+    )
     fmts = layer_bits(model)
     assert res.stats["quantized_modules"] == 2
     assert fmts["model.layers.1.mlp.down_proj"] == "int8_weight"
@@ -172,8 +208,9 @@ def test_targets_limit_what_is_quantized(base, ids):
 
 
 def test_lm_head_quantized_when_not_ignored(base, ids):
-    model, res = apply_step(copy.deepcopy(base), "quantize",
-                            {"method": "int8_weight", "ignore": []})
+    model, res = apply_step(
+        copy.deepcopy(base), "quantize", {"method": "int8_weight", "ignore": []}
+    )
     assert res.stats["quantized_modules"] == N_LINEARS + 1
     assert layer_bits(model)["lm_head"] == "int8_weight"
 
@@ -190,9 +227,9 @@ def test_int8_weight_matches_its_dequantized_weights(base):
     assert q.weight_int8.dtype == torch.int8 and q.weight_int8.abs().max() == 127
     x = torch.randn(3, 5, lin.in_features)
     expect = torch.nn.functional.linear(x, deq)
-    assert torch.allclose(q(x), expect, atol=1e-4)              # float32 kernel path
+    assert torch.allclose(q(x), expect, atol=1e-4)  # float32 kernel path
     qb = Int8WeightLinear.from_linear(lin, "bfloat16", use_kernel=True)
-    assert torch.allclose(qb(x), expect, atol=0.05)             # bf16 activations
+    assert torch.allclose(qb(x), expect, atol=0.05)  # bf16 activations
     fallback = Int8WeightLinear.from_linear(lin, "float32", use_kernel=False)
     assert torch.allclose(fallback(x), expect, atol=1e-4)
 
@@ -206,8 +243,9 @@ def test_int8_weight_size_is_one_byte_per_weight_plus_scales(base):
 
 def test_dynamic_int8_per_channel_and_per_tensor(base, ids):
     pc, _ = apply_step(copy.deepcopy(base), "quantize", {"method": "dynamic_int8"})
-    pt, _ = apply_step(copy.deepcopy(base), "quantize",
-                       {"method": "dynamic_int8", "per_channel": False})
+    pt, _ = apply_step(
+        copy.deepcopy(base), "quantize", {"method": "dynamic_int8", "per_channel": False}
+    )
     w_pc = pc.model.layers[0].mlp.down_proj.weight()
     w_pt = pt.model.layers[0].mlp.down_proj.weight()
     assert w_pc.qscheme() == torch.per_channel_affine
@@ -221,7 +259,7 @@ def test_tensor_storage_bytes_counts_packed_subclasses(base):
     w = model.model.layers[0].mlp.up_proj.weight
     n = w.shape[0] * w.shape[1]
     stored = tensor_storage_bytes(w)
-    assert n // 2 <= stored < n            # 4 bits per weight plus group scales/shifts
+    assert n // 2 <= stored < n  # 4 bits per weight plus group scales/shifts
     assert tensor_storage_bytes(torch.zeros(10, dtype=torch.float16)) == 20
 
 
@@ -236,7 +274,7 @@ def test_torchao_int4_on_cpu_is_unsupported_and_model_unchanged(base):
 
 
 def test_bnb_missing_is_a_missing_dependency(base, monkeypatch):
-    monkeypatch.setitem(sys.modules, "bitsandbytes", None)   # import fails as if absent
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as if absent
     model = copy.deepcopy(base)
     before = _state(model)
     with pytest.raises(MissingDependencyError, match=r"greenllm\[bnb\]"):
@@ -247,13 +285,15 @@ def test_bnb_missing_is_a_missing_dependency(base, monkeypatch):
 def test_bnb_without_cpu_backend_is_unsupported(base, monkeypatch):
     """A bitsandbytes build without a CPU backend fails on the scratch layer, before the
     model is touched; faked at the SDK boundary (module object)."""
+
     def no_cpu(*args, **kwargs):
         raise RuntimeError("CUDA Setup failed: no GPU found")
 
     fake = types.ModuleType("bitsandbytes")
     fake.__version__ = "0.42.0"
-    fake.nn = types.SimpleNamespace(Linear8bitLt=no_cpu, Int8Params=no_cpu, Linear4bit=no_cpu,
-                                    Params4bit=no_cpu)
+    fake.nn = types.SimpleNamespace(
+        Linear8bitLt=no_cpu, Int8Params=no_cpu, Linear4bit=no_cpu, Params4bit=no_cpu
+    )
     monkeypatch.setitem(sys.modules, "bitsandbytes", fake)
     model = copy.deepcopy(base)
     before = _state(model)
@@ -291,11 +331,12 @@ def test_size_accounting_matches_model_size_bytes(base):
 
 def test_torchao_so_warning_filter():
     quiet_torchao_import()
-    quiet_torchao_import()   # idempotent
+    quiet_torchao_import()  # idempotent
     log = logging.getLogger("torchao")
     assert len([f for f in log.filters if type(f).__name__ == "_DropNoise"]) == 1
-    rec = logging.LogRecord("torchao", logging.WARNING, __file__, 1,
-                            "Failed to load /x/_C_mxfp8.so: nope", None, None)
+    rec = logging.LogRecord(
+        "torchao", logging.WARNING, __file__, 1, "Failed to load /x/_C_mxfp8.so: nope", None, None
+    )
     other = logging.LogRecord("torchao", logging.WARNING, __file__, 1, "real warning", None, None)
     assert not log.filter(rec) and log.filter(other)
 
@@ -318,7 +359,7 @@ def test_smollm2_int8_weight_perplexity_within_2_percent(smollm2, shared_data):
     ppl_fp32 = token_perplexity(model, ids, 256)
     q, res = apply_step(copy.deepcopy(model), "quantize", {"method": "int8_weight"})
     ppl_q = token_perplexity(q, ids, 256)
-    assert 5 < ppl_fp32 < 100                      # a real language model on real text
+    assert 5 < ppl_fp32 < 100  # a real language model on real text
     assert abs(ppl_q / ppl_fp32 - 1) <= 0.02, (ppl_fp32, ppl_q)
     assert res.stats["quantized_modules"] == 30 * 7
     assert res.size_bytes_after < 0.45 * res.size_bytes_before
@@ -355,11 +396,12 @@ def test_bnb_4bit_bad_roundtrip_is_refused_on_real_weights(smollm2_dir):
     _, res = apply_step(copy.deepcopy(model), "quantize", {"method": "bnb_nf4", "ignore": []})
     assert res.stats["blocksize"] == 64 and res.stats["max_roundtrip_error"] < 0.2
     try:
-        _, res = apply_step(model, "quantize",
-                            {"method": "bnb_nf4", "ignore": [], "group_size": 128})
+        _, res = apply_step(
+            model, "quantize", {"method": "bnb_nf4", "ignore": [], "group_size": 128}
+        )
     except UnsupportedError as exc:
         assert "relative error" in str(exc) and type(model[0]) is torch.nn.Linear
-    else:   # a bitsandbytes release that fixed the bug
+    else:  # a bitsandbytes release that fixed the bug
         assert res.stats["max_roundtrip_error"] < 0.3
 
 

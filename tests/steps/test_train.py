@@ -1,4 +1,5 @@
 """The shared training loop and the ``train`` step, on the tiny in-code Llama."""
+
 from __future__ import annotations
 
 import copy
@@ -14,12 +15,20 @@ from greenllm.config import parse_config, to_dict  # noqa: E402
 from greenllm.errors import ConfigError, DataError, GreenLLMError, UnsupportedError  # noqa: E402
 from greenllm.steps import apply_step, compress  # noqa: E402
 from greenllm.steps.data import build_batches, load_source  # noqa: E402
-from greenllm.steps.train import (EarlyStopping, TrainConfig, TrainLoopConfig,  # noqa: E402
-                                  causal_lm_loss, lr_at, train_loop)
+from greenllm.steps.train import (  # noqa: E402
+    EarlyStopping,
+    TrainConfig,
+    TrainLoopConfig,
+    causal_lm_loss,
+    lr_at,
+    train_loop,
+)
 from greenllm.testing import tiny_causal_lm, tiny_tokenizer  # noqa: E402
 
-TEXT = ("Energy is measured in joules and power in watts. A model that runs faster at the same "
-        "power uses less energy. ") * 30
+TEXT = (
+    "Energy is measured in joules and power in watts. A model that runs faster at the same "
+    "power uses less energy. "
+) * 30
 
 
 def _blocks(n=8, seq=16, seed=0):
@@ -52,7 +61,7 @@ def test_lr_schedule_cosine_with_warmup_values():
 def test_loop_records_lr_from_schedule():
     model = tiny_causal_lm(0)
     x = _blocks(8)
-    batches = [_batch(x[i:i + 2]) for i in range(0, 8, 2)]
+    batches = [_batch(x[i : i + 2]) for i in range(0, 8, 2)]
     cfg = TrainLoopConfig(epochs=2, lr=1e-3, warmup_ratio=0.25, log_every_steps=1, shuffle=False)
     rep = train_loop(model, batches, cfg=cfg)
     assert rep.steps == 8
@@ -69,7 +78,7 @@ def test_grad_accumulation_equals_large_batch():
     cfg_big = TrainLoopConfig(**kw)
     cfg_acc = TrainLoopConfig(grad_accum=4, **kw)
     train_loop(m1, [_batch(x)], cfg=cfg_big)
-    train_loop(m2, [_batch(x[i:i + 2]) for i in range(0, 8, 2)], cfg=cfg_acc)
+    train_loop(m2, [_batch(x[i : i + 2]) for i in range(0, 8, 2)], cfg=cfg_acc)
     for (n, a), (_, b) in zip(m1.named_parameters(), m2.named_parameters()):
         assert torch.allclose(a, b, atol=1e-6), n
     # and the update really moved the weights, differently from one micro-batch alone
@@ -83,9 +92,9 @@ def test_grad_accumulation_is_token_weighted_with_padding():
     """Micro-batches with different numbers of target tokens still give the big-batch step."""
     x = _blocks(4)
     labels = x.clone()
-    labels[0, 5:] = -100   # row 0 has few target tokens
+    labels[0, 5:] = -100  # row 0 has few target tokens
     big = {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": labels}
-    small = [{k: v[i:i + 1] for k, v in big.items()} for i in range(4)]
+    small = [{k: v[i : i + 1] for k, v in big.items()} for i in range(4)]
     m1, m2 = tiny_causal_lm(1), tiny_causal_lm(1)
     kw = dict(max_steps=1, lr=1.0, shuffle=False, max_grad_norm=None, optimizer="sgd")
     train_loop(m1, [big], cfg=TrainLoopConfig(**kw))
@@ -103,7 +112,8 @@ def test_gradient_checkpointing_gives_same_gradients():
         model.train()
         if ckpt:
             model.activation_checkpointing_enable(
-                activation_checkpointing_kwargs={"use_reentrant": False})
+                activation_checkpointing_kwargs={"use_reentrant": False}
+            )
             assert model.is_activation_checkpointing
         causal_lm_loss(model, b).backward()
         grads.append(_grads(model))
@@ -122,7 +132,7 @@ def test_gradient_checkpointing_gives_same_gradients():
 
 def test_seeded_runs_are_reproducible_and_seed_matters():
     x = _blocks(12)
-    batches = [_batch(x[i:i + 2]) for i in range(0, 12, 2)]
+    batches = [_batch(x[i : i + 2]) for i in range(0, 12, 2)]
 
     def run(seed):
         m = tiny_causal_lm(0)
@@ -143,8 +153,9 @@ def test_early_stopping_stops_after_patience():
     train_b = [_batch(x[:4]), _batch(x[4:6])]
     eval_b = [_batch(x[6:])]
     # min_delta so large that no evaluation after the first counts as an improvement
-    cfg = TrainLoopConfig(epochs=10, lr=1e-3,
-                          early_stopping=EarlyStopping(patience=2, min_delta=1e6))
+    cfg = TrainLoopConfig(
+        epochs=10, lr=1e-3, early_stopping=EarlyStopping(patience=2, min_delta=1e6)
+    )
     rep = train_loop(tiny_causal_lm(0), train_b, cfg=cfg, eval_batches=eval_b)
     assert rep.stopped_early and rep.epochs_run == 3 and rep.steps == 6
     assert [e["improved"] for e in rep.evals] == [True, False, False]
@@ -163,16 +174,23 @@ def test_early_stopping_on_real_overfitting():
 
 def test_eval_every_steps_evaluates_on_cadence():
     x = _blocks(8)
-    batches = [_batch(x[i:i + 2]) for i in range(0, 6, 2)]
-    rep = train_loop(tiny_causal_lm(0), batches, eval_batches=[_batch(x[6:])],
-                     cfg=TrainLoopConfig(epochs=2, eval_every_steps=2))
+    batches = [_batch(x[i : i + 2]) for i in range(0, 6, 2)]
+    rep = train_loop(
+        tiny_causal_lm(0),
+        batches,
+        eval_batches=[_batch(x[6:])],
+        cfg=TrainLoopConfig(epochs=2, eval_every_steps=2),
+    )
     assert [e["step"] for e in rep.evals] == [2, 4, 6]
 
 
 def test_early_stopping_without_held_out_data_is_a_config_error():
     with pytest.raises(ConfigError, match="early_stopping: needs held-out data"):
-        train_loop(tiny_causal_lm(0), [_batch(_blocks(2))],
-                   cfg=TrainLoopConfig(early_stopping=EarlyStopping()))
+        train_loop(
+            tiny_causal_lm(0),
+            [_batch(_blocks(2))],
+            cfg=TrainLoopConfig(early_stopping=EarlyStopping()),
+        )
     with pytest.raises(ConfigError, match="eval_fraction"):
         parse_config(TrainConfig, {"early_stopping": {"patience": 2}}, "train")
 
@@ -180,8 +198,7 @@ def test_early_stopping_without_held_out_data_is_a_config_error():
 def test_bf16_autocast_on_cpu_trains():
     x = _blocks(8)
     model = tiny_causal_lm(0)
-    rep = train_loop(model, [_batch(x)], cfg=TrainLoopConfig(epochs=5, lr=1e-2,
-                                                             precision="bf16"))
+    rep = train_loop(model, [_batch(x)], cfg=TrainLoopConfig(epochs=5, lr=1e-2, precision="bf16"))
     assert rep.precision == "bf16" and rep.last_loss < rep.first_loss
     assert next(model.parameters()).dtype == torch.float32  # master weights stay fp32
 
@@ -207,8 +224,12 @@ def test_hooks_receive_records_and_can_add_fields():
             return {"energy_j": 10.0 * (epoch + 1)}
 
     x = _blocks(4)
-    rep = train_loop(tiny_causal_lm(0), [_batch(x[:2]), _batch(x[2:])],
-                     cfg=TrainLoopConfig(epochs=2), hooks=[Hook()])
+    rep = train_loop(
+        tiny_causal_lm(0),
+        [_batch(x[:2]), _batch(x[2:])],
+        cfg=TrainLoopConfig(epochs=2),
+        hooks=[Hook()],
+    )
     assert [s[0] for s in seen] == ["step", "step", "epoch", "step", "step", "epoch"]
     assert [e["energy_j"] for e in rep.epochs] == [10.0, 20.0]
 
@@ -235,11 +256,24 @@ def test_no_trainable_parameters_is_config_error():
 
 
 def test_config_round_trips_and_rejects_typos():
-    raw = {"data": "train.txt", "task": "qa", "epochs": 2, "max_steps": 100, "batch_size": 4,
-           "grad_accum": 2, "lr": 1e-4, "warmup_ratio": 0.1, "precision": "bf16",
-           "gradient_checkpointing": True, "early_stopping": {"patience": 3, "min_delta": 0.01},
-           "eval_fraction": 0.1, "seq_len": 128, "seed": 7, "power_cap_w": 150.0,
-           "power_mode": None}
+    raw = {
+        "data": "train.txt",
+        "task": "qa",
+        "epochs": 2,
+        "max_steps": 100,
+        "batch_size": 4,
+        "grad_accum": 2,
+        "lr": 1e-4,
+        "warmup_ratio": 0.1,
+        "precision": "bf16",
+        "gradient_checkpointing": True,
+        "early_stopping": {"patience": 3, "min_delta": 0.01},
+        "eval_fraction": 0.1,
+        "seq_len": 128,
+        "seed": 7,
+        "power_cap_w": 150.0,
+        "power_mode": None,
+    }
     cfg = parse_config(TrainConfig, raw, "train")
     again = parse_config(TrainConfig, json.loads(json.dumps(to_dict(cfg))), "train")
     assert again == cfg and to_dict(again) == to_dict(cfg)
@@ -256,10 +290,21 @@ def test_train_step_lm_via_compress(tmp_path):
     p = tmp_path / "train.txt"
     p.write_text(TEXT)
     model, tok = tiny_causal_lm(0), tiny_tokenizer()
-    model, results = compress(model, [greenllm.Train(data=str(p), epochs=2, lr=3e-3,
-                                                 batch_size=4, seq_len=32,
-                                                 max_examples=30, eval_fraction=0.2)],
-                              tokenizer=tok)
+    model, results = compress(
+        model,
+        [
+            greenllm.Train(
+                data=str(p),
+                epochs=2,
+                lr=3e-3,
+                batch_size=4,
+                seq_len=32,
+                max_examples=30,
+                eval_fraction=0.2,
+            )
+        ],
+        tokenizer=tok,
+    )
     st = results[0].stats
     assert results[0].step == "train" and st["steps"] > 0
     assert st["epochs"][1]["eval_loss"] < st["epochs"][0]["eval_loss"]
@@ -268,12 +313,30 @@ def test_train_step_lm_via_compress(tmp_path):
 
 
 def test_train_step_qa_masks_prompt_tokens(tmp_path):
-    squad = {"data": [{"title": "t", "paragraphs": [{
-        "context": "The Orin Nano has 1024 CUDA cores.",
-        "qas": [{"id": "1", "question": "How many CUDA cores?",
-                 "answers": [{"text": "1024", "answer_start": 18}]},
-                {"id": "2", "question": "Which board?",
-                 "answers": [{"text": "Orin Nano", "answer_start": 4}]}]}]}]}
+    squad = {
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": "The Orin Nano has 1024 CUDA cores.",
+                        "qas": [
+                            {
+                                "id": "1",
+                                "question": "How many CUDA cores?",
+                                "answers": [{"text": "1024", "answer_start": 18}],
+                            },
+                            {
+                                "id": "2",
+                                "question": "Which board?",
+                                "answers": [{"text": "Orin Nano", "answer_start": 4}],
+                            },
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
     p = tmp_path / "squad.json"
     p.write_text(json.dumps(squad))
     tok = tiny_tokenizer()
@@ -282,16 +345,23 @@ def test_train_step_qa_masks_prompt_tokens(tmp_path):
     # labels cover " 1024</s>" / " Orin Nano</s>" only
     n_target = int((b["labels"] != -100).sum())
     assert n_target == len(" 1024") + 1 + len(" Orin Nano") + 1
-    model, res = apply_step(tiny_causal_lm(0), "train",
-                            {"data": str(p), "task": "qa", "epochs": 3, "lr": 1e-2,
-                             "batch_size": 2}, _ctx(tok))
+    model, res = apply_step(
+        tiny_causal_lm(0),
+        "train",
+        {"data": str(p), "task": "qa", "epochs": 3, "lr": 1e-2, "batch_size": 2},
+        _ctx(tok),
+    )
     assert res.stats["last_loss"] < res.stats["first_loss"]
 
 
 def test_instruction_jsonl_and_bad_rows(tmp_path):
     p = tmp_path / "inst.jsonl"
-    p.write_text(json.dumps({"instruction": "Say hi", "output": "hi"}) + "\n"
-                 + json.dumps({"prompt": "Add 1+1", "response": "2"}) + "\n")
+    p.write_text(
+        json.dumps({"instruction": "Say hi", "output": "hi"})
+        + "\n"
+        + json.dumps({"prompt": "Add 1+1", "response": "2"})
+        + "\n"
+    )
     ex = load_source(str(p), "instruct")
     assert ex[0].prompt.startswith("Instruction: Say hi") and ex[0].target == " hi"
     bad = tmp_path / "bad.jsonl"
@@ -313,11 +383,19 @@ def test_train_step_errors_are_one_line(tmp_path):
 
 def _ctx(tok):
     from greenllm.steps import StepContext
+
     return StepContext(tokenizer=tok)
 
 
-@pytest.mark.parametrize("name", ["jetson-training.yaml", "jetson-training-distilgpt2.yaml",
-                                  "jetson-training-gpt2.yaml", "gpu-power-training.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "jetson-training.yaml",
+        "jetson-training-distilgpt2.yaml",
+        "jetson-training-gpt2.yaml",
+        "gpu-power-training.yaml",
+    ],
+)
 def test_training_recipes_validate_and_their_train_steps_run_on_a_tiny_model(name):
     """The seed recipes need the hub and a GPU/Jetson; their step logic runs here on the
     tiny model with the shipped SQuAD sample instead of the dev file."""
@@ -331,7 +409,15 @@ def test_training_recipes_validate_and_their_train_steps_run_on_a_tiny_model(nam
     steps = [(k, c) for _, v in recipe.variants.items() for k, c in v]
     assert steps and all(k == "train" for k, _ in steps)
     key, cfg = steps[-1]
-    small = dataclasses.replace(cfg, data="builtin:squad-sample", max_examples=12, seq_len=96,
-                                epochs=1, batch_size=4, power_cap_w=None, power_mode=None)
+    small = dataclasses.replace(
+        cfg,
+        data="builtin:squad-sample",
+        max_examples=12,
+        seq_len=96,
+        epochs=1,
+        batch_size=4,
+        power_cap_w=None,
+        power_mode=None,
+    )
     _, res = apply_step(tiny_causal_lm(0), key, small, _ctx(tiny_tokenizer()))
     assert res.stats["steps"] >= 1 and res.stats["task"] == cfg.task == "qa"

@@ -3,6 +3,7 @@
 One module per command family registers its commands on ``app``. ``main()`` turns every
 GreenLLMError into one line on stderr and exit code 2, with no traceback. No torch here.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -21,6 +22,7 @@ def one_line(msg: str, limit: int = MAX_ERROR_CHARS) -> str:
     flat = " ".join(msg.split()) or "error"
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
+
 app = typer.Typer(
     name="greenllm",
     help="Compress language models and measure what it saved: energy, carbon, accuracy.",
@@ -30,8 +32,16 @@ app = typer.Typer(
 )
 
 # Each module defines register(app). Adding a command family = adding a name here.
-_COMMAND_MODULES = ("measure", "compress", "evaluate", "bench", "control", "run", "train",
-                    "recipes")
+_COMMAND_MODULES = (
+    "measure",
+    "compress",
+    "evaluate",
+    "bench",
+    "control",
+    "run",
+    "train",
+    "recipes",
+)
 
 
 def _register_all() -> None:
@@ -80,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         # typer may vendor click (typer._click); match the ClickException interface by shape.
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             fmt = getattr(exc, "format_message", None)
-            if exc.exit_code == 2 and callable(fmt):   # a usage error: one line, as ours
+            if exc.exit_code == 2 and callable(fmt):  # a usage error: one line, as ours
                 ctx = getattr(exc, "ctx", None)
                 where = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
                 print(f"greenllm: error: {one_line(fmt())}{where}", file=sys.stderr)

@@ -1,28 +1,31 @@
 """``greenllm bench`` and ``greenllm devices``. Parses arguments, calls the API. No torch here."""
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import json
-from typing import Optional
 
 import typer
 
-
 _TABLE_ROWS = (
-    ("ttft_s", "TTFT", "s"), ("tpot_s", "time per output token", "s"),
+    ("ttft_s", "TTFT", "s"),
+    ("tpot_s", "time per output token", "s"),
     ("e2e_latency_s", "end-to-end latency", "s"),
     ("prefill_tokens_per_s", "prefill", "tokens/s"),
     ("decode_tokens_per_s", "decode", "tokens/s"),
     ("energy_per_request_j", "energy per request", "J"),
     ("energy_per_token_j", "energy per output token", "J"),
-    ("tokens_per_wh", "tokens per Wh", "tokens/Wh"), ("edp_js", "EDP", "J*s"),
+    ("tokens_per_wh", "tokens per Wh", "tokens/Wh"),
+    ("edp_js", "EDP", "J*s"),
     ("edp_js_per_b_params", "EDP per B params", "J*s/B"),
     ("wh_per_b_params", "Wh per B params", "Wh/B"),
-    ("mean_power_w", "mean power", "W"), ("roofline_fraction", "roofline fraction", ""),
+    ("mean_power_w", "mean power", "W"),
+    ("roofline_fraction", "roofline fraction", ""),
     ("peak_memory_bytes", "peak RSS", "bytes"),
     ("cuda_max_allocated_bytes", "CUDA max allocated", "bytes"),
-    ("gpu_util_mean_pct", "GPU utilisation", "%"), ("size_bytes", "model size", "bytes"),
+    ("gpu_util_mean_pct", "GPU utilisation", "%"),
+    ("size_bytes", "model size", "bytes"),
 )
 
 
@@ -38,31 +41,40 @@ def make_cap(power_cap_w: float | None, power_mode: str | None, profile: str | N
     """(cap, value) for the CLI options, checked before any model is loaded; (None, None)."""
     from ..control.select import select_power_cap
 
-    return select_power_cap(power_cap_w, power_mode, profile=profile,
-                            names=("--power-cap-w", "--power-mode"))
+    return select_power_cap(
+        power_cap_w, power_mode, profile=profile, names=("--power-cap-w", "--power-mode")
+    )
 
 
 def bench_cmd(
     model: str = typer.Argument(..., help="Hub id, local HF directory or .gguf file."),
-    prompts: Optional[str] = typer.Option(None, "--prompts", help="Prompt file (one per line) "
-                                          "or builtin:prompts (default)."),
+    prompts: str | None = typer.Option(
+        None, "--prompts", help="Prompt file (one per line) or builtin:prompts (default)."
+    ),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
     batch_size: int = typer.Option(1, "--batch-size"),
     repeats: int = typer.Option(5, "--repeats"),
     warmup: int = typer.Option(2, "--warmup", help="Untimed batches before the repeats."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N prompts."),
-    power_cap_w: Optional[float] = typer.Option(None, "--power-cap-w",
-                                                help="Hold the GPU power limit (NVML) at W watts."),
-    power_mode: Optional[str] = typer.Option(None, "--power-mode",
-                                             help="Hold the Jetson nvpmodel mode (id or name)."),
+    limit: int | None = typer.Option(None, "--limit", help="Use only the first N prompts."),
+    power_cap_w: float | None = typer.Option(
+        None, "--power-cap-w", help="Hold the GPU power limit (NVML) at W watts."
+    ),
+    power_mode: str | None = typer.Option(
+        None, "--power-mode", help="Hold the Jetson nvpmodel mode (id or name)."
+    ),
     meter: str = typer.Option("auto", "--meter", help="auto, or meter names joined by commas."),
     hz: float = typer.Option(10.0, "--hz", help="Meter sampling rate."),
     dtype: str = typer.Option("float32", "--dtype"),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
-    profile: Optional[str] = typer.Option(None, "--profile",
-                                          help="Device profile for the roofline bandwidth."),
-    compile_: bool = typer.Option(False, "--compile", help="Decode with a static KV cache and "
-                                  "a torch.compile'd decode step (compiles in the warm-up)."),
+    profile: str | None = typer.Option(
+        None, "--profile", help="Device profile for the roofline bandwidth."
+    ),
+    compile_: bool = typer.Option(
+        False,
+        "--compile",
+        help="Decode with a static KV cache and "
+        "a torch.compile'd decode step (compiles in the warm-up).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Benchmark inference: TTFT, tokens/s, J/token, tokens/Wh, EDP, memory, roofline."""
@@ -72,22 +84,35 @@ def bench_cmd(
     from ..limits import check_number
     from ..models import load_model
 
-    for opt, val, key in (("--max-new-tokens", max_new_tokens, "max_new_tokens"),
-                          ("--batch-size", batch_size, "batch_size"),
-                          ("--repeats", repeats, "repeats"), ("--warmup", warmup, "warmup")):
+    for opt, val, key in (
+        ("--max-new-tokens", max_new_tokens, "max_new_tokens"),
+        ("--batch-size", batch_size, "batch_size"),
+        ("--repeats", repeats, "repeats"),
+        ("--warmup", warmup, "warmup"),
+    ):
         check_number(val, opt, None, WORKLOAD_BOUNDS[key][1], integer=True)  # low: Workload
     check_number(hz, "--hz", 0.1, 1000, unit="samples per second")
     if power_cap_w is not None:
         check_number(power_cap_w, "--power-cap-w", 0, None, unit="W")  # range: the device
-    wl = parse_workload({"prompts": prompts or "builtin:prompts", "max_new_tokens": max_new_tokens,
-                         "batch_size": batch_size, "repeats": repeats, "warmup": warmup,
-                         "limit": limit, "compile": compile_})
+    wl = parse_workload(
+        {
+            "prompts": prompts or "builtin:prompts",
+            "max_new_tokens": max_new_tokens,
+            "batch_size": batch_size,
+            "repeats": repeats,
+            "warmup": warmup,
+            "limit": limit,
+            "compile": compile_,
+        }
+    )
     from ..bench import load_prompts
 
-    load_prompts(wl.prompts, wl.limit)          # a bad prompt file fails before the model loads
+    load_prompts(wl.prompts, wl.limit)  # a bad prompt file fails before the model loads
     if profile is not None:
         get_profile(profile)
-    meters = "auto" if meter.strip() == "auto" else [m.strip() for m in meter.split(",") if m.strip()]
+    meters = (
+        "auto" if meter.strip() == "auto" else [m.strip() for m in meter.split(",") if m.strip()]
+    )
     if meters != "auto":
         from ..meters import METERS
 
@@ -99,8 +124,9 @@ def bench_cmd(
     with ctx:
         result = bench(mdl, tok, wl, meters=meters, device=device, hz=hz, profile=profile)
     if cap is not None:
-        result = dataclasses.replace(result, device={**result.device, "power_control": cap.name,
-                                                     "power_setting": value})
+        result = dataclasses.replace(
+            result, device={**result.device, "power_control": cap.name, "power_setting": value}
+        )
     if json_out:
         typer.echo(json.dumps(result.to_json(), indent=2, default=str))
         return
@@ -112,8 +138,9 @@ def _print_table(model: str, result) -> None:
     from rich.table import Table
 
     est = " (ESTIMATE)" if result.estimated else ""
-    table = Table(title=f"greenllm bench {model}: {result.repeats} repeats, "
-                        f"meter {result.meter}{est}")
+    table = Table(
+        title=f"greenllm bench {model}: {result.repeats} repeats, meter {result.meter}{est}"
+    )
     table.add_column("metric")
     table.add_column("mean", justify="right")
     table.add_column("± 95% CI", justify="right")
@@ -123,9 +150,11 @@ def _print_table(model: str, result) -> None:
             table.add_row(label, _fmt(result.metrics[key]), _fmt(result.ci95.get(key)), unit)
     Console().print(table)
     d = result.device
-    typer.echo(f"roofline bandwidth {d.get('memory_bandwidth_bytes_per_s', 0) / 1e9:.1f} GB/s "
-               f"({d.get('bandwidth_source')}); device {d.get('torch_device')}, profile "
-               f"{d.get('profile')}; decoding: {result.workload.get('decoding')}")
+    typer.echo(
+        f"roofline bandwidth {d.get('memory_bandwidth_bytes_per_s', 0) / 1e9:.1f} GB/s "
+        f"({d.get('bandwidth_source')}); device {d.get('torch_device')}, profile "
+        f"{d.get('profile')}; decoding: {result.workload.get('decoding')}"
+    )
 
 
 def devices_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
@@ -134,8 +163,15 @@ def devices_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.
 
     detected = detect_device()
     if json_out:
-        typer.echo(json.dumps({"detected": detected.to_dict(),
-                               "profiles": [p.to_dict() for p in PROFILES.values()]}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "detected": detected.to_dict(),
+                    "profiles": [p.to_dict() for p in PROFILES.values()],
+                },
+                indent=2,
+            )
+        )
         return
     from rich.console import Console
     from rich.table import Table
@@ -147,11 +183,16 @@ def devices_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.
     for p in PROFILES.values():
         mark = " *" if p.name == detected.profile.name else ""
         modes = ", ".join(f"{m.id}={m.name}" for m in p.power_modes) or "-"
-        table.add_row(p.name + mark,
-                      f"{p.memory_bytes / 1024**3:.0f} GiB" if p.memory_bytes else "-",
-                      f"{p.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s"
-                      if p.memory_bandwidth_bytes_per_s else "measured",
-                      str(p.cpu_cores or "-"), str(p.gpu_cores or "-"), modes)
+        table.add_row(
+            p.name + mark,
+            f"{p.memory_bytes / 1024**3:.0f} GiB" if p.memory_bytes else "-",
+            f"{p.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s"
+            if p.memory_bandwidth_bytes_per_s
+            else "measured",
+            str(p.cpu_cores or "-"),
+            str(p.gpu_cores or "-"),
+            modes,
+        )
     Console().print(table)
     typer.echo(f"detected: {detected.profile.name} (via {detected.via}: {detected.model or '-'})")
 

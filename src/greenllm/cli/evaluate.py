@@ -7,22 +7,42 @@ The task settings are parsed and the data path checked before the model is loade
 costs nothing. ``--set`` passes any other evaluator setting (``stride=512``, ``split=val``,
 ``labels=dev-labels.lst``). For ``lm_eval``, ``--lm-task`` names lm-eval tasks (repeatable).
 """
+
 from __future__ import annotations
 
 import json
-from typing import Any, List, Optional
+from typing import Any
 
 import typer
 
 from ..errors import ConfigError
 
 TASKS = ("perplexity", "hellaswag", "mmlu", "winogrande", "arc", "squad", "choice", "lm_eval")
-JSON_KEYS = ("task", "n", "acc", "acc_norm", "acc_stderr", "em", "f1", "perplexity",
-             "word_perplexity", "byte_perplexity", "bits_per_byte", "duration_s")
+JSON_KEYS = (
+    "task",
+    "n",
+    "acc",
+    "acc_norm",
+    "acc_stderr",
+    "em",
+    "f1",
+    "perplexity",
+    "word_perplexity",
+    "byte_perplexity",
+    "bits_per_byte",
+    "duration_s",
+)
 
 
-def build_settings(task: str, data: Optional[str], limit: Optional[int], shots: Optional[int],
-                   batch_size: Optional[int], sets: list[str], lm_tasks: list[str]) -> dict:
+def build_settings(
+    task: str,
+    data: str | None,
+    limit: int | None,
+    shots: int | None,
+    batch_size: int | None,
+    sets: list[str],
+    lm_tasks: list[str],
+) -> dict:
     from ..config import parse_scalar
 
     settings: dict[str, Any] = {}
@@ -33,8 +53,10 @@ def build_settings(task: str, data: Optional[str], limit: Optional[int], shots: 
         settings[key.strip()] = parse_scalar(value.strip())
     if task == "lm_eval":
         if data:
-            raise ConfigError("--data: lm_eval reads its tasks' own data; name the tasks with "
-                              "--lm-task (and local task YAMLs with --set include_path=DIR)")
+            raise ConfigError(
+                "--data: lm_eval reads its tasks' own data; name the tasks with "
+                "--lm-task (and local task YAMLs with --set include_path=DIR)"
+            )
         if lm_tasks:
             settings["tasks"] = list(lm_tasks)
         if shots is not None:
@@ -45,8 +67,10 @@ def build_settings(task: str, data: Optional[str], limit: Optional[int], shots: 
         if data is not None:
             settings["data"] = data
         elif task in ("hellaswag", "mmlu", "winogrande", "arc"):
-            raise ConfigError(f"--data: {task} needs its data file or folder (there is no "
-                              f"network access to fetch it)")
+            raise ConfigError(
+                f"--data: {task} needs its data file or folder (there is no "
+                f"network access to fetch it)"
+            )
         if shots is not None:
             settings["shots"] = shots
     if limit is not None:
@@ -64,11 +88,21 @@ def check_data(key: str, cfg: Any) -> None:
         from ..evals.tasks import first, load_docs
 
         path = resolve_data(cfg.data, "--data")
-        docs = first(load_docs(cfg.task, path, shots=cfg.shots, split=cfg.split,
-                               subjects=cfg.subjects, labels=cfg.labels,
-                               target_delimiter=cfg.target_delimiter), cfg.limit)
+        docs = first(
+            load_docs(
+                cfg.task,
+                path,
+                shots=cfg.shots,
+                split=cfg.split,
+                subjects=cfg.subjects,
+                labels=cfg.labels,
+                target_delimiter=cfg.target_delimiter,
+            ),
+            cfg.limit,
+        )
         if not docs:
             from ..errors import DataError
+
             raise DataError(f"{path}: no items to evaluate (empty file or folder)")
     elif key == "squad":
         from ..evals.squad import load_squad
@@ -87,23 +121,21 @@ def _fmt(v: Any) -> str:
 def eval_cmd(
     model: str = typer.Argument(..., help="Hub id, local HF directory or .gguf file."),
     task: str = typer.Option(..., "--task", help="One of: " + ", ".join(TASKS) + "."),
-    data: Optional[str] = typer.Option(None, "--data",
-                                       help="Data file/folder or builtin:<name>."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Score at most N items."),
-    shots: Optional[int] = typer.Option(None, "--shots", help="Few-shot examples (mmlu)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Items per batch."),
-    sets: List[str] = typer.Option([], "--set", help="Other setting key=value (repeatable)."),
-    lm_task: List[str] = typer.Option([], "--lm-task", help="lm-eval task name (lm_eval)."),
+    data: str | None = typer.Option(None, "--data", help="Data file/folder or builtin:<name>."),
+    limit: int | None = typer.Option(None, "--limit", help="Score at most N items."),
+    shots: int | None = typer.Option(None, "--shots", help="Few-shot examples (mmlu)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Items per batch."),
+    sets: list[str] = typer.Option([], "--set", help="Other setting key=value (repeatable)."),
+    lm_task: list[str] = typer.Option([], "--lm-task", help="lm-eval task name (lm_eval)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16, float16, auto."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
-    progress: bool = typer.Option(True, "--progress/--no-progress",
-                                  help="Progress bar on stderr."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
     """Score MODEL on a task: perplexity, multiple choice, SQuAD or an lm-eval task."""
+    from ..errors import UnknownNameError
     from ..evals import EVALS
     from ..evals.base import parse_eval, resolve_data
     from ..registry import did_you_mean
-    from ..errors import UnknownNameError
 
     if task not in TASKS:
         raise UnknownNameError("task", task, list(TASKS), did_you_mean(task, list(TASKS)))

@@ -4,19 +4,20 @@ Only argument parsing and printing; the work is in greenllm.measure / greenllm.m
 The human report goes to stderr (the measured command keeps stdout); ``--json`` prints one
 JSON object on stdout. No torch here.
 """
+
 from __future__ import annotations
 
 import json
 import subprocess
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 from ..errors import ConfigError, GreenLLMError
 
-analyze_app = typer.Typer(help="Analyze logs recorded elsewhere (e.g. tegrastats on a Jetson).",
-                          no_args_is_help=True)
+analyze_app = typer.Typer(
+    help="Analyze logs recorded elsewhere (e.g. tegrastats on a Jetson).", no_args_is_help=True
+)
 
 
 def _console(stderr: bool = False):
@@ -30,34 +31,46 @@ def report_table(report, title: str = "Energy"):
     from rich.table import Table
 
     label = " (ESTIMATE: modelled, not measured)" if report.estimated else ""
-    t = Table(title=f"{title}: {report.energy_j:.3f} J over {report.duration_s:.3f} s, "
-                    f"{report.mean_power_w:.2f} W mean, method {report.method}{label}")
+    t = Table(
+        title=f"{title}: {report.energy_j:.3f} J over {report.duration_s:.3f} s, "
+        f"{report.mean_power_w:.2f} W mean, method {report.method}{label}"
+    )
     for col in ("meter", "domain", "energy_j", "mean_power_w", "samples", "method", "in total"):
-        t.add_column(col, justify="right" if col in ("energy_j", "mean_power_w", "samples") else "left")
+        t.add_column(
+            col, justify="right" if col in ("energy_j", "mean_power_w", "samples") else "left"
+        )
     if report.idle_power_w is not None:
         t.add_column("idle_power_w", justify="right")
         t.add_column("net_energy_j", justify="right")
     for d in report.domains:
-        row = [d.meter, d.domain, f"{d.energy_j:.3f}", f"{d.mean_power_w:.2f}", str(d.samples),
-               d.method + (" (estimate)" if d.estimated and d.method != "estimate" else ""),
-               "yes" if d.in_total else "no"]
+        row = [
+            d.meter,
+            d.domain,
+            f"{d.energy_j:.3f}",
+            f"{d.mean_power_w:.2f}",
+            str(d.samples),
+            d.method + (" (estimate)" if d.estimated and d.method != "estimate" else ""),
+            "yes" if d.in_total else "no",
+        ]
         if report.idle_power_w is not None:
-            row += [f"{d.idle_power_w:.2f}" if d.idle_power_w is not None else "-",
-                    f"{d.net_energy_j:.3f}" if d.net_energy_j is not None else "-"]
+            row += [
+                f"{d.idle_power_w:.2f}" if d.idle_power_w is not None else "-",
+                f"{d.net_energy_j:.3f}" if d.net_energy_j is not None else "-",
+            ]
         t.add_row(*row)
     return t
 
 
-def _measure_cmd(ctx: typer.Context,
-                 hz: float = typer.Option(10.0, "--hz", help="Sampling rate of the meters."),
-                 idle_s: float = typer.Option(0.0, "--idle-s",
-                                              help="Seconds of idle baseline before CMD."),
-                 trace: Optional[Path] = typer.Option(None, "--trace",
-                                                      help="Record every sample to this CSV."),
-                 meter: Optional[List[str]] = typer.Option(
-                     None, "--meter", help="Meter to use (repeatable); default: auto."),
-                 json_out: bool = typer.Option(False, "--json", help="Print the report as JSON.")
-                 ) -> None:
+def _measure_cmd(
+    ctx: typer.Context,
+    hz: float = typer.Option(10.0, "--hz", help="Sampling rate of the meters."),
+    idle_s: float = typer.Option(0.0, "--idle-s", help="Seconds of idle baseline before CMD."),
+    trace: Path | None = typer.Option(None, "--trace", help="Record every sample to this CSV."),
+    meter: list[str] | None = typer.Option(
+        None, "--meter", help="Meter to use (repeatable); default: auto."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
     """Run CMD (no shell) under the energy meters; exit with CMD's exit code.
 
     Usage: greenllm measure [OPTIONS] -- CMD [ARGS]...
@@ -69,8 +82,10 @@ def _measure_cmd(ctx: typer.Context,
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
-        raise ConfigError("greenllm measure: no command given; usage: greenllm measure "
-                          "[--hz N] [--json] -- CMD [ARGS]...")
+        raise ConfigError(
+            "greenllm measure: no command given; usage: greenllm measure "
+            "[--hz N] [--json] -- CMD [ARGS]..."
+        )
     from ..limits import check_number, check_writable_file
 
     check_number(hz, "--hz", 0.1, 1000, unit="samples per second")
@@ -99,9 +114,11 @@ def _measure_cmd(ctx: typer.Context,
         con = _console(stderr=True)
         con.print(report_table(report, title=f"greenllm measure: {' '.join(cmd)}"))
         if report.estimated:
-            con.print("[bold yellow]estimate[/]: no energy counter or power sensor is readable "
-                      "here; CPU power is modelled from TDP and utilisation (see `greenllm "
-                      "detect`).")
+            con.print(
+                "[bold yellow]estimate[/]: no energy counter or power sensor is readable "
+                "here; CPU power is modelled from TDP and utilisation (see `greenllm "
+                "detect`)."
+            )
         for f in report.flags:
             con.print(f"flag: {f}")
         if report.trace_path:
@@ -132,7 +149,7 @@ def _run_forwarding_signals(cmd: list[str]) -> subprocess.CompletedProcess:
     try:
         try:
             rc = proc.wait()
-        except KeyboardInterrupt:      # Ctrl-C: pass it on, let the command finish, re-raise
+        except KeyboardInterrupt:  # Ctrl-C: pass it on, let the command finish, re-raise
             forward(signal.SIGINT, None)
             proc.wait()
             raise
@@ -145,11 +162,13 @@ def _run_forwarding_signals(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(cmd, rc)
 
 
-def _analyze_tegrastats(file: Path = typer.Argument(..., help="A log captured with tegrastats."),
-                        interval_ms: float = typer.Option(
-                            1000.0, "--interval-ms",
-                            help="tegrastats --interval used (for lines without timestamps)."),
-                        json_out: bool = typer.Option(False, "--json")) -> None:
+def _analyze_tegrastats(
+    file: Path = typer.Argument(..., help="A log captured with tegrastats."),
+    interval_ms: float = typer.Option(
+        1000.0, "--interval-ms", help="tegrastats --interval used (for lines without timestamps)."
+    ),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
     """Energy, mean power and per-rail breakdown of a tegrastats log."""
     from ..limits import check_number
     from ..meters.tegrastats import analyze_file
@@ -161,19 +180,27 @@ def _analyze_tegrastats(file: Path = typer.Argument(..., help="A log captured wi
         return
     from rich.table import Table
 
-    t = Table(title=f"tegrastats {file}: {res['energy_j']:.3f} J over {res['duration_s']:.3f} s, "
-                    f"{res['mean_power_w']:.3f} W mean (total = {' + '.join(res['total_rails'])})")
+    t = Table(
+        title=f"tegrastats {file}: {res['energy_j']:.3f} J over {res['duration_s']:.3f} s, "
+        f"{res['mean_power_w']:.3f} W mean (total = {' + '.join(res['total_rails'])})"
+    )
     for col in ("rail", "mean_power_w", "energy_j", "in total"):
         t.add_column(col)
     for name, r in res["rails"].items():
-        t.add_row(name, f"{r['mean_power_w']:.3f}", f"{r['energy_j']:.3f}",
-                  "yes" if name in res["total_rails"] else "no")
+        t.add_row(
+            name,
+            f"{r['mean_power_w']:.3f}",
+            f"{r['energy_j']:.3f}",
+            "yes" if name in res["total_rails"] else "no",
+        )
     con = _console()
     con.print(t)
     gpu = res["gpu_util_mean_pct"]
-    con.print(f"samples {res['samples']}, skipped lines {res['skipped_lines']} (of which "
-              f"{res['truncated_lines']} truncated or garbled), GPU util mean "
-              + (f"{gpu:.1f} %" if gpu is not None else "n/a"))
+    con.print(
+        f"samples {res['samples']}, skipped lines {res['skipped_lines']} (of which "
+        f"{res['truncated_lines']} truncated or garbled), GPU util mean "
+        + (f"{gpu:.1f} %" if gpu is not None else "n/a")
+    )
 
 
 def _detect_cmd(json_out: bool = typer.Option(False, "--json")) -> None:
@@ -189,8 +216,10 @@ def _detect_cmd(json_out: bool = typer.Option(False, "--json")) -> None:
         return
     from rich.table import Table
 
-    t = Table(title="greenllm meters" + (" (only an ESTIMATE is possible here)"
-                                         if data["estimated"] else ""))
+    t = Table(
+        title="greenllm meters"
+        + (" (only an ESTIMATE is possible here)" if data["estimated"] else "")
+    )
     for col in ("meter", "status", "detail"):
         t.add_column(col)
     for row in data["meters"]:
@@ -200,11 +229,14 @@ def _detect_cmd(json_out: bool = typer.Option(False, "--json")) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("measure", context_settings={"allow_extra_args": True,
-                                             "ignore_unknown_options": True,
-                                             "allow_interspersed_args": False})(_measure_cmd)
+    app.command(
+        "measure",
+        context_settings={
+            "allow_extra_args": True,
+            "ignore_unknown_options": True,
+            "allow_interspersed_args": False,
+        },
+    )(_measure_cmd)
     analyze_app.command("tegrastats")(_analyze_tegrastats)
     app.add_typer(analyze_app, name="analyze")
     app.command("detect")(_detect_cmd)
-
-

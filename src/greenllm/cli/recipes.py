@@ -1,5 +1,6 @@
 """``greenllm recipes [list]`` and ``greenllm recipes copy NAME DIR``: the recipes shipped with
 greenllm (``recipes/`` in a checkout, ``greenllm/recipes/`` in the wheel). No torch here."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,9 @@ from pathlib import Path
 
 import typer
 
-recipes_app = typer.Typer(help="The recipes shipped with greenllm: list them, copy one out.",
-                          invoke_without_command=True)
+recipes_app = typer.Typer(
+    help="The recipes shipped with greenllm: list them, copy one out.", invoke_without_command=True
+)
 
 
 def _list(json_out: bool) -> None:
@@ -16,8 +18,14 @@ def _list(json_out: bool) -> None:
 
     recipes = list_recipes()
     if json_out:
-        typer.echo(json.dumps([{"name": r.name, "path": str(r.path),
-                                "description": r.description} for r in recipes]))
+        typer.echo(
+            json.dumps(
+                [
+                    {"name": r.name, "path": str(r.path), "description": r.description}
+                    for r in recipes
+                ]
+            )
+        )
         return
     from rich.console import Console
     from rich.table import Table
@@ -31,25 +39,29 @@ def _list(json_out: bool) -> None:
 
 
 @recipes_app.callback()
-def _root(ctx: typer.Context,
-          json_out: bool = typer.Option(False, "--json", help="One JSON list on stdout.")
-          ) -> None:
+def _root(
+    ctx: typer.Context,
+    json_out: bool = typer.Option(False, "--json", help="One JSON list on stdout."),
+) -> None:
     """List the shipped recipes (the same as `greenllm recipes list`)."""
     if ctx.invoked_subcommand is None:
         _list(json_out)
 
 
 @recipes_app.command("list")
-def list_cmd(json_out: bool = typer.Option(False, "--json", help="One JSON list on stdout.")
-             ) -> None:
+def list_cmd(
+    json_out: bool = typer.Option(False, "--json", help="One JSON list on stdout."),
+) -> None:
     """List the shipped recipes: NAME and what each one studies."""
     _list(json_out)
 
 
 @recipes_app.command("copy")
 def copy_cmd(
-    name: str = typer.Argument(..., help="Recipe NAME from `greenllm recipes list`, e.g. "
-                                          "quickstart or seeds/slm-energy-edge."),
+    name: str = typer.Argument(
+        ...,
+        help="Recipe NAME from `greenllm recipes list`, e.g. quickstart or seeds/slm-energy-edge.",
+    ),
     directory: Path = typer.Argument(..., help="Directory to copy it into (created if needed)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing file."),
 ) -> None:

@@ -2,17 +2,17 @@
 
 Parses arguments and calls ``greenllm.training``. No torch here.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
 from ..errors import ConfigError
 
 
-def _floats(text: Optional[str], option: str) -> list[float]:
+def _floats(text: str | None, option: str) -> list[float]:
     if not text:
         return []
     try:
@@ -33,19 +33,28 @@ def _ints(text: str, option: str) -> list[int]:
 
 def train_search_cmd(
     model: str = typer.Argument(..., help="Hub id, local HF directory or .gguf file."),
-    data: str = typer.Option(..., "--data", help="Training data: text file, SQuAD JSON, "
-                             "instruction JSONL or builtin:NAME."),
+    data: str = typer.Option(
+        ...,
+        "--data",
+        help="Training data: text file, SQuAD JSON, instruction JSONL or builtin:NAME.",
+    ),
     batch_sizes: str = typer.Option("4,8,16", "--batch-sizes", help="Candidates, e.g. 4,8,16."),
-    power_caps_w: Optional[str] = typer.Option(
-        None, "--power-caps-w", help="GPU power caps to try (W, NVML), e.g. 150,200,250."),
-    power_limits_w: Optional[str] = typer.Option(
-        None, "--power-limits-w", hidden=True, help="Old name of --power-caps-w."),
-    power_modes: Optional[str] = typer.Option(
-        None, "--power-modes", help="Jetson nvpmodel modes to try, e.g. 0,1."),
+    power_caps_w: str | None = typer.Option(
+        None, "--power-caps-w", help="GPU power caps to try (W, NVML), e.g. 150,200,250."
+    ),
+    power_limits_w: str | None = typer.Option(
+        None, "--power-limits-w", hidden=True, help="Old name of --power-caps-w."
+    ),
+    power_modes: str | None = typer.Option(
+        None, "--power-modes", help="Jetson nvpmodel modes to try, e.g. 0,1."
+    ),
     eta: float = typer.Option(0.5, "--eta", help="Zeus weight: 1 = energy only, 0 = time only."),
-    default_batch_size: Optional[int] = typer.Option(
-        None, "--default-batch-size", help="The setting savings are projected against "
-        "(default: the first batch size, power left as is)."),
+    default_batch_size: int | None = typer.Option(
+        None,
+        "--default-batch-size",
+        help="The setting savings are projected against "
+        "(default: the first batch size, power left as is).",
+    ),
     task: str = typer.Option("lm", "--task", help="lm, qa or instruct."),
     seq_len: int = typer.Option(256, "--seq-len"),
     epochs: int = typer.Option(1, "--epochs"),
@@ -73,9 +82,19 @@ def train_search_cmd(
         power_caps_w = power_limits_w
     limits = _floats(power_caps_w, "--power-caps-w")
     modes = [m.strip() for m in (power_modes or "").split(",") if m.strip()]
-    cfg = parse_config(TrainConfig, {
-        "data": data, "task": task, "seq_len": seq_len, "epochs": epochs, "lr": lr,
-        "precision": precision, "batch_size": default_batch_size or sizes[0]}, "train-search")
+    cfg = parse_config(
+        TrainConfig,
+        {
+            "data": data,
+            "task": task,
+            "seq_len": seq_len,
+            "epochs": epochs,
+            "lr": lr,
+            "precision": precision,
+            "batch_size": default_batch_size or sizes[0],
+        },
+        "train-search",
+    )
     meters = meter if meter == "auto" else [m.strip() for m in meter.split(",") if m.strip()]
     if not data.startswith("builtin:"):  # a missing data file is found before the model loads
         from ..builtin_data import resolve_data
@@ -89,29 +108,49 @@ def train_search_cmd(
 
     m, tok = load_model(model, device=device)
     result, report, energy = energy_aware_train(
-        m, tok, cfg, batch_sizes=sizes, power_caps_w=limits, power_modes=modes, eta=eta,
-        profile_steps=profile_steps, meters=meters, cap=cap, train=not search_only)
+        m,
+        tok,
+        cfg,
+        batch_sizes=sizes,
+        power_caps_w=limits,
+        power_modes=modes,
+        eta=eta,
+        profile_steps=profile_steps,
+        meters=meters,
+        cap=cap,
+        train=not search_only,
+    )
     if json_out:
-        out = {"search": result.to_dict(),
-               "train": report.to_dict() if report is not None else None,
-               "energy": energy.to_dict() if energy is not None else None}
+        out = {
+            "search": result.to_dict(),
+            "train": report.to_dict() if report is not None else None,
+            "energy": energy.to_dict() if energy is not None else None,
+        }
         typer.echo(json.dumps(out, indent=2, default=str))
         return
     typer.echo(result.table())
-    typer.echo(f"\nchoice: {result.choice.label()} (default {result.default.label()}, "
-               f"eta={result.eta:g}, P_max={result.p_max_w:.4g} W)")
-    typer.echo(f"projected vs default per sample: energy {-100 * result.projected_energy_saving:+.1f} %, "
-               f"time {100 * result.projected_time_change:+.1f} %, cost "
-               f"{-100 * result.projected_cost_saving:+.1f} %")
+    typer.echo(
+        f"\nchoice: {result.choice.label()} (default {result.default.label()}, "
+        f"eta={result.eta:g}, P_max={result.p_max_w:.4g} W)"
+    )
+    typer.echo(
+        f"projected vs default per sample: energy {-100 * result.projected_energy_saving:+.1f} %, "
+        f"time {100 * result.projected_time_change:+.1f} %, cost "
+        f"{-100 * result.projected_cost_saving:+.1f} %"
+    )
     typer.echo(f"note: {result.note}")
     if report is not None:
-        typer.echo(f"trained {report.steps} steps, {report.epochs_run} epoch(s), "
-                   f"{report.tokens} tokens in {report.duration_s:.1f} s; loss "
-                   f"{report.first_loss:.4g} -> {report.last_loss:.4g}; energy "
-                   f"{energy.energy_j:.4g} J" + (" (estimate)" if energy.estimated else ""))
+        typer.echo(
+            f"trained {report.steps} steps, {report.epochs_run} epoch(s), "
+            f"{report.tokens} tokens in {report.duration_s:.1f} s; loss "
+            f"{report.first_loss:.4g} -> {report.last_loss:.4g}; energy "
+            f"{energy.energy_j:.4g} J" + (" (estimate)" if energy.estimated else "")
+        )
         for e in report.epochs:
-            typer.echo(f"  epoch {e['epoch']}: {e['duration_s']:.1f} s, {e['tokens']} tokens, "
-                       f"train loss {e['train_loss']:.4g}, energy {e.get('energy_j', 0):.4g} J")
+            typer.echo(
+                f"  epoch {e['epoch']}: {e['duration_s']:.1f} s, {e['tokens']} tokens, "
+                f"train loss {e['train_loss']:.4g}, energy {e.get('energy_j', 0):.4g} J"
+            )
 
 
 def register(app: typer.Typer) -> None:

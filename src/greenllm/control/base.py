@@ -28,6 +28,7 @@ covers the signals.
 
 No torch and no vendor SDK here: adapters import theirs through ``greenllm.errors.require``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,8 +38,9 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..errors import GreenLLMError, HardwareControlError
 from . import journal as _j
@@ -96,7 +98,8 @@ def cap_from_journal(entry: dict[str, Any], config: dict[str, Any] | None = None
     if here != entry["device_id"]:
         raise HardwareControlError(
             f"the journal is for {entry['cap']} device {entry['device_id'][:80]!r}, but this "
-            f"machine's is {here!r}: it cannot be restored here")
+            f"machine's is {here!r}: it cannot be restored here"
+        )
     return cap
 
 
@@ -144,7 +147,7 @@ def _install_handlers(restorer: _Restorer) -> dict[int, Any]:
         finally:
             _uninstall_handlers(previous)
         if callable(prev):
-            prev(signum, frame)          # e.g. default_int_handler -> KeyboardInterrupt
+            prev(signum, frame)  # e.g. default_int_handler -> KeyboardInterrupt
         elif prev == signal.SIG_DFL:
             os.kill(os.getpid(), signum)  # re-deliver with the default action: conventional exit
         # SIG_IGN was not replaced (see below), so nothing else to do
@@ -173,8 +176,14 @@ def _restore_entry(path: Path, entry: dict[str, Any], cap: PowerCap) -> None:
 
 
 @contextlib.contextmanager
-def capped(cap: PowerCap, value: Any, *, control_dir: str | Path | None = None,
-           wait_s: float | None = None, boot_id: str | None = None) -> Iterator[Any]:
+def capped(
+    cap: PowerCap,
+    value: Any,
+    *,
+    control_dir: str | Path | None = None,
+    wait_s: float | None = None,
+    boot_id: str | None = None,
+) -> Iterator[Any]:
     """Hold ``cap`` at ``value`` inside the block; yields the (true) original setting.
 
     ``control_dir``: where the device's journal and lock live (default ``control_dir()``);
@@ -194,21 +203,34 @@ def capped(cap: PowerCap, value: Any, *, control_dir: str | Path | None = None,
             if stale["cap"] != cap.name or stale["device_id"] != cap.device_id():
                 raise HardwareControlError(
                     f"control journal {str(path)!r} is for another device "
-                    f"({stale['cap']} {stale['device_id'][:80]!r}); delete it")
+                    f"({stale['cap']} {stale['device_id'][:80]!r}); delete it"
+                )
             config = getattr(cap, "adapter_config", dict)()
             _restore_entry(path, stale, cap_from_journal(stale, config))
-            msg = (f"{cap.name} device {cap.device_id()} was left at {stale.get('requested')!r} "
-                   f"by a run that did not finish ({_j.stale_reason(stale, boot)}): restored "
-                   f"its original {stale['original']!r} first")
+            msg = (
+                f"{cap.name} device {cap.device_id()} was left at {stale.get('requested')!r} "
+                f"by a run that did not finish ({_j.stale_reason(stale, boot)}): restored "
+                f"its original {stale['original']!r} first"
+            )
             log.warning(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
         original = cap.get()
-        _j.write_journal(path, {
-            "version": JOURNAL_VERSION, "cap": cap.name, "device_id": cap.device_id(),
-            "params": cap.journal_params(), "original": original, "requested": value,
-            "describe": cap.describe()[:200], "pid": os.getpid(), "uid": os.getuid(),
-            "boot_id": boot, "written_at_unix_s": time.time(),
-        })
+        _j.write_journal(
+            path,
+            {
+                "version": JOURNAL_VERSION,
+                "cap": cap.name,
+                "device_id": cap.device_id(),
+                "params": cap.journal_params(),
+                "original": original,
+                "requested": value,
+                "describe": cap.describe()[:200],
+                "pid": os.getpid(),
+                "uid": os.getuid(),
+                "boot_id": boot,
+                "written_at_unix_s": time.time(),
+            },
+        )
         restorer = _Restorer(cap, original, path)
         previous = _install_handlers(restorer)
         try:
@@ -232,8 +254,9 @@ def capped(cap: PowerCap, value: Any, *, control_dir: str | Path | None = None,
         lock.release()
 
 
-def restore_from_journal(path: str | Path, config: dict[str, Any] | None = None
-                         ) -> dict[str, Any] | None:
+def restore_from_journal(
+    path: str | Path, config: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """Put back the original setting recorded in the journal at ``path`` and delete it.
 
     Takes the device's lock first: a journal whose writer is alive and holding the device is
@@ -248,8 +271,9 @@ def restore_from_journal(path: str | Path, config: dict[str, Any] | None = None
     try:
         lock.acquire(0.0, journal=p)
     except HardwareControlError as exc:
-        raise HardwareControlError(f"{exc} (a running holder restores it itself; not stale)"
-                                   ) from None
+        raise HardwareControlError(
+            f"{exc} (a running holder restores it itself; not stale)"
+        ) from None
     try:
         entry = read_journal(p)
         if entry is None:
@@ -260,8 +284,9 @@ def restore_from_journal(path: str | Path, config: dict[str, Any] | None = None
         lock.release()
 
 
-def restore_stale(dirs: list[Path] | None = None, config: dict[str, Any] | None = None
-                  ) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
+def restore_stale(
+    dirs: list[Path] | None = None, config: dict[str, Any] | None = None
+) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
     """Restore every stale journal in ``dirs`` (default: ``journal.search_dirs()``).
 
     Returns ``(restored, problems)``: [(path, entry)] put back, and one message per journal

@@ -22,6 +22,7 @@ root and not be writable by group or others, is bounded in size, and must match 
 exactly (unknown keys are refused, so an old or crafted journal naming programs or files is
 never acted on).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,8 +44,19 @@ SYSTEM_DIR = Path("/var/lib/greenllm/control")
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 JOURNAL_VERSION = 2
 MAX_JOURNAL_BYTES = 64 * 1024
-_TOP_KEYS = {"version", "cap", "device_id", "params", "original", "requested", "pid", "uid",
-             "boot_id", "written_at_unix_s", "describe"}
+_TOP_KEYS = {
+    "version",
+    "cap",
+    "device_id",
+    "params",
+    "original",
+    "requested",
+    "pid",
+    "uid",
+    "boot_id",
+    "written_at_unix_s",
+    "describe",
+}
 _REQUIRED = {"version", "cap", "device_id", "params", "original", "pid", "boot_id"}
 
 
@@ -146,6 +158,7 @@ def stale_reason(entry: dict[str, Any], boot_id: str) -> str:
 
 # ---------------------------------------------------------------- the per-device lock
 
+
 def _read_pid(path: Path) -> int | None:
     try:
         with open(path, "rb") as fh:
@@ -182,7 +195,8 @@ class DeviceLock:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     os.close(fd)
                     raise HardwareControlError(
-                        f"cannot lock {str(self.path)!r}: {exc.strerror}") from None
+                        f"cannot lock {str(self.path)!r}: {exc.strerror}"
+                    ) from None
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     pid = self.holder(journal)
@@ -190,7 +204,8 @@ class DeviceLock:
                     waited = f" (waited {wait_s:g} s)" if wait_s > 0 else ""
                     raise HardwareControlError(
                         f"{self.what} is in use by {who}{waited}: it holds {str(self.path)!r}; "
-                        f"wait for it to finish, or set {ENV_WAIT}=SECONDS to wait") from None
+                        f"wait for it to finish, or set {ENV_WAIT}=SECONDS to wait"
+                    ) from None
                 time.sleep(0.02)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -234,21 +249,21 @@ def lock_holder(path: str | Path) -> int | None:
         os.close(fd)
 
 
-
 # ---------------------------------------------------------------- journal files
+
 
 def _refuse(path: Path, why: str) -> HardwareControlError:
     return HardwareControlError(
         f"control journal {str(path)!r} refused: {why}; greenllm does not act on it -- inspect "
-        "it, put the setting back by hand if needed (nvidia-smi -pl / nvpmodel -m), delete it")
+        "it, put the setting back by hand if needed (nvidia-smi -pl / nvpmodel -m), delete it"
+    )
 
 
 def write_journal(path: Path, data: dict[str, Any]) -> None:
     """Atomically (temp file + fsync + rename), mode 0644, owned by this process's user."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0),
-                 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
     try:
         os.fchmod(fd, 0o644)  # not group/other-writable whatever the umask
         with os.fdopen(fd, "w") as fh:
@@ -263,9 +278,12 @@ def write_journal(path: Path, data: dict[str, Any]) -> None:
 
 
 def _scalar(v: Any) -> bool:
-    return (isinstance(v, (int, float, str)) and not isinstance(v, bool)
-            and (not isinstance(v, float) or math.isfinite(v))
-            and (not isinstance(v, str) or len(v) <= 64))
+    return (
+        isinstance(v, (int, float, str))
+        and not isinstance(v, bool)
+        and (not isinstance(v, float) or math.isfinite(v))
+        and (not isinstance(v, str) or len(v) <= 64)
+    )
 
 
 def read_journal(path: str | Path, uid: int | None = None) -> dict[str, Any] | None:
@@ -283,8 +301,9 @@ def read_journal(path: str | Path, uid: int | None = None) -> dict[str, Any] | N
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise _refuse(p, "it is a symbolic link") from None
-        raise HardwareControlError(f"cannot read control journal {str(p)!r}: {exc.strerror}"
-                                   ) from None
+        raise HardwareControlError(
+            f"cannot read control journal {str(p)!r}: {exc.strerror}"
+        ) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -292,8 +311,9 @@ def read_journal(path: str | Path, uid: int | None = None) -> dict[str, Any] | N
         if st.st_uid not in (uid, 0):
             raise _refuse(p, f"it is owned by uid {st.st_uid}, not by you (uid {uid}) or root")
         if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise _refuse(p, f"it is writable by group or others (mode "
-                             f"{stat.S_IMODE(st.st_mode):o})")
+            raise _refuse(
+                p, f"it is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
+            )
         if st.st_size > MAX_JOURNAL_BYTES:
             raise _refuse(p, f"it is {st.st_size} bytes, more than a journal ever is")
         raw = os.read(fd, MAX_JOURNAL_BYTES + 1)
@@ -306,13 +326,20 @@ def read_journal(path: str | Path, uid: int | None = None) -> dict[str, Any] | N
     if not isinstance(data, dict):
         raise _refuse(p, "it is not a JSON object")
     if data.get("version") != JOURNAL_VERSION:
-        raise _refuse(p, f"it is journal version {str(data.get('version'))[:10]!r}, not "
-                         f"{JOURNAL_VERSION} (older journals named programs to run)")
+        raise _refuse(
+            p,
+            f"it is journal version {str(data.get('version'))[:10]!r}, not "
+            f"{JOURNAL_VERSION} (older journals named programs to run)",
+        )
     extra = sorted(set(data) - _TOP_KEYS)
     missing = sorted(_REQUIRED - set(data))
     if extra or missing:
-        raise _refuse(p, "unexpected keys " + ", ".join(k[:30] for k in extra[:5])
-                      if extra else "missing keys " + ", ".join(missing))
+        raise _refuse(
+            p,
+            "unexpected keys " + ", ".join(k[:30] for k in extra[:5])
+            if extra
+            else "missing keys " + ", ".join(missing),
+        )
     name = data["cap"]
     if not isinstance(name, str) or name not in POWER_CAPS.names():
         raise _refuse(p, f"unknown power control {str(name)[:30]!r}")
@@ -323,9 +350,13 @@ def read_journal(path: str | Path, uid: int | None = None) -> dict[str, Any] | N
     allowed = set(getattr(POWER_CAPS.get(name), "JOURNAL_KEYS", ()))
     extra = sorted(set(data["params"]) - allowed)
     if extra:
-        raise _refuse(p, "'params' names " + ", ".join(k[:30] for k in extra[:5]) +
-                      ", which greenllm never writes (program paths and files are never taken "
-                      "from a journal)")
+        raise _refuse(
+            p,
+            "'params' names "
+            + ", ".join(k[:30] for k in extra[:5])
+            + ", which greenllm never writes (program paths and files are never taken "
+            "from a journal)",
+        )
     if not all(_scalar(v) or isinstance(v, bool) for v in data["params"].values()):
         raise _refuse(p, "'params' values must be plain numbers, strings or booleans")
     for key in ("original", "requested"):

@@ -6,6 +6,7 @@ object: tests pass ``greenllm.testing.FakePynvml``; by default the real one is i
 ``sudo nvidia-smi -pm 1``); NVML's "Insufficient Permissions" becomes a HardwareControlError
 that says so.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -13,8 +14,8 @@ from typing import Any
 from ..errors import HardwareControlError, require
 
 MW_PER_W = 1000.0
-_NO_PERMISSION = 4      # NVML_ERROR_NO_PERMISSION
-_NOT_SUPPORTED = 3      # NVML_ERROR_NOT_SUPPORTED
+_NO_PERMISSION = 4  # NVML_ERROR_NO_PERMISSION
+_NOT_SUPPORTED = 3  # NVML_ERROR_NOT_SUPPORTED
 
 
 def _code(exc: BaseException) -> int | None:
@@ -35,8 +36,9 @@ class NvmlPowerCap:
 
     def __init__(self, index: int = 0, pynvml: Any = None, uuid: str | None = None):
         self.index = int(index)
-        self._nvml = pynvml if pynvml is not None else require(
-            "pynvml", "nvml", "setting a GPU power limit")
+        self._nvml = (
+            pynvml if pynvml is not None else require("pynvml", "nvml", "setting a GPU power limit")
+        )
         try:
             self._nvml.nvmlInit()
             count = self._nvml.nvmlDeviceGetCount()
@@ -45,14 +47,17 @@ class NvmlPowerCap:
                 raise
             raise HardwareControlError(
                 f"no NVML GPU: NVML cannot start here ({exc}); a GPU power cap needs an "
-                "NVIDIA GPU with its driver loaded") from None
+                "NVIDIA GPU with its driver loaded"
+            ) from None
         if uuid is not None:
             self.index = self._index_of(str(uuid), count)
         if not 0 <= self.index < count:
             raise HardwareControlError(
                 f"no NVML GPU with index {self.index} (this machine has {count}); "
-                f"pass an index from 0 to {max(count - 1, 0)}" if count else
-                "no NVML GPU: NVML reports 0 GPUs on this machine")
+                f"pass an index from 0 to {max(count - 1, 0)}"
+                if count
+                else "no NVML GPU: NVML reports 0 GPUs on this machine"
+            )
         self._handle = self._nvml.nvmlDeviceGetHandleByIndex(self.index)
 
     def _index_of(self, uuid: str, count: int) -> int:
@@ -61,8 +66,9 @@ class NvmlPowerCap:
             u = self._nvml.nvmlDeviceGetUUID(h)
             if (u.decode() if isinstance(u, bytes) else str(u)) == uuid:
                 return i
-        raise HardwareControlError(f"no NVML GPU with UUID {uuid[:80]!r} on this machine "
-                                   f"({count} GPU(s))")
+        raise HardwareControlError(
+            f"no NVML GPU with UUID {uuid[:80]!r} on this machine ({count} GPU(s))"
+        )
 
     # -- helpers --------------------------------------------------------------------------
     def _call(self, what: str, fn, *args):
@@ -75,11 +81,13 @@ class NvmlPowerCap:
             if code == _NO_PERMISSION:
                 raise HardwareControlError(
                     f"{what} on GPU {self.index} needs root: run as root or with sudo, and "
-                    "enable persistence mode first with `sudo nvidia-smi -pm 1`") from None
+                    "enable persistence mode first with `sudo nvidia-smi -pm 1`"
+                ) from None
             if code == _NOT_SUPPORTED:
                 raise HardwareControlError(
                     f"{what} is not supported by GPU {self.index} ({self.gpu_name()}); this "
-                    "board does not expose a settable power limit through NVML") from None
+                    "board does not expose a settable power limit through NVML"
+                ) from None
             raise HardwareControlError(f"{what} on GPU {self.index} failed: {exc}") from None
 
     def gpu_name(self) -> str:
@@ -92,14 +100,18 @@ class NvmlPowerCap:
     # -- PowerCap -------------------------------------------------------------------------
     def get(self) -> float:
         """The current power management limit in watts."""
-        mw = self._call("reading the power limit",
-                        self._nvml.nvmlDeviceGetPowerManagementLimit, self._handle)
+        mw = self._call(
+            "reading the power limit", self._nvml.nvmlDeviceGetPowerManagementLimit, self._handle
+        )
         return mw / MW_PER_W
 
     def allowed(self) -> tuple[float, float]:
         """(min_w, max_w) from nvmlDeviceGetPowerManagementLimitConstraints."""
-        lo, hi = self._call("reading the power limit constraints",
-                            self._nvml.nvmlDeviceGetPowerManagementLimitConstraints, self._handle)
+        lo, hi = self._call(
+            "reading the power limit constraints",
+            self._nvml.nvmlDeviceGetPowerManagementLimitConstraints,
+            self._handle,
+        )
         return lo / MW_PER_W, hi / MW_PER_W
 
     def check(self, value: Any) -> float:
@@ -111,18 +123,25 @@ class NvmlPowerCap:
         if not lo <= watts <= hi:
             raise HardwareControlError(
                 f"power cap {watts:g} W is outside the allowed range {lo:g}-{hi:g} W of GPU "
-                f"{self.index} ({self.gpu_name()}); pick a value in that range")
+                f"{self.index} ({self.gpu_name()}); pick a value in that range"
+            )
         return watts
 
     def set(self, value: Any) -> None:
         watts = self.check(value)
-        self._call("setting the power limit", self._nvml.nvmlDeviceSetPowerManagementLimit,
-                   self._handle, int(round(watts * MW_PER_W)))
+        self._call(
+            "setting the power limit",
+            self._nvml.nvmlDeviceSetPowerManagementLimit,
+            self._handle,
+            int(round(watts * MW_PER_W)),
+        )
 
     def describe(self) -> str:
         lo, hi = self.allowed()
-        return (f"GPU {self.index} ({self.gpu_name()}) power limit {self.get():g} W "
-                f"(allowed {lo:g}-{hi:g} W)")
+        return (
+            f"GPU {self.index} ({self.gpu_name()}) power limit {self.get():g} W "
+            f"(allowed {lo:g}-{hi:g} W)"
+        )
 
     def close(self) -> None:
         """Release this cap's NVML session (it does not change the limit)."""
@@ -144,7 +163,7 @@ class NvmlPowerCap:
         return {"pynvml": self._nvml}
 
     @classmethod
-    def from_journal(cls, params: dict[str, Any], pynvml: Any = None) -> "NvmlPowerCap":
+    def from_journal(cls, params: dict[str, Any], pynvml: Any = None) -> NvmlPowerCap:
         """The GPU with the journal's UUID (index is informational)."""
         uuid = params.get("uuid")
         if not isinstance(uuid, str) or not uuid:

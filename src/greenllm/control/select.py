@@ -6,9 +6,11 @@ A power setting is ``power_cap_w`` (watts: the GPU power limit, through NVML, ad
 both. ``select_power_cap`` builds the adapter for this device and checks the value(s) against
 it before any work starts. No torch.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import ConfigError
 from .base import PowerCap
@@ -25,17 +27,23 @@ def _given(value: Any) -> bool:
     return True
 
 
-def cap_kind(power_cap_w: Any = None, power_mode: Any = None, *,
-             names: tuple[str, str] = ("power_cap_w", "power_mode")) -> str | None:
+def cap_kind(
+    power_cap_w: Any = None,
+    power_mode: Any = None,
+    *,
+    names: tuple[str, str] = ("power_cap_w", "power_mode"),
+) -> str | None:
     """``"nvml"`` for ``power_cap_w``, ``"jetson"`` for ``power_mode``, None for neither.
 
     A value may be a list (the settings a search tries); an empty list counts as not given.
     Both given is a ConfigError naming ``names`` (the fields or options the user wrote).
     """
     if _given(power_cap_w) and _given(power_mode):
-        raise ConfigError(f"{names[0]} and {names[1]} are exclusive: give one of them "
-                          f"({names[0]} for a GPU power cap in W, {names[1]} for a Jetson "
-                          "nvpmodel mode)")
+        raise ConfigError(
+            f"{names[0]} and {names[1]} are exclusive: give one of them "
+            f"({names[0]} for a GPU power cap in W, {names[1]} for a Jetson "
+            "nvpmodel mode)"
+        )
     if _given(power_cap_w):
         return ADAPTER_FOR["power_cap_w"]
     if _given(power_mode):
@@ -52,10 +60,14 @@ def _build(kind: str, profile: Any = None) -> PowerCap:
     return cls()
 
 
-def select_power_cap(power_cap_w: Any = None, power_mode: Any = None, *, profile: Any = None,
-                     names: tuple[str, str] = ("power_cap_w", "power_mode"),
-                     factory: Callable[[str, Any], PowerCap] | None = None,
-                     ) -> tuple[PowerCap | None, Any]:
+def select_power_cap(
+    power_cap_w: Any = None,
+    power_mode: Any = None,
+    *,
+    profile: Any = None,
+    names: tuple[str, str] = ("power_cap_w", "power_mode"),
+    factory: Callable[[str, Any], PowerCap] | None = None,
+) -> tuple[PowerCap | None, Any]:
     """``(cap, value)``: the adapter for the setting on this device and the checked value;
     ``(None, None)`` when neither setting is given.
 

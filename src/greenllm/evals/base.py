@@ -7,20 +7,22 @@ accepts an evaluator key (``perplexity``, ``choice``, ``squad``, ``lm_eval``) or
 name (``hellaswag``, ``mmlu``, ``winogrande``, ``arc``), which maps to ``choice`` with
 ``task=``. Data sources are paths or ``builtin:<name>`` (sets shipped in greenllm/data).
 """
+
 from __future__ import annotations
 
 import hashlib
 import math
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
+from ..builtin_data import BUILTINS, DATA_DIR, resolve_data  # noqa: F401 (re-exported)
 from ..config import parse_config, to_dict
 from ..errors import DataError, UnknownNameError
 from ..registry import Registry, did_you_mean
-from ..builtin_data import BUILTINS, DATA_DIR, resolve_data  # noqa: F401 (re-exported)
 from ..results import EvalResult
 
 CHOICE_TASKS = ("hellaswag", "mmlu", "winogrande", "arc", "jsonl")
@@ -31,16 +33,19 @@ CHOICE_TASKS = ("hellaswag", "mmlu", "winogrande", "arc", "jsonl")
 class EvalSpec:
     key: str
     config_cls: type
-    run: Callable[[Any, Any, Any], EvalResult]
+    run: Callable[..., EvalResult]
     summary: str = ""
 
 
-EVALS: Registry[EvalSpec] = Registry("evaluator", {
-    "perplexity": "greenllm.evals.perplexity:SPEC",
-    "choice": "greenllm.evals.choice:SPEC",
-    "squad": "greenllm.evals.squad:SPEC",
-    "lm_eval": "greenllm.evals.lm_eval:SPEC",
-})
+EVALS: Registry[EvalSpec] = Registry(
+    "evaluator",
+    {
+        "perplexity": "greenllm.evals.perplexity:SPEC",
+        "choice": "greenllm.evals.choice:SPEC",
+        "squad": "greenllm.evals.squad:SPEC",
+        "lm_eval": "greenllm.evals.lm_eval:SPEC",
+    },
+)
 
 
 def sha256_of(path: Path) -> str:
@@ -75,16 +80,24 @@ def progress_bar(total: int, description: str, enabled: bool) -> Iterator[Callab
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as prog:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as prog:
         tid = prog.add_task(description, total=total)
         yield lambda n: prog.update(tid, advance=n)
 
 
-def make_result(task: str, n: int, metrics: dict[str, float | None], t0: float,
-                settings: dict[str, Any]) -> EvalResult:
-    return EvalResult(task=task, n=n, metrics=metrics, duration_s=time.perf_counter() - t0,
-                      settings=settings)
+def make_result(
+    task: str, n: int, metrics: dict[str, float | None], t0: float, settings: dict[str, Any]
+) -> EvalResult:
+    return EvalResult(
+        task=task, n=n, metrics=metrics, duration_s=time.perf_counter() - t0, settings=settings
+    )
 
 
 def parse_eval(task: str, settings: dict[str, Any] | None = None, path: str = "eval"):
@@ -103,8 +116,9 @@ def parse_eval(task: str, settings: dict[str, Any] | None = None, path: str = "e
     return key, parse_config(spec.config_cls, settings, f"{path}.{key}")
 
 
-def evaluate(model: Any, tokenizer: Any, task: str, *, progress: bool = False,
-             **settings: Any) -> EvalResult:
+def evaluate(
+    model: Any, tokenizer: Any, task: str, *, progress: bool = False, **settings: Any
+) -> EvalResult:
     """Score ``model`` on ``task`` (an evaluator key or a choice task name); ``progress``
     shows a bar on stderr and changes nothing else."""
     key, cfg = parse_eval(task, settings)

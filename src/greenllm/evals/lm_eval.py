@@ -6,6 +6,7 @@ from the Hugging Face hub unless the task reads local files (``include_path`` ma
 folder of task YAMLs, e.g. with ``dataset_path: json`` and local ``data_files``); every
 failure inside lm-eval is reported as one GreenLLMError naming the task.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,8 +17,19 @@ from ..config import ConfigError, to_dict
 from ..errors import GreenLLMError, require
 from .base import EvalSpec, make_result
 
-_PRIMARY = ("acc", "acc_norm", "acc_stderr", "acc_norm_stderr", "em", "f1", "exact_match",
-            "perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte")
+_PRIMARY = (
+    "acc",
+    "acc_norm",
+    "acc_stderr",
+    "acc_norm_stderr",
+    "em",
+    "f1",
+    "exact_match",
+    "perplexity",
+    "word_perplexity",
+    "byte_perplexity",
+    "bits_per_byte",
+)
 
 
 @dataclass
@@ -27,7 +39,7 @@ class LmEvalConfig:
     limit: int | None = None
     batch_size: int = 8
     include_path: str | None = None
-    include_defaults: bool = True       # False: only the tasks under include_path (faster)
+    include_defaults: bool = True  # False: only the tasks under include_path (faster)
     add_bos_token: bool | None = None
 
     def validate(self) -> None:
@@ -58,21 +70,33 @@ def run(model: Any, tokenizer: Any, cfg: LmEvalConfig, *, progress: bool = False
     hf = require("lm_eval.models.huggingface", "lmeval", "the lm_eval evaluator")
     tasks_mod = require("lm_eval.tasks", "lmeval", "the lm_eval evaluator")
     try:
-        lm = hf.HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size,
-                     add_bos_token=cfg.add_bos_token)
-        manager = tasks_mod.TaskManager(include_path=cfg.include_path,
-                                        include_defaults=cfg.include_defaults)
-        out = lm_eval.simple_evaluate(model=lm, tasks=list(cfg.tasks),
-                                      num_fewshot=cfg.num_fewshot, limit=cfg.limit,
-                                      task_manager=manager, log_samples=False,
-                                      bootstrap_iters=1000)
+        lm = hf.HFLM(
+            pretrained=model,
+            tokenizer=tokenizer,
+            batch_size=cfg.batch_size,
+            add_bos_token=cfg.add_bos_token,
+        )
+        manager = tasks_mod.TaskManager(
+            include_path=cfg.include_path, include_defaults=cfg.include_defaults
+        )
+        out = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=list(cfg.tasks),
+            num_fewshot=cfg.num_fewshot,
+            limit=cfg.limit,
+            task_manager=manager,
+            log_samples=False,
+            bootstrap_iters=1000,
+        )
     except GreenLLMError:
         raise
     except Exception as exc:  # lm-eval raises many types (hub access, KeyError, ValueError)
         msg = " ".join(str(exc).split())[:300] or type(exc).__name__
-        raise GreenLLMError(f"lm_eval failed on tasks {', '.join(cfg.tasks)}: "
-                            f"{type(exc).__name__}: {msg} (no network here: only tasks whose "
-                            f"data is local can run; see include_path)") from None
+        raise GreenLLMError(
+            f"lm_eval failed on tasks {', '.join(cfg.tasks)}: "
+            f"{type(exc).__name__}: {msg} (no network here: only tasks whose "
+            f"data is local can run; see include_path)"
+        ) from None
     if not out or not out.get("results"):
         raise GreenLLMError(f"lm_eval returned no results for {', '.join(cfg.tasks)}")
     first = cfg.tasks[0]
@@ -80,8 +104,11 @@ def run(model: Any, tokenizer: Any, cfg: LmEvalConfig, *, progress: bool = False
     n_samples = out.get("n-samples", {}).get(first, {})
     n = int(n_samples.get("effective", n_samples.get("original", 0)) or 0)
     others = {t: flatten_results(out["results"], t) for t in out["results"] if t != first}
-    settings = {**to_dict(cfg), "lm_eval_version": getattr(lm_eval, "__version__", ""),
-                "other_tasks": others}
+    settings = {
+        **to_dict(cfg),
+        "lm_eval_version": getattr(lm_eval, "__version__", ""),
+        "other_tasks": others,
+    }
     return make_result(f"lm_eval:{first}", n, metrics, t0, settings)
 
 

@@ -29,12 +29,14 @@ are batched apart from packed ones, with the model's own (causal, sliding) mask.
 ``score_naive`` is the plain one-forward-per-request reference used by the tests.
 torch is imported inside functions only.
 """
+
 from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from .._compat import cache_kwargs, output_cache
 from ..errors import DataError, GreenLLMError
@@ -74,15 +76,19 @@ class Encoder:
 
     def __init__(self, tokenizer: Any, add_bos_token: bool | None = None):
         if tokenizer is None:
-            raise GreenLLMError("evaluation needs the model's tokenizer; pass tokenizer=... "
-                                "(greenllm.models.load_model returns (model, tokenizer))")
+            raise GreenLLMError(
+                "evaluation needs the model's tokenizer; pass tokenizer=... "
+                "(greenllm.models.load_model returns (model, tokenizer))"
+            )
         self.tokenizer = tokenizer
         self.add_bos_token = add_bos_token
         bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
         self.prefix_token_id = bos if bos is not None else eos
         if self.prefix_token_id is None:
-            raise GreenLLMError("the tokenizer has neither a BOS nor an EOS token; log-likelihood "
-                                "scoring needs one as the prefix of an empty context")
+            raise GreenLLMError(
+                "the tokenizer has neither a BOS nor an EOS token; log-likelihood "
+                "scoring needs one as the prefix of an empty context"
+            )
         self._bos_text = tokenizer.decode(self.prefix_token_id)
 
     def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
@@ -109,7 +115,7 @@ class Encoder:
             context = context[:-n_spaces]
         whole = self.encode(context + continuation)
         ctx = self.encode(context)
-        return ctx, whole[len(ctx):]
+        return ctx, whole[len(ctx) :]
 
     def bos_in_encoding(self) -> bool:
         """Whether ``encode`` puts the BOS token in front of ordinary text (recorded)."""
@@ -118,9 +124,12 @@ class Encoder:
 
     def settings(self) -> dict[str, Any]:
         tok = self.tokenizer
-        return {"tokenizer": getattr(tok, "name_or_path", "") or type(tok).__name__,
-                "add_bos_token": self.add_bos_token, "bos_in_encoding": self.bos_in_encoding(),
-                "prefix_token_id": self.prefix_token_id}
+        return {
+            "tokenizer": getattr(tok, "name_or_path", "") or type(tok).__name__,
+            "add_bos_token": self.add_bos_token,
+            "bos_in_encoding": self.bos_in_encoding(),
+            "prefix_token_id": self.prefix_token_id,
+        }
 
 
 def build_requests(encoder: Encoder, pairs: Iterable[tuple[int, str, str]]) -> list[Request]:
@@ -129,8 +138,10 @@ def build_requests(encoder: Encoder, pairs: Iterable[tuple[int, str, str]]) -> l
     for item, ctx, cont in pairs:
         c, k = encoder.encode_pair(ctx, cont)
         if not k:
-            raise DataError(f"item {item}: the continuation {cont!r} encodes to no tokens after "
-                            f"the context; nothing to score")
+            raise DataError(
+                f"item {item}: the continuation {cont!r} encodes to no tokens after "
+                f"the context; nothing to score"
+            )
         out.append(Request(item, tuple(c), tuple(k)))
     return out
 
@@ -138,9 +149,11 @@ def build_requests(encoder: Encoder, pairs: Iterable[tuple[int, str, str]]) -> l
 def _truncate(req: Request, max_length: int) -> tuple[list[int], int]:
     """Full input tokens (lm-eval: ``(ctx + cont)[-(max_length + 1):]``) and the cont length."""
     if len(req.continuation) > max_length:
-        raise DataError(f"item {req.item}: a continuation of {len(req.continuation)} tokens is "
-                        f"longer than the model's {max_length}-token context")
-    full = list(req.context + req.continuation)[-(max_length + 1):]
+        raise DataError(
+            f"item {req.item}: a continuation of {len(req.continuation)} tokens is "
+            f"longer than the model's {max_length}-token context"
+        )
+    full = list(req.context + req.continuation)[-(max_length + 1) :]
     return full, len(req.continuation)
 
 
@@ -239,9 +252,13 @@ def _order(plans) -> list[int]:
     rest: list[int] = []
     run = lex[:1]
     for prev, cur in zip(lex, lex[1:] + [None]):
-        if cur is not None and _common_prefix(
+        if (
+            cur is not None
+            and _common_prefix(
                 [plans[prev][1][0][:LONG_SHARED_PREFIX], plans[cur][1][0][:LONG_SHARED_PREFIX]]
-        ) == LONG_SHARED_PREFIX:
+            )
+            == LONG_SHARED_PREFIX
+        ):
             run.append(cur)
             continue
         (groups.append(run) if len(run) > 1 else rest.extend(run))
@@ -252,9 +269,14 @@ def _order(plans) -> list[int]:
     return [p for g in groups for p in g]
 
 
-def score(model: Any, requests: Sequence[Request], *, batch_size: int = 8,
-          max_length: int | None = None,
-          progress: Callable[[int], None] | None = None) -> list[tuple[float, bool]]:
+def score(
+    model: Any,
+    requests: Sequence[Request],
+    *,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[float, bool]]:
     """Shared-prefix scoring: ``(log-likelihood, is_greedy)`` per request, in input order."""
     if batch_size < 1:
         raise GreenLLMError(f"batch_size must be at least 1, got {batch_size}")
@@ -265,9 +287,11 @@ def score(model: Any, requests: Sequence[Request], *, batch_size: int = 8,
     # rows at least a sliding window long run in batches of their own, without a packed 4-D
     # mask (which would replace the model's sliding-window mask in every row of its batch)
     long = {p for p in order if _needs_model_mask(plans[p], window)}
-    batches = [part[lo:lo + batch_size]
-               for part in ([p for p in order if p not in long], [p for p in order if p in long])
-               for lo in range(0, len(part), batch_size)]
+    batches = [
+        part[lo : lo + batch_size]
+        for part in ([p for p in order if p not in long], [p for p in order if p in long])
+        for lo in range(0, len(part), batch_size)
+    ]
     results: list[tuple[float, bool] | None] = [None] * len(requests)
     device = _device(model)
     prefixes: dict = {}  # shared leading tokens -> their keys/values (see _score_batch)
@@ -287,8 +311,15 @@ def _split_head(model):
     """(base model, output head) when logits are exactly ``head(base(...).last_hidden_state)``,
     so log-probabilities can be computed in chunks instead of materialising all logits."""
     cfg = getattr(model, "config", None)
-    if any(getattr(cfg, a, None) for a in ("final_logit_softcapping", "logit_scale",
-                                          "output_multiplier_scale", "logits_scaling")):
+    if any(
+        getattr(cfg, a, None)
+        for a in (
+            "final_logit_softcapping",
+            "logit_scale",
+            "output_multiplier_scale",
+            "logits_scaling",
+        )
+    ):
         return None
     prefix = getattr(model, "base_model_prefix", "")
     base = getattr(model, prefix, None) if prefix else None
@@ -326,7 +357,7 @@ def _positions_ll(split, rows, wanted):
     ll = torch.empty(len(wanted), dtype=torch.float32, device=rows.device)
     hit = torch.empty(len(wanted), dtype=torch.bool, device=rows.device)
     for lo in range(0, rows.shape[0], _HEAD_CHUNK):
-        part = rows[lo:lo + _HEAD_CHUNK]
+        part = rows[lo : lo + _HEAD_CHUNK]
         logits = (split[1](part) if split is not None else part).float()
         top = logits.amax(-1, keepdim=True)
         lse = logits.sub(top).exp_().sum(-1).log_().add_(top.squeeze(-1))
@@ -351,8 +382,9 @@ def _batch_prefix(layouts, batch) -> int:
     shared part and before its first scored position; 0 when too few to pay off."""
     if len(batch) < 2:
         return 0
-    limit = min(min(k, min(len(f) - 1 - c for f, c in zip(fulls, clens)))
-                for _, fulls, clens, k in batch)
+    limit = min(
+        min(k, min(len(f) - 1 - c for f, c in zip(fulls, clens))) for _, fulls, clens, k in batch
+    )
     n = _common_prefix([toks[:limit] for toks, _, _ in layouts])
     return n if n >= MIN_SHARED_PREFIX else 0
 
@@ -367,14 +399,27 @@ def _run_after_prefix(model, split, prefixes, start, ids, pos_ids, mask, device)
     if key not in prefixes:
         if len(prefixes) >= 8:
             prefixes.pop(next(iter(prefixes)))
-        prefixes[key] = _run(model, split, [start - 1], input_ids=ids[:1, :start].to(device),
-                             position_ids=pos_ids[:1, :start].to(device), use_cache=True)[1]
+        prefixes[key] = _run(
+            model,
+            split,
+            [start - 1],
+            input_ids=ids[:1, :start].to(device),
+            position_ids=pos_ids[:1, :start].to(device),
+            use_cache=True,
+        )[1]
     past = copy.deepcopy(prefixes[key])
     past.batch_repeat_interleave(ids.shape[0])
     mask = None if mask is None else mask[:, :, start:, :].to(device)
-    return _run(model, split, None, input_ids=ids[:, start:].to(device), attention_mask=mask,
-                position_ids=pos_ids[:, start:].to(device), use_cache=True,
-                **cache_kwargs(model if split is None else split[0], past))[0]
+    return _run(
+        model,
+        split,
+        None,
+        input_ids=ids[:, start:].to(device),
+        attention_mask=mask,
+        position_ids=pos_ids[:, start:].to(device),
+        use_cache=True,
+        **cache_kwargs(model if split is None else split[0], past),
+    )[0]
 
 
 def _score_batch(model, batch, results, device, prefixes: dict) -> None:
@@ -388,7 +433,7 @@ def _score_batch(model, batch, results, device, prefixes: dict) -> None:
 
     split = _split_head(model)
     layouts = []
-    for idx, fulls, clens, k in batch:
+    for _idx, fulls, _clens, k in batch:
         toks, pos, segs = list(fulls[0][:k]), list(range(k)), []
         for full in fulls:
             seg = list(full[k:-1])
@@ -400,8 +445,8 @@ def _score_batch(model, batch, results, device, prefixes: dict) -> None:
     ids = torch.zeros((len(batch), width), dtype=torch.long)
     pos_ids = torch.zeros((len(batch), width), dtype=torch.long)
     for r, (toks, pos, _) in enumerate(layouts):
-        ids[r, :len(toks)] = torch.tensor(toks)
-        pos_ids[r, :len(pos)] = torch.tensor(pos)
+        ids[r, : len(toks)] = torch.tensor(toks)
+        pos_ids[r, : len(pos)] = torch.tensor(pos)
     packed = any(len(t) > b[3] for (t, _, _), b in zip(layouts, batch))
     if packed:
         allow = torch.zeros((len(batch), 1, width, width), dtype=torch.bool)
@@ -410,8 +455,8 @@ def _score_batch(model, batch, results, device, prefixes: dict) -> None:
             for s, full in zip(segs, fulls):
                 n = len(full) - 1 - k
                 if n > 0:
-                    allow[r, 0, s:s + n, :k] = True
-                    allow[r, 0, s:s + n, s:s + n] = torch.ones(n, n, dtype=torch.bool).tril()
+                    allow[r, 0, s : s + n, :k] = True
+                    allow[r, 0, s : s + n, s : s + n] = torch.ones(n, n, dtype=torch.bool).tril()
             pad = torch.arange(len(toks), width)
             allow[r, 0, pad, pad] = True  # padding rows see themselves: no empty softmax
         dtype = next(model.parameters()).dtype
@@ -427,18 +472,22 @@ def _score_batch(model, batch, results, device, prefixes: dict) -> None:
     out_rows = None
     if start:
         try:
-            out_rows = _run_after_prefix(model, split, prefixes, start, ids, pos_ids, mask,
-                                         device)
+            out_rows = _run_after_prefix(model, split, prefixes, start, ids, pos_ids, mask, device)
         except Exception as exc:  # noqa: BLE001 - a model whose cache cannot be shared so
-            log.info("scoring without shared-prefix caching for %s: %s",
-                     type(model).__name__, exc)
+            log.info("scoring without shared-prefix caching for %s: %s", type(model).__name__, exc)
             prefixes.clear()
             prefixes[_NO_PREFIX] = True  # score this batch and the rest without it
             start = 0
     if out_rows is None:
-        out_rows, _ = _run(model, split, None, input_ids=ids.to(device),
-                           attention_mask=None if mask is None else mask.to(device),
-                           position_ids=pos_ids.to(device), use_cache=False)
+        out_rows, _ = _run(
+            model,
+            split,
+            None,
+            input_ids=ids.to(device),
+            attention_mask=None if mask is None else mask.to(device),
+            position_ids=pos_ids.to(device),
+            use_cache=False,
+        )
     # every scored position of the batch, each once (MMLU's four answers share one position)
     slot: dict[tuple[int, int], int] = {}
     wanted, owners = [], []
@@ -459,8 +508,9 @@ def _score_batch(model, batch, results, device, prefixes: dict) -> None:
         results[i] = (float(ll[js_t].sum()), bool(hit[js_t].all()))
 
 
-def score_naive(model: Any, requests: Sequence[Request], *,
-                max_length: int | None = None) -> list[tuple[float, bool]]:
+def score_naive(
+    model: Any, requests: Sequence[Request], *, max_length: int | None = None
+) -> list[tuple[float, bool]]:
     """Reference scoring: one full forward pass per request, no batching, no cache."""
     import torch
 
@@ -476,8 +526,9 @@ def score_naive(model: Any, requests: Sequence[Request], *,
     return out
 
 
-def rolling_windows(tokens: Sequence[int], prefix_token: int, max_seq_len: int,
-                    context_len: int = 1) -> list[tuple[list[int], list[int]]]:
+def rolling_windows(
+    tokens: Sequence[int], prefix_token: int, max_seq_len: int, context_len: int = 1
+) -> list[tuple[list[int], list[int]]]:
     """lm-eval's ``get_rolling_token_windows`` + ``make_disjoint_window``: (context, predicted)
     pairs that predict every token once; ``context_len`` > 1 gives overlapping (strided)
     windows where each prediction sees at least ``context_len - 1`` earlier tokens."""
@@ -488,11 +539,11 @@ def rolling_windows(tokens: Sequence[int], prefix_token: int, max_seq_len: int,
         return []
     pred_len = max_seq_len - context_len + 1
     first = min(max_seq_len, len(tokens))
-    windows = [([prefix_token] + tokens[:first - 1], tokens[:first])]
+    windows = [([prefix_token] + tokens[: first - 1], tokens[:first])]
     done = first
     while done < len(tokens):
         n = min(len(tokens) - done, pred_len)
         end = done + n
-        windows.append((tokens[max(end - max_seq_len - 1, 0):end - 1], tokens[end - n:end]))
+        windows.append((tokens[max(end - max_seq_len - 1, 0) : end - 1], tokens[end - n : end]))
         done += n
-    return [(a[:len(a) - (len(b) - 1)], b) for a, b in windows]
+    return [(a[: len(a) - (len(b) - 1)], b) for a, b in windows]

@@ -13,6 +13,7 @@ Metrics (sum over documents of the log-likelihood LL, natural log):
 For WikiText files the words and bytes are counted on the original text and the model scores
 lm-eval's detokenised text, as lm-eval's ``wikitext`` task does.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,10 +34,10 @@ _HEADING = re.compile(r"^ = [^=].* = $")
 class PerplexityConfig:
     data: str = "builtin:wiki-sample"
     format: Literal["auto", "text", "wikitext", "lines"] = "auto"
-    text_field: str = "text"            # datasets input: the column holding the text
-    limit: int | None = None            # at most this many documents
-    max_length: int | None = None       # window length in tokens (default: the model's)
-    stride: int | None = None           # new tokens per later window (default: max_length)
+    text_field: str = "text"  # datasets input: the column holding the text
+    limit: int | None = None  # at most this many documents
+    max_length: int | None = None  # window length in tokens (default: the model's)
+    stride: int | None = None  # new tokens per later window (default: max_length)
     batch_size: int = 4
     add_bos_token: bool | None = None
 
@@ -48,16 +49,18 @@ class PerplexityConfig:
         if self.stride is not None and self.stride < 1:
             raise ConfigError(f"stride: must be at least 1, got {self.stride}")
         if self.stride and self.max_length and self.stride > self.max_length:
-            raise ConfigError(f"stride: {self.stride} is larger than max_length "
-                              f"{self.max_length}; use at most max_length")
+            raise ConfigError(
+                f"stride: {self.stride} is larger than max_length "
+                f"{self.max_length}; use at most max_length"
+            )
         if self.batch_size < 1:
             raise ConfigError(f"batch_size: must be at least 1, got {self.batch_size}")
 
 
 @dataclass(frozen=True)
 class Document:
-    original: str   # words and bytes are counted here
-    scored: str     # the text the model scores
+    original: str  # words and bytes are counted here
+    scored: str  # the text the model scores
 
 
 def wikitext_detokenizer(string: str) -> str:
@@ -110,7 +113,9 @@ def split_wikitext(text: str) -> list[str]:
     return docs
 
 
-def load_documents(data: Any, fmt: str = "auto", text_field: str = "text") -> tuple[list[Document], dict]:
+def load_documents(
+    data: Any, fmt: str = "auto", text_field: str = "text"
+) -> tuple[list[Document], dict]:
     """Documents from a path/builtin, a list of strings, or a datasets dataset."""
     if isinstance(data, str):
         path = resolve_data(data)
@@ -123,8 +128,7 @@ def load_documents(data: Any, fmt: str = "auto", text_field: str = "text") -> tu
         if fmt == "auto":
             fmt = "wikitext" if any(_HEADING.match(ln) for ln in text.splitlines()[:50]) else "text"
         if fmt == "wikitext":
-            docs = [Document(d, wikitext_detokenizer(d)) for d in split_wikitext(text)
-                    if d.strip()]
+            docs = [Document(d, wikitext_detokenizer(d)) for d in split_wikitext(text) if d.strip()]
         elif fmt == "lines":
             docs = [Document(ln, ln) for ln in text.splitlines() if ln.strip()]
         else:
@@ -135,13 +139,20 @@ def load_documents(data: Any, fmt: str = "auto", text_field: str = "text") -> tu
         info = {"data_file": "<list>", "format": "list"}
     elif hasattr(data, "column_names"):
         if text_field not in data.column_names:
-            raise DataError(f"text_field: the dataset has no column {text_field!r} "
-                            f"(columns: {', '.join(data.column_names)})")
+            raise DataError(
+                f"text_field: the dataset has no column {text_field!r} "
+                f"(columns: {', '.join(data.column_names)})"
+            )
         docs = [Document(t, t) for t in data[text_field] if t and t.strip()]
-        info = {"data_file": f"<datasets:{getattr(data, '_fingerprint', '')}>", "format": "datasets"}
+        info = {
+            "data_file": f"<datasets:{getattr(data, '_fingerprint', '')}>",
+            "format": "datasets",
+        }
     else:
-        raise DataError(f"data: expected a path, builtin:<name>, a list of strings or a "
-                        f"datasets dataset, got {type(data).__name__}")
+        raise DataError(
+            f"data: expected a path, builtin:<name>, a list of strings or a "
+            f"datasets dataset, got {type(data).__name__}"
+        )
     if not docs:
         raise DataError(f"data: {info['data_file']} holds no text to score")
     return docs, info
@@ -162,12 +173,13 @@ def token_perplexity(model: Any, ids: Any, window: int, windows: int | None = No
     nll, count = 0.0, 0
     with torch.no_grad():
         for n, start in enumerate(range(0, ids.numel(), window)):
-            chunk = ids[start:start + window].unsqueeze(0)
+            chunk = ids[start : start + window].unsqueeze(0)
             if (windows is not None and n >= windows) or chunk.shape[1] < 2:
                 break
             logits = model(input_ids=chunk).logits.float()
-            nll += float(torch.nn.functional.cross_entropy(logits[0, :-1], chunk[0, 1:],
-                                                           reduction="sum"))
+            nll += float(
+                torch.nn.functional.cross_entropy(logits[0, :-1], chunk[0, 1:], reduction="sum")
+            )
             count += chunk.shape[1] - 1
     if count == 0:
         raise DataError(f"token_perplexity: need at least 2 tokens, got {ids.numel()}")
@@ -175,19 +187,25 @@ def token_perplexity(model: Any, ids: Any, window: int, windows: int | None = No
 
 
 def perplexity_metrics(total_ll: float, n_tokens: int, n_words: int, n_bytes: int) -> dict:
-    return {"perplexity": math.exp(-total_ll / n_tokens),
-            "word_perplexity": math.exp(-total_ll / n_words),
-            "byte_perplexity": math.exp(-total_ll / n_bytes),
-            "bits_per_byte": -total_ll / n_bytes / math.log(2),
-            "loglikelihood": total_ll, "tokens": n_tokens, "words": n_words, "bytes": n_bytes}
+    return {
+        "perplexity": math.exp(-total_ll / n_tokens),
+        "word_perplexity": math.exp(-total_ll / n_words),
+        "byte_perplexity": math.exp(-total_ll / n_bytes),
+        "bits_per_byte": -total_ll / n_bytes / math.log(2),
+        "loglikelihood": total_ll,
+        "tokens": n_tokens,
+        "words": n_words,
+        "bytes": n_bytes,
+    }
 
 
-def run(model: Any, tokenizer: Any, cfg: PerplexityConfig, data: Any = None, *,
-        progress: bool = False):
+def run(
+    model: Any, tokenizer: Any, cfg: PerplexityConfig, data: Any = None, *, progress: bool = False
+):
     """Score documents; ``data`` (a list or datasets dataset) overrides ``cfg.data``."""
     t0 = time.perf_counter()
     docs, info = load_documents(cfg.data if data is None else data, cfg.format, cfg.text_field)
-    docs = docs[:cfg.limit] if cfg.limit else docs
+    docs = docs[: cfg.limit] if cfg.limit else docs
     encoder = Encoder(tokenizer, cfg.add_bos_token)
     max_len = cfg.max_length or resolve_max_length(model, tokenizer)
     stride = cfg.stride or max_len
@@ -198,22 +216,35 @@ def run(model: Any, tokenizer: Any, cfg: PerplexityConfig, data: Any = None, *,
     for d in docs:
         toks = encoder.encode(d.scored)
         n_tokens += len(toks)
-        for ctx, pred in rolling_windows(toks, encoder.prefix_token_id, max_len,
-                                         context_len=max_len - stride + 1):
+        for ctx, pred in rolling_windows(
+            toks, encoder.prefix_token_id, max_len, context_len=max_len - stride + 1
+        ):
             requests.append(Request(len(requests), tuple(ctx), tuple(pred)))
     if not requests:
         raise DataError(f"data: {info['data_file']} encodes to no tokens")
     with progress_bar(len(requests), "perplexity", progress) as advance:
-        scores = score(model, requests, batch_size=cfg.batch_size, max_length=max_len,
-                       progress=advance)
+        scores = score(
+            model, requests, batch_size=cfg.batch_size, max_length=max_len, progress=advance
+        )
     total_ll = sum(ll for ll, _ in scores)
     n_words = sum(len(re.split(r"\s+", d.original)) for d in docs)
     n_bytes = sum(len(d.original.encode("utf-8")) for d in docs)
     metrics = perplexity_metrics(total_ll, n_tokens, n_words, n_bytes)
-    settings = {**to_dict(cfg), **encoder.settings(), **info, "documents": len(docs),
-                "window_tokens": max_len, "stride_tokens": stride, "windows": len(requests)}
+    settings = {
+        **to_dict(cfg),
+        **encoder.settings(),
+        **info,
+        "documents": len(docs),
+        "window_tokens": max_len,
+        "stride_tokens": stride,
+        "windows": len(requests),
+    }
     return make_result("perplexity", len(docs), metrics, t0, settings)
 
 
-SPEC = EvalSpec("perplexity", PerplexityConfig, run,
-                "rolling log-likelihood: perplexity, word/byte perplexity, bits per byte")
+SPEC = EvalSpec(
+    "perplexity",
+    PerplexityConfig,
+    run,
+    "rolling log-likelihood: perplexity, word/byte perplexity, bits per byte",
+)

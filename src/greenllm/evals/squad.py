@@ -6,6 +6,7 @@ Prompt (as lm-eval's SQuAD prompts): ``"Title: {title}\\n\\nBackground: {context
 a/an/the removed, whitespace collapsed); EM and token F1 take the max over the gold answers
 and are reported as fractions (0..1), like acc.
 """
+
 from __future__ import annotations
 
 import json
@@ -86,8 +87,7 @@ def load_squad(path: Path) -> list[QA]:
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 JSON") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
-        raise DataError(f"{path}: not SQuAD v1.1 JSON; expected {{\"version\", \"data\": "
-                        f"[articles]}}")
+        raise DataError(f'{path}: not SQuAD v1.1 JSON; expected {{"version", "data": [articles]}}')
     out = []
     for a, art in enumerate(obj["data"]):
         where = f"{path}: data[{a}]"
@@ -101,19 +101,37 @@ def load_squad(path: Path) -> list[QA]:
                 wq = f"{w}.qas[{q}]"
                 if not isinstance(qa, dict) or not isinstance(qa.get("question"), str):
                     raise DataError(f"{wq}: missing 'question' text")
-                answers = tuple(x.get("text") for x in qa.get("answers") or []
-                                if isinstance(x, dict) and isinstance(x.get("text"), str))
+                answers = tuple(
+                    x.get("text")
+                    for x in qa.get("answers") or []
+                    if isinstance(x, dict) and isinstance(x.get("text"), str)
+                )
                 if not answers:
-                    raise DataError(f"{wq}: no gold answers (SQuAD v2 unanswerable questions "
-                                    f"are not scored; give v1.1 data)")
-                out.append(QA(str(qa.get("id", f"{a}.{p}.{q}")), str(art.get("title", "")),
-                              para["context"], qa["question"], answers))
+                    raise DataError(
+                        f"{wq}: no gold answers (SQuAD v2 unanswerable questions "
+                        f"are not scored; give v1.1 data)"
+                    )
+                out.append(
+                    QA(
+                        str(qa.get("id", f"{a}.{p}.{q}")),
+                        str(art.get("title", "")),
+                        para["context"],
+                        qa["question"],
+                        answers,
+                    )
+                )
     return out
 
 
-def generate_answers(model: Any, encoder: Encoder, prompts: list[str], *,
-                     max_new_tokens: int = 32, batch_size: int = 8,
-                     advance=lambda n: None) -> list[str]:
+def generate_answers(
+    model: Any,
+    encoder: Encoder,
+    prompts: list[str],
+    *,
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+    advance=lambda n: None,
+) -> list[str]:
     """Greedy continuation of every prompt, cut at the first newline (left-padded batches)."""
     import torch
 
@@ -121,21 +139,27 @@ def generate_answers(model: Any, encoder: Encoder, prompts: list[str], *,
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     max_len = resolve_max_length(model, tok)
     device = next(model.parameters()).device
-    encoded = [encoder.encode(p)[-(max_len - max_new_tokens):] for p in prompts]
+    encoded = [encoder.encode(p)[-(max_len - max_new_tokens) :] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     out: list[str] = [""] * len(prompts)
     with no_autograd(model):
         for lo in range(0, len(order), batch_size):
-            idx = order[lo:lo + batch_size]
+            idx = order[lo : lo + batch_size]
             width = max(len(encoded[i]) for i in idx)
             ids = torch.full((len(idx), width), pad, dtype=torch.long)
             mask = torch.zeros((len(idx), width), dtype=torch.long)
             for r, i in enumerate(idx):
-                ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                mask[r, width - len(encoded[i]):] = 1
-            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                 max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=pad, stop_strings=["\n"], tokenizer=tok)
+                ids[r, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+                mask[r, width - len(encoded[i]) :] = 1
+            gen = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+                stop_strings=["\n"],
+                tokenizer=tok,
+            )
             for r, i in enumerate(idx):
                 text = tok.decode(gen[r, width:], skip_special_tokens=True)
                 out[i] = text.split("\n")[0].strip()
@@ -146,22 +170,37 @@ def generate_answers(model: Any, encoder: Encoder, prompts: list[str], *,
 def run(model: Any, tokenizer: Any, cfg: SquadConfig, *, progress: bool = False):
     t0 = time.perf_counter()
     path = resolve_data(cfg.data)
-    items = load_squad(path)[:cfg.limit] if cfg.limit else load_squad(path)
+    items = load_squad(path)[: cfg.limit] if cfg.limit else load_squad(path)
     if not items:
         raise DataError(f"{path}: no questions to evaluate")
     encoder = Encoder(tokenizer, cfg.add_bos_token)
-    prompts = [PROMPT.format(title=q.title, context=q.context, question=q.question)
-               for q in items]
+    prompts = [PROMPT.format(title=q.title, context=q.context, question=q.question) for q in items]
     with progress_bar(len(items), "squad", progress) as advance:
-        preds = generate_answers(model, encoder, prompts, max_new_tokens=cfg.max_new_tokens,
-                                 batch_size=cfg.batch_size, advance=advance)
+        preds = generate_answers(
+            model,
+            encoder,
+            prompts,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+            advance=advance,
+        )
     em = [best_over(exact_match, p, q.answers) for p, q in zip(preds, items)]
     f1 = [best_over(f1_score, p, q.answers) for p, q in zip(preds, items)]
-    metrics = {"em": sum(em) / len(em), "em_stderr": mean_stderr(em),
-               "f1": sum(f1) / len(f1), "f1_stderr": mean_stderr(f1)}
-    settings = {**to_dict(cfg), **encoder.settings(), "data_file": str(path),
-                "data_sha256": sha256_of(path), "prompt": PROMPT, "decoding": "greedy",
-                "examples": [{"id": q.qid, "prediction": p} for q, p in list(zip(items, preds))[:5]]}
+    metrics = {
+        "em": sum(em) / len(em),
+        "em_stderr": mean_stderr(em),
+        "f1": sum(f1) / len(f1),
+        "f1_stderr": mean_stderr(f1),
+    }
+    settings = {
+        **to_dict(cfg),
+        **encoder.settings(),
+        "data_file": str(path),
+        "data_sha256": sha256_of(path),
+        "prompt": PROMPT,
+        "decoding": "greedy",
+        "examples": [{"id": q.qid, "prediction": p} for q, p in list(zip(items, preds))[:5]],
+    }
     return make_result("squad", len(items), metrics, t0, settings)
 
 

@@ -12,14 +12,16 @@ document into the (context, continuation) requests lm-eval v0.4.x builds for it.
 * ``arc``: the ARC JSONL (``question.stem``/``question.choices``) or the flat HF layout.
 * ``jsonl``: generic ``{"context", "choices", "label"}``.
 """
+
 from __future__ import annotations
 
 import csv
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import ConfigError, DataError
 
@@ -43,8 +45,10 @@ def _doc(contexts, continuations, label, norm_texts, where: str) -> ChoiceDoc:
     if n < 2:
         raise DataError(f"{where}: an item needs at least 2 choices, got {n}")
     if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < n:
-        raise DataError(f"{where}: label {label!r} is out of range for {n} choices "
-                        f"(expected an integer 0..{n - 1})")
+        raise DataError(
+            f"{where}: label {label!r} is out of range for {n} choices "
+            f"(expected an integer 0..{n - 1})"
+        )
     return ChoiceDoc(tuple(contexts), tuple(continuations), label, tuple(norm_texts), where)
 
 
@@ -61,11 +65,14 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg}); each line must be "
-                                f"one JSON object") from None
+                raise DataError(
+                    f"{path}:{lineno}: malformed JSON ({exc.msg}); each line must be "
+                    f"one JSON object"
+                ) from None
             if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got "
-                                f"{type(obj).__name__}")
+                raise DataError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
+                )
             yield lineno, obj
 
 
@@ -74,12 +81,14 @@ def _field(obj: dict, name: str, where: str, kind=str):
         raise DataError(f"{where}: missing field {name!r}")
     value = obj[name]
     if kind is not None and not isinstance(value, kind):
-        raise DataError(f"{where}: field {name!r} must be a {kind.__name__}, got "
-                        f"{type(value).__name__}")
+        raise DataError(
+            f"{where}: field {name!r} must be a {kind.__name__}, got {type(value).__name__}"
+        )
     return value
 
 
 # --- hellaswag ----------------------------------------------------------------------------
+
 
 def hellaswag_preprocess(text: str) -> str:
     """lm-eval's hellaswag ``preprocess`` (WikiHow bracket artefacts removed)."""
@@ -103,25 +112,30 @@ def load_hellaswag(path: Path) -> Iterator[ChoiceDoc]:
             try:
                 label = int(label)
             except (TypeError, ValueError):
-                raise DataError(f"{where}: label {label!r} is not an integer (the test split "
-                                f"has no labels; use the validation file)") from None
+                raise DataError(
+                    f"{where}: label {label!r} is not an integer (the test split "
+                    f"has no labels; use the validation file)"
+                ) from None
             yield _doc([query] * len(choices), [" " + c for c in choices], label, choices, where)
         return
     lines = path.read_text(encoding="utf-8").splitlines()
     if len(lines) % 6:
-        raise DataError(f"{path}: the hellaswag text format has 6 lines per item (query, label, "
-                        f"4 endings); {len(lines)} lines is not a multiple of 6")
+        raise DataError(
+            f"{path}: the hellaswag text format has 6 lines per item (query, label, "
+            f"4 endings); {len(lines)} lines is not a multiple of 6"
+        )
     for i in range(0, len(lines), 6):
         where = f"{path}:{i + 2}"
         try:
             label = int(lines[i + 1].strip())
         except ValueError:
             raise DataError(f"{where}: expected the gold label 0-3, got {lines[i + 1]!r}") from None
-        choices = lines[i + 2:i + 6]
+        choices = lines[i + 2 : i + 6]
         yield _doc([lines[i]] * 4, [" " + c for c in choices], label, choices, f"{path}:{i + 1}")
 
 
 # --- mmlu ---------------------------------------------------------------------------------
+
 
 def _read_mmlu_csv(path: Path) -> list[tuple[int, list[str]]]:
     rows = []
@@ -130,11 +144,15 @@ def _read_mmlu_csv(path: Path) -> list[tuple[int, list[str]]]:
             if not row:
                 continue
             if len(row) != 6:
-                raise DataError(f"{path}:{lineno}: expected 6 columns (question, A, B, C, D, "
-                                f"answer), got {len(row)}")
+                raise DataError(
+                    f"{path}:{lineno}: expected 6 columns (question, A, B, C, D, "
+                    f"answer), got {len(row)}"
+                )
             if row[5].strip() not in LETTERS:
-                raise DataError(f"{path}:{lineno}: answer {row[5]!r} is out of range; expected "
-                                f"one of A, B, C, D")
+                raise DataError(
+                    f"{path}:{lineno}: answer {row[5]!r} is out of range; expected "
+                    f"one of A, B, C, D"
+                )
             rows.append((lineno, row))
     return rows
 
@@ -149,17 +167,19 @@ def mmlu_subject(path: Path) -> str:
 
 def mmlu_question(row: list[str]) -> str:
     """lm-eval's doc_to_text: question.strip(), lettered choices, "Answer:"."""
-    return (row[0].strip() + "".join(f"\n{L}. {c}" for L, c in zip(LETTERS, row[1:5]))
-            + "\nAnswer:")
+    return row[0].strip() + "".join(f"\n{L}. {c}" for L, c in zip(LETTERS, row[1:5])) + "\nAnswer:"
 
 
-def load_mmlu(path: Path, split: str = "test", shots: int = 0,
-              subjects: list[str] | None = None) -> Iterator[ChoiceDoc]:
+def load_mmlu(
+    path: Path, split: str = "test", shots: int = 0, subjects: list[str] | None = None
+) -> Iterator[ChoiceDoc]:
     if path.is_dir():
         folder = path / split
         if not folder.is_dir():
-            raise DataError(f"{path}: no {split}/ folder; give the MMLU data folder holding "
-                            f"dev/, val/ and test/ (or one <subject>_{split}.csv)")
+            raise DataError(
+                f"{path}: no {split}/ folder; give the MMLU data folder holding "
+                f"dev/, val/ and test/ (or one <subject>_{split}.csv)"
+            )
         files = sorted(folder.glob(f"*_{split}.csv"))
         dev_dir = path / "dev"
     else:
@@ -172,13 +192,17 @@ def load_mmlu(path: Path, split: str = "test", shots: int = 0,
         files = [f for f in files if mmlu_subject(f) in subjects]
     for f in files:
         subject = mmlu_subject(f)
-        prefix = ("The following are multiple choice questions (with answers) about "
-                  f"{subject.replace('_', ' ')}.\n\n")
+        prefix = (
+            "The following are multiple choice questions (with answers) about "
+            f"{subject.replace('_', ' ')}.\n\n"
+        )
         if shots:
             dev = dev_dir / f"{subject}_dev.csv"
             if not dev.exists():
-                raise DataError(f"{dev}: missing; {shots}-shot MMLU takes its examples from the "
-                                f"dev split (first {shots} rows)")
+                raise DataError(
+                    f"{dev}: missing; {shots}-shot MMLU takes its examples from the "
+                    f"dev split (first {shots} rows)"
+                )
             dev_rows = _read_mmlu_csv(dev)
             if len(dev_rows) < shots:
                 raise DataError(f"{dev}: has {len(dev_rows)} rows, fewer than shots={shots}")
@@ -186,11 +210,17 @@ def load_mmlu(path: Path, split: str = "test", shots: int = 0,
                 prefix += mmlu_question(row) + " " + row[5].strip() + "\n\n"
         for lineno, row in _read_mmlu_csv(f):
             ctx = prefix + mmlu_question(row)
-            yield _doc([ctx] * 4, [" " + L for L in LETTERS], LETTERS.index(row[5].strip()),
-                       LETTERS, f"{f}:{lineno}")
+            yield _doc(
+                [ctx] * 4,
+                [" " + L for L in LETTERS],
+                LETTERS.index(row[5].strip()),
+                LETTERS,
+                f"{f}:{lineno}",
+            )
 
 
 # --- winogrande ---------------------------------------------------------------------------
+
 
 def _winogrande_labels(path: Path, labels: str | None) -> list[str] | None:
     lbl = Path(labels) if labels else path.with_name(path.stem + "-labels.lst")
@@ -212,19 +242,24 @@ def load_winogrande(path: Path, labels: str | None = None) -> Iterator[ChoiceDoc
         answer = obj.get("answer")
         if gold is not None:
             if n >= len(gold):
-                raise DataError(f"{labels or path.stem + '-labels.lst'}: has {len(gold)} labels, "
-                                f"fewer than the items in {path}")
+                raise DataError(
+                    f"{labels or path.stem + '-labels.lst'}: has {len(gold)} labels, "
+                    f"fewer than the items in {path}"
+                )
             answer = gold[n]
         if str(answer) not in ("1", "2"):
-            raise DataError(f"{where}: answer {answer!r} is out of range; expected \"1\" or "
-                            f"\"2\" (or a labels file)")
+            raise DataError(
+                f'{where}: answer {answer!r} is out of range; expected "1" or '
+                f'"2" (or a labels file)'
+            )
         idx = sentence.index("_")
         contexts = [sentence[:idx] + opt for opt in options]
-        target = " " + sentence[idx + 1:].strip()
+        target = " " + sentence[idx + 1 :].strip()
         yield _doc(contexts, [target, target], int(answer) - 1, contexts, where)
 
 
 # --- arc and generic ----------------------------------------------------------------------
+
 
 def load_arc(path: Path) -> Iterator[ChoiceDoc]:
     for lineno, obj in read_jsonl(path):
@@ -253,8 +288,9 @@ def load_generic(path: Path, target_delimiter: str = " ") -> Iterator[ChoiceDoc]
         if not all(isinstance(c, str) for c in choices):
             raise DataError(f"{where}: every choice must be a string")
         label = _field(obj, "label", where, None)
-        yield _doc([ctx] * len(choices), [target_delimiter + c for c in choices], label,
-                   choices, where)
+        yield _doc(
+            [ctx] * len(choices), [target_delimiter + c for c in choices], label, choices, where
+        )
 
 
 def load_docs(task: str, path: Path, **kwargs: Any) -> Iterator[ChoiceDoc]:
@@ -262,13 +298,22 @@ def load_docs(task: str, path: Path, **kwargs: Any) -> Iterator[ChoiceDoc]:
     try:
         yield from _load_docs(task, path, **kwargs)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (invalid byte at position {exc.start} of a "
-                        "read); save the data set as UTF-8") from None
+        raise DataError(
+            f"{path}: not UTF-8 text (invalid byte at position {exc.start} of a "
+            "read); save the data set as UTF-8"
+        ) from None
 
 
-def _load_docs(task: str, path: Path, *, shots: int = 0, split: str = "test",
-               subjects: list[str] | None = None, labels: str | None = None,
-               target_delimiter: str = " ") -> Iterator[ChoiceDoc]:
+def _load_docs(
+    task: str,
+    path: Path,
+    *,
+    shots: int = 0,
+    split: str = "test",
+    subjects: list[str] | None = None,
+    labels: str | None = None,
+    target_delimiter: str = " ",
+) -> Iterator[ChoiceDoc]:
     if path.is_dir() and task != "mmlu":
         raise DataError(f"data: {path} is a folder; {task} reads one file")
     if task == "hellaswag":

@@ -3,6 +3,7 @@
 Registry keys: nvml, rapl, jetson, tegrastats, jtop, estimate, replay. Nothing here imports
 torch or a vendor SDK at module level: ``greenllm measure`` runs on a bare Jetson.
 """
+
 from __future__ import annotations
 
 from .base import METERS

@@ -4,11 +4,13 @@ A meter reports, per domain, either a cumulative energy counter (``energy_j``, a
 unwrapped so it only grows) or an instantaneous power (``power_w``). ``measure()`` turns
 counters into deltas and integrates power with the trapezoidal rule. No torch, no vendor SDK.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Literal, Protocol, Sequence, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from ..errors import MeterError
 from ..registry import Registry
@@ -23,12 +25,12 @@ POWER = "power"
 class DomainInfo:
     """One thing a meter measures (a GPU, a RAPL zone, a power rail)."""
 
-    name: str                                 # "gpu0", "package-0", "package-0/dram", "VDD_IN"
-    kind: Literal["counter", "power"]         # counter -> energy_j readings, power -> power_w
-    in_total: bool = True                     # counted in the report total (False: sub-rail)
-    estimated: bool = False                   # modelled, not measured
-    method: str = ""                          # override of the report method ("estimate")
-    note: str = ""                            # e.g. "sub-zone of package-0 (included there)"
+    name: str  # "gpu0", "package-0", "package-0/dram", "VDD_IN"
+    kind: Literal["counter", "power"]  # counter -> energy_j readings, power -> power_w
+    in_total: bool = True  # counted in the report total (False: sub-rail)
+    estimated: bool = False  # modelled, not measured
+    method: str = ""  # override of the report method ("estimate")
+    note: str = ""  # e.g. "sub-zone of package-0 (included there)"
 
     @property
     def report_method(self) -> str:
@@ -42,8 +44,8 @@ class Reading:
     """One sample: timestamp from the meter's (injected) clock, values per domain name."""
 
     timestamp_s: float
-    energy_j: dict[str, float] = field(default_factory=dict)   # cumulative, monotonic
-    power_w: dict[str, float] = field(default_factory=dict)    # instantaneous
+    energy_j: dict[str, float] = field(default_factory=dict)  # cumulative, monotonic
+    power_w: dict[str, float] = field(default_factory=dict)  # instantaneous
 
 
 @runtime_checkable
@@ -60,15 +62,18 @@ class Meter(Protocol):
 
 
 # registry keys -> meter classes (lazy targets: a meter's module loads when it is used)
-METERS: Registry[type] = Registry("meter", {
-    "nvml": "greenllm.meters.nvml:NvmlMeter",
-    "rapl": "greenllm.meters.rapl:RaplMeter",
-    "jetson": "greenllm.meters.jetson:JetsonRailsMeter",
-    "tegrastats": "greenllm.meters.tegrastats:TegrastatsMeter",
-    "jtop": "greenllm.meters.jtop:JtopMeter",
-    "estimate": "greenllm.meters.estimate:EstimateMeter",
-    "replay": "greenllm.meters.replay:ReplayMeter",
-})
+METERS: Registry[type] = Registry(
+    "meter",
+    {
+        "nvml": "greenllm.meters.nvml:NvmlMeter",
+        "rapl": "greenllm.meters.rapl:RaplMeter",
+        "jetson": "greenllm.meters.jetson:JetsonRailsMeter",
+        "tegrastats": "greenllm.meters.tegrastats:TegrastatsMeter",
+        "jtop": "greenllm.meters.jtop:JtopMeter",
+        "estimate": "greenllm.meters.estimate:EstimateMeter",
+        "replay": "greenllm.meters.replay:ReplayMeter",
+    },
+)
 
 
 class BaseMeter:
@@ -121,8 +126,10 @@ def counter_delta(previous: float, current: float, max_range: float | None) -> f
     if current >= previous:
         return current - previous
     if max_range is None or max_range <= 0:
-        raise MeterError(f"energy counter went backwards ({previous} -> {current}) and its "
-                         "wrap range is unknown; cannot compute the delta")
+        raise MeterError(
+            f"energy counter went backwards ({previous} -> {current}) and its "
+            "wrap range is unknown; cannot compute the delta"
+        )
     if previous > max_range:
         raise MeterError(f"counter value {previous} exceeds its range {max_range}")
     return (max_range - previous) + current

@@ -3,11 +3,12 @@ others do not. Preference: nvml (GPU) and rapl (CPU) together; on a Jetson one r
 (jetson sysfs, else tegrastats, else jtop: they read the same INA3221 rails); the labelled
 estimate only when nothing can be read.
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..errors import GreenLLMError
 from .base import METERS
@@ -18,8 +19,8 @@ _RAIL_SOURCES = ("jetson", "tegrastats", "jtop")
 
 @dataclass
 class Detection:
-    meters: list = field(default_factory=list)               # instances measure("auto") uses
-    chosen: list[str] = field(default_factory=list)          # their names
+    meters: list = field(default_factory=list)  # instances measure("auto") uses
+    chosen: list[str] = field(default_factory=list)  # their names
     available: dict[str, str] = field(default_factory=dict)  # name -> description
     unavailable: dict[str, str] = field(default_factory=dict)  # name -> reason
 
@@ -27,13 +28,28 @@ class Detection:
         rows = []
         for name in ORDER:
             if name in self.available:
-                rows.append({"meter": name, "available": True, "chosen": name in self.chosen,
-                             "detail": self.available[name]})
+                rows.append(
+                    {
+                        "meter": name,
+                        "available": True,
+                        "chosen": name in self.chosen,
+                        "detail": self.available[name],
+                    }
+                )
             elif name in self.unavailable:
-                rows.append({"meter": name, "available": False, "chosen": False,
-                             "detail": self.unavailable[name]})
-        return {"chosen": list(self.chosen), "estimated": self.chosen == ["estimate"],
-                "meters": rows}
+                rows.append(
+                    {
+                        "meter": name,
+                        "available": False,
+                        "chosen": False,
+                        "detail": self.unavailable[name],
+                    }
+                )
+        return {
+            "chosen": list(self.chosen),
+            "estimated": self.chosen == ["estimate"],
+            "meters": rows,
+        }
 
 
 def close_meters(meters) -> None:
@@ -45,8 +61,10 @@ def close_meters(meters) -> None:
                 meter.close()
 
 
-def detect_meters(factories: dict[str, Callable[[], object]] | None = None,
-                  clock: Callable[[], float] | None = None) -> Detection:
+def detect_meters(
+    factories: dict[str, Callable[[], object]] | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Detection:
     """Probe every meter. ``factories`` (name -> zero-arg constructor) replaces the defaults
     for tests; unknown names are ignored."""
     det = Detection()
@@ -88,6 +106,8 @@ def detect_meters(factories: dict[str, Callable[[], object]] | None = None,
     det.meters = [instances[n] for n in chosen]
     if not chosen:
         from ..errors import MeterUnavailable
-        raise MeterUnavailable("no meter is usable here: " + "; ".join(
-            f"{k}: {v}" for k, v in det.unavailable.items()))
+
+        raise MeterUnavailable(
+            "no meter is usable here: " + "; ".join(f"{k}: {v}" for k, v in det.unavailable.items())
+        )
     return det

@@ -6,10 +6,11 @@ accumulates P x dt itself, so it behaves as a counter. Defaults: tdp_w = 10 W pe
 CPU (GREENLLM_CPU_TDP_W overrides), idle_w = 30 % of tdp_w. Every domain is marked
 estimated=True and method "estimate"; reports built from it say so everywhere.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from ..errors import ConfigError
 from .base import COUNTER, BaseMeter, Clock, DomainInfo, Reading
@@ -31,10 +32,15 @@ def _psutil_cpu_times() -> tuple[float, float]:
 class EstimateMeter(BaseMeter):
     name = "estimate"
 
-    def __init__(self, tdp_w: float | None = None, idle_w: float | None = None,
-                 cpu_times: Callable[[], tuple[float, float]] | None = None,
-                 cpu_count: int | None = None, clock: Clock | None = None,
-                 env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        tdp_w: float | None = None,
+        idle_w: float | None = None,
+        cpu_times: Callable[[], tuple[float, float]] | None = None,
+        cpu_count: int | None = None,
+        clock: Clock | None = None,
+        env: Mapping[str, str] | None = None,
+    ):
         super().__init__(clock)
         env = os.environ if env is None else env
         self.cpu_count = cpu_count or os.cpu_count() or 1
@@ -42,28 +48,43 @@ class EstimateMeter(BaseMeter):
             try:
                 tdp_w = float(env["GREENLLM_CPU_TDP_W"])
             except ValueError:
-                raise ConfigError(f"GREENLLM_CPU_TDP_W={env['GREENLLM_CPU_TDP_W']!r} is not a "
-                                  "number of watts") from None
+                raise ConfigError(
+                    f"GREENLLM_CPU_TDP_W={env['GREENLLM_CPU_TDP_W']!r} is not a number of watts"
+                ) from None
         self.tdp_w = float(tdp_w) if tdp_w is not None else DEFAULT_TDP_W_PER_CPU * self.cpu_count
         self.idle_w = float(idle_w) if idle_w is not None else DEFAULT_IDLE_FRACTION * self.tdp_w
         if self.tdp_w <= 0 or not 0 <= self.idle_w <= self.tdp_w:
-            raise ConfigError(f"estimate meter: need 0 <= idle_w ({self.idle_w}) <= tdp_w "
-                              f"({self.tdp_w}) and tdp_w > 0")
+            raise ConfigError(
+                f"estimate meter: need 0 <= idle_w ({self.idle_w}) <= tdp_w "
+                f"({self.tdp_w}) and tdp_w > 0"
+            )
         self._cpu_times = cpu_times or _psutil_cpu_times
-        self._last: tuple[float, float, float] | None = None   # (t, busy, total)
+        self._last: tuple[float, float, float] | None = None  # (t, busy, total)
         self._energy_j = 0.0
         self.last_utilisation: float | None = None
 
     def available(self) -> tuple[bool, str]:
-        return True, (f"always available: CPU power modelled from tdp_w={self.tdp_w:g} W, "
-                      f"idle_w={self.idle_w:g} W and utilisation (an estimate, not a measurement)")
+        return True, (
+            f"always available: CPU power modelled from tdp_w={self.tdp_w:g} W, "
+            f"idle_w={self.idle_w:g} W and utilisation (an estimate, not a measurement)"
+        )
 
     def notes(self) -> list[str]:
-        return [f"estimate:cpu tdp_w={self.tdp_w:g} idle_w={self.idle_w:g} model=linear_utilisation"]
+        return [
+            f"estimate:cpu tdp_w={self.tdp_w:g} idle_w={self.idle_w:g} model=linear_utilisation"
+        ]
 
     def domains(self) -> list[DomainInfo]:
-        return [DomainInfo("cpu", COUNTER, in_total=True, estimated=True, method="estimate",
-                           note="modelled from TDP and utilisation")]
+        return [
+            DomainInfo(
+                "cpu",
+                COUNTER,
+                in_total=True,
+                estimated=True,
+                method="estimate",
+                note="modelled from TDP and utilisation",
+            )
+        ]
 
     def power_at(self, utilisation: float) -> float:
         u = min(max(utilisation, 0.0), 1.0)

@@ -8,6 +8,7 @@ Two layouts exist:
 The board total follows tegrastats (greenllm.meters.rails): the input rail where the board
 has one, else the sum of module rails; the other rails are reported with in_total=False.
 """
+
 from __future__ import annotations
 
 import os
@@ -88,8 +89,10 @@ class JetsonRailsMeter(BaseMeter):
                     self._rails, self.layout = rails, layout
                     return rails
         where = " or ".join(str(r) for r in roots)
-        raise MeterUnavailable(f"no INA3221 power rails under {where} (not a Jetson, or the "
-                               "ina3221 driver is not loaded)")
+        raise MeterUnavailable(
+            f"no INA3221 power rails under {where} (not a Jetson, or the "
+            "ina3221 driver is not loaded)"
+        )
 
     def available(self) -> tuple[bool, str]:
         try:
@@ -98,15 +101,22 @@ class JetsonRailsMeter(BaseMeter):
                 r.power_w()
         except MeterError as exc:
             return False, str(exc)
-        return True, f"{len(rails)} INA3221 rails ({self.layout} layout): " + \
-            ", ".join(r.name for r in rails)
+        return True, f"{len(rails)} INA3221 rails ({self.layout} layout): " + ", ".join(
+            r.name for r in rails
+        )
 
     def domains(self) -> list[DomainInfo]:
         rails = self._discover()
         summed = set(total_rails([r.name for r in rails]))
-        return [DomainInfo(r.name, POWER, in_total=r.name in summed,
-                           note="" if r.name in summed else "module rail inside the input rail")
-                for r in rails]
+        return [
+            DomainInfo(
+                r.name,
+                POWER,
+                in_total=r.name in summed,
+                note="" if r.name in summed else "module rail inside the input rail",
+            )
+            for r in rails
+        ]
 
     def read(self) -> Reading:
         rails = self._discover()

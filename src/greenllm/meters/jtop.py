@@ -4,10 +4,12 @@ jtop reports each INA3221 rail in mW under ``jetson.power["rail"][name]["power"]
 board total follows the same input-rail rule as tegrastats (greenllm.meters.rails).
 The jtop module (or a factory returning a started jtop-like object) is injectable.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import MeterError, MeterUnavailable, MissingDependencyError, require
 from ..units import mw_to_w
@@ -15,14 +17,18 @@ from .base import POWER, BaseMeter, Clock, DomainInfo, Reading
 from .rails import NOT_CONNECTED, total_rails
 
 _INSTALL = "pip install 'greenllm[jetson]'"
-JTOP_SOCKET = "/run/jtop.sock"      # jtop.service's socket (jtop/service.py JTOP_PIPE)
+JTOP_SOCKET = "/run/jtop.sock"  # jtop.service's socket (jtop/service.py JTOP_PIPE)
 
 
 class JtopMeter(BaseMeter):
     name = "jtop"
 
-    def __init__(self, factory: Callable[[], Any] | None = None, clock: Clock | None = None,
-                 socket_path: str = JTOP_SOCKET):
+    def __init__(
+        self,
+        factory: Callable[[], Any] | None = None,
+        clock: Clock | None = None,
+        socket_path: str = JTOP_SOCKET,
+    ):
         super().__init__(clock)
         self._factory = factory
         self._socket = socket_path
@@ -38,16 +44,20 @@ class JtopMeter(BaseMeter):
             except MissingDependencyError as exc:
                 raise MeterUnavailable(f"jetson-stats is not installed; run: {_INSTALL}") from exc
             if not os.path.exists(self._socket):
-                raise MeterUnavailable(f"jtop service not running (no {self._socket}); on a "
-                                       "Jetson run `sudo systemctl restart jtop.service`")
+                raise MeterUnavailable(
+                    f"jtop service not running (no {self._socket}); on a "
+                    "Jetson run `sudo systemctl restart jtop.service`"
+                )
             factory = mod.jtop
         try:
             j = factory()
             j.start()
         except Exception as exc:  # jtop raises JtopException (and others) when no service
             msg = " ".join(str(exc).split()) or type(exc).__name__
-            raise MeterUnavailable(f"jtop service not reachable ({msg}); on a Jetson run "
-                                   "`sudo systemctl restart jtop.service`") from exc
+            raise MeterUnavailable(
+                f"jtop service not reachable ({msg}); on a Jetson run "
+                "`sudo systemctl restart jtop.service`"
+            ) from exc
         self._jetson = j
         return j
 
@@ -57,8 +67,11 @@ class JtopMeter(BaseMeter):
             rails = (j.power or {}).get("rail", {})
         except Exception as exc:  # noqa: BLE001 - lost connection
             raise MeterError(f"jtop read failed: {exc}") from exc
-        return {n: float(v.get("power", 0.0)) for n, v in rails.items()
-                if n not in NOT_CONNECTED and v.get("online", True)}
+        return {
+            n: float(v.get("power", 0.0))
+            for n, v in rails.items()
+            if n not in NOT_CONNECTED and v.get("online", True)
+        }
 
     def available(self) -> tuple[bool, str]:
         try:

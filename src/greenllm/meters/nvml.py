@@ -6,10 +6,12 @@ Volta and newer expose a total-energy counter in millijoules
 CUDA_VISIBLE_DEVICES (indices or GPU-UUID prefixes) is honoured, and domain ``gpuN`` uses the
 CUDA index N. The pynvml module is injectable (greenllm.testing.FakePynvml in tests).
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..errors import MeterError, MeterUnavailable, MissingDependencyError, require
 from ..units import mj_to_j, mw_to_w
@@ -49,12 +51,13 @@ def parse_visible_devices(value: str | None) -> list[str] | None:
 class NvmlMeter(BaseMeter):
     name = "nvml"
 
-    def __init__(self, nvml: Any = None, clock: Clock | None = None,
-                 env: Mapping[str, str] | None = None):
+    def __init__(
+        self, nvml: Any = None, clock: Clock | None = None, env: Mapping[str, str] | None = None
+    ):
         super().__init__(clock)
         self._nvml = nvml
         self._env = os.environ if env is None else env
-        self._handles: list[tuple[str, Any, bool]] | None = None   # (domain, handle, counter)
+        self._handles: list[tuple[str, Any, bool]] | None = None  # (domain, handle, counter)
         self._initialised = False
 
     # -- setup -------------------------------------------------------------------------
@@ -76,7 +79,9 @@ class NvmlMeter(BaseMeter):
             count = nv.nvmlDeviceGetCount()
             all_handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
         except nv.NVMLError as exc:
-            raise MeterUnavailable(f"NVML could not start ({exc}): no NVIDIA driver/GPU here") from exc
+            raise MeterUnavailable(
+                f"NVML could not start ({exc}): no NVIDIA driver/GPU here"
+            ) from exc
         if not all_handles:
             raise MeterUnavailable("NVML found no GPU")
         visible = parse_visible_devices(self._env.get("CUDA_VISIBLE_DEVICES"))
@@ -97,8 +102,9 @@ class NvmlMeter(BaseMeter):
                         break
                     chosen.append(hits[0])
         if not chosen:
-            raise MeterUnavailable(f"CUDA_VISIBLE_DEVICES={self._env.get('CUDA_VISIBLE_DEVICES')!r} "
-                                   "hides every GPU")
+            raise MeterUnavailable(
+                f"CUDA_VISIBLE_DEVICES={self._env.get('CUDA_VISIBLE_DEVICES')!r} hides every GPU"
+            )
         handles = []
         for cuda_idx, h in enumerate(chosen):
             handles.append((f"gpu{cuda_idx}", h, self._has_counter(h)))
@@ -119,7 +125,9 @@ class NvmlMeter(BaseMeter):
                 try:
                     nv.nvmlDeviceGetPowerUsage(h)
                 except nv.NVMLError as exc2:
-                    raise MeterUnavailable(f"GPU reports neither energy nor power: {exc2}") from exc2
+                    raise MeterUnavailable(
+                        f"GPU reports neither energy nor power: {exc2}"
+                    ) from exc2
                 return False
             raise MeterUnavailable(f"cannot read GPU energy: {exc}") from exc
 
@@ -154,7 +162,9 @@ class NvmlMeter(BaseMeter):
                 else:
                     power[d] = mw_to_w(float(nv.nvmlDeviceGetPowerUsage(h)))
         except nv.NVMLError as exc:
-            raise MeterError(f"NVML read failed ({exc}); the GPU may have been lost or reset") from exc
+            raise MeterError(
+                f"NVML read failed ({exc}); the GPU may have been lost or reset"
+            ) from exc
         return Reading(self.clock(), energy_j=energy, power_w=power)
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ same INA3221 as the 5 V system rail and is part of ``VIN_SYS_5V0``, as NVIDIA's 
 answers (thread 223111, "Jetson AGX Orin power rails"): the total is
 ``VDD_GPU_SOC + VDD_CPU_CV + VIN_SYS_5V0``, the power of the module rails.
 """
+
 from __future__ import annotations
 
 INPUT_RAILS = ("POM_5V_IN", "VDD_IN", "VIN")

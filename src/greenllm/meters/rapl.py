@@ -4,6 +4,7 @@ sub-zones ``intel-rapl:N:M`` (core, uncore, dram). ``energy_uj`` wraps to 0 afte
 ``max_energy_range_uj``; the meter unwraps it, so a window only needs one sample per wrap
 period (tens of seconds at full load). An unreadable counter is a MeterError naming the fix.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,9 +27,11 @@ DEFAULT_ROOT = "/sys/class/powercap"
 
 
 def _fix(path: Path) -> str:
-    return (f"since Linux 5.10 energy_uj is readable by root only: run as root, or grant read "
-            f"access once with `sudo chmod o+r {path.parent.parent}/intel-rapl:*/energy_uj "
-            f"{path.parent.parent}/intel-rapl:*/intel-rapl:*/energy_uj`")
+    return (
+        f"since Linux 5.10 energy_uj is readable by root only: run as root, or grant read "
+        f"access once with `sudo chmod o+r {path.parent.parent}/intel-rapl:*/energy_uj "
+        f"{path.parent.parent}/intel-rapl:*/intel-rapl:*/energy_uj`"
+    )
 
 
 class _Zone:
@@ -45,8 +48,9 @@ class _Zone:
             return read_number(self.energy_path, "RAPL energy counter")
         except MeterError as exc:
             if "permission denied" in str(exc):
-                raise MeterError(f"cannot read {self.energy_path}: permission denied; "
-                                 f"{_fix(self.energy_path)}") from exc
+                raise MeterError(
+                    f"cannot read {self.energy_path}: permission denied; {_fix(self.energy_path)}"
+                ) from exc
             raise
 
 
@@ -64,8 +68,10 @@ class RaplMeter(BaseMeter):
         if self._zones is not None:
             return self._zones
         if not self.root.is_dir():
-            raise MeterUnavailable(f"{self.root} does not exist (no powercap/RAPL on this "
-                                   "kernel or machine; VMs and containers usually hide it)")
+            raise MeterUnavailable(
+                f"{self.root} does not exist (no powercap/RAPL on this "
+                "kernel or machine; VMs and containers usually hide it)"
+            )
         tops = sorted(p for p in self.root.glob("intel-rapl:*") if p.name.count(":") == 1)
         if not tops:
             raise MeterUnavailable(f"no intel-rapl zones under {self.root} (RAPL not exposed)")
@@ -74,14 +80,26 @@ class RaplMeter(BaseMeter):
             tname = read_text(top / "name", "RAPL zone name")
             # psys (platform) already contains package and dram: report it, never add it.
             psys = tname == "psys"
-            zones.append(_Zone(top, tname, in_total=not psys,
-                               note="platform domain, contains the others" if psys else ""))
+            zones.append(
+                _Zone(
+                    top,
+                    tname,
+                    in_total=not psys,
+                    note="platform domain, contains the others" if psys else "",
+                )
+            )
             for sub in sorted(p for p in top.glob(f"{top.name}:*") if p.is_dir()):
                 sname = read_text(sub / "name", "RAPL sub-zone name")
                 # DRAM is not part of the package energy; core/uncore are.
                 is_dram = sname == "dram"
-                zones.append(_Zone(sub, f"{tname}/{sname}", in_total=is_dram and not psys,
-                                   note="" if is_dram else f"part of {tname}"))
+                zones.append(
+                    _Zone(
+                        sub,
+                        f"{tname}/{sname}",
+                        in_total=is_dram and not psys,
+                        note="" if is_dram else f"part of {tname}",
+                    )
+                )
         self._zones = zones
         return zones
 

@@ -5,6 +5,7 @@ aggregation measure() uses. ``ReplayMeter(path)`` serves the recorded readings o
 ``read()`` (its timestamps are the recorded ones) and reports exhaustion as a MeterError,
 so measure() flags it ``meter_vanished:replay``. Domain names are ``<meter>/<domain>``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -44,11 +45,16 @@ def load_trace(path: str | os.PathLike, phase: str = "window"):
             if q not in ("energy_j", "power_w"):
                 raise DataError(f"{p}:{lineno}: quantity {q!r} is not energy_j or power_w")
             method = row.get("method") or ""
-            infos.setdefault(meter, OrderedDict()).setdefault(dom, DomainInfo(
-                dom, COUNTER if q == "energy_j" else POWER,
-                in_total=row.get("in_total", "1") != "0",
-                estimated=row.get("estimated", "0") == "1",
-                method=method if method == "estimate" else ""))
+            infos.setdefault(meter, OrderedDict()).setdefault(
+                dom,
+                DomainInfo(
+                    dom,
+                    COUNTER if q == "energy_j" else POWER,
+                    in_total=row.get("in_total", "1") != "0",
+                    estimated=row.get("estimated", "0") == "1",
+                    method=method if method == "estimate" else "",
+                ),
+            )
             slot = rows.setdefault(meter, OrderedDict()).setdefault(t, ({}, {}))
             slot[0 if q == "energy_j" else 1][dom] = v
     if not rows:
@@ -66,8 +72,9 @@ def replay_report(path: str | os.PathLike) -> EnergyReport:
     rounds = max(len(rs) for rs in readings.values())
     duration = max(times) - min(times)
     hz = (rounds - 1) / duration if duration > 0 else 0.0
-    return build_report(domains, readings, duration, hz, rounds, flags=[f"replay:{path}"],
-                        trace_path=str(path))
+    return build_report(
+        domains, readings, duration, hz, rounds, flags=[f"replay:{path}"], trace_path=str(path)
+    )
 
 
 class ReplayMeter(BaseMeter):
@@ -87,8 +94,10 @@ class ReplayMeter(BaseMeter):
             merged: dict[float, tuple[dict, dict]] = {}
             infos = []
             for meter, ds in domains.items():
-                infos += [DomainInfo(f"{meter}/{d.name}", d.kind, d.in_total, d.estimated,
-                                     d.method) for d in ds]
+                infos += [
+                    DomainInfo(f"{meter}/{d.name}", d.kind, d.in_total, d.estimated, d.method)
+                    for d in ds
+                ]
                 for r in readings[meter]:
                     e, p = merged.setdefault(r.timestamp_s, ({}, {}))
                     e.update({f"{meter}/{k}": v for k, v in r.energy_j.items()})

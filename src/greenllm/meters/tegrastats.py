@@ -10,19 +10,20 @@ Line generations handled (see tests/data/tegrastats/SOURCES.md for real examples
   are skipped and counted.
 The board total is the input rail, else the sum of module rails (greenllm.meters.rails).
 """
+
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable
 
 from ..errors import DataError, MeterError, MeterUnavailable
 from ..units import mw_to_w
-from .base import POWER, BaseMeter, Clock, DomainInfo, Reading, trapezoid
+from .base import POWER, BaseMeter, Clock, DomainInfo, Reading
 from .rails import NOT_CONNECTED, total_rails
 
 _TS = re.compile(r"^\s*(\d{2}-\d{2}-\d{4} \d{2}:\d{2}:\d{2})\s+")
@@ -30,7 +31,9 @@ _RAM = re.compile(r"\bRAM (\d+)/(\d+)([kM]B)")
 _CPU_NEW = re.compile(r"\bCPU \[([^\]]*)\]", re.IGNORECASE)
 _CPU_OLD_FREQ = re.compile(r"\bCPU \[[^\]]*\]@(\d+)", re.IGNORECASE)
 _GR3D = re.compile(r"\bGR3D(?:_FREQ)? (\d+)%(?:@\[?([\d,]+)\]?)?")
-_RAIL = re.compile(r"(?<![\w@])([A-Z][A-Z0-9_]*) (\d+)(?:mW)?/(\d+)(?:mW)?(?:/(\d+)(?:mW)?)?(?=\s|$)")
+_RAIL = re.compile(
+    r"(?<![\w@])([A-Z][A-Z0-9_]*) (\d+)(?:mW)?/(\d+)(?:mW)?(?:/(\d+)(?:mW)?)?(?=\s|$)"
+)
 _TEMP = re.compile(r"(?<![\w@])([A-Za-z][\w]*)@(-?\d+(?:\.\d+)?)C(?=\s|$)")
 _ABSENT_C = -256.0
 
@@ -44,15 +47,15 @@ class Rail:
 
 @dataclass(frozen=True)
 class TegraSample:
-    timestamp_s: float | None                 # UTC epoch seconds of the leading timestamp
+    timestamp_s: float | None  # UTC epoch seconds of the leading timestamp
     ram_used_mb: float | None
     ram_total_mb: float | None
-    cpu_load_pct: tuple[float | None, ...]    # None = core off
+    cpu_load_pct: tuple[float | None, ...]  # None = core off
     cpu_freq_mhz: tuple[float | None, ...]
     gpu_util_pct: float | None
     gpu_freq_mhz: tuple[float, ...]
     rails: dict[str, Rail] = field(default_factory=dict)
-    temps_c: dict[str, float | None] = field(default_factory=dict)   # None = sensor absent
+    temps_c: dict[str, float | None] = field(default_factory=dict)  # None = sensor absent
 
     def rails_w(self) -> dict[str, float]:
         return {k: mw_to_w(v.cur_mw) for k, v in self.rails.items()}
@@ -70,8 +73,11 @@ def parse_line(line: str) -> TegraSample | None:
     ts = None
     m = _TS.match(line)
     if m:
-        ts = datetime.strptime(m.group(1), "%m-%d-%Y %H:%M:%S").replace(
-            tzinfo=timezone.utc).timestamp()
+        ts = (
+            datetime.strptime(m.group(1), "%m-%d-%Y %H:%M:%S")
+            .replace(tzinfo=timezone.utc)
+            .timestamp()
+        )
     scale = 1 / 1024 if ram.group(3) == "kB" else 1.0
     loads: list[float | None] = []
     freqs: list[float | None] = []
@@ -99,14 +105,24 @@ def parse_line(line: str) -> TegraSample | None:
         name = r.group(1)
         if name in NOT_CONNECTED or name in ("RAM", "SWAP", "IRAM"):
             continue
-        rails[name] = Rail(float(r.group(2)), float(r.group(3)),
-                           float(r.group(4)) if r.group(4) else None)
+        rails[name] = Rail(
+            float(r.group(2)), float(r.group(3)), float(r.group(4)) if r.group(4) else None
+        )
     temps: dict[str, float | None] = {}
     for t in _TEMP.finditer(line):
         v = float(t.group(2))
         temps[t.group(1)] = None if v <= _ABSENT_C else v
-    return TegraSample(ts, float(ram.group(1)) * scale, float(ram.group(2)) * scale,
-                       tuple(loads), tuple(freqs), gpu_util, gpu_freq, rails, temps)
+    return TegraSample(
+        ts,
+        float(ram.group(1)) * scale,
+        float(ram.group(2)) * scale,
+        tuple(loads),
+        tuple(freqs),
+        gpu_util,
+        gpu_freq,
+        rails,
+        temps,
+    )
 
 
 @dataclass(frozen=True)
@@ -141,7 +157,7 @@ def sample_times(samples: list[TegraSample], interval_ms: float) -> list[float]:
 _RAIL_VALUE = re.compile(r"(\d+)(?:mW)?/\d+(?:mW)?(?:/\d+(?:mW)?)?")
 _RAIL_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _NOT_RAILS = frozenset(("RAM", "SWAP", "IRAM")) | frozenset(NOT_CONNECTED)
-MAX_LINE_CHARS = 64 * 1024      # a longer "line" is not tegrastats output
+MAX_LINE_CHARS = 64 * 1024  # a longer "line" is not tegrastats output
 
 
 _day_s: dict[str, float] = {}
@@ -153,8 +169,9 @@ def _timestamp(text: str) -> float:
     if day is None:
         import calendar
 
-        day = float(calendar.timegm((int(text[6:10]), int(text[0:2]), int(text[3:5]),
-                                     0, 0, 0, 0, 0, 0)))
+        day = float(
+            calendar.timegm((int(text[6:10]), int(text[0:2]), int(text[3:5]), 0, 0, 0, 0, 0, 0))
+        )
         if len(_day_s) < 4096:
             _day_s[text[:10]] = day
     return day + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
@@ -214,7 +231,7 @@ def _rails_scan(line: str) -> dict[str, float]:
         if end == -1:
             end = n
         if start > 0:
-            name = line[line.rfind(" ", 0, start) + 1:start]
+            name = line[line.rfind(" ", 0, start) + 1 : start]
             if _is_rail_name(name):
                 m = _RAIL_VALUE.fullmatch(line, start + 1, end)
                 if m:
@@ -231,7 +248,7 @@ class _Accumulator:
     def __init__(self, interval_ms: float):
         self.dt_idx = interval_ms / 1000.0
         self.samples = self.skipped = self.truncated = 0
-        self.rails: dict[str, list[float]] = {}   # name -> [prev_w, e_idx, e_ts, sum_w]
+        self.rails: dict[str, list[float]] = {}  # name -> [prev_w, e_idx, e_ts, sum_w]
         self.ts_ok = True
         self.t_first = self.t_prev = None
         self.util_sum, self.util_n = 0.0, 0
@@ -275,19 +292,22 @@ class _Accumulator:
 
     def result(self, source: str) -> dict:
         if not self.samples:
-            raise DataError(f"{source}: no parseable tegrastats line "
-                            f"({self.skipped + self.truncated} lines skipped); is this "
-                            "tegrastats output?")
+            raise DataError(
+                f"{source}: no parseable tegrastats line "
+                f"({self.skipped + self.truncated} lines skipped); is this "
+                "tegrastats output?"
+            )
         use_ts = self.ts_ok and self.samples > 1
-        duration = ((self.t_prev - self.t_first) if use_ts
-                    else (self.samples - 1) * self.dt_idx)
+        duration = (self.t_prev - self.t_first) if use_ts else (self.samples - 1) * self.dt_idx
         names = list(self.rails)
         summed = total_rails(names)
         rails_out = {}
         for n, acc in self.rails.items():
             e = acc[2] if use_ts else acc[1]
-            rails_out[n] = {"mean_power_w": e / duration if duration > 0 else acc[3] / self.samples,
-                            "energy_j": e}
+            rails_out[n] = {
+                "mean_power_w": e / duration if duration > 0 else acc[3] / self.samples,
+                "energy_j": e,
+            }
         energy = sum(rails_out[n]["energy_j"] for n in summed)
         mean_sum = sum(self.rails[n][3] for n in summed) / self.samples
         return {
@@ -306,8 +326,9 @@ class _Accumulator:
 def _check_interval(interval_ms: float) -> None:
     import math
 
-    if not (isinstance(interval_ms, (int, float)) and math.isfinite(interval_ms)
-            and interval_ms > 0):
+    if not (
+        isinstance(interval_ms, (int, float)) and math.isfinite(interval_ms) and interval_ms > 0
+    ):
         raise DataError(f"--interval-ms must be > 0, got {interval_ms}")
 
 
@@ -333,7 +354,7 @@ def analyze_file(path, interval_ms: float = 1000.0) -> dict:
                 if not line:
                     break
                 if len(line) >= MAX_LINE_CHARS and not line.endswith("\n"):
-                    while line and not line.endswith("\n"):   # drop the rest of it
+                    while line and not line.endswith("\n"):  # drop the rest of it
                         line = fh.readline(MAX_LINE_CHARS)
                     acc.skipped += 1
                     continue
@@ -349,8 +370,9 @@ Runner = Callable[[list[str]], "subprocess.Popen"]
 
 
 def _popen(argv: list[str]):
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            bufsize=1)
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1
+    )
 
 
 class TegrastatsMeter(BaseMeter):
@@ -362,9 +384,15 @@ class TegrastatsMeter(BaseMeter):
 
     name = "tegrastats"
 
-    def __init__(self, interval_ms: int = 100, executable: str = "tegrastats",
-                 runner: Runner | None = None, which: Callable[[str], str | None] | None = None,
-                 clock: Clock | None = None, first_line_timeout_s: float = 5.0):
+    def __init__(
+        self,
+        interval_ms: int = 100,
+        executable: str = "tegrastats",
+        runner: Runner | None = None,
+        which: Callable[[str], str | None] | None = None,
+        clock: Clock | None = None,
+        first_line_timeout_s: float = 5.0,
+    ):
         super().__init__(clock)
         self.interval_ms = int(interval_ms)
         self.executable = executable
@@ -395,8 +423,10 @@ class TegrastatsMeter(BaseMeter):
             raise MeterUnavailable(f"cannot start {path}: {exc}") from exc
         threading.Thread(target=self._pump, name="greenllm-tegrastats", daemon=True).start()
         if not self._got_line.wait(self._timeout):
-            raise MeterError(f"{path} printed no parseable line within {self._timeout:.0f} s "
-                             "(try running it with sudo to check its output)")
+            raise MeterError(
+                f"{path} printed no parseable line within {self._timeout:.0f} s "
+                "(try running it with sudo to check its output)"
+            )
         if self._latest is None:
             raise MeterError(f"{path} exited before printing a parseable line")
 

@@ -13,15 +13,16 @@ offline SmolLM2 cache), ``sizes`` (bytes as stored, parameter counts, layer form
 ``checkpoint`` (save / reload), ``meta`` (the record on the model), ``gguf`` (dtypes, GGUF).
 No torch at module level.
 """
+
 from __future__ import annotations
 
 from ..paths import cache_root
 from ..provenance import (
-                          OFFLINE_ALIASES,
-                          SMOLLM2_GGUF,
-                          SMOLLM2_HUB_ID,
-                          SMOLLM2_PACKAGE,
-                          source_note,
+    OFFLINE_ALIASES,
+    SMOLLM2_GGUF,
+    SMOLLM2_HUB_ID,
+    SMOLLM2_PACKAGE,
+    source_note,
 )
 from .checkpoint import CHECKPOINT_FORMAT, GREENLLM_JSON, save
 from .gguf import DTYPES
@@ -30,7 +31,21 @@ from .meta import META_ATTR, model_meta
 from .offline import offline_model_dir
 from .sizes import model_size_bytes, param_count
 
-__all__ = ["CHECKPOINT_FORMAT", "DTYPES", "GREENLLM_JSON", "META_ATTR", "OFFLINE_ALIASES",
-           "SMOLLM2_GGUF", "SMOLLM2_HUB_ID", "SMOLLM2_PACKAGE", "cache_root", "load_model",
-           "model_meta", "model_size_bytes", "offline_model_dir", "param_count", "save",
-           "source_note"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "DTYPES",
+    "GREENLLM_JSON",
+    "META_ATTR",
+    "OFFLINE_ALIASES",
+    "SMOLLM2_GGUF",
+    "SMOLLM2_HUB_ID",
+    "SMOLLM2_PACKAGE",
+    "cache_root",
+    "load_model",
+    "model_meta",
+    "model_size_bytes",
+    "offline_model_dir",
+    "param_count",
+    "save",
+    "source_note",
+]

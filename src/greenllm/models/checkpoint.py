@@ -5,6 +5,7 @@ Model I/O sits below steps in the import layers, so a step that changes what a c
 must hold plugs in here by registry target instead of being imported: a save check returns
 why a model cannot be saved faithfully (or None), a restorer re-applies a recorded step.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -12,8 +13,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .. import fsutil
 from ..errors import GreenLLMError, ModelError, first_line
@@ -21,12 +23,18 @@ from ..registry import Registry
 from .meta import model_meta
 from .sizes import layer_bits, model_size_bytes, param_count
 
-SAVE_CHECKS: Registry[Callable[[Any], str | None]] = Registry("save check", {
-    "quantize": "greenllm.steps.quantize:save_blocker",
-})
-RESTORERS: Registry[Callable[..., None]] = Registry("step restorer", {
-    "quantize": "greenllm.steps.quantize:restore_step",
-})
+SAVE_CHECKS: Registry[Callable[[Any], str | None]] = Registry(
+    "save check",
+    {
+        "quantize": "greenllm.steps.quantize:save_blocker",
+    },
+)
+RESTORERS: Registry[Callable[..., None]] = Registry(
+    "step restorer",
+    {
+        "quantize": "greenllm.steps.quantize:restore_step",
+    },
+)
 
 GREENLLM_JSON = "greenllm.json"
 CHECKPOINT_FORMAT = "greenllm-checkpoint/1"
@@ -38,8 +46,11 @@ def _package_versions(model) -> dict[str, str]:
     names = ["greenllm", "torch", "transformers", "safetensors"]
     for entry in model_meta(model).get("steps", []):
         backend = (entry.get("stats") or {}).get("backend")
-        names += {"quanto": ["optimum-quanto"], "torchao": ["torchao"],
-                  "bitsandbytes": ["bitsandbytes"]}.get(backend, [])
+        names += {
+            "quanto": ["optimum-quanto"],
+            "torchao": ["torchao"],
+            "bitsandbytes": ["bitsandbytes"],
+        }.get(backend, [])
     out = {}
     for n in dict.fromkeys(names):
         try:
@@ -59,8 +70,11 @@ def _layer_report(model) -> dict[str, dict[str, Any]]:
         w = getattr(mod, "weight_int8", None)
         if w is None:
             w = getattr(mod, "weight", None)
-            w = w if isinstance(w, torch.Tensor) and type(w) in (torch.Tensor,
-                                                                 torch.nn.Parameter) else None
+            w = (
+                w
+                if isinstance(w, torch.Tensor) and type(w) in (torch.Tensor, torch.nn.Parameter)
+                else None
+            )
         entry: dict[str, Any] = {"format": fmt}
         if w is not None and w.numel():
             entry["sparsity"] = round(float((w == 0).sum()) / w.numel(), 6)
@@ -95,12 +109,14 @@ def save(model, out_dir, tokenizer=None, *, overwrite: bool = False) -> Path:
     if why:
         raise ModelError(f"cannot save to {str(out)!r}: {why}; nothing was written")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise ModelError(f"output {str(out)!r} already exists and is not empty; choose a new "
-                         "directory or pass overwrite=True (--overwrite)")
+        raise ModelError(
+            f"output {str(out)!r} already exists and is not empty; choose a new "
+            "directory or pass overwrite=True (--overwrite)"
+        )
     if out.is_dir() and overwrite:
         from ..modelfiles import check_overwrite
 
-        check_overwrite(out, "output")          # replace a saved model, never other files
+        check_overwrite(out, "output")  # replace a saved model, never other files
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -111,7 +127,8 @@ def save(model, out_dir, tokenizer=None, *, overwrite: bool = False) -> Path:
         record = {
             "format": CHECKPOINT_FORMAT,
             "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"),
+                timespec="seconds"
+            ),
             "source": meta.get("source"),
             "provenance": meta.get("provenance", {}),
             "steps": meta.get("steps", []),
@@ -180,8 +197,10 @@ class _SafetensorsDir:
         try:
             f = self._where[key]
         except KeyError:
-            raise ModelError(f"checkpoint tensor {key!r} is missing; the directory was not "
-                             "written by greenllm.save or is incomplete") from None
+            raise ModelError(
+                f"checkpoint tensor {key!r} is missing; the directory was not "
+                "written by greenllm.save or is incomplete"
+            ) from None
         with self._open(str(f), framework="pt") as fh:
             return fh.get_tensor(key)
 
@@ -204,5 +223,4 @@ def _restore_saved(model, path: Path) -> None:
         meta["provenance"] = record["provenance"]
 
 
-__all__ = ["CHECKPOINT_FORMAT", "GREENLLM_JSON", "RESTORERS", "SAVE_CHECKS", "save",
-           "save_blocker"]
+__all__ = ["CHECKPOINT_FORMAT", "GREENLLM_JSON", "RESTORERS", "SAVE_CHECKS", "save", "save_blocker"]

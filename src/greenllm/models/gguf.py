@@ -1,4 +1,5 @@
 """dtype names and GGUF loading (de-quantized to float weights). Torch inside functions only."""
+
 from __future__ import annotations
 
 import contextlib
@@ -24,10 +25,13 @@ def _torch_dtype(dtype: str):
 
     if dtype not in DTYPES:
         from ..registry import did_you_mean
+
         hint = did_you_mean(dtype, list(DTYPES))
-        raise GreenLLMError(f"model.dtype: unknown dtype {dtype!r}"
-                            + (f"; did you mean {hint!r}?" if hint else "")
-                            + f" (allowed: {', '.join(DTYPES)})")
+        raise GreenLLMError(
+            f"model.dtype: unknown dtype {dtype!r}"
+            + (f"; did you mean {hint!r}?" if hint else "")
+            + f" (allowed: {', '.join(DTYPES)})"
+        )
     return "auto" if dtype == "auto" else getattr(torch, dtype)
 
 
@@ -35,7 +39,8 @@ def _load_gguf(path: Path, dtype: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                 dtype=_torch_dtype(dtype))
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=_torch_dtype(dtype)
+    )
     _clear_gguf_marker(model)
     return model, tok

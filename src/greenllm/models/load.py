@@ -4,6 +4,7 @@ The hub id ``HuggingFaceTB/SmolLM2-135M-Instruct`` (and the alias ``smollm2-135m
 to the offline cache (see ``offline.py``) and records the provenance: its weights are the
 Q4_1 GGUF de-quantized, not the hub's bf16 weights.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,21 +21,23 @@ from .meta import META_ATTR
 from .offline import offline_model_dir
 
 
-def load_model(source: str, *, dtype: str = "float32", device: str = "cpu",
-               trust_remote_code: bool = False) -> tuple[Any, Any]:
+def load_model(
+    source: str, *, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False
+) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` from a hub id, a local HF directory or a ``.gguf`` file.
 
     ``trust_remote_code`` stays off unless asked for. The model is put in eval mode and
     carries ``model._greenllm`` (source, resolved path, provenance, steps applied).
     """
-    quiet_third_party()   # drop torchao's "Failed to load _C*.so" lines on CPU installs
+    quiet_third_party()  # drop torchao's "Failed to load _C*.so" lines on CPU installs
     from ..modelfiles import check_safetensors, check_torch_device
 
-    check_torch_device(device)                  # before any loading: cuda on CPU-only torch
+    check_torch_device(device)  # before any loading: cuda on CPU-only torch
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError:
         from ..errors import MissingDependencyError
+
         raise MissingDependencyError("transformers", "torch", "loading models") from None
     torch_dtype = _torch_dtype(dtype)
     provenance: dict[str, Any] = {}
@@ -48,12 +51,14 @@ def load_model(source: str, *, dtype: str = "float32", device: str = "cpu",
             provenance = {"gguf_file": path.name, "note": "de-quantized from GGUF"}
         elif path.is_dir():
             if not (path / "config.json").exists():
-                raise ModelError(f"{str(path)!r} is not a Hugging Face model directory "
-                                 "(no config.json)")
-            check_safetensors(path)             # a truncated download: one clear error
+                raise ModelError(
+                    f"{str(path)!r} is not a Hugging Face model directory (no config.json)"
+                )
+            check_safetensors(path)  # a truncated download: one clear error
             with _quiet_saved_load(path):
                 model = AutoModelForCausalLM.from_pretrained(
-                    str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code)
+                    str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code
+                )
             tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
             resolved = str(path)
             prov = path / "greenllm_provenance.json"
@@ -69,24 +74,36 @@ def load_model(source: str, *, dtype: str = "float32", device: str = "cpu",
             raise ModelError(f"model path {source!r} does not exist")
         else:
             model = AutoModelForCausalLM.from_pretrained(
-                source, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+                source, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            )
             tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
             resolved = source
     except GreenLLMError:
         raise
     except (OSError, ValueError) as exc:
         first = first_line(exc)
-        raise ModelError(f"cannot load model {source!r}: {first} (give a local directory, a "
-                         f".gguf file, or a hub id reachable from this machine)") from None
+        raise ModelError(
+            f"cannot load model {source!r}: {first} (give a local directory, a "
+            f".gguf file, or a hub id reachable from this machine)"
+        ) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if device != "cpu":
         model = model.to(device)
     model.eval()
-    setattr(model, META_ATTR, {"source": source, "resolved": resolved, "dtype": dtype,
-                               "provenance": provenance, "steps": []})
+    setattr(
+        model,
+        META_ATTR,
+        {
+            "source": source,
+            "resolved": resolved,
+            "dtype": dtype,
+            "provenance": provenance,
+            "steps": [],
+        },
+    )
     if path.is_dir() and (path / GREENLLM_JSON).exists():
-        _restore_saved(model, path)   # re-apply saved quantization (see save())
+        _restore_saved(model, path)  # re-apply saved quantization (see save())
     return model, tok
 
 

@@ -1,9 +1,10 @@
 """The record greenllm keeps on a model object: source, provenance, steps applied."""
+
 from __future__ import annotations
 
 from typing import Any
 
-META_ATTR = "_greenllm"          # dict on the model: source, provenance, steps applied
+META_ATTR = "_greenllm"  # dict on the model: source, provenance, steps applied
 
 
 def model_meta(model) -> dict[str, Any]:

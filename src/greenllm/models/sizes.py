@@ -1,6 +1,7 @@
 """What a model stores: bytes as stored (quantized tensor subclasses and torch.ao packed
 weights included), parameter counts, and each linear layer's weight format.
 Torch inside functions only."""
+
 from __future__ import annotations
 
 
@@ -17,7 +18,7 @@ def tensor_storage_bytes(t) -> int:
         names, _ = t.__tensor_flatten__()
         return sum(tensor_storage_bytes(getattr(t, n)) for n in names)
     total = t.numel() * t.element_size()
-    qs = getattr(t, "quant_state", None)          # bitsandbytes Params4bit
+    qs = getattr(t, "quant_state", None)  # bitsandbytes Params4bit
     if qs is not None:
         for attr in ("absmax", "code"):
             v = getattr(qs, attr, None)
@@ -26,7 +27,7 @@ def tensor_storage_bytes(t) -> int:
         st2 = getattr(qs, "state2", None)
         if st2 is not None and isinstance(getattr(st2, "absmax", None), torch.Tensor):
             total += st2.absmax.numel() * st2.absmax.element_size()
-    scb = getattr(t, "SCB", None)                  # bitsandbytes Int8Params row scales
+    scb = getattr(t, "SCB", None)  # bitsandbytes Int8Params row scales
     if isinstance(scb, torch.Tensor):
         total += scb.numel() * scb.element_size()
     return int(total)
@@ -45,7 +46,7 @@ def packed_storage_bytes(model) -> int:
             for qp in (w.q_per_channel_scales(), w.q_per_channel_zero_points()):
                 total += qp.numel() * qp.element_size()
         else:
-            total += 16   # one float64 scale and one int64 zero point
+            total += 16  # one float64 scale and one int64 zero point
         if b is not None:
             total += b.numel() * b.element_size()
     return int(total)
@@ -68,19 +69,22 @@ def layer_bits(model) -> dict[str, str]:
             out[name] = kind
         elif hasattr(mod, "_packed_params") and hasattr(mod._packed_params, "_weight_bias"):
             out[name] = "int8(torch.ao dynamic)"
-        elif isinstance(mod, nn.Linear) or type(mod).__name__ in ("QLinear", "Linear8bitLt",
-                                                                  "Linear4bit"):
+        elif isinstance(mod, nn.Linear) or type(mod).__name__ in (
+            "QLinear",
+            "Linear8bitLt",
+            "Linear4bit",
+        ):
             w = mod.weight
             tname = type(w).__name__
             if tname in ("Parameter", "Tensor"):
                 out[name] = str(w.dtype).replace("torch.", "")
-            elif getattr(w, "qtype", None) is not None:            # quanto
+            elif getattr(w, "qtype", None) is not None:  # quanto
                 out[name] = str(w.qtype)
             elif tname == "Params4bit":
                 out[name] = f"bnb.{w.quant_type}"
             elif tname == "Int8Params":
                 out[name] = "bnb.int8"
-            else:                                                   # torchao and others
+            else:  # torchao and others
                 out[name] = tname
     return out
 
@@ -115,5 +119,10 @@ def param_count(model) -> int:
     return represented_param_count(model)
 
 
-__all__ = ["layer_bits", "model_size_bytes", "packed_storage_bytes", "param_count",
-           "tensor_storage_bytes"]
+__all__ = [
+    "layer_bits",
+    "model_size_bytes",
+    "packed_storage_bytes",
+    "param_count",
+    "tensor_storage_bytes",
+]

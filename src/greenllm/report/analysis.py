@@ -9,10 +9,12 @@ independent runs): ``hw(d) = (v / b) * sqrt((hw_v / v)^2 + (hw_b / b)^2)``. Accu
 in percentage points with ``stderr = sqrt(se_v^2 + se_b^2)`` (independent-samples bound; the
 items are shared, so the paired stderr would be smaller).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 # metric -> higher is better?
 ACCURACY_METRICS = ("acc_norm", "acc", "f1", "em", "exact_match")
@@ -29,8 +31,9 @@ def _num(x: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def rel_delta(v: float | None, b: float | None, hw_v: float | None = None,
-              hw_b: float | None = None) -> tuple[float | None, float | None]:
+def rel_delta(
+    v: float | None, b: float | None, hw_v: float | None = None, hw_b: float | None = None
+) -> tuple[float | None, float | None]:
     """(v/b - 1, propagated 95 % half-width) as fractions; None where undefined."""
     v, b = _num(v), _num(b)
     if v is None or b is None or b == 0:
@@ -47,8 +50,11 @@ def rel_delta(v: float | None, b: float | None, hw_v: float | None = None,
     return d, abs(v / b) * math.sqrt(sum(terms)) if terms else None
 
 
-def payback_inferences(compression_energy_j: float | None, baseline_request_j: float | None,
-                       variant_request_j: float | None) -> float | None:
+def payback_inferences(
+    compression_energy_j: float | None,
+    baseline_request_j: float | None,
+    variant_request_j: float | None,
+) -> float | None:
     """Inferences until the compression's own energy is repaid by the per-request saving.
 
     None ("never") when there is no saving per request; 0 when compressing cost nothing.
@@ -90,13 +96,21 @@ def eval_delta(var: dict[str, Any], base: dict[str, Any]) -> dict[str, Any] | No
         return None
     name, higher = pm
     v, b = _num(var.get(name)), _num(base.get(name))
-    out: dict[str, Any] = {"task": base.get("task"), "metric": name, "higher_is_better": higher,
-                           "baseline": b, "variant": v}
+    out: dict[str, Any] = {
+        "task": base.get("task"),
+        "metric": name,
+        "higher_is_better": higher,
+        "baseline": b,
+        "variant": v,
+    }
     if higher:
         se_v, se_b = _num(var.get(f"{name}_stderr")), _num(base.get(f"{name}_stderr"))
         out["delta_pp"] = None if v is None or b is None else (v - b) * 100.0
-        out["stderr_pp"] = (None if se_v is None and se_b is None
-                            else math.sqrt((se_v or 0.0) ** 2 + (se_b or 0.0) ** 2) * 100.0)
+        out["stderr_pp"] = (
+            None
+            if se_v is None and se_b is None
+            else math.sqrt((se_v or 0.0) ** 2 + (se_b or 0.0) ** 2) * 100.0
+        )
     else:
         d, _ = rel_delta(v, b)
         out["delta_pct"] = None if d is None else d * 100.0
@@ -106,13 +120,18 @@ def eval_delta(var: dict[str, Any], base: dict[str, Any]) -> dict[str, Any] | No
 def bench_deltas(var: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     """Percent changes of the bench metrics (flat ``BenchResult.to_json()`` dicts)."""
     out: dict[str, Any] = {}
-    for metric, label in (("energy_per_token_j", "energy_per_token"),
-                          ("energy_per_request_j", "energy_per_request"),
-                          ("e2e_latency_s", "latency"), ("size_bytes", "size"),
-                          ("peak_memory_bytes", "peak_memory"),
-                          ("tokens_per_wh", "tokens_per_wh"), ("edp_js", "edp")):
-        d, hw = rel_delta(var.get(metric), base.get(metric), var.get(f"{metric}_ci95"),
-                          base.get(f"{metric}_ci95"))
+    for metric, label in (
+        ("energy_per_token_j", "energy_per_token"),
+        ("energy_per_request_j", "energy_per_request"),
+        ("e2e_latency_s", "latency"),
+        ("size_bytes", "size"),
+        ("peak_memory_bytes", "peak_memory"),
+        ("tokens_per_wh", "tokens_per_wh"),
+        ("edp_js", "edp"),
+    ):
+        d, hw = rel_delta(
+            var.get(metric), base.get(metric), var.get(f"{metric}_ci95"), base.get(f"{metric}_ci95")
+        )
         out[f"{label}_pct"] = None if d is None else d * 100.0
         out[f"{label}_pct_ci95"] = None if hw is None else hw * 100.0
     return out
@@ -124,29 +143,39 @@ def accuracy_drop_pp(evals: Iterable[dict[str, Any]]) -> float | None:
     return max(drops) if drops else None
 
 
-def check_targets(targets: dict[str, Any], deltas: dict[str, Any],
-                  evals: list[dict[str, Any]]) -> dict[str, Any]:
+def check_targets(
+    targets: dict[str, Any], deltas: dict[str, Any], evals: list[dict[str, Any]]
+) -> dict[str, Any]:
     """{target: {"value", "limit", "pass"}} for the targets the recipe sets."""
     out: dict[str, Any] = {}
     limit = _num(targets.get("max_accuracy_drop_pp"))
     if limit is not None:
         drop = accuracy_drop_pp(evals)
-        out["max_accuracy_drop_pp"] = {"value": drop, "limit": limit,
-                                       "pass": None if drop is None else drop <= limit}
+        out["max_accuracy_drop_pp"] = {
+            "value": drop,
+            "limit": limit,
+            "pass": None if drop is None else drop <= limit,
+        }
     limit = _num(targets.get("min_energy_saving"))
     if limit is not None:
         d = deltas.get("energy_per_token_pct")
         saving = None if d is None else -d / 100.0
-        out["min_energy_saving"] = {"value": saving, "limit": limit,
-                                    "pass": None if saving is None else saving >= limit}
+        out["min_energy_saving"] = {
+            "value": saving,
+            "limit": limit,
+            "pass": None if saving is None else saving >= limit,
+        }
     return out
 
 
 def quality(evals: list[dict[str, Any]]) -> tuple[float | None, str | None, bool]:
     """One quality number per variant for the Pareto plot: mean accuracy over evals that
     have one, else the first perplexity-like metric. Returns (value, label, higher_better)."""
-    accs = [(_num(e.get(pm[0])), pm[0]) for e in evals
-            if (pm := primary_metric(e)) and pm[1] and _num(e.get(pm[0])) is not None]
+    accs = [
+        (_num(e.get(pm[0])), pm[0])
+        for e in evals
+        if (pm := primary_metric(e)) and pm[1] and _num(e.get(pm[0])) is not None
+    ]
     if accs:
         return sum(a for a, _ in accs) / len(accs), "mean accuracy", True
     for e in evals:
@@ -157,11 +186,15 @@ def quality(evals: list[dict[str, Any]]) -> tuple[float | None, str | None, bool
     return None, None, True
 
 
-def pareto_front(points: list[tuple[str, float | None, float | None]],
-                 higher_better: bool = True) -> list[str]:
+def pareto_front(
+    points: list[tuple[str, float | None, float | None]], higher_better: bool = True
+) -> list[str]:
     """Names not dominated in (lower energy, better quality). Points missing a value are out."""
-    pts = [(n, e, q if higher_better else -q) for n, e, q in points
-           if _num(e) is not None and _num(q) is not None]
+    pts = [
+        (n, e, q if higher_better else -q)
+        for n, e, q in points
+        if _num(e) is not None and _num(q) is not None
+    ]
     front = []
     for n, e, q in pts:
         dominated = any((e2 <= e and q2 >= q) and (e2 < e or q2 > q) for _, e2, q2 in pts)

@@ -5,6 +5,7 @@ document; the writers in tables / plots / html / statements render it. The files
 as a set (staged in a folder inside the output directory, then swapped in; see
 ``write_report``), so a killed report never leaves a mix of old and new files. No torch.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,11 +26,17 @@ from . import analysis as A
 def _intensity(carbon_cfg: dict[str, Any]) -> dict[str, Any]:
     from .. import carbon
 
-    it = carbon.grid_intensity(region=carbon_cfg.get("region"),
-                               intensity_g_per_kwh=carbon_cfg.get("intensity_g_per_kwh"))
-    return {"region": it.region, "country_name": getattr(it, "country_name", None),
-            "intensity_g_per_kwh": float(it.g_per_kwh), "source": it.source, "year": it.year,
-            "pue": float(carbon_cfg.get("pue") or 1.0)}
+    it = carbon.grid_intensity(
+        region=carbon_cfg.get("region"), intensity_g_per_kwh=carbon_cfg.get("intensity_g_per_kwh")
+    )
+    return {
+        "region": it.region,
+        "country_name": getattr(it, "country_name", None),
+        "intensity_g_per_kwh": float(it.g_per_kwh),
+        "source": it.source,
+        "year": it.year,
+        "pue": float(carbon_cfg.get("pue") or 1.0),
+    }
 
 
 def _emissions(energy_j: float | None, c: dict[str, Any]) -> float | None:
@@ -42,13 +49,19 @@ def _emissions(energy_j: float | None, c: dict[str, Any]) -> float | None:
 
 def _step_json(s) -> dict[str, Any]:
     e = s.energy
-    return {"step": s.step, "method": s.method, "config": s.config, "duration_s": s.duration_s,
-            "energy_j": None if e is None else e.energy_j,
-            "net_energy_j": None if e is None else e.net_energy_j,
-            "estimated": None if e is None else e.estimated,
-            "meters": [] if e is None else list(e.meters),
-            "size_bytes_before": s.size_bytes_before, "size_bytes_after": s.size_bytes_after,
-            "stats": s.stats}
+    return {
+        "step": s.step,
+        "method": s.method,
+        "config": s.config,
+        "duration_s": s.duration_s,
+        "energy_j": None if e is None else e.energy_j,
+        "net_energy_j": None if e is None else e.net_energy_j,
+        "estimated": None if e is None else e.estimated,
+        "meters": [] if e is None else list(e.meters),
+        "size_bytes_before": s.size_bytes_before,
+        "size_bytes_after": s.size_bytes_after,
+        "stats": s.stats,
+    }
 
 
 def _window(bench) -> dict[str, Any] | None:
@@ -56,9 +69,17 @@ def _window(bench) -> dict[str, Any] | None:
     if bench is None or bench.energy is None:
         return None
     e = bench.energy
-    return {"energy_j": e.energy_j, "net_energy_j": e.net_energy_j, "duration_s": e.duration_s,
-            "sampling_hz": e.sampling_hz, "samples": e.samples, "method": e.method,
-            "estimated": e.estimated, "meters": list(e.meters), "idle_power_w": e.idle_power_w}
+    return {
+        "energy_j": e.energy_j,
+        "net_energy_j": e.net_energy_j,
+        "duration_s": e.duration_s,
+        "sampling_hz": e.sampling_hz,
+        "samples": e.samples,
+        "method": e.method,
+        "estimated": e.estimated,
+        "meters": list(e.meters),
+        "idle_power_w": e.idle_power_w,
+    }
 
 
 def _bench_windows(bench) -> list[dict[str, Any]]:
@@ -66,8 +87,11 @@ def _bench_windows(bench) -> list[dict[str, Any]]:
     per-repeat rows give their one recorded window."""
     if bench is None:
         return []
-    rows = [{"repeat": i + 1, "energy_j": r["energy_j"], "duration_s": r.get("duration_s")}
-            for i, r in enumerate(bench.per_repeat) if r.get("energy_j") is not None]
+    rows = [
+        {"repeat": i + 1, "energy_j": r["energy_j"], "duration_s": r.get("duration_s")}
+        for i, r in enumerate(bench.per_repeat)
+        if r.get("energy_j") is not None
+    ]
     if rows or bench.per_repeat:
         return rows
     w = _window(bench)
@@ -85,9 +109,11 @@ def _warnings(name: str, steps, bench) -> tuple[list[str], bool]:
         bad = invalid_window_reasons(s.energy)
         if bad:
             bad_step = True
-            out.append(f"{name}: step {i + 1} ({s.step}): energy window invalid "
-                       f"({'; '.join(bad)}); its compression energy is unknown")
-    for w in (bench.warnings if bench is not None else ()):
+            out.append(
+                f"{name}: step {i + 1} ({s.step}): energy window invalid "
+                f"({'; '.join(bad)}); its compression energy is unknown"
+            )
+    for w in bench.warnings if bench is not None else ():
         out.append(f"{name}: bench {w}")
     return out, bad_step
 
@@ -107,25 +133,34 @@ def collect(store: Store) -> dict[str, Any]:
         evals = [store.get_eval(k) for k in entry["eval_keys"]]
         bench = store.get_bench(entry["bench_key"])
         comp_j = sum(s.energy.energy_j for s in steps if s.energy is not None) if steps else 0.0
-        complete = (len(steps) == len(entry["steps"]) and all(e is not None for e in evals)
-                    and bench is not None)
+        complete = (
+            len(steps) == len(entry["steps"])
+            and all(e is not None for e in evals)
+            and bench is not None
+        )
         warn, bad_step = _warnings(entry["name"], steps, bench)
         warnings += warn
-        variants.append({
-            "name": entry["name"], "variant_key": entry["variant_key"],
-            "definition": entry["steps"], "steps": [_step_json(s) for s in steps],
-            "evals": [e.to_json() if e is not None else None for e in evals],
-            "bench": bench.to_json() if bench is not None else None,
-            "bench_window": _window(bench),
-            "bench_windows": _bench_windows(bench),
-            "compression_energy_j": (comp_j if len(steps) == len(entry["steps"])
-                                     and not bad_step else None),
-            "warnings": warn,
-            "compression_duration_s": sum(s.duration_s for s in steps),
-            "compression_estimated": any(s.energy is not None and s.energy.estimated
-                                         for s in steps),
-            "complete": complete,
-        })
+        variants.append(
+            {
+                "name": entry["name"],
+                "variant_key": entry["variant_key"],
+                "definition": entry["steps"],
+                "steps": [_step_json(s) for s in steps],
+                "evals": [e.to_json() if e is not None else None for e in evals],
+                "bench": bench.to_json() if bench is not None else None,
+                "bench_window": _window(bench),
+                "bench_windows": _bench_windows(bench),
+                "compression_energy_j": (
+                    comp_j if len(steps) == len(entry["steps"]) and not bad_step else None
+                ),
+                "warnings": warn,
+                "compression_duration_s": sum(s.duration_s for s in steps),
+                "compression_estimated": any(
+                    s.energy is not None and s.energy.estimated for s in steps
+                ),
+                "complete": complete,
+            }
+        )
     base = variants[0]
     for v in variants:
         _derive(v, base, carbon, targets)
@@ -136,19 +171,28 @@ def collect(store: Store) -> dict[str, Any]:
         if lab:
             q_label, q_higher = lab, hb
             break
-    points = [(n, (v["bench"] or {}).get("energy_per_token_j"), q)
-              for (n, q), v in zip(qual, variants)]
+    points = [
+        (n, (v["bench"] or {}).get("energy_per_token_j"), q) for (n, q), v in zip(qual, variants)
+    ]
     front = A.pareto_front(points, q_higher)
     for v, (_, q) in zip(variants, qual):
         v["quality"] = q
         v["pareto"] = v["name"] in front
-    doc = {"schema_version": SCHEMA_VERSION, "recipe": recipe.get("name"),
-           "run": {k: run[k] for k in ("id", "status", "started_at_unix_s",
-                                       "finished_at_unix_s")},
-           "model": recipe.get("model"), "workload": recipe.get("workload"),
-           "environment": run.get("environment") or {}, "carbon": carbon, "targets": targets,
-           "quality_metric": q_label, "quality_higher_is_better": q_higher,
-           "pareto": front, "variants": variants, "warnings": warnings}
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "recipe": recipe.get("name"),
+        "run": {k: run[k] for k in ("id", "status", "started_at_unix_s", "finished_at_unix_s")},
+        "model": recipe.get("model"),
+        "workload": recipe.get("workload"),
+        "environment": run.get("environment") or {},
+        "carbon": carbon,
+        "targets": targets,
+        "quality_metric": q_label,
+        "quality_higher_is_better": q_higher,
+        "pareto": front,
+        "variants": variants,
+        "warnings": warnings,
+    }
     from .statements import carbon_statement, methodology
 
     doc["methodology"] = methodology(doc)
@@ -156,8 +200,9 @@ def collect(store: Store) -> dict[str, Any]:
     return doc
 
 
-def _derive(v: dict[str, Any], base: dict[str, Any], carbon: dict[str, Any],
-            targets: dict[str, Any]) -> None:
+def _derive(
+    v: dict[str, Any], base: dict[str, Any], carbon: dict[str, Any], targets: dict[str, Any]
+) -> None:
     b, vb = base.get("bench") or {}, v.get("bench") or {}
     deltas = A.bench_deltas(vb, b) if v is not base and vb and b else {}
     ev = []
@@ -167,8 +212,9 @@ def _derive(v: dict[str, Any], base: dict[str, Any], carbon: dict[str, Any],
     deltas["evals"] = ev
     v["deltas"] = deltas
     req_j = vb.get("energy_per_request_j")
-    v["emissions_g_per_1000_inferences"] = _emissions(None if req_j is None else 1000.0 * req_j,
-                                                      carbon)
+    v["emissions_g_per_1000_inferences"] = _emissions(
+        None if req_j is None else 1000.0 * req_j, carbon
+    )
     v["compression_emissions_g"] = _emissions(v["compression_energy_j"], carbon)
     v["tokens_per_wh"] = vb.get("tokens_per_wh")
     v["edp_js"] = vb.get("edp_js")
@@ -176,17 +222,30 @@ def _derive(v: dict[str, Any], base: dict[str, Any], carbon: dict[str, Any],
         v["payback_inferences"], v["not_greener"], v["targets"] = None, False, {}
         return
     # unknown compression energy (a step's meter failed, or steps missing): unknown payback
-    v["payback_inferences"] = None if v["compression_energy_j"] is None else \
-        A.payback_inferences(v["compression_energy_j"], b.get("energy_per_request_j"), req_j)
+    v["payback_inferences"] = (
+        None
+        if v["compression_energy_j"] is None
+        else A.payback_inferences(v["compression_energy_j"], b.get("energy_per_request_j"), req_j)
+    )
     v["not_greener"] = A.not_greener(
         None if deltas.get("energy_per_token_pct") is None else deltas["energy_per_token_pct"],
-        deltas.get("energy_per_token_pct_ci95"))
+        deltas.get("energy_per_token_pct_ci95"),
+    )
     v["targets"] = A.check_targets(targets, deltas, [e for e in ev if e])
 
 
-REPORT_FILES = ("results.json", "results.csv", "emissions.csv", "report.md", "report.tex",
-                "report.html", "energy_per_token.png", "energy_per_token.pdf", "pareto.png",
-                "pareto.pdf")
+REPORT_FILES = (
+    "results.json",
+    "results.csv",
+    "emissions.csv",
+    "report.md",
+    "report.tex",
+    "report.html",
+    "energy_per_token.png",
+    "energy_per_token.pdf",
+    "pareto.png",
+    "pareto.pdf",
+)
 SWAP_MARKER = ".report-swap.json"
 STAGE_PREFIX = ".report-new-"
 
@@ -200,7 +259,7 @@ def _apply_swap(out: Path, marker: dict[str, Any]) -> None:
     stage = out / marker["stage"]
     for name in marker["files"]:
         src = stage / name
-        if src.exists():                      # absent: moved in by an earlier, killed swap
+        if src.exists():  # absent: moved in by an earlier, killed swap
             os.replace(src, out / name)
     for name in marker["remove"]:
         (out / name).unlink(missing_ok=True)
@@ -219,8 +278,12 @@ def finish_swap(out: str | Path) -> bool:
         try:
             marker = json.loads(mpath.read_text())
             names = [str(n) for n in marker["files"]] + [str(n) for n in marker["remove"]]
-            ok = (isinstance(marker["stage"], str) and marker["stage"].startswith(STAGE_PREFIX)
-                  and "/" not in marker["stage"] and all(n in REPORT_FILES for n in names))
+            ok = (
+                isinstance(marker["stage"], str)
+                and marker["stage"].startswith(STAGE_PREFIX)
+                and "/" not in marker["stage"]
+                and all(n in REPORT_FILES for n in names)
+            )
         except (OSError, ValueError, KeyError, TypeError):
             ok = False
         if ok:
@@ -263,12 +326,13 @@ def _stage_and_swap(doc: dict[str, Any], out: Path) -> list[str]:
 
     stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
     try:
-        files = [atomic_write(stage / "results.json",
-                              json.dumps(doc, indent=2, default=str) + "\n"),
-                 atomic_write(stage / "results.csv", tables.to_csv(doc)),
-                 atomic_write(stage / "emissions.csv", tables.emissions_csv(doc)),
-                 atomic_write(stage / "report.md", tables.to_markdown(doc)),
-                 atomic_write(stage / "report.tex", tables.to_latex(doc))]
+        files = [
+            atomic_write(stage / "results.json", json.dumps(doc, indent=2, default=str) + "\n"),
+            atomic_write(stage / "results.csv", tables.to_csv(doc)),
+            atomic_write(stage / "emissions.csv", tables.emissions_csv(doc)),
+            atomic_write(stage / "report.md", tables.to_markdown(doc)),
+            atomic_write(stage / "report.tex", tables.to_latex(doc)),
+        ]
         images = plots.write_plots(doc, stage, atomic_write)
         files += [p for pair in images.values() for p in pair]
         files.append(atomic_write(stage / "report.html", html.to_html(doc, images)))

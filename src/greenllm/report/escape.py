@@ -8,19 +8,45 @@
   emphasis, code spans or table breaks (``[ ] * _ ` | \\ !`` backslash-escaped).
 - ``mpl_text``: matplotlib text with no mathtext (every ``$`` escaped).
 """
+
 from __future__ import annotations
 
 import re
 import unicodedata
 from typing import Any
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-        "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-        "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
-        "→": r"$\rightarrow$", "±": r"$\pm$", "Δ": r"$\Delta$", "—": "---", "–": "--",
-        "·": r"$\cdot$", "×": r"$\times$", "≈": r"$\approx$", "≤": r"$\leq$", "≥": r"$\geq$",
-        "µ": r"$\mu$", "²": r"$^2$", "…": r"\ldots{}", "‘": "`", "’": "'", "“": "``",
-        "”": "''", "\u00a0": "~"}
+_TEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "→": r"$\rightarrow$",
+    "±": r"$\pm$",
+    "Δ": r"$\Delta$",
+    "—": "---",
+    "–": "--",
+    "·": r"$\cdot$",
+    "×": r"$\times$",
+    "≈": r"$\approx$",
+    "≤": r"$\leq$",
+    "≥": r"$\geq$",
+    "µ": r"$\mu$",
+    "²": r"$^2$",
+    "…": r"\ldots{}",
+    "‘": "`",
+    "’": "'",
+    "“": "``",
+    "”": "''",
+    "\u00a0": "~",
+}
 
 
 def _tex_char(ch: str) -> str:

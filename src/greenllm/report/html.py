@@ -1,5 +1,6 @@
 """report.html: one self-contained page (inline CSS, plots embedded as base64 PNG, no scripts,
 no external resources). Every string from the store goes through ``html.escape``."""
+
 from __future__ import annotations
 
 import base64
@@ -21,13 +22,21 @@ def e(x: Any) -> str:
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
-    out = ["<table>", "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead>",
-           "<tbody>"]
+    out = [
+        "<table>",
+        "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead>",
+        "<tbody>",
+    ]
     for r in rows:
         cells = []
         for c in r:
-            cls = ' class="bad"' if c.startswith(("NO:", "FAIL")) else \
-                ' class="ok"' if c in ("yes", "pass") else ""
+            cls = (
+                ' class="bad"'
+                if c.startswith(("NO:", "FAIL"))
+                else ' class="ok"'
+                if c in ("yes", "pass")
+                else ""
+            )
             cells.append(f"<td{cls}>{e(c)}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
@@ -43,23 +52,36 @@ def to_html(doc: dict[str, Any], images: dict[str, tuple[Path, Path]]) -> str:
     head, rows = main_rows(doc)
     c = doc["carbon"]
     title = f"greenllm report: {doc.get('recipe')}"
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{e(title)}</title>", f"<style>{_CSS}</style></head><body>",
-             f"<h1>{e(title)}</h1>",
-             f"<p>Model <code>{e((doc.get('model') or {}).get('id'))}</code> · run "
-             f"{e(doc['run']['id'])} ({e(doc['run']['status'])}) · grid "
-             f"{e(round(c['intensity_g_per_kwh']))} gCO2e/kWh, PUE {e(c['pue'])}</p>",
-             "<h2>Results</h2>", _table(head, rows),
-             '<p class="note">Δ relative to baseline; ± are 95 % confidence half-widths '
-             "(energy, latency) or combined standard errors (accuracy, pp).</p>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        f"<p>Model <code>{e((doc.get('model') or {}).get('id'))}</code> · run "
+        f"{e(doc['run']['id'])} ({e(doc['run']['status'])}) · grid "
+        f"{e(round(c['intensity_g_per_kwh']))} gCO2e/kWh, PUE {e(c['pue'])}</p>",
+        "<h2>Results</h2>",
+        _table(head, rows),
+        '<p class="note">Δ relative to baseline; ± are 95 % confidence half-widths '
+        "(energy, latency) or combined standard errors (accuracy, pp).</p>",
+    ]
     if doc.get("pareto"):
-        parts.append("<p>Pareto frontier (" + e(doc.get("quality_metric")) + " vs energy per "
-                     "token): " + ", ".join(f"<code>{e(n)}</code>" for n in doc["pareto"])
-                     + "</p>")
-    for stem, alt in (("pareto", "Pareto frontier: quality vs energy per token"),
-                      ("energy_per_token", "Energy per token with 95 % CI")):
+        parts.append(
+            "<p>Pareto frontier (" + e(doc.get("quality_metric")) + " vs energy per "
+            "token): " + ", ".join(f"<code>{e(n)}</code>" for n in doc["pareto"]) + "</p>"
+        )
+    for stem, alt in (
+        ("pareto", "Pareto frontier: quality vs energy per token"),
+        ("energy_per_token", "Energy per token with 95 % CI"),
+    ):
         if stem in images:
             parts.append(_img(images[stem][0], alt))
-    parts += ["<h2>Carbon</h2>", f"<p>{e(doc['carbon_statement'])}</p>",
-              "<h2>Methodology</h2>", f"<p>{e(doc['methodology'])}</p>", "</body></html>"]
+    parts += [
+        "<h2>Carbon</h2>",
+        f"<p>{e(doc['carbon_statement'])}</p>",
+        "<h2>Methodology</h2>",
+        f"<p>{e(doc['methodology'])}</p>",
+        "</body></html>",
+    ]
     return "\n".join(parts) + "\n"

@@ -3,6 +3,7 @@
 Display units are chosen here (mJ per token, J per request, ms, MiB, g CO2e); the CSV and
 results.json keep the internal units (J, s, bytes, g) with the unit in each column name.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,6 +18,7 @@ DASH = "—"
 
 
 # ---------------------------------------------------------------- formatting
+
 
 def num(x: Any, digits: int = 3) -> str:
     if x is None or isinstance(x, bool) or (isinstance(x, float) and not math.isfinite(x)):
@@ -61,11 +63,19 @@ def step_summary(definition: list[dict[str, Any]]) -> str:
         return "(none)"
     parts = []
     for entry in definition:
-        (key, cfg), = entry.items()
+        ((key, cfg),) = entry.items()
         cfg = cfg or {}
         bits = [str(cfg["method"])] if cfg.get("method") else []
-        for k in ("sparsity", "bits", "pattern", "rank", "epochs", "steps", "power_cap_w",
-                  "power_mode"):
+        for k in (
+            "sparsity",
+            "bits",
+            "pattern",
+            "rank",
+            "epochs",
+            "steps",
+            "power_cap_w",
+            "power_mode",
+        ):
             if cfg.get(k) is not None:
                 bits.append(f"{k}={cfg[k]}")
         parts.append(f"{key}({', '.join(bits)})")
@@ -105,8 +115,11 @@ def _quality_cell(v: dict[str, Any], i: int) -> str:
     text = f"{val * 100:.1f} %" if higher else num(val)
     delta = (v["deltas"].get("evals") or [None] * (i + 1))[i] if v["name"] != "baseline" else None
     if delta:
-        text += f" ({pp(delta.get('delta_pp'), delta.get('stderr_pp'))})" if higher \
+        text += (
+            f" ({pp(delta.get('delta_pp'), delta.get('stderr_pp'))})"
+            if higher
             else f" ({pct(delta.get('delta_pct'))})"
+        )
     return text
 
 
@@ -122,32 +135,74 @@ def target_cell(v: dict[str, Any]) -> str:
 
 def main_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     labels = eval_labels(doc)
-    head = ["variant", "steps", "size MiB (Δ)", "mJ/token (Δ ± CI95)", "J/request (Δ ± CI95)",
-            "latency ms (Δ)", "tokens/Wh", "EDP J·s"] + labels + \
-           ["compression J", "payback (inferences)", "gCO2e/1k inferences", "greener?",
-            "targets", "Pareto"]
+    head = (
+        [
+            "variant",
+            "steps",
+            "size MiB (Δ)",
+            "mJ/token (Δ ± CI95)",
+            "J/request (Δ ± CI95)",
+            "latency ms (Δ)",
+            "tokens/Wh",
+            "EDP J·s",
+        ]
+        + labels
+        + [
+            "compression J",
+            "payback (inferences)",
+            "gCO2e/1k inferences",
+            "greener?",
+            "targets",
+            "Pareto",
+        ]
+    )
     rows = []
     for v in doc["variants"]:
         is_base = v["name"] == "baseline"
         size = _b(v, "size_bytes")
-        ept, req, lat = _b(v, "energy_per_token_j"), _b(v, "energy_per_request_j"), \
-            _b(v, "e2e_latency_s")
-        row = [v["name"], step_summary(v.get("definition") or []),
-               num(None if size is None else size / BYTES_PER_MIB)
-               + ("" if is_base else f" ({pct(_d(v, 'size_pct'))})"),
-               num(None if ept is None else ept * MJ_PER_J)
-               + ("" if is_base else f" ({pct(_d(v, 'energy_per_token_pct'), _d(v, 'energy_per_token_pct_ci95'))})"),
-               num(req) + ("" if is_base else
-                           f" ({pct(_d(v, 'energy_per_request_pct'), _d(v, 'energy_per_request_pct_ci95'))})"),
-               num(None if lat is None else lat * 1e3)
-               + ("" if is_base else f" ({pct(_d(v, 'latency_pct'))})"),
-               num(v.get("tokens_per_wh")), num(v.get("edp_js"))]
+        ept, req, lat = (
+            _b(v, "energy_per_token_j"),
+            _b(v, "energy_per_request_j"),
+            _b(v, "e2e_latency_s"),
+        )
+        row = [
+            v["name"],
+            step_summary(v.get("definition") or []),
+            num(None if size is None else size / BYTES_PER_MIB)
+            + ("" if is_base else f" ({pct(_d(v, 'size_pct'))})"),
+            num(None if ept is None else ept * MJ_PER_J)
+            + (
+                ""
+                if is_base
+                else f" ({pct(_d(v, 'energy_per_token_pct'), _d(v, 'energy_per_token_pct_ci95'))})"
+            ),
+            num(req)
+            + (
+                ""
+                if is_base
+                else " ("
+                + pct(_d(v, "energy_per_request_pct"), _d(v, "energy_per_request_pct_ci95"))
+                + ")"
+            ),
+            num(None if lat is None else lat * 1e3)
+            + ("" if is_base else f" ({pct(_d(v, 'latency_pct'))})"),
+            num(v.get("tokens_per_wh")),
+            num(v.get("edp_js")),
+        ]
         row += [_quality_cell(v, i) for i in range(len(labels))]
-        greener = DASH if is_base or not v.get("bench") else (
-            "NO: compressed but not greener" if v.get("not_greener") else "yes")
-        row += [num(v.get("compression_energy_j")) if not is_base else DASH, payback(v),
-                num(v.get("emissions_g_per_1000_inferences")), greener, target_cell(v),
-                "yes" if v.get("pareto") else ""]
+        greener = (
+            DASH
+            if is_base or not v.get("bench")
+            else ("NO: compressed but not greener" if v.get("not_greener") else "yes")
+        )
+        row += [
+            num(v.get("compression_energy_j")) if not is_base else DASH,
+            payback(v),
+            num(v.get("emissions_g_per_1000_inferences")),
+            greener,
+            target_cell(v),
+            "yes" if v.get("pareto") else "",
+        ]
         if not v.get("complete"):
             row[0] += " (incomplete)"
         rows.append(row)
@@ -156,13 +211,13 @@ def main_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 # ---------------------------------------------------------------- Markdown
 
+
 def _md_cell(s: str) -> str:
-    return md_text(s)     # no raw HTML, links, emphasis or table breaks from names
+    return md_text(s)  # no raw HTML, links, emphasis or table breaks from names
 
 
 def md_table(head: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(_md_cell(h) for h in head) + " |",
-           "|" + "---|" * len(head)]
+    out = ["| " + " | ".join(_md_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
 
@@ -170,23 +225,43 @@ def md_table(head: list[str], rows: list[list[str]]) -> str:
 def to_markdown(doc: dict[str, Any]) -> str:
     head, rows = main_rows(doc)
     c = doc["carbon"]
-    lines = [f"# greenllm report: {_md_cell(str(doc.get('recipe')))}", "",
-             f"Model: {_md_cell(str((doc.get('model') or {}).get('id')))} · run "
-             f"{doc['run']['id']} ({doc['run']['status']}) · grid "
-             f"{c['intensity_g_per_kwh']:.0f} gCO2e/kWh, PUE {c['pue']:.2f}", "",
-             "## Results", "", md_table(head, rows), "",
-             "Δ are relative to `baseline`; ± are 95 % confidence half-widths propagated from "
-             "the repeats (energy, latency) or combined standard errors (accuracy, pp). "
-             "\"not greener\" = energy per token not lower within its CI.", ""]
+    lines = [
+        f"# greenllm report: {_md_cell(str(doc.get('recipe')))}",
+        "",
+        f"Model: {_md_cell(str((doc.get('model') or {}).get('id')))} · run "
+        f"{doc['run']['id']} ({doc['run']['status']}) · grid "
+        f"{c['intensity_g_per_kwh']:.0f} gCO2e/kWh, PUE {c['pue']:.2f}",
+        "",
+        "## Results",
+        "",
+        md_table(head, rows),
+        "",
+        "Δ are relative to `baseline`; ± are 95 % confidence half-widths propagated from "
+        "the repeats (energy, latency) or combined standard errors (accuracy, pp). "
+        '"not greener" = energy per token not lower within its CI.',
+        "",
+    ]
     if doc.get("pareto"):
-        lines += [f"Pareto frontier ({doc.get('quality_metric')} vs energy per token): "
-                  + ", ".join(_md_cell(n) for n in doc["pareto"]), ""]
-    lines += ["## Carbon", "", md_text(doc["carbon_statement"]), "", "## Methodology", "",
-              md_text(doc["methodology"]), ""]
+        lines += [
+            f"Pareto frontier ({doc.get('quality_metric')} vs energy per token): "
+            + ", ".join(_md_cell(n) for n in doc["pareto"]),
+            "",
+        ]
+    lines += [
+        "## Carbon",
+        "",
+        md_text(doc["carbon_statement"]),
+        "",
+        "## Methodology",
+        "",
+        md_text(doc["methodology"]),
+        "",
+    ]
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- LaTeX
+
 
 def tex(s: Any) -> str:
     return tex_text(s)
@@ -194,74 +269,146 @@ def tex(s: Any) -> str:
 
 def to_latex(doc: dict[str, Any]) -> str:
     labels = eval_labels(doc)
-    head = ["Variant", "Size (MiB)", "mJ/token", r"$\Delta$ E/token", r"$\Delta$ latency",
-            "Tokens/Wh"] + [tex(x) for x in labels] + ["Payback", r"gCO$_2$e/1k"]
-    lines = [r"% greenllm report; needs \usepackage{booktabs}",
-             r"\begin{table}[t]", r"\centering", r"\small",
-             r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
-             " & ".join(head) + r" \\", r"\midrule"]
+    head = (
+        ["Variant", "Size (MiB)", "mJ/token", r"$\Delta$ E/token", r"$\Delta$ latency", "Tokens/Wh"]
+        + [tex(x) for x in labels]
+        + ["Payback", r"gCO$_2$e/1k"]
+    )
+    lines = [
+        r"% greenllm report; needs \usepackage{booktabs}",
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}",
+        r"\toprule",
+        " & ".join(head) + r" \\",
+        r"\midrule",
+    ]
     for v in doc["variants"]:
         is_base = v["name"] == "baseline"
         size, ept = _b(v, "size_bytes"), _b(v, "energy_per_token_j")
-        cells = [tex(v["name"]) + ("" if not v.get("not_greener") or is_base else r"$^\dagger$"),
-                 tex(num(None if size is None else size / BYTES_PER_MIB)),
-                 tex(num(None if ept is None else ept * MJ_PER_J)),
-                 tex(DASH if is_base else pct(_d(v, "energy_per_token_pct"),
-                                             _d(v, "energy_per_token_pct_ci95"))),
-                 tex(DASH if is_base else pct(_d(v, "latency_pct"))),
-                 tex(num(v.get("tokens_per_wh")))]
+        cells = [
+            tex(v["name"]) + ("" if not v.get("not_greener") or is_base else r"$^\dagger$"),
+            tex(num(None if size is None else size / BYTES_PER_MIB)),
+            tex(num(None if ept is None else ept * MJ_PER_J)),
+            tex(
+                DASH
+                if is_base
+                else pct(_d(v, "energy_per_token_pct"), _d(v, "energy_per_token_pct_ci95"))
+            ),
+            tex(DASH if is_base else pct(_d(v, "latency_pct"))),
+            tex(num(v.get("tokens_per_wh"))),
+        ]
         cells += [tex(_quality_cell(v, i)) for i in range(len(labels))]
         cells += [tex(payback(v)), tex(num(v.get("emissions_g_per_1000_inferences")))]
         lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}",
-              r"\caption{" + tex(f"{doc.get('recipe')}: energy, latency and quality versus the "
-                                 "uncompressed baseline. ± are 95 % confidence half-widths; "
-                                 "accuracy deltas in percentage points. ") +
-              r"$^\dagger$ compressed but not greener (energy per token not lower within its "
-              r"CI).}", r"\label{tab:greenllm-" + tex_label(doc.get("recipe")) + "}",
-              r"\end{table}", "",
-              r"\paragraph{Methodology.} " + tex(doc["methodology"]), "",
-              r"\paragraph{Carbon.} " + tex(doc["carbon_statement"]), ""]
+    lines += [
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\caption{"
+        + tex(
+            f"{doc.get('recipe')}: energy, latency and quality versus the "
+            "uncompressed baseline. ± are 95 % confidence half-widths; "
+            "accuracy deltas in percentage points. "
+        )
+        + r"$^\dagger$ compressed but not greener (energy per token not lower within its "
+        r"CI).}",
+        r"\label{tab:greenllm-" + tex_label(doc.get("recipe")) + "}",
+        r"\end{table}",
+        "",
+        r"\paragraph{Methodology.} " + tex(doc["methodology"]),
+        "",
+        r"\paragraph{Carbon.} " + tex(doc["carbon_statement"]),
+        "",
+    ]
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- CSV
 
+
 def to_csv(doc: dict[str, Any]) -> str:
     labels = eval_labels(doc)
-    bench_keys = ["size_bytes", "energy_per_token_j", "energy_per_token_j_ci95",
-                  "energy_per_request_j", "energy_per_request_j_ci95", "e2e_latency_s",
-                  "e2e_latency_s_ci95", "ttft_s", "decode_tokens_per_s", "tokens_per_wh",
-                  "edp_js", "peak_memory_bytes"]
-    delta_keys = ["energy_per_token_pct", "energy_per_token_pct_ci95", "energy_per_request_pct",
-                  "energy_per_request_pct_ci95", "latency_pct", "size_pct"]
-    head = ["variant", "steps"] + bench_keys + [f"delta_{k}" for k in delta_keys] + \
-        ["compression_energy_j", "compression_duration_s", "compression_emissions_g",
-         "emissions_g_per_1000_inferences", "payback_inferences", "not_greener", "pareto",
-         "meter", "estimated", "complete"]
+    bench_keys = [
+        "size_bytes",
+        "energy_per_token_j",
+        "energy_per_token_j_ci95",
+        "energy_per_request_j",
+        "energy_per_request_j_ci95",
+        "e2e_latency_s",
+        "e2e_latency_s_ci95",
+        "ttft_s",
+        "decode_tokens_per_s",
+        "tokens_per_wh",
+        "edp_js",
+        "peak_memory_bytes",
+    ]
+    delta_keys = [
+        "energy_per_token_pct",
+        "energy_per_token_pct_ci95",
+        "energy_per_request_pct",
+        "energy_per_request_pct_ci95",
+        "latency_pct",
+        "size_pct",
+    ]
+    head = (
+        ["variant", "steps"]
+        + bench_keys
+        + [f"delta_{k}" for k in delta_keys]
+        + [
+            "compression_energy_j",
+            "compression_duration_s",
+            "compression_emissions_g",
+            "emissions_g_per_1000_inferences",
+            "payback_inferences",
+            "not_greener",
+            "pareto",
+            "meter",
+            "estimated",
+            "complete",
+        ]
+    )
     for lab in labels:
-        head += [f"{lab}_metric", f"{lab}_value", f"{lab}_stderr", f"{lab}_delta_pp",
-                 f"{lab}_delta_pct"]
+        head += [
+            f"{lab}_metric",
+            f"{lab}_value",
+            f"{lab}_stderr",
+            f"{lab}_delta_pp",
+            f"{lab}_delta_pct",
+        ]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(head)
     from .analysis import primary_metric
+
     for v in doc["variants"]:
         b = v.get("bench") or {}
         row = [v["name"], step_summary(v.get("definition") or [])]
         row += [b.get(k) for k in bench_keys] + [_d(v, k) for k in delta_keys]
-        row += [v.get("compression_energy_j"), v.get("compression_duration_s"),
-                v.get("compression_emissions_g"), v.get("emissions_g_per_1000_inferences"),
-                v.get("payback_inferences"), v.get("not_greener"), v.get("pareto"),
-                b.get("meter"), b.get("estimated"), v.get("complete")]
+        row += [
+            v.get("compression_energy_j"),
+            v.get("compression_duration_s"),
+            v.get("compression_emissions_g"),
+            v.get("emissions_g_per_1000_inferences"),
+            v.get("payback_inferences"),
+            v.get("not_greener"),
+            v.get("pareto"),
+            b.get("meter"),
+            b.get("estimated"),
+            v.get("complete"),
+        ]
         deltas = (v.get("deltas") or {}).get("evals") or []
         for i in range(len(labels)):
             e = v["evals"][i] if i < len(v["evals"]) else None
             pm = primary_metric(e) if e else None
             d = deltas[i] if i < len(deltas) else None
-            row += [pm[0] if pm else None, e.get(pm[0]) if pm else None,
-                    e.get(f"{pm[0]}_stderr") if pm else None,
-                    (d or {}).get("delta_pp"), (d or {}).get("delta_pct")]
+            row += [
+                pm[0] if pm else None,
+                e.get(pm[0]) if pm else None,
+                e.get(f"{pm[0]}_stderr") if pm else None,
+                (d or {}).get("delta_pp"),
+                (d or {}).get("delta_pct"),
+            ]
         w.writerow(["" if x is None else x for x in row])
     return buf.getvalue()
 
@@ -272,13 +419,14 @@ def _windows(doc: dict[str, Any]) -> list[tuple[str, float, float, float | None]
     for v in doc["variants"]:
         for i, s in enumerate(v.get("steps") or []):
             if s.get("energy_j") is not None:
-                out.append((f"{v['name']}/step{i}:{s['step']}", s["duration_s"], s["energy_j"],
-                            None))
+                out.append(
+                    (f"{v['name']}/step{i}:{s['step']}", s["duration_s"], s["energy_j"], None)
+                )
         windows = v.get("bench_windows")
-        if windows is None:                       # a results.json from before bench_windows
+        if windows is None:  # a results.json from before bench_windows
             w = v.get("bench_window")
             windows = [dict(w, repeat=None)] if w and w.get("energy_j") is not None else []
-        for w in windows:                         # every measured repeat, not only the last
+        for w in windows:  # every measured repeat, not only the last
             label = f"{v['name']}/bench" + (f"/repeat{w['repeat']}" if w.get("repeat") else "")
             out.append((label, w.get("duration_s") or 0.0, w["energy_j"], None))
     return out
@@ -290,18 +438,37 @@ def emissions_csv(doc: dict[str, Any]) -> str:
     from .. import carbon
 
     c = doc["carbon"]
-    intensity = carbon.Intensity(c["intensity_g_per_kwh"], c.get("source") or "user",
-                                 c.get("year"), c.get("region"), c.get("country_name"))
+    intensity = carbon.Intensity(
+        c["intensity_g_per_kwh"],
+        c.get("source") or "user",
+        c.get("year"),
+        c.get("region"),
+        c.get("country_name"),
+    )
     hw = (doc.get("environment") or {}).get("hardware") or {}
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(carbon.EMISSIONS_CSV_COLUMNS), lineterminator="\n",
-                       extrasaction="ignore")
+    w = csv.DictWriter(
+        buf,
+        fieldnames=list(carbon.EMISSIONS_CSV_COLUMNS),
+        lineterminator="\n",
+        extrasaction="ignore",
+    )
     w.writeheader()
     for label, dur, energy_j, _ in _windows(doc):
-        extra = {"cpu_count": hw.get("cpu_count") or "",
-                 "ram_total_size": (hw.get("memory_bytes") or 0) / 1024 ** 3 or ""}
-        w.writerow(carbon.emissions_row(energy_j, dur, intensity, c["pue"],
-                                        project_name=str(doc.get("recipe")),
-                                        run_id=str(doc["run"]["id"]), experiment_id=label,
-                                        extra=extra))
+        extra = {
+            "cpu_count": hw.get("cpu_count") or "",
+            "ram_total_size": (hw.get("memory_bytes") or 0) / 1024**3 or "",
+        }
+        w.writerow(
+            carbon.emissions_row(
+                energy_j,
+                dur,
+                intensity,
+                c["pue"],
+                project_name=str(doc.get("recipe")),
+                run_id=str(doc["run"]["id"]),
+                experiment_id=label,
+                extra=extra,
+            )
+        )
     return buf.getvalue()

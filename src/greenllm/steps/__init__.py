@@ -5,9 +5,17 @@ YAML, the CLI, Python and the docs. Step modules never import torch at module le
 validate on a machine without torch) and never import meters or control: the runner measures
 them. ``compress()`` applies a list of steps in order.
 """
+
 from __future__ import annotations
 
 from .base import STEPS, StepContext, StepSpec, apply_step, compress, parse_step, parse_steps
 
-__all__ = ["STEPS", "StepContext", "StepSpec", "apply_step", "compress", "parse_step",
-           "parse_steps"]
+__all__ = [
+    "STEPS",
+    "StepContext",
+    "StepSpec",
+    "apply_step",
+    "compress",
+    "parse_step",
+    "parse_steps",
+]

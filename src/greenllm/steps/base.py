@@ -5,12 +5,14 @@ A ``StepSpec`` names a config dataclass and ``apply(model, cfg, ctx) -> (model, 
 size before/after, and recording the step in ``model._greenllm["steps"]`` (used by save()).
 A handler that fails on user input raises GreenLLMError before touching the model.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..config import ConfigError, parse_config, to_dict
 from ..registry import Registry
@@ -22,8 +24,8 @@ class StepContext:
     """What a step may need besides the model. Everything is optional."""
 
     tokenizer: Any = None
-    calibration: Any = None        # path to a text file, list of strings, or datasets dataset
-    teacher: Any = None            # e.g. the baseline model, for distillation
+    calibration: Any = None  # path to a text file, list of strings, or datasets dataset
+    teacher: Any = None  # e.g. the baseline model, for distillation
     device: str = "cpu"
     seed: int = 0
     progress: bool = False
@@ -38,13 +40,17 @@ class StepSpec:
     summary: str = ""
 
 
-STEPS: Registry[StepSpec] = Registry("step", {
-    "quantize": "greenllm.steps.quantize:SPEC",
-    "prune": "greenllm.steps.prune:SPEC",
-    "distill": "greenllm.steps.distill:SPEC",
-    "lora": "greenllm.steps.lora:SPEC",
-    "train": "greenllm.steps.train:SPEC",
-})
+STEPS: Registry[StepSpec] = Registry(
+    "step",
+    {
+        "quantize": "greenllm.steps.quantize:SPEC",
+        "prune": "greenllm.steps.prune:SPEC",
+        "distill": "greenllm.steps.distill:SPEC",
+        "lora": "greenllm.steps.lora:SPEC",
+        "train": "greenllm.steps.train:SPEC",
+    },
+)
+
 
 def step_key(cfg: Any) -> str | None:
     """The ``STEPS`` key whose config class is exactly ``type(cfg)`` (None for other objects).
@@ -63,6 +69,7 @@ def parse_step(entry: Any, path: str = "step") -> tuple[str, Any]:
     ``'prune:method=wanda,sparsity=0.5'`` -> ``(key, config)``; every form builds the same
     config object (strict, validated)."""
     from ..config import parse_kv_spec
+
     if isinstance(entry, str):
         entry = parse_kv_spec(entry)
     key = step_key(entry)
@@ -71,12 +78,14 @@ def parse_step(entry: Any, path: str = "step") -> tuple[str, Any]:
     if isinstance(entry, tuple) and len(entry) == 2:
         key, body = entry
     elif isinstance(entry, dict) and len(entry) == 1:
-        (key, body), = entry.items()
+        ((key, body),) = entry.items()
     else:
         known = ", ".join(f"greenllm.{n.capitalize()}" for n in STEPS.names())
-        raise ConfigError(f"{path}: a step is a config object ({known}), a mapping with "
-                          f"exactly one key such as {{prune: {{method: wanda}}}}, or a string "
-                          f"such as 'prune:method=wanda'; got {entry!r}")
+        raise ConfigError(
+            f"{path}: a step is a config object ({known}), a mapping with "
+            f"exactly one key such as {{prune: {{method: wanda}}}}, or a string "
+            f"such as 'prune:method=wanda'; got {entry!r}"
+        )
     key = str(key)
     STEPS.check(key)  # did-you-mean on unknown step names
     spec = STEPS.get(key)
@@ -84,8 +93,10 @@ def parse_step(entry: Any, path: str = "step") -> tuple[str, Any]:
         return key, body
     other = step_key(body)
     if other is not None:
-        raise ConfigError(f"{path}: step {key!r} got a {type(body).__name__}, which is the "
-                          f"config of step {other!r}")
+        raise ConfigError(
+            f"{path}: step {key!r} got a {type(body).__name__}, which is the "
+            f"config of step {other!r}"
+        )
     return key, parse_config(spec.config_cls, body, f"{path}.{key}")
 
 
@@ -112,13 +123,28 @@ def apply_step(model, key: str, cfg: Any, ctx: StepContext | None = None):
     after = model_size_bytes(model)
     cfg_dict = to_dict(cfg)
     model_meta(model)["steps"].append({"step": key, "config": cfg_dict, "stats": stats})
-    return model, StepResult(step=key, method=str(getattr(cfg, "method", key)), config=cfg_dict,
-                             duration_s=duration, size_bytes_before=before,
-                             size_bytes_after=after, stats=stats)
+    return model, StepResult(
+        step=key,
+        method=str(getattr(cfg, "method", key)),
+        config=cfg_dict,
+        duration_s=duration,
+        size_bytes_before=before,
+        size_bytes_after=after,
+        stats=stats,
+    )
 
 
-def compress(model, steps, *, tokenizer=None, calibration=None, teacher=None,
-             device: str = "cpu", seed: int = 0, progress: bool = False):
+def compress(
+    model,
+    steps,
+    *,
+    tokenizer=None,
+    calibration=None,
+    teacher=None,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: bool = False,
+):
     """Apply ``steps`` in order; returns ``(model, [StepResult, ...])``.
 
     Each entry is a typed config, whose type selects the step (``greenllm.Prune(method=
@@ -131,8 +157,14 @@ def compress(model, steps, *, tokenizer=None, calibration=None, teacher=None,
     if isinstance(steps, (str, dict, tuple)) or step_key(steps) is not None:
         steps = [steps]
     parsed = parse_steps(steps)
-    ctx = StepContext(tokenizer=tokenizer, calibration=calibration, teacher=teacher,
-                      device=device, seed=seed, progress=progress)
+    ctx = StepContext(
+        tokenizer=tokenizer,
+        calibration=calibration,
+        teacher=teacher,
+        device=device,
+        seed=seed,
+        progress=progress,
+    )
     results = []
     for key, cfg in parsed:
         model, res = apply_step(model, key, cfg, ctx)

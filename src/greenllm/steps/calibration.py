@@ -12,6 +12,7 @@ and draws ``samples`` windows of ``seq_len`` tokens at seeded random offsets, as
 SparseGPT papers do with C4. Missing files and empty or too-short data raise ``DataError``
 naming the source and the fix. torch is imported inside functions only.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 from ..errors import DataError
 
-CHUNK_CHARS = 4000          # characters per tokenizer call (split at newlines)
+CHUNK_CHARS = 4000  # characters per tokenizer call (split at newlines)
 CHARS_PER_TOKEN_BUDGET = 8  # rows drawn from a dataset/list: ~8 chars per needed token
 
 
@@ -35,18 +36,24 @@ def _read_file(path: Path) -> str:
     try:
         exists = path.exists()
     except OSError:  # e.g. a whole text passed where a path belongs: name too long
-        raise DataError(f"calibration: {str(path)[:40]!r}... is not a readable file path; "
-                        "to calibrate on text itself pass a list of strings") from None
+        raise DataError(
+            f"calibration: {str(path)[:40]!r}... is not a readable file path; "
+            "to calibrate on text itself pass a list of strings"
+        ) from None
     if not exists:
-        raise DataError(f"calibration file {str(path)!r} does not exist; give a UTF-8 text "
-                        "file, a list of strings or a datasets dataset")
+        raise DataError(
+            f"calibration file {str(path)!r} does not exist; give a UTF-8 text "
+            "file, a list of strings or a datasets dataset"
+        )
     if not path.is_file():
         raise DataError(f"calibration file {str(path)!r} is not a regular file")
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"calibration file {str(path)!r} is not UTF-8 text "
-                        f"(byte {exc.start}); convert it to UTF-8") from None
+        raise DataError(
+            f"calibration file {str(path)!r} is not UTF-8 text "
+            f"(byte {exc.start}); convert it to UTF-8"
+        ) from None
 
 
 def _dataset_texts(ds: Any, budget_chars: int, seed: int) -> list[str]:
@@ -61,7 +68,7 @@ def _dataset_texts(ds: Any, budget_chars: int, seed: int) -> list[str]:
     texts, total = [], 0
     # Take rows in seeded random order until the character budget is met.
     for start in range(0, n, 256):
-        rows = sorted(order[start:start + 256])
+        rows = sorted(order[start : start + 256])
         for t in ds.select(rows)[col] if hasattr(ds, "select") else [ds[i][col] for i in rows]:
             if isinstance(t, str) and t.strip():
                 texts.append(t)
@@ -76,8 +83,10 @@ def load_texts(source: Any, *, budget_chars: int = 1 << 62, seed: int = 0) -> li
     import random
 
     if source is None:
-        raise DataError("calibration: no calibration data given; pass calibration= a text "
-                        "file, a list of strings or a datasets dataset (CLI: --calibration FILE)")
+        raise DataError(
+            "calibration: no calibration data given; pass calibration= a text "
+            "file, a list of strings or a datasets dataset (CLI: --calibration FILE)"
+        )
     from ..builtin_data import is_dataset, text_source
 
     if isinstance(source, (str, Path, list, tuple)) or is_dataset(source):
@@ -90,12 +99,14 @@ def load_texts(source: Any, *, budget_chars: int = 1 << 62, seed: int = 0) -> li
     if isinstance(source, (list, tuple)):
         bad = [i for i, t in enumerate(source) if not isinstance(t, str)]
         if bad:
-            raise DataError(f"calibration list item {bad[0]} is a "
-                            f"{type(source[bad[0]]).__name__}, not a string")
+            raise DataError(
+                f"calibration list item {bad[0]} is a {type(source[bad[0]]).__name__}, not a string"
+            )
         docs = [t for t in source if t.strip()]
         if not docs:
-            raise DataError("calibration list is empty (or only blank strings); give at least "
-                            "one text")
+            raise DataError(
+                "calibration list is empty (or only blank strings); give at least one text"
+            )
         order = list(range(len(docs)))
         random.Random(seed).shuffle(order)
         out, total = [], 0
@@ -110,8 +121,10 @@ def load_texts(source: Any, *, budget_chars: int = 1 << 62, seed: int = 0) -> li
         if not texts:
             raise DataError("calibration dataset is empty (no non-blank text rows)")
         return texts
-    raise DataError(f"calibration: unsupported source type {type(source).__name__}; give a "
-                    "text file path, a list of strings or a datasets dataset")
+    raise DataError(
+        f"calibration: unsupported source type {type(source).__name__}; give a "
+        "text file path, a list of strings or a datasets dataset"
+    )
 
 
 def _chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
@@ -131,8 +144,10 @@ def _chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
 def tokenize_texts(texts: list[str], tokenizer) -> list[int]:
     """Token ids of the documents, joined by the EOS token where the tokenizer has one."""
     if tokenizer is None:
-        raise DataError("calibration: a tokenizer is needed to turn calibration text into "
-                        "tokens; pass tokenizer= to compress()")
+        raise DataError(
+            "calibration: a tokenizer is needed to turn calibration text into "
+            "tokens; pass tokenizer= to compress()"
+        )
     sep = getattr(tokenizer, "eos_token_id", None)
     ids: list[int] = []
     for d, doc in enumerate(texts):
@@ -155,13 +170,14 @@ def calibration_batches(source: Any, tokenizer, *, samples: int, seq_len: int, s
 
     if samples < 1 or seq_len < 1:
         raise DataError(f"calibration: samples ({samples}) and seq_len ({seq_len}) must be >= 1")
-    texts = load_texts(source, budget_chars=CHARS_PER_TOKEN_BUDGET * samples * seq_len,
-                       seed=seed)
+    texts = load_texts(source, budget_chars=CHARS_PER_TOKEN_BUDGET * samples * seq_len, seed=seed)
     ids = tokenize_texts(texts, tokenizer)
     if len(ids) < seq_len:
-        raise DataError(f"calibration data {describe_source(source)!r} has {len(ids)} tokens, "
-                        f"fewer than calibration.seq_len={seq_len}; give more text or lower "
-                        "calibration.seq_len")
+        raise DataError(
+            f"calibration data {describe_source(source)!r} has {len(ids)} tokens, "
+            f"fewer than calibration.seq_len={seq_len}; give more text or lower "
+            "calibration.seq_len"
+        )
     stream = torch.tensor(ids, dtype=torch.long)
     gen = torch.Generator().manual_seed(int(seed))
     starts = torch.randint(0, len(ids) - seq_len + 1, (samples,), generator=gen)

@@ -1,6 +1,7 @@
 """Training data for the train, distill and lora steps: sources -> token batches.
 
-A source is a plain-text file, a SQuAD-style JSON file (``{"data": [{"paragraphs": [...]}]}``), ``builtin:NAME``
+A source is a plain-text file, a SQuAD-style JSON file (``{"data": [{"paragraphs": [...]}]}``),
+``builtin:NAME``
 (the samples shipped in ``greenllm/data``, e.g. ``builtin:wiki-sample``, ``builtin:squad-sample``),
 an instruction JSONL file (one ``{"instruction", "input"?, "output"}`` or ``{"prompt",
 "response"}`` object per line), a list of strings, or a ``datasets`` dataset with a ``text``
@@ -16,13 +17,15 @@ A batch is a dict of tensors ``input_ids``, ``attention_mask`` and ``labels`` (-
 loss is taken), the shape every Hugging Face causal LM accepts. torch is imported inside
 functions only.
 """
+
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..errors import ConfigError, DataError
 
@@ -57,12 +60,17 @@ def _read_squad(path: Path, obj: Any) -> list[Example]:
                     answers = qa.get("answers") or []
                     if not answers:
                         continue  # SQuAD 2.0 unanswerable questions carry no target
-                    out.append(Example(
-                        prompt=f"Context: {ctx}\nQuestion: {qa['question'].strip()}\nAnswer:",
-                        target=" " + answers[0]["text"].strip()))
+                    out.append(
+                        Example(
+                            prompt=f"Context: {ctx}\nQuestion: {qa['question'].strip()}\nAnswer:",
+                            target=" " + answers[0]["text"].strip(),
+                        )
+                    )
     except (KeyError, TypeError) as exc:
-        raise DataError(f"{path}: not SQuAD-style JSON (missing {exc}); expected "
-                        '{"data": [{"paragraphs": [{"context", "qas": [...]}]}]}') from None
+        raise DataError(
+            f"{path}: not SQuAD-style JSON (missing {exc}); expected "
+            '{"data": [{"paragraphs": [{"context", "qas": [...]}]}]}'
+        ) from None
     if not out:
         raise DataError(f"{path}: no answerable questions found")
     return out
@@ -80,8 +88,10 @@ def _instruction_example(row: Any, where: str) -> Example:
     instr = row.get("instruction", row.get("prompt"))
     out = row.get("output", row.get("response", row.get("completion")))
     if instr is None or out is None:
-        raise DataError(f"{where}: an instruction row needs 'instruction' (or 'prompt') and "
-                        f"'output' (or 'response'); got keys {sorted(row)}")
+        raise DataError(
+            f"{where}: an instruction row needs 'instruction' (or 'prompt') and "
+            f"'output' (or 'response'); got keys {sorted(row)}"
+        )
     extra = row.get("input")
     prompt = f"Instruction: {instr}\n" + (f"Input: {extra}\n" if extra else "") + "Response:"
     return Example(prompt, " " + str(out))
@@ -108,8 +118,10 @@ def load_source(source: Any, task: str = "lm", *, field: str = "data") -> list[A
     if task not in TASKS:
         raise ConfigError(f"task: {task!r} is not one of {', '.join(TASKS)}")
     if source is None:
-        raise ConfigError(f"{field}: no training data; give a text file, a SQuAD-style JSON "
-                          "file, an instruction JSONL file or a list of strings")
+        raise ConfigError(
+            f"{field}: no training data; give a text file, a SQuAD-style JSON "
+            "file, an instruction JSONL file or a list of strings"
+        )
     from ..builtin_data import dataset_text_column, is_dataset, text_source
 
     if isinstance(source, (str, Path, list, tuple)) or is_dataset(source):
@@ -151,8 +163,10 @@ def load_source(source: Any, task: str = "lm", *, field: str = "data") -> list[A
         col = dataset_text_column(source, field)
         items = [t for t in source[col] if t and t.strip()]
     else:
-        raise ConfigError(f"{field}: expected a file path, a list of strings or a datasets "
-                          f"dataset, got {type(source).__name__}")
+        raise ConfigError(
+            f"{field}: expected a file path, a list of strings or a datasets "
+            f"dataset, got {type(source).__name__}"
+        )
     # text for lm; examples for qa / instruct (plain strings become whole-sequence targets)
     if task == "lm":
         return [x if isinstance(x, str) else x.prompt + x.target for x in items]
@@ -179,8 +193,10 @@ def lm_blocks(tokenizer, texts: Sequence[str], seq_len: int, *, max_blocks: int 
     if max_blocks is not None:
         n = min(n, max_blocks)
     if n == 0:
-        raise DataError(f"data: only {len(ids)} tokens, fewer than one block of seq_len="
-                        f"{seq_len}; give more text or lower seq_len")
+        raise DataError(
+            f"data: only {len(ids)} tokens, fewer than one block of seq_len="
+            f"{seq_len}; give more text or lower seq_len"
+        )
     t = torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
     return list(t.unbind(0))
 
@@ -197,7 +213,7 @@ def encode_examples(tokenizer, examples: Sequence[Example], seq_len: int):
         if eos is not None:
             t = t + [eos]
         t = t[:seq_len]
-        p = p[max(0, len(p) - (seq_len - len(t))):] if seq_len > len(t) else []
+        p = p[max(0, len(p) - (seq_len - len(t))) :] if seq_len > len(t) else []
         ids = p + t
         labels = [IGNORE_INDEX] * len(p) + t
         if len(ids) >= 2:
@@ -234,8 +250,10 @@ def split_eval(items: Sequence[Any], eval_fraction: float, seed: int) -> tuple[l
     if eval_fraction <= 0:
         return items, []
     if len(items) < 2:
-        raise DataError(f"data: {len(items)} example(s) cannot be split into train and held-out "
-                        "sets; give more data or set eval_fraction: 0")
+        raise DataError(
+            f"data: {len(items)} example(s) cannot be split into train and held-out "
+            "sets; give more data or set eval_fraction: 0"
+        )
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
     n_eval = min(len(items) - 1, max(1, round(len(items) * eval_fraction)))
@@ -246,28 +264,42 @@ def split_eval(items: Sequence[Any], eval_fraction: float, seed: int) -> tuple[l
 
 def batch(items: Sequence[Any], batch_size: int) -> Iterable[list]:
     for i in range(0, len(items), batch_size):
-        yield list(items[i: i + batch_size])
+        yield list(items[i : i + batch_size])
 
 
-def build_batches(tokenizer, source: Any, *, task: str = "lm", seq_len: int = 256,
-                  batch_size: int = 8, eval_fraction: float = 0.0, seed: int = 0,
-                  max_examples: int | None = None) -> tuple[list[dict], list[dict]]:
+def build_batches(
+    tokenizer,
+    source: Any,
+    *,
+    task: str = "lm",
+    seq_len: int = 256,
+    batch_size: int = 8,
+    eval_fraction: float = 0.0,
+    seed: int = 0,
+    max_examples: int | None = None,
+) -> tuple[list[dict], list[dict]]:
     """``source`` -> ``(train_batches, eval_batches)``: lists of batch dicts (seeded split)."""
     if tokenizer is None:
-        raise ConfigError("tokenizer: the training steps need the model's tokenizer "
-                          "(pass tokenizer= to compress(), or load the model with load_model)")
+        raise ConfigError(
+            "tokenizer: the training steps need the model's tokenizer "
+            "(pass tokenizer= to compress(), or load the model with load_model)"
+        )
     if batch_size < 1:
         raise ConfigError(f"batch_size: {batch_size} must be >= 1")
     items = load_source(source, task)
     if task == "lm":
         units = lm_blocks(tokenizer, items, seq_len, max_blocks=max_examples)
         train, held = split_eval(units, eval_fraction, seed)
-        return ([collate_blocks(b) for b in batch(train, batch_size)],
-                [collate_blocks(b) for b in batch(held, batch_size)])
+        return (
+            [collate_blocks(b) for b in batch(train, batch_size)],
+            [collate_blocks(b) for b in batch(held, batch_size)],
+        )
     if max_examples is not None:
         items = items[:max_examples]
     pairs = encode_examples(tokenizer, items, seq_len)
     train, held = split_eval(pairs, eval_fraction, seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return ([collate_pairs(b, pad) for b in batch(train, batch_size)],
-            [collate_pairs(b, pad) for b in batch(held, batch_size)])
+    return (
+        [collate_pairs(b, pad) for b in batch(train, batch_size)],
+        [collate_pairs(b, pad) for b in batch(held, batch_size)],
+    )

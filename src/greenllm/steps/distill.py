@@ -18,6 +18,7 @@ layer i and teacher layer map[i] (the decoder layers' own outputs on both sides,
 final norm); by default the layers the student kept. Training runs in
 the shared loop of ``steps/train.py``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -46,8 +47,9 @@ class StudentConfig(Config):
     def validate(self) -> None:
         given = [n for n in ("keep_every", "layers", "path") if getattr(self, n) is not None]
         if len(given) > 1:
-            raise ConfigError(f"{given[1]}: give one of keep_every, layers or path, not "
-                              f"{' and '.join(given)}")
+            raise ConfigError(
+                f"{given[1]}: give one of keep_every, layers or path, not {' and '.join(given)}"
+            )
         if self.keep_every is not None and self.keep_every < 1:
             raise ConfigError(f"keep_every: {self.keep_every} must be >= 1")
         if self.layers is not None:
@@ -72,31 +74,39 @@ class DistillConfig(TrainingStepConfig):
     alpha_kl: float = 1.0
     alpha_ce: float = 0.0
     alpha_hidden: float = 0.0
-    hidden_layer_map: list[list[int]] | None = None   # [[student_layer, teacher_layer], ...]
+    hidden_layer_map: list[list[int]] | None = None  # [[student_layer, teacher_layer], ...]
     lr: float = 1e-4
-    targets: list[str] = field(default_factory=list)   # student modules that train; []: all
-    ignore: list[str] = field(default_factory=list)    # student modules kept frozen
+    targets: list[str] = field(default_factory=list)  # student modules that train; []: all
+    ignore: list[str] = field(default_factory=list)  # student modules kept frozen
 
     def validate(self) -> None:
         TrainingStepConfig.validate(self)
         check_patterns(self)
         if self.method != "kd":
             from ..registry import did_you_mean
+
             hint = did_you_mean(self.method, ["kd"])
-            raise ConfigError(f"method: unknown distill method {self.method!r}"
-                              + (f"; did you mean {hint!r}?" if hint else "") + " (known: kd)")
+            raise ConfigError(
+                f"method: unknown distill method {self.method!r}"
+                + (f"; did you mean {hint!r}?" if hint else "")
+                + " (known: kd)"
+            )
         if not self.temperature > 0:
             raise ConfigError(f"temperature: {self.temperature} must be > 0")
         for n in ("alpha_kl", "alpha_ce", "alpha_hidden"):
             if getattr(self, n) < 0:
                 raise ConfigError(f"{n}: {getattr(self, n)} must be >= 0")
         if self.alpha_kl + self.alpha_ce + self.alpha_hidden == 0:
-            raise ConfigError("alpha_kl, alpha_ce, alpha_hidden: all are 0, so there is "
-                              "nothing to train on; set alpha_kl: 1.0")
+            raise ConfigError(
+                "alpha_kl, alpha_ce, alpha_hidden: all are 0, so there is "
+                "nothing to train on; set alpha_kl: 1.0"
+            )
         for i, pair in enumerate(self.hidden_layer_map or []):
             if len(pair) != 2 or min(pair) < 0:
-                raise ConfigError(f"hidden_layer_map[{i}]: expected [student_layer, "
-                                  f"teacher_layer] with indices >= 0, got {pair}")
+                raise ConfigError(
+                    f"hidden_layer_map[{i}]: expected [student_layer, "
+                    f"teacher_layer] with indices >= 0, got {pair}"
+                )
 
 
 # ----------------------------------------------------------------------------- students
@@ -109,8 +119,10 @@ def _layers_parent(model):
                 break
         if obj is not None and hasattr(obj, "__len__") and len(obj) > 0:
             return parent, path.split(".")[-1], obj
-    raise UnsupportedError(f"distill: cannot find the decoder layers of {type(model).__name__} "
-                           f"(looked for {', '.join(_LAYER_PATHS)}); give student: {{path: DIR}}")
+    raise UnsupportedError(
+        f"distill: cannot find the decoder layers of {type(model).__name__} "
+        f"(looked for {', '.join(_LAYER_PATHS)}); give student: {{path: DIR}}"
+    )
 
 
 def num_layers(model) -> int:
@@ -125,8 +137,10 @@ def kept_layers(n_layers: int, student: StudentConfig) -> list[int]:
         keep = sorted(student.layers or [])
         bad = [i for i in keep if i >= n_layers]
         if bad:
-            raise ConfigError(f"student.layers: {bad} out of range; the teacher has {n_layers} "
-                              f"layers (0..{n_layers - 1})")
+            raise ConfigError(
+                f"student.layers: {bad} out of range; the teacher has {n_layers} "
+                f"layers (0..{n_layers - 1})"
+            )
     return keep
 
 
@@ -151,6 +165,7 @@ def drop_layers(model, keep: list[int]):
     if isinstance(types, (list, tuple)) and len(types) == len(layers):
         cfg.layer_types = [types[i] for i in keep]
     from ..models import META_ATTR
+
     if hasattr(student, META_ATTR):
         setattr(student, META_ATTR, copy.deepcopy(getattr(model, META_ATTR)))
     return student
@@ -196,7 +211,9 @@ class _LayerOutputs:
         def make(i):
             def hook(_module, _args, output):
                 self.out[i] = output[0] if isinstance(output, (tuple, list)) else output
+
             return hook
+
         self.handles = [self.layers[i].register_forward_hook(make(i)) for i in self.indices]
         return self.out
 
@@ -235,7 +252,9 @@ def make_kd_loss(teacher, cfg: DistillConfig, hidden_map: list[list[int]] | None
         if cfg.alpha_ce > 0:
             loss = loss + cfg.alpha_ce * F.cross_entropy(
                 s_logits.float().reshape(-1, s_logits.shape[-1]),
-                labels[:, 1:].reshape(-1), ignore_index=-100)
+                labels[:, 1:].reshape(-1),
+                ignore_index=-100,
+            )
         if want_hidden:
             tok = (attn if attn is not None else torch.ones_like(ids)).bool()
             m = tok.unsqueeze(-1).to(torch.float32)
@@ -257,8 +276,13 @@ def _freeze_unselected(student, cfg: DistillConfig) -> list:
     """Freeze the student's parameters outside targets/ignore; returns those it froze."""
     if not cfg.targets and not cfg.ignore:
         return []
-    chosen = select_modules(student, cfg.targets, cfg.ignore, required="distill.targets",
-                            candidate=lambda _, m: any(True for _ in m.parameters(False)))
+    chosen = select_modules(
+        student,
+        cfg.targets,
+        cfg.ignore,
+        required="distill.targets",
+        candidate=lambda _, m: any(True for _ in m.parameters(False)),
+    )
     train = {id(p) for _, m in chosen for p in m.parameters(recurse=False)}
     frozen = [p for p in student.parameters() if p.requires_grad and id(p) not in train]
     for p in frozen:
@@ -271,56 +295,78 @@ def _resolve_teacher(model, cfg: DistillConfig, ctx: StepContext):
         return ctx.teacher, "context"
     if cfg.teacher is not None:
         from ..models import load_model
+
         teacher, _ = load_model(cfg.teacher)
         return teacher.to(device_of(model)), cfg.teacher
     if cfg.student is None or not cfg.student.drops_layers and cfg.student.path is None:
-        raise ConfigError("distill.teacher: the student is the incoming model, so a separate "
-                          "teacher is needed; give teacher: PATH, run it in a recipe (the "
-                          "baseline is the teacher) or set student: {keep_every: 2}")
+        raise ConfigError(
+            "distill.teacher: the student is the incoming model, so a separate "
+            "teacher is needed; give teacher: PATH, run it in a recipe (the "
+            "baseline is the teacher) or set student: {keep_every: 2}"
+        )
     return model, "incoming model"
 
 
 def _apply(model, cfg: DistillConfig, ctx: StepContext):
     from .data import build_batches
 
-    autocast_context(cfg.precision, device_of(model))   # fail before any work
+    autocast_context(cfg.precision, device_of(model))  # fail before any work
     teacher, teacher_src = _resolve_teacher(model, cfg, ctx)
     n_teacher = num_layers(teacher)
     keep = None
     st = cfg.student or StudentConfig()
     if st.drops_layers:
         keep = kept_layers(n_teacher, st)
-        student = drop_layers(teacher, keep)   # a copy: the teacher stays intact
+        student = drop_layers(teacher, keep)  # a copy: the teacher stays intact
     elif st.path is not None:
         from ..models import load_model
+
         student, _ = load_model(st.path)
         student = student.to(device_of(model))
     else:
         student = model
     if student is teacher:
-        raise ConfigError("distill: the student and the teacher are the same model; set "
-                          "student: {keep_every: 2} or give teacher: PATH")
+        raise ConfigError(
+            "distill: the student and the teacher are the same model; set "
+            "student: {keep_every: 2} or give teacher: PATH"
+        )
     n_student = num_layers(student)
     hidden_map = None
     if cfg.alpha_hidden > 0:
-        hidden_map = [list(p) for p in cfg.hidden_layer_map] if cfg.hidden_layer_map else \
-            default_hidden_map(keep, n_student, n_teacher)
+        hidden_map = (
+            [list(p) for p in cfg.hidden_layer_map]
+            if cfg.hidden_layer_map
+            else default_hidden_map(keep, n_student, n_teacher)
+        )
         for si, ti in hidden_map:
             if si >= n_student or ti >= n_teacher:
-                raise ConfigError(f"hidden_layer_map: [{si}, {ti}] out of range (student has "
-                                  f"{n_student} layers, teacher {n_teacher})")
+                raise ConfigError(
+                    f"hidden_layer_map: [{si}, {ti}] out of range (student has "
+                    f"{n_student} layers, teacher {n_teacher})"
+                )
         if teacher.config.hidden_size != student.config.hidden_size:
-            raise ConfigError("alpha_hidden: teacher and student hidden sizes differ "
-                              f"({teacher.config.hidden_size} vs {student.config.hidden_size}); "
-                              "set alpha_hidden: 0")
+            raise ConfigError(
+                "alpha_hidden: teacher and student hidden sizes differ "
+                f"({teacher.config.hidden_size} vs {student.config.hidden_size}); "
+                "set alpha_hidden: 0"
+            )
     if teacher.config.vocab_size != student.config.vocab_size:
-        raise ConfigError(f"distill: teacher vocabulary ({teacher.config.vocab_size}) and "
-                          f"student vocabulary ({student.config.vocab_size}) differ; KL needs "
-                          "the same tokenizer")
+        raise ConfigError(
+            f"distill: teacher vocabulary ({teacher.config.vocab_size}) and "
+            f"student vocabulary ({student.config.vocab_size}) differ; KL needs "
+            "the same tokenizer"
+        )
     source = cfg.data if cfg.data is not None else ctx.calibration
-    train_b, eval_b = build_batches(ctx.tokenizer, source, task=cfg.task, seq_len=cfg.seq_len,
-                                    batch_size=cfg.batch_size, eval_fraction=cfg.eval_fraction,
-                                    seed=cfg.seed, max_examples=cfg.max_examples)
+    train_b, eval_b = build_batches(
+        ctx.tokenizer,
+        source,
+        task=cfg.task,
+        seq_len=cfg.seq_len,
+        batch_size=cfg.batch_size,
+        eval_fraction=cfg.eval_fraction,
+        seed=cfg.seed,
+        max_examples=cfg.max_examples,
+    )
     was_training = teacher.training
     teacher.eval()
     requires = [p.requires_grad for p in teacher.parameters()]
@@ -329,8 +375,14 @@ def _apply(model, cfg: DistillConfig, ctx: StepContext):
         for p in teacher.parameters():
             p.requires_grad_(False)
     try:
-        report = train_loop(student, train_b, make_kd_loss(teacher, cfg, hidden_map),
-                            cfg.loop_config(), eval_b or None, ctx.extras.get("train_hooks"))
+        report = train_loop(
+            student,
+            train_b,
+            make_kd_loss(teacher, cfg, hidden_map),
+            cfg.loop_config(),
+            eval_b or None,
+            ctx.extras.get("train_hooks"),
+        )
     finally:
         for p, r in zip(teacher.parameters(), requires):
             p.requires_grad_(r)
@@ -338,16 +390,29 @@ def _apply(model, cfg: DistillConfig, ctx: StepContext):
             p.requires_grad_(True)
         teacher.train(was_training)
     from ..models import param_count
+
     stats: dict[str, Any] = report.to_dict()
-    stats.update(teacher=teacher_src, teacher_layers=n_teacher, student_layers=n_student,
-                 kept_layers=keep, teacher_params=param_count(teacher),
-                 student_params=param_count(student), temperature=cfg.temperature,
-                 hidden_layer_map=hidden_map, train_batches=len(train_b),
-                 eval_batches=len(eval_b), power_cap_w=cfg.power_cap_w,
-                 power_mode=cfg.power_mode)
+    stats.update(
+        teacher=teacher_src,
+        teacher_layers=n_teacher,
+        student_layers=n_student,
+        kept_layers=keep,
+        teacher_params=param_count(teacher),
+        student_params=param_count(student),
+        temperature=cfg.temperature,
+        hidden_layer_map=hidden_map,
+        train_batches=len(train_b),
+        eval_batches=len(eval_b),
+        power_cap_w=cfg.power_cap_w,
+        power_mode=cfg.power_mode,
+    )
     return student, stats
 
 
-SPEC = StepSpec(key="distill", config_cls=DistillConfig, apply=_apply,
-                summary="knowledge distillation (KL on softened logits, optional CE and "
-                        "hidden-state MSE) into a layer-dropped or given student")
+SPEC = StepSpec(
+    key="distill",
+    config_cls=DistillConfig,
+    apply=_apply,
+    summary="knowledge distillation (KL on softened logits, optional CE and "
+    "hidden-state MSE) into a layer-dropped or given student",
+)

@@ -23,6 +23,7 @@ Options, as the reference implementations name them:
 
 torch is imported inside the functions.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -71,7 +72,7 @@ def grid_params(w, bits: int, sym: bool):
     GPTQ reference's quantizer: the range always contains 0; symmetric: zero = 2^(bits-1))."""
     import torch
 
-    maxq = 2 ** bits - 1
+    maxq = 2**bits - 1
     lo = torch.clamp(w.amin(dim=1), max=0.0)
     hi = torch.clamp(w.amax(dim=1), min=0.0)
     if sym:
@@ -92,22 +93,35 @@ def to_codes(w, scale, zero, bits: int):
     """Integer codes of ``w`` on the grid (``scale``, ``zero`` broadcast along rows)."""
     import torch
 
-    return torch.clamp(torch.round(w / scale) + zero, 0, 2 ** bits - 1)
+    return torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1)
 
 
-def gptq_quantize(weight, hessian, *, bits: int = 4, group_size: int | None = 64,
-                  sym: bool = True, act_order: bool = False, static_groups: bool = False,
-                  blocksize: int = 128, dampening: float = 0.01, sparsity: float = 0.0,
-                  nm: tuple[int, int] | None = None) -> GPTQResult:
+def gptq_quantize(
+    weight,
+    hessian,
+    *,
+    bits: int = 4,
+    group_size: int | None = 64,
+    sym: bool = True,
+    act_order: bool = False,
+    static_groups: bool = False,
+    blocksize: int = 128,
+    dampening: float = 0.01,
+    sparsity: float = 0.0,
+    nm: tuple[int, int] | None = None,
+) -> GPTQResult:
     """GPTQ (and, with ``sparsity`` or ``nm``, SparseGPT in the same pass) on one matrix."""
     import torch
 
     if group_size is not None and weight.shape[1] % group_size:
-        raise ValueError(f"{weight.shape[1]} input columns are not a multiple of group_size "
-                         f"{group_size}")
+        raise ValueError(
+            f"{weight.shape[1]} input columns are not a multiple of group_size {group_size}"
+        )
     if act_order and group_size is not None and not static_groups:
-        raise ValueError("act_order with groups needs static_groups=True (groups must stay "
-                         "contiguous along the input dimension)")
+        raise ValueError(
+            "act_order with groups needs static_groups=True (groups must stay "
+            "contiguous along the input dimension)"
+        )
     if nm is not None and blocksize % nm[1]:
         raise ValueError(f"blocksize {blocksize} is not a multiple of the N:M group {nm[1]}")
     ft = torch.float64 if weight.dtype == torch.float64 else torch.float32  # float64 for checks
@@ -123,14 +137,18 @@ def gptq_quantize(weight, hessian, *, bits: int = 4, group_size: int | None = 64
     n_groups = 1 if group_size is None else cols // group_size
     scales = torch.empty(rows, n_groups, dtype=ft)
     zeros = torch.empty(rows, n_groups, dtype=ft)
-    g_idx = (torch.zeros(cols, dtype=torch.long) if group_size is None
-             else torch.arange(cols) // group_size)
+    g_idx = (
+        torch.zeros(cols, dtype=torch.long)
+        if group_size is None
+        else torch.arange(cols) // group_size
+    )
     if group_size is None:
         scales[:, 0], zeros[:, 0] = grid_params(W, bits, sym)
     elif static_groups or act_order:
         for g in range(n_groups):
-            scales[:, g], zeros[:, g] = grid_params(W[:, g * group_size:(g + 1) * group_size],
-                                                   bits, sym)
+            scales[:, g], zeros[:, g] = grid_params(
+                W[:, g * group_size : (g + 1) * group_size], bits, sym
+            )
 
     perm = None
     if act_order:
@@ -143,17 +161,20 @@ def gptq_quantize(weight, hessian, *, bits: int = 4, group_size: int | None = 64
     fresh_groups = group_size is not None and not (static_groups or act_order)
     for b0 in range(0, cols, blocksize):
         b1 = min(b0 + blocksize, cols)
-        W1 = W[:, b0:b1].t().contiguous()        # [block, rows]
+        W1 = W[:, b0:b1].t().contiguous()  # [block, rows]
         U1 = U[b0:b1, b0:b1]
         d = torch.diag(U1)
         Err1 = torch.zeros_like(W1)
-        keep1 = None                              # [block, rows]
+        keep1 = None  # [block, rows]
         if sparsity > 0 and nm is None:
-            keep1 = smallest_keep(W1.t().pow(2) / d.pow(2)[None, :], sparsity,
-                                  per_row=False).t().contiguous()
+            keep1 = (
+                smallest_keep(W1.t().pow(2) / d.pow(2)[None, :], sparsity, per_row=False)
+                .t()
+                .contiguous()
+            )
         elif nm is not None:
             keep1 = torch.ones_like(W1, dtype=torch.bool)
-        with _single_thread():   # thousands of small ops: threads only add sync cost
+        with _single_thread():  # thousands of small ops: threads only add sync cost
             for j in range(b1 - b0):
                 col = b0 + j
                 orig = int(perm[col]) if perm is not None else col
@@ -169,7 +190,7 @@ def gptq_quantize(weight, hessian, *, bits: int = 4, group_size: int | None = 64
                 w = W1[j]
                 c = to_codes(w, s, z, bits)
                 if keep1 is not None:
-                    c = torch.where(keep1[j], c, z)   # a pruned weight is the grid's zero
+                    c = torch.where(keep1[j], c, z)  # a pruned weight is the grid's zero
                 q = s * (c - z)
                 codesT[orig] = c.to(torch.uint8)
                 QT[col] = q
@@ -185,12 +206,12 @@ def gptq_quantize(weight, hessian, *, bits: int = 4, group_size: int | None = 64
     E = W0 - Q
     denom = float(((W0 @ H0) * W0).sum())
     rel = float(((E @ H0) * E).sum()) / denom if denom > 0 else 0.0
-    return GPTQResult(codes, scales, zeros, g_idx, Q.to(weight.dtype), rel, bits, group_size,
-                      sym)
+    return GPTQResult(codes, scales, zeros, g_idx, Q.to(weight.dtype), rel, bits, group_size, sym)
 
 
-def rtn_quantize(weight, *, bits: int = 4, group_size: int | None = 64,
-                 sym: bool = True) -> GPTQResult:
+def rtn_quantize(
+    weight, *, bits: int = 4, group_size: int | None = 64, sym: bool = True
+) -> GPTQResult:
     """Round-to-nearest on the same grid (the data-free baseline GPTQ is compared with)."""
     import torch
 
@@ -206,8 +227,17 @@ def rtn_quantize(weight, *, bits: int = 4, group_size: int | None = 64,
     codes = to_codes(Wg, scales[..., None], zeros[..., None], bits)
     Q = (scales[..., None] * (codes - zeros[..., None])).reshape(rows, cols)
     g_idx = torch.arange(cols) // gs
-    return GPTQResult(codes.reshape(rows, cols).to(torch.uint8), scales, zeros, g_idx,
-                      Q.to(weight.dtype), float("nan"), bits, group_size, sym)
+    return GPTQResult(
+        codes.reshape(rows, cols).to(torch.uint8),
+        scales,
+        zeros,
+        g_idx,
+        Q.to(weight.dtype),
+        float("nan"),
+        bits,
+        group_size,
+        sym,
+    )
 
 
 def dequantize(codes, scales, zeros, g_idx):

@@ -12,6 +12,7 @@ Where the kernel cannot run (not on CPU, group sizes other than 32/64/128/256, o
 operator in this torch) the layer multiplies with the de-quantized weight instead and says so
 in ``kernel``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,19 +31,26 @@ class Int4Linear(_nn().Module):  # type: ignore[misc]
     """``y = x W^T + b`` with ``W = scales[:, g] * (codes - zeros[:, g])``, groups of
     ``group_size`` contiguous input columns (``group_size == in_features`` for per-channel)."""
 
-    def __init__(self, in_features: int, out_features: int, group_size: int,
-                 bias: bool = False, dtype: Any = None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        group_size: int,
+        bias: bool = False,
+        dtype: Any = None,
+    ):
         import torch
 
         super().__init__()
         if in_features % group_size or in_features % 2:
-            raise ValueError(f"in_features {in_features} is not a multiple of group_size "
-                             f"{group_size} (and of 2)")
-        self.in_features, self.out_features, self.group_size = in_features, out_features, \
-            group_size
+            raise ValueError(
+                f"in_features {in_features} is not a multiple of group_size {group_size} (and of 2)"
+            )
+        self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
         groups = in_features // group_size
-        self.register_buffer("qweight", torch.zeros(out_features, in_features // 2,
-                                                    dtype=torch.uint8))
+        self.register_buffer(
+            "qweight", torch.zeros(out_features, in_features // 2, dtype=torch.uint8)
+        )
         self.register_buffer("scales", torch.ones(out_features, groups, dtype=torch.float32))
         self.register_buffer("zeros", torch.zeros(out_features, groups, dtype=torch.uint8))
         if bias:
@@ -84,15 +92,22 @@ class Int4Linear(_nn().Module):  # type: ignore[misc]
 
         self._packed = self._table = None
         op = getattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu", None)
-        if (self.qweight.device.type != "cpu" or op is None
-                or self.group_size not in KERNEL_GROUP_SIZES):
+        if (
+            self.qweight.device.type != "cpu"
+            or op is None
+            or self.group_size not in KERNEL_GROUP_SIZES
+        ):
             self.kernel = "dequantized matmul"
             return
         codes = unpack_int4(self.qweight).to(torch.int32)
         self._packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, INNER_K_TILES)
         offset = (8.0 - self.zeros.float()) * self.scales
-        self._table = torch.stack([self.scales, offset], dim=-1).transpose(0, 1) \
-            .contiguous().to(torch.bfloat16)
+        self._table = (
+            torch.stack([self.scales, offset], dim=-1)
+            .transpose(0, 1)
+            .contiguous()
+            .to(torch.bfloat16)
+        )
         self.kernel = "_weight_int4pack_mm_for_cpu (bf16 activations)"
 
     def forward(self, x):
@@ -104,13 +119,16 @@ class Int4Linear(_nn().Module):  # type: ignore[misc]
             y = torch.nn.functional.linear(x.float(), self.dequantized_weight()).to(x.dtype)
         else:
             flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self._packed,
-                                                           self.group_size, self._table)
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                flat, self._packed, self.group_size, self._table
+            )
             y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"group_size={self.group_size}, kernel={self.kernel!r}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"group_size={self.group_size}, kernel={self.kernel!r}"
+        )

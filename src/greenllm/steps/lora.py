@@ -2,7 +2,8 @@
 
 After pruning or quantizing, a few hundred steps of low-rank adapters on the modules chosen
 by ``targets`` / ``ignore`` (module selection as in ``steps/select.py``; ``targets: null`` is
-peft's default for the architecture, e.g. ``q_proj``/``v_proj`` on Llama) recover part of the lost quality while training ~1 % of the parameters. ``method: qlora``
+peft's default for the architecture, e.g. ``q_proj``/``v_proj`` on Llama) recover part of
+the lost quality while training ~1 % of the parameters. ``method: qlora``
 trains adapters on top of a 4-bit bitsandbytes model (put ``quantize: {method: bnb_nf4}``
 before it). With ``merge: true`` (default) the adapters are folded into the weights
 (``merge_and_unload``), so the result is a plain model with no LoRA modules; pruning masks are
@@ -12,6 +13,7 @@ on the returned model (held-out batches if any, else the training batches); with
 ``loss_before_remask`` is the same loss with the adapters still in place. Training runs in the
 shared loop.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,8 +22,14 @@ from typing import Any, Literal
 from ..errors import ConfigError, first_line, require
 from .base import StepContext, StepSpec
 from .select import check_patterns, select_modules
-from .train import (TrainingStepConfig, autocast_context, causal_lm_loss, device_of,
-                    evaluate_loss, train_loop)
+from .train import (
+    TrainingStepConfig,
+    autocast_context,
+    causal_lm_loss,
+    device_of,
+    evaluate_loss,
+    train_loop,
+)
 
 
 @dataclass(frozen=True)
@@ -32,7 +40,7 @@ class LoraConfig(TrainingStepConfig):
     r: int = 8
     alpha: float = 16.0
     dropout: float = 0.05
-    targets: list[str] | None = None    # globs; None: peft's default for the architecture
+    targets: list[str] | None = None  # globs; None: peft's default for the architecture
     ignore: list[str] = field(default_factory=lambda: ["lm_head"])
     merge: bool = True
     lr: float = 2e-4
@@ -47,8 +55,10 @@ class LoraConfig(TrainingStepConfig):
             raise ConfigError(f"dropout: {self.dropout} must be in [0, 1)")
         check_patterns(self)
         if self.method == "qlora" and self.merge:
-            raise ConfigError("merge: merging adapters into 4-bit weights re-quantizes them and "
-                              "loses the recovery; set merge: false with method: qlora")
+            raise ConfigError(
+                "merge: merging adapters into 4-bit weights re-quantizes them and "
+                "loses the recovery; set merge: false with method: qlora"
+            )
 
 
 def _is_4bit(model) -> bool:
@@ -75,10 +85,13 @@ def lora_targets(model, cfg: LoraConfig) -> list[str]:
         model_type = getattr(getattr(model, "config", None), "model_type", None)
         targets = DEFAULTS.get(model_type)
         if not targets:
-            raise ConfigError(f"lora.targets: peft has no default modules for model type "
-                              f"{model_type!r}; name them, e.g. targets: [q_proj, v_proj]")
-    chosen = select_modules(model, targets, cfg.ignore, candidate=_adaptable,
-                            required="lora.targets")
+            raise ConfigError(
+                f"lora.targets: peft has no default modules for model type "
+                f"{model_type!r}; name them, e.g. targets: [q_proj, v_proj]"
+            )
+    chosen = select_modules(
+        model, targets, cfg.ignore, candidate=_adaptable, required="lora.targets"
+    )
     return [name for name, _ in chosen]
 
 
@@ -87,39 +100,64 @@ def _apply(model, cfg: LoraConfig, ctx: StepContext):
 
     autocast_context(cfg.precision, device_of(model))
     if cfg.method == "qlora" and not _is_4bit(model):
-        raise ConfigError("lora.method: qlora trains adapters on a 4-bit model; put "
-                          "{quantize: {method: bnb_nf4}} before this step, or use method: lora")
+        raise ConfigError(
+            "lora.method: qlora trains adapters on a 4-bit model; put "
+            "{quantize: {method: bnb_nf4}} before this step, or use method: lora"
+        )
     if lora_module_count(model):
-        raise ConfigError("lora: the model already carries LoRA adapters; merge them first "
-                          "(merge: true) before adding more")
+        raise ConfigError(
+            "lora: the model already carries LoRA adapters; merge them first "
+            "(merge: true) before adding more"
+        )
     peft = require("peft", "peft", "LoRA fine-tuning")
     target_names = lora_targets(model, cfg)
     source = cfg.data if cfg.data is not None else ctx.calibration
-    train_b, eval_b = build_batches(ctx.tokenizer, source, task=cfg.task, seq_len=cfg.seq_len,
-                                    batch_size=cfg.batch_size, eval_fraction=cfg.eval_fraction,
-                                    seed=cfg.seed, max_examples=cfg.max_examples)
+    train_b, eval_b = build_batches(
+        ctx.tokenizer,
+        source,
+        task=cfg.task,
+        seq_len=cfg.seq_len,
+        batch_size=cfg.batch_size,
+        eval_fraction=cfg.eval_fraction,
+        seed=cfg.seed,
+        max_examples=cfg.max_examples,
+    )
     if cfg.method == "qlora":
         require("bitsandbytes", "bnb", "QLoRA")
         model = peft.prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    pcfg = peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                           target_modules=target_names,
-                           task_type="CAUSAL_LM", bias="none")
+            model, use_gradient_checkpointing=cfg.gradient_checkpointing
+        )
+    pcfg = peft.LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=target_names,
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
     meta = getattr(model, "_greenllm", None)
     grad_state = {n: p.requires_grad for n, p in model.named_parameters()}
     try:
         pmodel = peft.get_peft_model(model, pcfg)
     except ValueError as exc:
         first = first_line(exc)
-        raise ConfigError(f"lora.targets: {first} (name the Linear modules to adapt, e.g. "
-                          "[q_proj, v_proj] for Llama or [c_attn] for GPT-2)") from None
+        raise ConfigError(
+            f"lora.targets: {first} (name the Linear modules to adapt, e.g. "
+            "[q_proj, v_proj] for Llama or [c_attn] for GPT-2)"
+        ) from None
     trainable = sum(p.numel() for p in pmodel.parameters() if p.requires_grad)
     total = sum(p.numel() for p in pmodel.parameters())
     if cfg.gradient_checkpointing and cfg.method == "lora":
         # checkpointed blocks need an input that requires grad when the embeddings are frozen
         pmodel.enable_input_require_grads()
-    report = train_loop(pmodel, train_b, causal_lm_loss, cfg.loop_config(), eval_b or None,
-                        ctx.extras.get("train_hooks"))
+    report = train_loop(
+        pmodel,
+        train_b,
+        causal_lm_loss,
+        cfg.loop_config(),
+        eval_b or None,
+        ctx.extras.get("train_hooks"),
+    )
     adapters = lora_module_count(pmodel)
     amp = autocast_context(cfg.precision, device_of(pmodel))
     loss_batches = eval_b or train_b
@@ -128,12 +166,11 @@ def _apply(model, cfg: LoraConfig, ctx: StepContext):
         from . import prune as prune_mod
 
         has_masks = bool(prune_mod.masks(pmodel))
-        if has_masks:   # the loss of the dense-delta model, before the merge re-masks it
-            extra["loss_before_remask"] = evaluate_loss(pmodel, loss_batches, causal_lm_loss,
-                                                        amp)
+        if has_masks:  # the loss of the dense-delta model, before the merge re-masks it
+            extra["loss_before_remask"] = evaluate_loss(pmodel, loss_batches, causal_lm_loss, amp)
         out = pmodel.merge_and_unload()
-        masked = prune_mod.reapply_masks(out)   # the merged delta is dense: re-prune it
-        for n, p in out.named_parameters():     # peft froze the base weights
+        masked = prune_mod.reapply_masks(out)  # the merged delta is dense: re-prune it
+        for n, p in out.named_parameters():  # peft froze the base weights
             p.requires_grad_(grad_state.get(n, True))
     else:
         out, masked = pmodel, 0
@@ -143,17 +180,32 @@ def _apply(model, cfg: LoraConfig, ctx: StepContext):
     extra["final_loss"] = evaluate_loss(out, loss_batches, causal_lm_loss, amp)
     extra["final_loss_data"] = "eval" if eval_b else "train"
     if meta is not None:
-        setattr(out, "_greenllm", meta)
+        out._greenllm = meta
     out.eval()
     stats: dict[str, Any] = report.to_dict()
-    stats.update(method=cfg.method, r=cfg.r, alpha=cfg.alpha, adapted_modules=adapters,
-                 trainable_params=trainable, total_params=total,
-                 trainable_fraction=trainable / max(total, 1), merged=cfg.merge,
-                 masks_reapplied=masked, remasked_after_merge=masked > 0,
-                 train_batches=len(train_b), eval_batches=len(eval_b),
-                 power_cap_w=cfg.power_cap_w, power_mode=cfg.power_mode, **extra)
+    stats.update(
+        method=cfg.method,
+        r=cfg.r,
+        alpha=cfg.alpha,
+        adapted_modules=adapters,
+        trainable_params=trainable,
+        total_params=total,
+        trainable_fraction=trainable / max(total, 1),
+        merged=cfg.merge,
+        masks_reapplied=masked,
+        remasked_after_merge=masked > 0,
+        train_batches=len(train_b),
+        eval_batches=len(eval_b),
+        power_cap_w=cfg.power_cap_w,
+        power_mode=cfg.power_mode,
+        **extra,
+    )
     return out, stats
 
 
-SPEC = StepSpec(key="lora", config_cls=LoraConfig, apply=_apply,
-                summary="LoRA / QLoRA recovery fine-tuning through peft, merged back on request")
+SPEC = StepSpec(
+    key="lora",
+    config_cls=LoraConfig,
+    apply=_apply,
+    summary="LoRA / QLoRA recovery fine-tuning through peft, merged back on request",
+)

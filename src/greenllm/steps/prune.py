@@ -21,10 +21,12 @@ as a plain attribute (``MASK_ATTR``; not a buffer, so it neither changes ``state
 step (and after merging LoRA adapters) to put the zeros back. Every input error is raised
 before the model is touched.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from ..config import Config
 from ..errors import ConfigError, DataError, GreenLLMError, UnsupportedError
@@ -36,23 +38,26 @@ MASK_ATTR = "_greenllm_prune_mask"
 STRUCTURED = ("heads", "neurons", "layers")
 CALIBRATED = ("wanda", "sparsegpt")
 
-PRUNE_METHODS: Registry[Callable] = Registry("prune method", {
-    "magnitude": "greenllm.steps.prune_unstructured:prune_magnitude",
-    "wanda": "greenllm.steps.prune_unstructured:prune_wanda",
-    "sparsegpt": "greenllm.steps.prune_unstructured:prune_sparsegpt",
-    "heads": "greenllm.steps.prune_structured:prune_heads",
-    "neurons": "greenllm.steps.prune_structured:prune_neurons",
-    "layers": "greenllm.steps.prune_structured:prune_layers",
-})
+PRUNE_METHODS: Registry[Callable] = Registry(
+    "prune method",
+    {
+        "magnitude": "greenllm.steps.prune_unstructured:prune_magnitude",
+        "wanda": "greenllm.steps.prune_unstructured:prune_wanda",
+        "sparsegpt": "greenllm.steps.prune_unstructured:prune_sparsegpt",
+        "heads": "greenllm.steps.prune_structured:prune_heads",
+        "neurons": "greenllm.steps.prune_structured:prune_neurons",
+        "layers": "greenllm.steps.prune_structured:prune_layers",
+    },
+)
 
 
 @dataclass(frozen=True)
 class CalibrationConfig(Config):
     """Calibration windows of the calibrated methods (``greenllm.Calibration``)."""
 
-    samples: int = 32        # windows drawn from the calibration text
-    seq_len: int = 512       # tokens per window
-    batch_size: int | None = None   # windows per forward pass; None: all in one pass
+    samples: int = 32  # windows drawn from the calibration text
+    seq_len: int = 512  # tokens per window
+    batch_size: int | None = None  # windows per forward pass; None: all in one pass
 
     def validate(self) -> None:
         for name in ("samples", "seq_len", "batch_size"):
@@ -69,16 +74,16 @@ class PruneConfig(Config):
     """
 
     method: str = "magnitude"
-    sparsity: float | None = None          # fraction zeroed / removed; default 0.5 (or N:M's)
-    pattern: str | None = None             # "N:M": keep N of every M consecutive inputs
-    scope: Literal["layer", "global"] = "layer"   # magnitude only
+    sparsity: float | None = None  # fraction zeroed / removed; default 0.5 (or N:M's)
+    pattern: str | None = None  # "N:M": keep N of every M consecutive inputs
+    scope: Literal["layer", "global"] = "layer"  # magnitude only
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    targets: list[str] = field(default_factory=list)   # globs on module names; empty: all
+    targets: list[str] = field(default_factory=list)  # globs on module names; empty: all
     ignore: list[str] = field(default_factory=list)
-    dampening: float = 0.01                # sparsegpt: fraction of mean(diag H) added
-    blocksize: int = 128                   # sparsegpt: columns per lazy-update block
-    sequential: bool = True                # calibrate layer i+1 on pruned layer i's outputs
-    head_unit: Literal["query", "kv_group"] = "query"   # heads: what one unit is
+    dampening: float = 0.01  # sparsegpt: fraction of mean(diag H) added
+    blocksize: int = 128  # sparsegpt: columns per lazy-update block
+    sequential: bool = True  # calibrate layer i+1 on pruned layer i's outputs
+    head_unit: Literal["query", "kv_group"] = "query"  # heads: what one unit is
 
     def validate(self) -> None:
         try:
@@ -90,14 +95,20 @@ class PruneConfig(Config):
         if self.pattern is not None:
             n, m = self.nm()
             if self.method in STRUCTURED:
-                raise ConfigError(f"pattern: N:M patterns apply to unstructured methods, not "
-                                  f"{self.method!r}; drop pattern")
+                raise ConfigError(
+                    f"pattern: N:M patterns apply to unstructured methods, not "
+                    f"{self.method!r}; drop pattern"
+                )
             if self.sparsity is not None and abs(self.sparsity - (1 - n / m)) > 1e-9:
-                raise ConfigError(f"sparsity: {self.sparsity} conflicts with pattern "
-                                  f"{self.pattern!r} (= {1 - n / m:g}); give only one of them")
+                raise ConfigError(
+                    f"sparsity: {self.sparsity} conflicts with pattern "
+                    f"{self.pattern!r} (= {1 - n / m:g}); give only one of them"
+                )
         if self.scope == "global" and self.method != "magnitude":
-            raise ConfigError(f"scope: 'global' is only for method 'magnitude' (got "
-                              f"{self.method!r}); use scope: layer")
+            raise ConfigError(
+                f"scope: 'global' is only for method 'magnitude' (got "
+                f"{self.method!r}); use scope: layer"
+            )
         if self.scope == "global" and self.pattern is not None:
             raise ConfigError("scope: an N:M pattern is per group of weights; use scope: layer")
         if not self.dampening > 0:
@@ -107,10 +118,12 @@ class PruneConfig(Config):
         if self.method == "sparsegpt" and self.pattern is not None:
             _, m = self.nm()
             if self.blocksize % m:
-                raise ConfigError(f"blocksize: SparseGPT with pattern {self.pattern!r} needs "
-                                  f"blocksize to be a multiple of M={m} (every group of {m} "
-                                  f"columns inside one block), got {self.blocksize}; use "
-                                  f"e.g. blocksize: {max(m, self.blocksize - self.blocksize % m)}")
+                raise ConfigError(
+                    f"blocksize: SparseGPT with pattern {self.pattern!r} needs "
+                    f"blocksize to be a multiple of M={m} (every group of {m} "
+                    f"columns inside one block), got {self.blocksize}; use "
+                    f"e.g. blocksize: {max(m, self.blocksize - self.blocksize % m)}"
+                )
         check_patterns(self)
 
     def nm(self) -> tuple[int, int]:
@@ -135,6 +148,7 @@ class PruneConfig(Config):
 
 # ----------------------------------------------------------------------------- model access
 
+
 def decoder_layers(model):
     """The decoder layer ModuleList of a causal LM (Llama/Mistral/Qwen/Gemma/GPT-NeoX/GPT-2)."""
     for path in ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers"):
@@ -145,9 +159,11 @@ def decoder_layers(model):
                 break
         if obj is not None and hasattr(obj, "__len__") and len(obj) > 0:
             return obj
-    raise UnsupportedError(f"prune: cannot find the decoder layers of "
-                           f"{type(model).__name__} (looked for model.layers, transformer.h, "
-                           "gpt_neox.layers)")
+    raise UnsupportedError(
+        f"prune: cannot find the decoder layers of "
+        f"{type(model).__name__} (looked for model.layers, transformer.h, "
+        "gpt_neox.layers)"
+    )
 
 
 def layer_prefix(model, layers) -> str:
@@ -174,22 +190,30 @@ def target_linears(model, cfg: PruneConfig) -> list[list[tuple[str, Any]]]:
                 return i
         return None
 
-    chosen = select_modules(model, cfg.targets, cfg.ignore, candidate=lambda name, mod: (
-        isinstance(mod, torch.nn.Linear) and in_layer(name) is not None))
+    chosen = select_modules(
+        model,
+        cfg.targets,
+        cfg.ignore,
+        candidate=lambda name, mod: isinstance(mod, torch.nn.Linear) and in_layer(name) is not None,
+    )
     for name, mod in chosen:
         out[in_layer(name)].append((name, mod))
     if not any(out):
-        raise ConfigError(f"targets: no Linear layer inside the decoder layers matches "
-                          f"targets={cfg.targets} minus ignore={cfg.ignore} "
-                          f"(names look like {prefix}.0.mlp.down_proj)")
+        raise ConfigError(
+            f"targets: no Linear layer inside the decoder layers matches "
+            f"targets={cfg.targets} minus ignore={cfg.ignore} "
+            f"(names look like {prefix}.0.mlp.down_proj)"
+        )
     if cfg.pattern is not None:
         _, m = cfg.nm()
         for layer in out:
             for name, mod in layer:
                 if mod.in_features % m:
-                    raise ConfigError(f"pattern: {cfg.pattern!r} does not divide layer {name} "
-                                      f"({mod.in_features} inputs is not a multiple of {m}); "
-                                      "add it to ignore or choose another pattern")
+                    raise ConfigError(
+                        f"pattern: {cfg.pattern!r} does not divide layer {name} "
+                        f"({mod.in_features} inputs is not a multiple of {m}); "
+                        "add it to ignore or choose another pattern"
+                    )
     return out
 
 
@@ -198,18 +222,24 @@ def require_calibration(cfg: PruneConfig, ctx: StepContext, why: str):
     from .calibration import calibration_batches
 
     if ctx.calibration is None:
-        raise DataError(f"prune: method {cfg.method!r} needs calibration data ({why}); pass "
-                        "calibration= a text file, list of strings or dataset "
-                        "(CLI: --calibration FILE)")
+        raise DataError(
+            f"prune: method {cfg.method!r} needs calibration data ({why}); pass "
+            "calibration= a text file, list of strings or dataset "
+            "(CLI: --calibration FILE)"
+        )
     if ctx.tokenizer is None:
-        raise DataError(f"prune: method {cfg.method!r} needs the tokenizer to read the "
-                        "calibration data; pass tokenizer=")
+        raise DataError(
+            f"prune: method {cfg.method!r} needs the tokenizer to read the "
+            "calibration data; pass tokenizer="
+        )
     c = cfg.calibration
-    return calibration_batches(ctx.calibration, ctx.tokenizer, samples=c.samples,
-                               seq_len=c.seq_len, seed=ctx.seed)
+    return calibration_batches(
+        ctx.calibration, ctx.tokenizer, samples=c.samples, seq_len=c.seq_len, seed=ctx.seed
+    )
 
 
 # ----------------------------------------------------------------------------- layer walk
+
 
 class _Captured(Exception):
     pass
@@ -242,19 +272,24 @@ def _layer_calls(model, layers, ids, *, run_layers: bool):
             hidden = args[0] if args else kwargs["hidden_states"]
             if i == 0:
                 first["hidden"] = hidden.detach()
-            calls[i] = (tuple(args[1:]),
-                        {k: v for k, v in kwargs.items() if k not in _NOT_REPLAYED})
+            calls[i] = (
+                tuple(args[1:]),
+                {k: v for k, v in kwargs.items() if k not in _NOT_REPLAYED},
+            )
             if i == last:
                 raise _Captured
+
         return hook
 
     def passthrough(*args, **kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
         return hidden if isinstance(hidden, _Passthrough) else _Passthrough((hidden,))
 
-    handles = [layer.register_forward_pre_hook(make_hook(i), with_kwargs=True)
-               for i, layer in enumerate(layers)]
-    own = [layer.__dict__.get("forward") for layer in layers]   # e.g. accelerate's wrapper
+    handles = [
+        layer.register_forward_pre_hook(make_hook(i), with_kwargs=True)
+        for i, layer in enumerate(layers)
+    ]
+    own = [layer.__dict__.get("forward") for layer in layers]  # e.g. accelerate's wrapper
     if not run_layers:
         for layer in layers:
             layer.forward = passthrough
@@ -268,12 +303,14 @@ def _layer_calls(model, layers, ids, *, run_layers: bool):
         if not run_layers:
             for layer, fwd in zip(layers, own):
                 if fwd is None:
-                    del layer.forward    # the instance attribute; the class method is back
+                    del layer.forward  # the instance attribute; the class method is back
                 else:
                     layer.forward = fwd
     if any(c is None for c in calls):
-        raise UnsupportedError(f"prune: the forward of {type(model).__name__} did not call "
-                               "every decoder layer; calibration cannot replay its layers")
+        raise UnsupportedError(
+            f"prune: the forward of {type(model).__name__} did not call "
+            "every decoder layer; calibration cannot replay its layers"
+        )
     return first["hidden"], calls
 
 
@@ -285,7 +322,7 @@ def capture_layer_inputs(model, layers, tokens, batch_size: int):
     device = _model_device(model)
     with torch.no_grad():
         for start in range(0, tokens.shape[0], batch_size):
-            ids = tokens[start:start + batch_size].to(device)
+            ids = tokens[start : start + batch_size].to(device)
             try:
                 captured.append(_layer_calls(model, layers, ids, run_layers=False))
             except Exception:  # noqa: BLE001 - a model that works on the hidden states
@@ -300,8 +337,7 @@ def run_layer(layer, hidden, call):
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def layerwise(model, tokens, visit, *, batch_size: int | None = None,
-              sequential: bool = True):
+def layerwise(model, tokens, visit, *, batch_size: int | None = None, sequential: bool = True):
     """Walk the decoder layers with calibration activations.
 
     ``visit(i, layer, forward)`` may register hooks, calls ``forward()`` (which runs the layer
@@ -321,9 +357,11 @@ def layerwise(model, tokens, visit, *, batch_size: int | None = None,
         batches = capture_layer_inputs(model, layers, tokens, batch_size or tokens.shape[0])
         with torch.no_grad():
             for i, layer in enumerate(layers):
+
                 def forward(layer=layer, i=i, batches=batches):
                     return [run_layer(layer, h, calls[i]) for h, calls in batches]
-                forward.inputs = [h for h, _ in batches]   # type: ignore[attr-defined]
+
+                forward.inputs = [h for h, _ in batches]  # type: ignore[attr-defined]
                 outs, final = visit(i, layer, forward)
                 if outs is None or (sequential and not final):
                     outs = forward()
@@ -333,6 +371,7 @@ def layerwise(model, tokens, visit, *, batch_size: int | None = None,
 
 
 # ----------------------------------------------------------------------------- masks
+
 
 def set_mask(module, keep) -> None:
     """Zero the pruned weights of ``module`` and remember the keep-mask for ``reapply_masks``."""
@@ -359,9 +398,11 @@ def reapply_masks(model) -> int:
                 continue
             w = mod.weight
             if tuple(mask.shape) != tuple(w.shape):
-                raise GreenLLMError(f"prune mask {tuple(mask.shape)} no longer matches a weight "
-                                    f"of shape {tuple(w.shape)}; the module was reshaped "
-                                    "after pruning, call clear_masks(model) first")
+                raise GreenLLMError(
+                    f"prune mask {tuple(mask.shape)} no longer matches a weight "
+                    f"of shape {tuple(w.shape)}; the module was reshaped "
+                    "after pruning, call clear_masks(model) first"
+                )
             w.mul_(mask.to(device=w.device, dtype=w.dtype))
             n += 1
     return n
@@ -378,8 +419,11 @@ def clear_masks(model) -> int:
 
 def masks(model) -> dict[str, Any]:
     """``{module_name: keep-mask}`` of every pruned module."""
-    return {name: getattr(m, MASK_ATTR) for name, m in model.named_modules()
-            if getattr(m, MASK_ATTR, None) is not None}
+    return {
+        name: getattr(m, MASK_ATTR)
+        for name, m in model.named_modules()
+        if getattr(m, MASK_ATTR, None) is not None
+    }
 
 
 def sparsity_stats(named_linears: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -390,11 +434,16 @@ def sparsity_stats(named_linears: list[tuple[str, Any]]) -> dict[str, Any]:
         per[name] = round(z / mod.weight.numel(), 6)
         zeros += z
         total += mod.weight.numel()
-    return {"sparsity": round(zeros / total, 6) if total else 0.0, "pruned_params": zeros,
-            "target_params": total, "layers": per}
+    return {
+        "sparsity": round(zeros / total, 6) if total else 0.0,
+        "pruned_params": zeros,
+        "target_params": total,
+        "layers": per,
+    }
 
 
 # ----------------------------------------------------------------------------- step
+
 
 def apply(model, cfg: PruneConfig, ctx: StepContext):
     handler = PRUNE_METHODS.get(cfg.method)
@@ -402,10 +451,25 @@ def apply(model, cfg: PruneConfig, ctx: StepContext):
     return model, {"method": cfg.method, **stats}
 
 
-SPEC = StepSpec(key="prune", config_cls=PruneConfig, apply=apply,
-                summary="zero weights (magnitude, wanda, sparsegpt; optional N:M) or remove "
-                        "heads, FFN neurons or decoder layers")
+SPEC = StepSpec(
+    key="prune",
+    config_cls=PruneConfig,
+    apply=apply,
+    summary="zero weights (magnitude, wanda, sparsegpt; optional N:M) or remove "
+    "heads, FFN neurons or decoder layers",
+)
 
-__all__ = ["SPEC", "PRUNE_METHODS", "PruneConfig", "CalibrationConfig", "reapply_masks",
-           "clear_masks", "masks", "decoder_layers", "target_linears", "layerwise",
-           "sparsity_stats", "MASK_ATTR"]
+__all__ = [
+    "SPEC",
+    "PRUNE_METHODS",
+    "PruneConfig",
+    "CalibrationConfig",
+    "reapply_masks",
+    "clear_masks",
+    "masks",
+    "decoder_layers",
+    "target_linears",
+    "layerwise",
+    "sparsity_stats",
+    "MASK_ATTR",
+]

@@ -21,6 +21,7 @@ Importance scores (calibration activations when given, else the weights alone):
   decoder layer's input and output hidden states over calibration tokens; the layers that
   change their input least are removed. Needs calibration data.
 """
+
 from __future__ import annotations
 
 import functools
@@ -28,16 +29,18 @@ from typing import Any
 
 from ..errors import ConfigError, DataError, UnsupportedError
 from .base import StepContext
-from .prune import (MASK_ATTR, PruneConfig, decoder_layers, layerwise, require_calibration)
+from .prune import MASK_ATTR, PruneConfig, decoder_layers, layerwise, require_calibration
 
 
 def _units_removed(total: int, sparsity: float, what: str) -> int:
     r = int(round(total * sparsity))
     if r < 1 or r >= total:
         lo, hi = 0.5 / total, (total - 0.5) / total
-        raise ConfigError(f"sparsity: {sparsity} of {total} {what} removes {r}; choose a "
-                          f"sparsity between {lo:.3f} and {hi:.3f} to remove 1 to "
-                          f"{total - 1} of them")
+        raise ConfigError(
+            f"sparsity: {sparsity} of {total} {what} removes {r}; choose a "
+            f"sparsity between {lo:.3f} and {hi:.3f} to remove 1 to "
+            f"{total - 1} of them"
+        )
     return r
 
 
@@ -49,8 +52,9 @@ def _slice_linear(lin, dim: int, keep_idx) -> None:
         w = lin.weight.index_select(dim, keep_idx.to(lin.weight.device)).clone()
         lin.weight = torch.nn.Parameter(w, requires_grad=lin.weight.requires_grad)
         if dim == 0 and lin.bias is not None:
-            lin.bias = torch.nn.Parameter(lin.bias[keep_idx].clone(),
-                                          requires_grad=lin.bias.requires_grad)
+            lin.bias = torch.nn.Parameter(
+                lin.bias[keep_idx].clone(), requires_grad=lin.bias.requires_grad
+            )
     mask = getattr(lin, MASK_ATTR, None)
     if mask is not None:
         setattr(lin, MASK_ATTR, mask.index_select(dim, keep_idx.to(mask.device)))
@@ -63,13 +67,17 @@ def _slice_linear(lin, dim: int, keep_idx) -> None:
 def _llama_like(model, need: str):
     layers = decoder_layers(model)
     probe = layers[0]
-    attrs = {"heads": ("self_attn", ("q_proj", "k_proj", "v_proj", "o_proj")),
-             "neurons": ("mlp", ("gate_proj", "up_proj", "down_proj"))}[need]
+    attrs = {
+        "heads": ("self_attn", ("q_proj", "k_proj", "v_proj", "o_proj")),
+        "neurons": ("mlp", ("gate_proj", "up_proj", "down_proj")),
+    }[need]
     block = getattr(probe, attrs[0], None)
     if block is None or not all(hasattr(block, a) for a in attrs[1]):
-        raise UnsupportedError(f"prune: structured {need} pruning supports Llama-style models "
-                               f"({attrs[0]}.{'/'.join(attrs[1])}); {type(model).__name__} "
-                               "has another layout")
+        raise UnsupportedError(
+            f"prune: structured {need} pruning supports Llama-style models "
+            f"({attrs[0]}.{'/'.join(attrs[1])}); {type(model).__name__} "
+            "has another layout"
+        )
     return layers
 
 
@@ -119,8 +127,11 @@ def prune_neurons(model, cfg: PruneConfig, ctx: StepContext) -> dict[str, Any]:
             if got is not None:
                 score = got[0][i] * col
             else:
-                score = mlp.gate_proj.weight.float().norm(dim=1) * \
-                    mlp.up_proj.weight.float().norm(dim=1) * col
+                score = (
+                    mlp.gate_proj.weight.float().norm(dim=1)
+                    * mlp.up_proj.weight.float().norm(dim=1)
+                    * col
+                )
             keep = torch.topk(score, inter - removed).indices.sort().values
             _slice_linear(mlp.gate_proj, 0, keep)
             _slice_linear(mlp.up_proj, 0, keep)
@@ -129,9 +140,14 @@ def prune_neurons(model, cfg: PruneConfig, ctx: StepContext) -> dict[str, Any]:
                 mlp.intermediate_size = inter - removed
             kept_per_layer[f"layer.{i}"] = int(inter - removed)
     model.config.intermediate_size = inter - removed
-    return {"unit": "ffn_neuron", "removed_per_layer": removed, "kept_per_layer": inter - removed,
-            "importance": "activation" if got is not None else "weight",
-            "intermediate_size": [inter, inter - removed], "layers": kept_per_layer}
+    return {
+        "unit": "ffn_neuron",
+        "removed_per_layer": removed,
+        "kept_per_layer": inter - removed,
+        "importance": "activation" if got is not None else "weight",
+        "intermediate_size": [inter, inter - removed],
+        "layers": kept_per_layer,
+    }
 
 
 def prune_heads(model, cfg: PruneConfig, ctx: StepContext) -> dict[str, Any]:
@@ -180,15 +196,20 @@ def prune_heads(model, cfg: PruneConfig, ctx: StepContext) -> dict[str, Any]:
             for a, v in (("num_heads", new_q), ("num_key_value_heads", new_kv)):
                 if hasattr(attn, a):
                     setattr(attn, a, v)
-            per_layer[f"layer.{i}"] = {"kept_query_heads": keep_q.tolist(),
-                                       "kept_kv_heads": keep_kv.tolist()}
+            per_layer[f"layer.{i}"] = {
+                "kept_query_heads": keep_q.tolist(),
+                "kept_kv_heads": keep_kv.tolist(),
+            }
     conf.head_dim = head_dim
     conf.num_attention_heads = new_q
     conf.num_key_value_heads = new_kv
-    return {"unit": "query_head" if unit == "query" else "kv_group",
-            "importance": "activation" if got is not None else "weight",
-            "num_attention_heads": [n_q, new_q], "num_key_value_heads": [n_kv, new_kv],
-            "layers": per_layer}
+    return {
+        "unit": "query_head" if unit == "query" else "kv_group",
+        "importance": "activation" if got is not None else "weight",
+        "num_attention_heads": [n_q, new_q],
+        "num_key_value_heads": [n_kv, new_kv],
+        "layers": per_layer,
+    }
 
 
 def prune_layers(model, cfg: PruneConfig, ctx: StepContext) -> dict[str, Any]:
@@ -198,9 +219,11 @@ def prune_layers(model, cfg: PruneConfig, ctx: StepContext) -> dict[str, Any]:
     total = len(layers)
     removed = _units_removed(total, cfg.target_sparsity, "decoder layers")
     if ctx.calibration is None:
-        raise DataError("prune: method 'layers' needs calibration data (block influence "
-                        "compares each layer's input and output on real text); pass "
-                        "calibration= a text file, list of strings or dataset")
+        raise DataError(
+            "prune: method 'layers' needs calibration data (block influence "
+            "compares each layer's input and output on real text); pass "
+            "calibration= a text file, list of strings or dataset"
+        )
     tokens = require_calibration(cfg, ctx, "block influence")
     influence: list[float] = []
 
@@ -226,15 +249,20 @@ def prune_layers(model, cfg: PruneConfig, ctx: StepContext) -> dict[str, Any]:
             setattr(parent, name, new)
             break
     else:
-        raise UnsupportedError(f"prune: cannot replace the decoder layers of "
-                               f"{type(model).__name__}")
+        raise UnsupportedError(
+            f"prune: cannot replace the decoder layers of {type(model).__name__}"
+        )
     conf = model.config
     conf.num_hidden_layers = len(keep)
     if isinstance(getattr(conf, "layer_types", None), list):
         conf.layer_types = [conf.layer_types[i] for i in keep]
-    return {"unit": "decoder_layer", "importance": "block_influence",
-            "num_hidden_layers": [total, len(keep)], "removed_layers": drop,
-            "layers": {f"layer.{i}": round(float(influence[i]), 6) for i in range(total)}}
+    return {
+        "unit": "decoder_layer",
+        "importance": "block_influence",
+        "num_hidden_layers": [total, len(keep)],
+        "removed_layers": drop,
+        "layers": {f"layer.{i}": round(float(influence[i]), 6) for i in range(total)},
+    }
 
 
 def _block_influence(ins, outs) -> float:

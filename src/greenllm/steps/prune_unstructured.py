@@ -17,16 +17,23 @@ Importance scores (smaller = pruned first):
 With ``pattern: N:M`` every group of M consecutive input weights of a row keeps its N most
 important ones. Masks are stored for ``prune.reapply_masks``.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 from .base import StepContext
-from .prune import (PruneConfig, layerwise, require_calibration, set_mask, sparsity_stats,
-                    target_linears)
-
+from .prune import (
+    PruneConfig,
+    layerwise,
+    require_calibration,
+    set_mask,
+    sparsity_stats,
+    target_linears,
+)
 
 # ----------------------------------------------------------------------------- masks
+
 
 def _count(n: int, sparsity: float) -> int:
     return int(round(n * sparsity))
@@ -98,8 +105,15 @@ def _inverse_cholesky(hessian, dampening: float):
     raise ArithmeticError("layer Hessian is not positive definite even with 10^6x dampening")
 
 
-def sparsegpt_prune(weight, hessian, sparsity: float, nm: tuple[int, int] | None = None, *,
-                    blocksize: int = 128, dampening: float = 0.01):
+def sparsegpt_prune(
+    weight,
+    hessian,
+    sparsity: float,
+    nm: tuple[int, int] | None = None,
+    *,
+    blocksize: int = 128,
+    dampening: float = 0.01,
+):
     """SparseGPT on one weight matrix ``[out, in]`` with Hessian ``[in, in]``.
 
     Returns ``(new_weight, keep_mask)``; new_weight is exactly zero where keep is False.
@@ -107,12 +121,14 @@ def sparsegpt_prune(weight, hessian, sparsity: float, nm: tuple[int, int] | None
     import torch
 
     if nm is not None and blocksize % nm[1]:
-        raise ValueError(f"sparsegpt_prune: blocksize {blocksize} is not a multiple of "
-                         f"M={nm[1]} of the {nm[0]}:{nm[1]} pattern")
+        raise ValueError(
+            f"sparsegpt_prune: blocksize {blocksize} is not a multiple of "
+            f"M={nm[1]} of the {nm[0]}:{nm[1]} pattern"
+        )
     W = weight.detach().float().clone()
     H = hessian.detach().float().clone()
     rows, cols = W.shape
-    dead = torch.diag(H) == 0          # inputs that were always zero: prune freely
+    dead = torch.diag(H) == 0  # inputs that were always zero: prune freely
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
     U = _inverse_cholesky(H, dampening)
@@ -134,7 +150,7 @@ def sparsegpt_prune(weight, hessian, sparsity: float, nm: tuple[int, int] | None
             w = W1[:, j]
             q = w * keep1[:, j]
             err = (w - q) / d[j]
-            W1[:, j:].addr_(err, U1[j, j:], alpha=-1.0)     # in place, no outer temp
+            W1[:, j:].addr_(err, U1[j, j:], alpha=-1.0)  # in place, no outer temp
             W1[:, j] = q
             Err1[:, j] = err
         W[:, b0:b1] = W1
@@ -146,16 +162,24 @@ def sparsegpt_prune(weight, hessian, sparsity: float, nm: tuple[int, int] | None
 
 # ----------------------------------------------------------------------------- handlers
 
+
 def _nm(cfg: PruneConfig):
     return cfg.nm() if cfg.pattern is not None else None
 
 
 def _common_stats(cfg: PruneConfig, flat, tokens=None) -> dict[str, Any]:
-    stats = {"target_sparsity": round(cfg.target_sparsity, 6), "pattern": cfg.pattern,
-             **sparsity_stats(flat)}
+    stats = {
+        "target_sparsity": round(cfg.target_sparsity, 6),
+        "pattern": cfg.pattern,
+        **sparsity_stats(flat),
+    }
     if tokens is not None:
-        stats["calibration"] = {"samples": int(tokens.shape[0]), "seq_len": int(tokens.shape[1]),
-                                "tokens": int(tokens.numel()), "sequential": cfg.sequential}
+        stats["calibration"] = {
+            "samples": int(tokens.shape[0]),
+            "seq_len": int(tokens.shape[1]),
+            "tokens": int(tokens.numel()),
+            "sequential": cfg.sequential,
+        }
     return stats
 
 
@@ -178,12 +202,12 @@ def prune_magnitude(model, cfg: PruneConfig, ctx: StepContext) -> dict[str, Any]
                 keep = scores > thresh
                 ties = torch.nonzero(scores == thresh).reshape(-1)
                 need = k - int((scores < thresh).sum())
-                keep[ties[need:]] = True       # ties beyond the count stay, in module order
+                keep[ties[need:]] = True  # ties beyond the count stay, in module order
             del scores
             start = 0
             for _, mod in flat:
                 n = mod.weight.numel()
-                set_mask(mod, keep[start:start + n].reshape(mod.weight.shape))
+                set_mask(mod, keep[start : start + n].reshape(mod.weight.shape))
                 start += n
     stats = _common_stats(cfg, flat)
     stats["scope"] = cfg.scope
@@ -199,7 +223,7 @@ def _input_hooks(named, kind: str):
     'hessian' (X^T X). Returns (state, handles)."""
     state: dict[str, dict[str, Any]] = {}
     handles = []
-    last: dict[str, Any] = {"x": None, "v": None}   # q/k/v (gate/up) share one input tensor
+    last: dict[str, Any] = {"x": None, "v": None}  # q/k/v (gate/up) share one input tensor
 
     for name, mod in named:
         st = {"n": 0, "acc": None}
@@ -217,7 +241,7 @@ def _input_hooks(named, kind: str):
 
         handles.append(mod.register_forward_pre_hook(hook))
 
-    class _Forget:   # removing the hooks also drops the cached input
+    class _Forget:  # removing the hooks also drops the cached input
         def remove(self):
             last["x"] = last["v"] = None
 
@@ -230,7 +254,7 @@ def _calibrated(model, cfg: PruneConfig, ctx: StepContext, kind: str, prune_one)
     Linear come from the layer's unpruned forward on its inputs (whatever
     calibration.batch_size splits them into), then all of them are pruned; with
     ``sequential`` the pruned layer is run again to give the next layer its inputs."""
-    per_layer = target_linears(model, cfg)          # validate before anything is touched
+    per_layer = target_linears(model, cfg)  # validate before anything is touched
     tokens = require_calibration(cfg, ctx, "it weighs weights by their input activations")
 
     def visit(i, _layer, forward):
@@ -247,8 +271,9 @@ def _calibrated(model, cfg: PruneConfig, ctx: StepContext, kind: str, prune_one)
             prune_one(mod, state[name])
         return outs, False
 
-    layerwise(model, tokens, visit, batch_size=cfg.calibration.batch_size,
-              sequential=cfg.sequential)
+    layerwise(
+        model, tokens, visit, batch_size=cfg.calibration.batch_size, sequential=cfg.sequential
+    )
     return _common_stats(cfg, [p for layer in per_layer for p in layer], tokens)
 
 
@@ -268,8 +293,9 @@ def prune_sparsegpt(model, cfg: PruneConfig, ctx: StepContext) -> dict[str, Any]
 
     def prune_one(mod, st):
         hessian = st["acc"] * (2.0 / max(st["n"], 1))
-        new_w, keep = sparsegpt_prune(mod.weight, hessian, s, nm, blocksize=cfg.blocksize,
-                                      dampening=cfg.dampening)
+        new_w, keep = sparsegpt_prune(
+            mod.weight, hessian, s, nm, blocksize=cfg.blocksize, dampening=cfg.dampening
+        )
         with torch.no_grad():
             mod.weight.copy_(new_w)
         set_mask(mod, keep)

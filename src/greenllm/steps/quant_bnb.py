@@ -9,6 +9,7 @@ before the model is touched; if bitsandbytes is absent it raises MissingDependen
 Quantization happens when the new module is moved to the device. bitsandbytes checkpoints
 written on CPU do not reload correctly, so these methods are marked as not reloadable.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -29,18 +30,29 @@ def _build(bnb, lin, method: str, blocksize: int, device):
 
     bias = lin.bias is not None
     if method == "bnb_int8":
-        new = bnb.nn.Linear8bitLt(lin.in_features, lin.out_features, bias=bias,
-                                  has_fp16_weights=False, threshold=6.0)
-        new.weight = bnb.nn.Int8Params(lin.weight.detach().clone().cpu(), requires_grad=False,
-                                       has_fp16_weights=False)
+        new = bnb.nn.Linear8bitLt(
+            lin.in_features, lin.out_features, bias=bias, has_fp16_weights=False, threshold=6.0
+        )
+        new.weight = bnb.nn.Int8Params(
+            lin.weight.detach().clone().cpu(), requires_grad=False, has_fp16_weights=False
+        )
     else:
-        new = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=bias,
-                                compute_dtype=lin.weight.dtype, quant_type=_4BIT[method])
-        new.weight = bnb.nn.Params4bit(lin.weight.detach().clone().cpu(), requires_grad=False,
-                                       quant_type=_4BIT[method], blocksize=blocksize)
+        new = bnb.nn.Linear4bit(
+            lin.in_features,
+            lin.out_features,
+            bias=bias,
+            compute_dtype=lin.weight.dtype,
+            quant_type=_4BIT[method],
+        )
+        new.weight = bnb.nn.Params4bit(
+            lin.weight.detach().clone().cpu(),
+            requires_grad=False,
+            quant_type=_4BIT[method],
+            blocksize=blocksize,
+        )
     if bias:
         new.bias = nn.Parameter(lin.bias.detach().clone().cpu(), requires_grad=False)
-    return new.to(device)   # quantizes the weight
+    return new.to(device)  # quantizes the weight
 
 
 def apply_bnb(model, modules, cfg, ctx):
@@ -53,21 +65,33 @@ def apply_bnb(model, modules, cfg, ctx):
     device = first.device
     blocksize = cfg.group_size or 64
     if cfg.method != "bnb_int8" and blocksize < 64:
-        raise UnsupportedError(f"quantize.group_size={cfg.group_size}: bitsandbytes 4-bit "
-                               "block sizes start at 64; use group_size=64, 128 or 256")
+        raise UnsupportedError(
+            f"quantize.group_size={cfg.group_size}: bitsandbytes 4-bit "
+            "block sizes start at 64; use group_size=64, 128 or 256"
+        )
     try:
-        probe = _build(bnb, nn.Linear(256, 64, dtype=first.dtype), cfg.method,
-                       blocksize, device)
+        probe = _build(bnb, nn.Linear(256, 64, dtype=first.dtype), cfg.method, blocksize, device)
         y = probe(torch.randn(2, 256, dtype=first.dtype, device=device))
         if not torch.isfinite(y).all():
             raise RuntimeError("non-finite output from a scratch layer")
-    except (RuntimeError, NotImplementedError, AssertionError, ValueError, TypeError,
-            AttributeError) as exc:
+    except (
+        RuntimeError,
+        NotImplementedError,
+        AssertionError,
+        ValueError,
+        TypeError,
+        AttributeError,
+    ) as exc:
         msg = first_line(exc, 160)
-        where = ("needs CUDA or a newer bitsandbytes with a CPU backend (>= 0.47)"
-                 if device.type == "cpu" else f"cannot run on {device}")
-        raise UnsupportedError(f"quantize.method={cfg.method}: installed bitsandbytes {version} "
-                               f"{where} ({msg}); on CPU use int8_weight or quanto_int4") from None
+        where = (
+            "needs CUDA or a newer bitsandbytes with a CPU backend (>= 0.47)"
+            if device.type == "cpu"
+            else f"cannot run on {device}"
+        )
+        raise UnsupportedError(
+            f"quantize.method={cfg.method}: installed bitsandbytes {version} "
+            f"{where} ({msg}); on CPU use int8_weight or quanto_int4"
+        ) from None
     from .quantize import swap_modules
 
     new = {}
@@ -82,12 +106,15 @@ def apply_bnb(model, modules, cfg, ctx):
                     f"quantize.method={cfg.method}: bitsandbytes {version} de-quantizes layer "
                     f"{name!r} with relative error {err:.2f} at block size {blocksize} (a "
                     f"correct 4-bit round trip is ~0.1); the model was left unchanged; try "
-                    "group_size=64 or quanto_int4")
+                    "group_size=64 or quanto_int4"
+                )
     swap_modules(model, new)
-    return {"bitsandbytes": version,
-            "quant_type": _4BIT.get(cfg.method, "int8"),
-            "blocksize": blocksize if cfg.method != "bnb_int8" else None,
-            "max_roundtrip_error": round(worst, 4) if cfg.method != "bnb_int8" else None}
+    return {
+        "bitsandbytes": version,
+        "quant_type": _4BIT.get(cfg.method, "int8"),
+        "blocksize": blocksize if cfg.method != "bnb_int8" else None,
+        "max_roundtrip_error": round(worst, 4) if cfg.method != "bnb_int8" else None,
+    }
 
 
 # bitsandbytes 0.50.2's CPU path mis-quantizes some shapes at block size 128 (SmolLM2's
@@ -101,4 +128,6 @@ def _roundtrip_error(bnb, qmod, lin) -> float:
 
     w = lin.weight.detach().float()
     deq = bnb.functional.dequantize_4bit(qmod.weight.data, qmod.weight.quant_state).float()
-    return float(torch.linalg.norm(deq.reshape(w.shape) - w) / torch.linalg.norm(w).clamp_min(1e-12))
+    return float(
+        torch.linalg.norm(deq.reshape(w.shape) - w) / torch.linalg.norm(w).clamp_min(1e-12)
+    )

@@ -13,6 +13,7 @@ keep their de-quantized weights in the ``nn.Linear`` (stats: ``storage: simulate
 ``sparsity`` (or an N:M ``pattern``) the same pass prunes as SparseGPT does. Per-layer
 reconstruction errors (``tr(E H E^T) / tr(W H W^T)``) are in the stats.
 """
+
 from __future__ import annotations
 
 import time
@@ -30,15 +31,20 @@ def calibration_tokens(cfg, ctx, method: str):
     from .calibration import calibration_batches
 
     if ctx.calibration is None:
-        raise DataError(f"quantize: method {method!r} needs calibration data (GPTQ weighs "
-                        "rounding errors by the layer inputs); pass calibration= a text file, "
-                        "a list of strings or a dataset (CLI: --calibration FILE)")
+        raise DataError(
+            f"quantize: method {method!r} needs calibration data (GPTQ weighs "
+            "rounding errors by the layer inputs); pass calibration= a text file, "
+            "a list of strings or a dataset (CLI: --calibration FILE)"
+        )
     if ctx.tokenizer is None:
-        raise DataError(f"quantize: method {method!r} needs the tokenizer to read the "
-                        "calibration data; pass tokenizer=")
+        raise DataError(
+            f"quantize: method {method!r} needs the tokenizer to read the "
+            "calibration data; pass tokenizer="
+        )
     c = cfg.calibration
-    return calibration_batches(ctx.calibration, ctx.tokenizer, samples=c.samples,
-                               seq_len=c.seq_len, seed=ctx.seed)
+    return calibration_batches(
+        ctx.calibration, ctx.tokenizer, samples=c.samples, seq_len=c.seq_len, seed=ctx.seed
+    )
 
 
 def _replacement(mod, result, group_size: int | None, bits: int):
@@ -48,8 +54,9 @@ def _replacement(mod, result, group_size: int | None, bits: int):
 
     if bits == 4 and mod.in_features % 2 == 0:
         gs = group_size or mod.in_features
-        return Int4Linear.from_quantized(result.codes, result.scales, result.zeros, gs,
-                                         bias=mod.bias, dtype=mod.weight.dtype), "int4 packed"
+        return Int4Linear.from_quantized(
+            result.codes, result.scales, result.zeros, gs, bias=mod.bias, dtype=mod.weight.dtype
+        ), "int4 packed"
     with torch.no_grad():
         mod.weight.copy_(result.weight.to(mod.weight.dtype))
     return None, "simulated"
@@ -91,9 +98,19 @@ def apply_gptq(model, modules, cfg, ctx) -> dict[str, Any]:
     storage: dict[str, str] = {}
 
     def quantize_one(name, mod, hessian):
-        res = gptq_quantize(mod.weight, hessian, bits=bits, group_size=group_size, sym=sym,
-                            act_order=act_order, static_groups=static_groups,
-                            blocksize=blocksize, dampening=dampening, sparsity=sparsity, nm=nm)
+        res = gptq_quantize(
+            mod.weight,
+            hessian,
+            bits=bits,
+            group_size=group_size,
+            sym=sym,
+            act_order=act_order,
+            static_groups=static_groups,
+            blocksize=blocksize,
+            dampening=dampening,
+            sparsity=sparsity,
+            nm=nm,
+        )
         new, how = _replacement(mod, res, group_size, bits)
         if new is not None:
             set_submodule(model, name, new)
@@ -116,24 +133,34 @@ def apply_gptq(model, modules, cfg, ctx) -> dict[str, Any]:
         return outs, False
 
     calib = getattr(cfg, "calibration", None)
-    layerwise(model, tokens, visit, batch_size=getattr(calib, "batch_size", None),
-              sequential=True)
-    for name, mod in outside:   # no calibration inputs captured for these: round to nearest
+    layerwise(model, tokens, visit, batch_size=getattr(calib, "batch_size", None), sequential=True)
+    for name, mod in outside:  # no calibration inputs captured for these: round to nearest
         res = rtn_quantize(mod.weight, bits=bits, group_size=group_size, sym=sym)
         new, how = _replacement(mod, res, group_size, bits)
         if new is not None:
             set_submodule(model, name, new)
         storage[name] = how + " (round-to-nearest: outside the decoder layers)"
     vals = list(errors.values())
-    return {"bits": bits, "group_size": group_size, "sym": sym, "desc_act": act_order,
-            "static_groups": static_groups, "blocksize": blocksize, "dampening": dampening,
-            "sparsity": sparsity, "pattern": getattr(cfg, "pattern", None),
-            "calibration": {"samples": int(tokens.shape[0]), "seq_len": int(tokens.shape[1]),
-                            "tokens": int(tokens.numel())},
-            "calibration_s": round(time.perf_counter() - t0, 3),
-            "reconstruction_error": errors,
-            "reconstruction_error_mean": round(sum(vals) / len(vals), 8) if vals else None,
-            "storage": storage}
+    return {
+        "bits": bits,
+        "group_size": group_size,
+        "sym": sym,
+        "desc_act": act_order,
+        "static_groups": static_groups,
+        "blocksize": blocksize,
+        "dampening": dampening,
+        "sparsity": sparsity,
+        "pattern": getattr(cfg, "pattern", None),
+        "calibration": {
+            "samples": int(tokens.shape[0]),
+            "seq_len": int(tokens.shape[1]),
+            "tokens": int(tokens.numel()),
+        },
+        "calibration_s": round(time.perf_counter() - t0, 3),
+        "reconstruction_error": errors,
+        "reconstruction_error_mean": round(sum(vals) / len(vals), 8) if vals else None,
+        "storage": storage,
+    }
 
 
 def restore_gptq(model, names, cfg, tensors, stats=None) -> None:
@@ -145,11 +172,10 @@ def restore_gptq(model, names, cfg, tensors, stats=None) -> None:
     new = {}
     for name in names:
         if f"{name}.qweight" not in tensors:
-            continue   # a simulated (non-4-bit) layer: its float weight loaded as usual
+            continue  # a simulated (non-4-bit) layer: its float weight loaded as usual
         q, scales = tensors[f"{name}.qweight"], tensors[f"{name}.scales"]
         in_f, out_f = q.shape[1] * 2, q.shape[0]
-        mod = Int4Linear(in_f, out_f, in_f // scales.shape[1],
-                         bias=f"{name}.bias" in tensors)
+        mod = Int4Linear(in_f, out_f, in_f // scales.shape[1], bias=f"{name}.bias" in tensors)
         mod.qweight.copy_(q)
         mod.scales.copy_(scales)
         mod.zeros.copy_(tensors[f"{name}.zeros"])

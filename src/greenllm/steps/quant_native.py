@@ -13,6 +13,7 @@ per output channel, or one per tensor with ``per_channel=False``) and activation
 to int8 on every call with **one** scale and zero point for the whole input tensor
 (per-tensor, not per-token): an outlier token coarsens every other token's activations.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -55,16 +56,28 @@ class Int8WeightLinear(nn.Module):
 
     greenllm_weight_format = "int8_weight"
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 compute_dtype: str = "bfloat16", device=None, use_kernel: bool = True):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        compute_dtype: str = "bfloat16",
+        device=None,
+        use_kernel: bool = True,
+    ):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.register_buffer("weight_int8", torch.zeros(out_features, in_features,
-                                                        dtype=torch.int8, device=device))
-        self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32,
-                                                        device=device))
-        self.bias = (nn.Parameter(torch.zeros(out_features, device=device), requires_grad=False)
-                     if bias else None)
+        self.register_buffer(
+            "weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8, device=device)
+        )
+        self.register_buffer(
+            "weight_scale", torch.ones(out_features, dtype=torch.float32, device=device)
+        )
+        self.bias = (
+            nn.Parameter(torch.zeros(out_features, device=device), requires_grad=False)
+            if bias
+            else None
+        )
         self.compute_dtype = getattr(torch, compute_dtype)
         self.use_kernel = use_kernel
         self._scale_cache: tuple | None = None
@@ -79,8 +92,14 @@ class Int8WeightLinear(nn.Module):
 
     @classmethod
     def from_linear(cls, lin: nn.Linear, compute_dtype: str, use_kernel: bool):
-        new = cls(lin.in_features, lin.out_features, lin.bias is not None, compute_dtype,
-                  device=lin.weight.device, use_kernel=use_kernel)
+        new = cls(
+            lin.in_features,
+            lin.out_features,
+            lin.bias is not None,
+            compute_dtype,
+            device=lin.weight.device,
+            use_kernel=use_kernel,
+        )
         q, scale = cls.quantize_weight(lin.weight)
         new.weight_int8.copy_(q)
         new.weight_scale.copy_(scale)
@@ -121,9 +140,11 @@ class Int8WeightLinear(nn.Module):
         return y.reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, compute_dtype={self.compute_dtype}, "
-                f"kernel={'_weight_int8pack_mm' if self.use_kernel else 'dequantize'}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, compute_dtype={self.compute_dtype}, "
+            f"kernel={'_weight_int8pack_mm' if self.use_kernel else 'dequantize'}"
+        )
 
 
 class Int8Embedding(nn.Module):
@@ -137,24 +158,29 @@ class Int8Embedding(nn.Module):
 
     greenllm_weight_format = "int8_weight(tied)"
 
-    def __init__(self, head: Int8WeightLinear, padding_idx: int | None = None,
-                 dtype: torch.dtype = torch.float32, embed_scale: float = 1.0):
+    def __init__(
+        self,
+        head: Int8WeightLinear,
+        padding_idx: int | None = None,
+        dtype: torch.dtype = torch.float32,
+        embed_scale: float = 1.0,
+    ):
         super().__init__()
-        object.__setattr__(self, "_head", head)   # not a submodule: no second state_dict entry
+        object.__setattr__(self, "_head", head)  # not a submodule: no second state_dict entry
         self.padding_idx = padding_idx
         self.out_dtype = dtype
         self.embed_scale = float(embed_scale)
         self.num_embeddings, self.embedding_dim = head.out_features, head.in_features
 
     @property
-    def weight(self) -> torch.Tensor:   # read-only, de-quantized view for code that asks
+    def weight(self) -> torch.Tensor:  # read-only, de-quantized view for code that asks
         return self._head.dequantized_weight()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         head = self._head
         rows = head.weight_int8[ids].to(self.out_dtype)
         out = rows * head.weight_scale[ids].unsqueeze(-1).to(self.out_dtype)
-        if self.embed_scale != 1.0:   # rounded to the output dtype, as Gemma's module does
+        if self.embed_scale != 1.0:  # rounded to the output dtype, as Gemma's module does
             out = out * torch.tensor(self.embed_scale, dtype=self.out_dtype)
         return out
 
@@ -200,16 +226,21 @@ def _embedding_scale(model) -> float:
         raise UnsupportedError(
             f"quantize.ignore: the input embedding {type(emb).__name__} is tied to the "
             "quantized head but does more than scale the rows of its weight, so an int8 "
-            "embedding cannot replace it; keep the head in float with ignore=['lm_head']")
+            "embedding cannot replace it; keep the head in float with ignore=['lm_head']"
+        )
     return scale
 
 
 def _tie_int8_embedding(model, head: Int8WeightLinear, embed_scale: float = 1.0) -> None:
     emb = model.get_input_embeddings()
-    dtype = emb.weight.dtype if isinstance(getattr(emb, "weight", None), torch.Tensor) \
+    dtype = (
+        emb.weight.dtype
+        if isinstance(getattr(emb, "weight", None), torch.Tensor)
         else torch.float32
-    model.set_input_embeddings(Int8Embedding(head, getattr(emb, "padding_idx", None), dtype,
-                                             embed_scale))
+    )
+    model.set_input_embeddings(
+        Int8Embedding(head, getattr(emb, "padding_idx", None), dtype, embed_scale)
+    )
     # from here on the embedding follows the head; nothing may re-tie float weights
     model.config.tie_word_embeddings = False
     if hasattr(model.config, "get_text_config"):
@@ -221,14 +252,19 @@ def apply_int8_weight(model, modules, cfg, ctx):
     device = modules[0][1].weight.device
     use_kernel = _int8pack_works(device, dtype)
     tied = _tied_input_embedding(model, modules)
-    embed_scale = _embedding_scale(model) if tied is not None else None   # may refuse
-    new = {name: Int8WeightLinear.from_linear(lin, cfg.compute_dtype, use_kernel)
-           for name, lin in modules}
+    embed_scale = _embedding_scale(model) if tied is not None else None  # may refuse
+    new = {
+        name: Int8WeightLinear.from_linear(lin, cfg.compute_dtype, use_kernel)
+        for name, lin in modules
+    }
     swap_modules(model, new)
     if tied is not None:
         _tie_int8_embedding(model, new[tied], embed_scale)
-    stats = {"kernel": "_weight_int8pack_mm" if use_kernel else "dequantize",
-             "compute_dtype": cfg.compute_dtype, "tied_embedding": tied}
+    stats = {
+        "kernel": "_weight_int8pack_mm" if use_kernel else "dequantize",
+        "compute_dtype": cfg.compute_dtype,
+        "tied_embedding": tied,
+    }
     if tied is not None:
         stats["embedding_scale"] = embed_scale
     return stats
@@ -243,8 +279,14 @@ def restore_int8_weight(model, names, cfg, tensors, stats=None):
         q = tensors[f"{name}.weight_int8"]
         device = next(iter(old.parameters())).device if list(old.parameters()) else "cpu"
         use_kernel = _int8pack_works(torch.device(device), dtype)
-        mod = Int8WeightLinear(q.shape[1], q.shape[0], f"{name}.bias" in tensors,
-                               cfg.compute_dtype, device=device, use_kernel=use_kernel)
+        mod = Int8WeightLinear(
+            q.shape[1],
+            q.shape[0],
+            f"{name}.bias" in tensors,
+            cfg.compute_dtype,
+            device=device,
+            use_kernel=use_kernel,
+        )
         mod.weight_int8.copy_(q)
         mod.weight_scale.copy_(tensors[f"{name}.weight_scale"])
         if mod.bias is not None:
@@ -277,8 +319,9 @@ _CAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _cast_module(lin: nn.Linear, dtype: torch.dtype, method: str) -> CastLinear:
-    new = CastLinear(lin.in_features, lin.out_features, lin.bias is not None,
-                     device="meta", dtype=dtype)
+    new = CastLinear(
+        lin.in_features, lin.out_features, lin.bias is not None, device="meta", dtype=dtype
+    )
     new.weight = nn.Parameter(lin.weight.detach().to(dtype), requires_grad=False)
     if lin.bias is not None:
         new.bias = nn.Parameter(lin.bias.detach().to(dtype), requires_grad=False)
@@ -290,31 +333,38 @@ def apply_cast(model, modules, cfg, ctx):
     dtype = _CAST[cfg.method]
     device = modules[0][1].weight.device
     try:
-        F.linear(torch.ones(2, 8, dtype=dtype, device=device),
-                 torch.ones(4, 8, dtype=dtype, device=device))
+        F.linear(
+            torch.ones(2, 8, dtype=dtype, device=device),
+            torch.ones(4, 8, dtype=dtype, device=device),
+        )
     except RuntimeError as exc:
-        raise UnsupportedError(f"quantize.method={cfg.method}: {dtype} matmul does not run on "
-                               f"{device} ({first_line(exc)}); use bf16 or "
-                               "int8_weight") from None
+        raise UnsupportedError(
+            f"quantize.method={cfg.method}: {dtype} matmul does not run on "
+            f"{device} ({first_line(exc)}); use bf16 or "
+            "int8_weight"
+        ) from None
     swap_modules(model, {name: _cast_module(lin, dtype, cfg.method) for name, lin in modules})
     return {"weight_dtype": str(dtype).replace("torch.", "")}
 
 
 def restore_cast(model, names, cfg, tensors):
     dtype = _CAST[cfg.method]
-    swap_modules(model, {n: _cast_module(model.get_submodule(n), dtype, cfg.method)
-                         for n in names})
+    swap_modules(model, {n: _cast_module(model.get_submodule(n), dtype, cfg.method) for n in names})
 
 
 # --------------------------------------------------------------------------- torch.ao dynamic
 def apply_dynamic_int8(model, modules, cfg, ctx):
     device = modules[0][1].weight.device
     if device.type != "cpu":
-        raise UnsupportedError(f"quantize.method=dynamic_int8 runs on CPU only (model is on "
-                               f"{device}); use int8_weight or a torchao method on GPU")
+        raise UnsupportedError(
+            f"quantize.method=dynamic_int8 runs on CPU only (model is on "
+            f"{device}); use int8_weight or a torchao method on GPU"
+        )
     if modules[0][1].weight.dtype != torch.float32:
-        raise UnsupportedError("quantize.method=dynamic_int8 needs a float32 model (got "
-                               f"{modules[0][1].weight.dtype}); load it with dtype=float32")
+        raise UnsupportedError(
+            "quantize.method=dynamic_int8 needs a float32 model (got "
+            f"{modules[0][1].weight.dtype}); load it with dtype=float32"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated upstream
         from torch.ao.nn.quantized.dynamic import Linear as DynLinear
@@ -329,6 +379,9 @@ def apply_dynamic_int8(model, modules, cfg, ctx):
             finally:
                 del lin.qconfig
     swap_modules(model, new)
-    return {"per_channel": cfg.per_channel, "engine": torch.backends.quantized.engine,
-            "weights": "int8, per-channel" if cfg.per_channel else "int8, per-tensor",
-            "activations": "int8, dynamic per-tensor (one scale per input tensor per call)"}
+    return {
+        "per_channel": cfg.per_channel,
+        "engine": torch.backends.quantized.engine,
+        "weights": "int8, per-channel" if cfg.per_channel else "int8, per-tensor",
+        "activations": "int8, dynamic per-tensor (one scale per input tensor per call)",
+    }

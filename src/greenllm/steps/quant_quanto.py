@@ -7,6 +7,7 @@ A quanto model's state dict holds plain tensors (``weight._data``, ``weight._sca
 save_pretrained writes it, and ``restore_quanto`` re-creates the QLinear modules on load (from
 the per-layer formats recorded in greenllm.json) and loads the quantized tensors into them.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -36,8 +37,10 @@ def apply_quanto(model, modules, cfg, ctx):
         probe(torch.ones(2, 256, device=first.device, dtype=first.dtype))
     except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
         msg = first_line(exc)
-        raise UnsupportedError(f"quantize.method={cfg.method}: optimum-quanto cannot run it on "
-                               f"{first.device} with {first.dtype} weights ({msg})") from None
+        raise UnsupportedError(
+            f"quantize.method={cfg.method}: optimum-quanto cannot run it on "
+            f"{first.device} with {first.dtype} weights ({msg})"
+        ) from None
     names = [n for n, _ in modules]
     qu.quantize(model, weights=qtype, include=names)
     qu.freeze(model)
@@ -55,5 +58,8 @@ def restore_quanto(model, names, cfg, tensors):
     missing = [k for k in result.missing_keys if k.startswith(prefixes)]
     if missing:
         from ..errors import ModelError
-        raise ModelError(f"quantized checkpoint lacks {missing[0]!r} ({len(missing)} tensors "
-                         "missing); the directory was not written by greenllm.save")
+
+        raise ModelError(
+            f"quantized checkpoint lacks {missing[0]!r} ({len(missing)} tensors "
+            "missing); the directory was not written by greenllm.save"
+        )

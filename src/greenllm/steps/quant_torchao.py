@@ -6,6 +6,7 @@ the model's device and dtype, so a backend that cannot run here fails with Unsup
 before the model is touched. torchao 0.18 has no CPU int4 weight-only kernel (its int4 formats
 need CUDA tinygemm or the mslk library), so ``torchao_int4_weight`` on CPU is refused.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -43,7 +44,8 @@ def _quantize(model, modules, cfg, make_config):
         raise UnsupportedError(
             f"quantize.method={cfg.method}: torchao cannot run "
             f"it on {first.device} with {dtype} weights ({msg}); on CPU use int8_weight "
-            "(int8) or quanto_int4 / bnb_nf4 (4-bit)") from None
+            "(int8) or quanto_int4 / bnb_nf4 (4-bit)"
+        ) from None
     names = {n for n, _ in modules}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -67,10 +69,18 @@ def apply_int4_weight(model, modules, cfg, ctx):
         raise UnsupportedError(
             "quantize.method=torchao_int4_weight: torchao's int4 weight-only kernels need a "
             "CUDA GPU (tinygemm) and have no CPU path in this version; on CPU use quanto_int4 "
-            "or bnb_nf4")
+            "or bnb_nf4"
+        )
     if modules[0][1].weight.dtype != torch.bfloat16:
-        raise UnsupportedError("quantize.method=torchao_int4_weight needs a bfloat16 model "
-                               "(tinygemm int4 kernels); load it with dtype=bfloat16")
-    return _quantize(model, modules, cfg,
-                     lambda tq: tq.Int4WeightOnlyConfig(group_size=cfg.group_size or 128,
-                                                        int4_packing_format="tile_packed_to_4d"))
+        raise UnsupportedError(
+            "quantize.method=torchao_int4_weight needs a bfloat16 model "
+            "(tinygemm int4 kernels); load it with dtype=bfloat16"
+        )
+    return _quantize(
+        model,
+        modules,
+        cfg,
+        lambda tq: tq.Int4WeightOnlyConfig(
+            group_size=cfg.group_size or 128, int4_packing_format="tile_packed_to_4d"
+        ),
+    )

@@ -11,6 +11,7 @@ of ``ignore`` (``lm_head`` by default). A pattern is an fnmatch glob matched aga
 name (``model.layers.0.mlp.down_proj``) or any dotted suffix of it, so ``down_proj``, ``mlp.*``
 and ``model.layers.1[0-9].*`` all work.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -33,21 +34,22 @@ class QuantMethod:
     """What greenllm knows about a method without importing its backend."""
 
     name: str
-    handler: str            # "module:function" -> apply(model, modules, cfg, ctx) -> stats
+    handler: str  # "module:function" -> apply(model, modules, cfg, ctx) -> stats
     bits: float
-    backend: str            # torch, torchao, quanto, bitsandbytes
+    backend: str  # torch, torchao, quanto, bitsandbytes
     reloads: bool
     why_not_reload: str = ""
     summary: str = ""
-    restore: str | None = None   # "module:function" -> restore(model, modules, cfg, tensors)
+    restore: str | None = None  # "module:function" -> restore(model, modules, cfg, tensors)
 
     def load(self):
         return _resolve(self.handler)
 
     def load_restore(self):
         if not self.restore:
-            raise ConfigError(f"quantize method {self.name!r} cannot be reloaded: "
-                              f"{self.why_not_reload}")
+            raise ConfigError(
+                f"quantize method {self.name!r} cannot be reloaded: {self.why_not_reload}"
+            )
         return _resolve(self.restore)
 
 
@@ -56,56 +58,158 @@ _TAO = "greenllm.steps.quant_torchao"
 _QU = "greenllm.steps.quant_quanto"
 _BNB = "greenllm.steps.quant_bnb"
 _GPTQ = "greenllm.steps.quant_gptq"
-_TAO_NO = ("torchao tensor subclasses cannot be written by save_pretrained; save the fp32 "
-           "model and quantize after loading, or use int8_weight, which reloads")
-_BNB_NO = ("bitsandbytes checkpoints saved on CPU do not reload correctly (NF4 reloaded with "
-           "perplexity in the millions); quantize after loading instead")
+_TAO_NO = (
+    "torchao tensor subclasses cannot be written by save_pretrained; save the fp32 "
+    "model and quantize after loading, or use int8_weight, which reloads"
+)
+_BNB_NO = (
+    "bitsandbytes checkpoints saved on CPU do not reload correctly (NF4 reloaded with "
+    "perplexity in the millions); quantize after loading instead"
+)
 
 _METHODS = [
-    QuantMethod("gptq", f"{_GPTQ}:apply_gptq", 4, "torch", True,
-                summary="GPTQ: calibrated, error-compensating weight quantization (bits "
-                        "2/3/4/8, groups or per channel, sym/asym, act-order); 4-bit layers "
-                        "are packed and run on PyTorch's CPU int4 kernel",
-                restore=f"{_GPTQ}:restore_gptq"),
-    QuantMethod("rtn", f"{_GPTQ}:apply_rtn", 4, "torch", True,
-                summary="round-to-nearest on GPTQ's grid and storage (no calibration): the "
-                        "data-free baseline of gptq", restore=f"{_GPTQ}:restore_gptq"),
-    QuantMethod("int8_weight", f"{_N}:apply_int8_weight", 8, "torch", True,
-                summary="int8 weight-only, per-channel scales, PyTorch's "
-                        "_weight_int8pack_mm kernel (recommended int8 on CPU)",
-                restore=f"{_N}:restore_int8_weight"),
-    QuantMethod("bf16", f"{_N}:apply_cast", 16, "torch", True,
-                summary="cast linear weights to bfloat16, compute in bfloat16",
-                restore=f"{_N}:restore_cast"),
-    QuantMethod("fp16", f"{_N}:apply_cast", 16, "torch", True,
-                summary="cast linear weights to float16, compute in float16",
-                restore=f"{_N}:restore_cast"),
-    QuantMethod("dynamic_int8", f"{_N}:apply_dynamic_int8", 8, "torch", False,
-                why_not_reload="torch.ao dynamic int8 modules keep their weights in packed "
-                               "script objects that save_pretrained cannot write",
-                summary="torch.ao dynamic quantization: int8 weights (per-channel by "
-                        "default) and int8 activations with one dynamic scale per input "
-                        "tensor (per-tensor, not per-token)"),
-    QuantMethod("torchao_int8_weight", f"{_TAO}:apply_int8_weight", 8, "torchao", False,
-                why_not_reload=_TAO_NO, summary="torchao Int8WeightOnlyConfig"),
-    QuantMethod("torchao_int8_dynamic", f"{_TAO}:apply_int8_dynamic", 8, "torchao", False,
-                why_not_reload=_TAO_NO, summary="torchao Int8DynamicActivationInt8WeightConfig"),
-    QuantMethod("torchao_int4_weight", f"{_TAO}:apply_int4_weight", 4, "torchao", False,
-                why_not_reload=_TAO_NO,
-                summary="torchao Int4WeightOnlyConfig (tinygemm kernels: CUDA only)"),
-    QuantMethod("quanto_int8", f"{_QU}:apply_quanto", 8, "quanto", True,
-                summary="optimum-quanto qint8 weights", restore=f"{_QU}:restore_quanto"),
-    QuantMethod("quanto_int4", f"{_QU}:apply_quanto", 4, "quanto", True,
-                summary="optimum-quanto qint4 weights (grouped)",
-                restore=f"{_QU}:restore_quanto"),
-    QuantMethod("quanto_float8", f"{_QU}:apply_quanto", 8, "quanto", True,
-                summary="optimum-quanto float8 e4m3 weights", restore=f"{_QU}:restore_quanto"),
-    QuantMethod("bnb_int8", f"{_BNB}:apply_bnb", 8, "bitsandbytes", False,
-                why_not_reload=_BNB_NO, summary="bitsandbytes LLM.int8() Linear8bitLt"),
-    QuantMethod("bnb_nf4", f"{_BNB}:apply_bnb", 4, "bitsandbytes", False,
-                why_not_reload=_BNB_NO, summary="bitsandbytes 4-bit NormalFloat"),
-    QuantMethod("bnb_fp4", f"{_BNB}:apply_bnb", 4, "bitsandbytes", False,
-                why_not_reload=_BNB_NO, summary="bitsandbytes 4-bit float"),
+    QuantMethod(
+        "gptq",
+        f"{_GPTQ}:apply_gptq",
+        4,
+        "torch",
+        True,
+        summary="GPTQ: calibrated, error-compensating weight quantization (bits "
+        "2/3/4/8, groups or per channel, sym/asym, act-order); 4-bit layers "
+        "are packed and run on PyTorch's CPU int4 kernel",
+        restore=f"{_GPTQ}:restore_gptq",
+    ),
+    QuantMethod(
+        "rtn",
+        f"{_GPTQ}:apply_rtn",
+        4,
+        "torch",
+        True,
+        summary="round-to-nearest on GPTQ's grid and storage (no calibration): the "
+        "data-free baseline of gptq",
+        restore=f"{_GPTQ}:restore_gptq",
+    ),
+    QuantMethod(
+        "int8_weight",
+        f"{_N}:apply_int8_weight",
+        8,
+        "torch",
+        True,
+        summary="int8 weight-only, per-channel scales, PyTorch's "
+        "_weight_int8pack_mm kernel (recommended int8 on CPU)",
+        restore=f"{_N}:restore_int8_weight",
+    ),
+    QuantMethod(
+        "bf16",
+        f"{_N}:apply_cast",
+        16,
+        "torch",
+        True,
+        summary="cast linear weights to bfloat16, compute in bfloat16",
+        restore=f"{_N}:restore_cast",
+    ),
+    QuantMethod(
+        "fp16",
+        f"{_N}:apply_cast",
+        16,
+        "torch",
+        True,
+        summary="cast linear weights to float16, compute in float16",
+        restore=f"{_N}:restore_cast",
+    ),
+    QuantMethod(
+        "dynamic_int8",
+        f"{_N}:apply_dynamic_int8",
+        8,
+        "torch",
+        False,
+        why_not_reload="torch.ao dynamic int8 modules keep their weights in packed "
+        "script objects that save_pretrained cannot write",
+        summary="torch.ao dynamic quantization: int8 weights (per-channel by "
+        "default) and int8 activations with one dynamic scale per input "
+        "tensor (per-tensor, not per-token)",
+    ),
+    QuantMethod(
+        "torchao_int8_weight",
+        f"{_TAO}:apply_int8_weight",
+        8,
+        "torchao",
+        False,
+        why_not_reload=_TAO_NO,
+        summary="torchao Int8WeightOnlyConfig",
+    ),
+    QuantMethod(
+        "torchao_int8_dynamic",
+        f"{_TAO}:apply_int8_dynamic",
+        8,
+        "torchao",
+        False,
+        why_not_reload=_TAO_NO,
+        summary="torchao Int8DynamicActivationInt8WeightConfig",
+    ),
+    QuantMethod(
+        "torchao_int4_weight",
+        f"{_TAO}:apply_int4_weight",
+        4,
+        "torchao",
+        False,
+        why_not_reload=_TAO_NO,
+        summary="torchao Int4WeightOnlyConfig (tinygemm kernels: CUDA only)",
+    ),
+    QuantMethod(
+        "quanto_int8",
+        f"{_QU}:apply_quanto",
+        8,
+        "quanto",
+        True,
+        summary="optimum-quanto qint8 weights",
+        restore=f"{_QU}:restore_quanto",
+    ),
+    QuantMethod(
+        "quanto_int4",
+        f"{_QU}:apply_quanto",
+        4,
+        "quanto",
+        True,
+        summary="optimum-quanto qint4 weights (grouped)",
+        restore=f"{_QU}:restore_quanto",
+    ),
+    QuantMethod(
+        "quanto_float8",
+        f"{_QU}:apply_quanto",
+        8,
+        "quanto",
+        True,
+        summary="optimum-quanto float8 e4m3 weights",
+        restore=f"{_QU}:restore_quanto",
+    ),
+    QuantMethod(
+        "bnb_int8",
+        f"{_BNB}:apply_bnb",
+        8,
+        "bitsandbytes",
+        False,
+        why_not_reload=_BNB_NO,
+        summary="bitsandbytes LLM.int8() Linear8bitLt",
+    ),
+    QuantMethod(
+        "bnb_nf4",
+        f"{_BNB}:apply_bnb",
+        4,
+        "bitsandbytes",
+        False,
+        why_not_reload=_BNB_NO,
+        summary="bitsandbytes 4-bit NormalFloat",
+    ),
+    QuantMethod(
+        "bnb_fp4",
+        f"{_BNB}:apply_bnb",
+        4,
+        "bitsandbytes",
+        False,
+        why_not_reload=_BNB_NO,
+        summary="bitsandbytes 4-bit float",
+    ),
 ]
 
 QUANT_METHODS: Registry[QuantMethod] = Registry("quantize method", {m.name: m for m in _METHODS})
@@ -154,16 +258,22 @@ class QuantizeConfig(Config):
         elif self.group_size is not None and self.group_size not in (32, 64, 128, 256):
             raise ConfigError(f"group_size: {self.group_size} is not one of 32, 64, 128, 256")
         if self.compute_dtype not in COMPUTE_DTYPES:
-            raise ConfigError(f"compute_dtype: {self.compute_dtype!r} is not one of "
-                              f"{', '.join(COMPUTE_DTYPES)}")
+            raise ConfigError(
+                f"compute_dtype: {self.compute_dtype!r} is not one of {', '.join(COMPUTE_DTYPES)}"
+            )
 
     def _validate_gptq(self) -> None:
         if self.bits not in (2, 3, 4, 8):
             raise ConfigError(f"bits: {self.bits} is not one of 2, 3, 4, 8")
-        if self.group_size is not None and self.group_size != -1 and (
-                self.group_size < 2 or self.group_size & (self.group_size - 1)):
-            raise ConfigError(f"group_size: {self.group_size} is not a power of two >= 2 "
-                              "(or -1 / null for one scale per output channel)")
+        if (
+            self.group_size is not None
+            and self.group_size != -1
+            and (self.group_size < 2 or self.group_size & (self.group_size - 1))
+        ):
+            raise ConfigError(
+                f"group_size: {self.group_size} is not a power of two >= 2 "
+                "(or -1 / null for one scale per output channel)"
+            )
         if self.blocksize < 1:
             raise ConfigError(f"blocksize: must be >= 1, got {self.blocksize}")
         if not 0 < self.dampening < 1:
@@ -171,17 +281,21 @@ class QuantizeConfig(Config):
         if not 0 <= self.sparsity < 1:
             raise ConfigError(f"sparsity: {self.sparsity} is not in [0, 1)")
         if self.desc_act and self.group_size not in (None, -1) and not self.static_groups:
-            raise ConfigError("static_groups: desc_act with groups needs static_groups: true "
-                              "(groups stay contiguous along the input dimension, the layout "
-                              "the int4 kernel needs)")
+            raise ConfigError(
+                "static_groups: desc_act with groups needs static_groups: true "
+                "(groups stay contiguous along the input dimension, the layout "
+                "the int4 kernel needs)"
+            )
         if self.group_size not in (None, -1) and self.blocksize % self.group_size:
-            raise ConfigError(f"blocksize: {self.blocksize} is not a multiple of group_size "
-                              f"{self.group_size}")
+            raise ConfigError(
+                f"blocksize: {self.blocksize} is not a multiple of group_size {self.group_size}"
+            )
         if self.pattern is not None:
             n, m = self.nm()
             if self.blocksize % m:
-                raise ConfigError(f"blocksize: {self.blocksize} is not a multiple of the "
-                                  f"pattern's M ({m})")
+                raise ConfigError(
+                    f"blocksize: {self.blocksize} is not a multiple of the pattern's M ({m})"
+                )
         self.calibration.validate()
 
     def nm(self) -> tuple[int, int] | None:
@@ -206,18 +320,23 @@ def select_linears(model, targets: list[str], ignore: list[str]) -> list[tuple[s
     import torch.nn as nn
 
     # already-quantized or custom modules are not candidates
-    chosen = select_modules(model, targets, ignore,
-                            candidate=lambda _, mod: type(mod) is nn.Linear)
+    chosen = select_modules(model, targets, ignore, candidate=lambda _, mod: type(mod) is nn.Linear)
     if not chosen:
         example = next((n for n, m in model.named_modules() if type(m) is nn.Linear), None)
-        done = sum(1 for f in layer_bits(model).values()
-                   if f not in ("float32", "float16", "bfloat16"))
-        hint = (f"; linear layers here are named like {example!r}" if example
-                else "; the model has no plain nn.Linear layers left")
+        done = sum(
+            1 for f in layer_bits(model).values() if f not in ("float32", "float16", "bfloat16")
+        )
+        hint = (
+            f"; linear layers here are named like {example!r}"
+            if example
+            else "; the model has no plain nn.Linear layers left"
+        )
         if done:
             hint += f" ({done} layers are already quantized and are skipped)"
-        raise ConfigError(f"quantize.targets: no linear layer matched targets={targets or ['*']} "
-                          f"minus ignore={ignore}{hint}")
+        raise ConfigError(
+            f"quantize.targets: no linear layer matched targets={targets or ['*']} "
+            f"minus ignore={ignore}{hint}"
+        )
     return chosen
 
 
@@ -242,10 +361,17 @@ def apply(model, cfg: QuantizeConfig, ctx: StepContext):
     handler = info.load()
     n_params = sum(m.weight.numel() for _, m in modules)
     stats = dict(handler(model, modules, cfg, ctx) or {})
-    stats.update({"method": cfg.method, "bits": stats.get("bits", info.bits),
-                  "backend": info.backend,
-                  "quantized_modules": len(modules), "quantized_params": int(n_params),
-                  "reloads": info.reloads, "modules": [n for n, _ in modules]})
+    stats.update(
+        {
+            "method": cfg.method,
+            "bits": stats.get("bits", info.bits),
+            "backend": info.backend,
+            "quantized_modules": len(modules),
+            "quantized_params": int(n_params),
+            "reloads": info.reloads,
+            "modules": [n for n, _ in modules],
+        }
+    )
     return model, stats
 
 
@@ -261,12 +387,14 @@ def save_blocker(model) -> str | None:
             continue
         method = entry.get("config", {}).get("method")
         if method in QUANT_METHODS and not QUANT_METHODS.get(method).reloads:
-            return f"quantize method {method!r} does not reload: " \
-                   f"{QUANT_METHODS.get(method).why_not_reload}"
+            return (
+                f"quantize method {method!r} does not reload: "
+                f"{QUANT_METHODS.get(method).why_not_reload}"
+            )
     for name, fmt in layer_bits(model).items():
         if fmt.startswith(("int8(torch.ao", "bnb.")):
             return f"layer {name!r} is {fmt}, which does not reload faithfully"
-        if fmt[:1].isupper():   # a tensor subclass greenllm does not know how to restore
+        if fmt[:1].isupper():  # a tensor subclass greenllm does not know how to restore
             return f"layer {name!r} holds a {fmt} weight that save_pretrained cannot write"
     return None
 
@@ -279,8 +407,9 @@ def restore_step(model, entry: dict, tensors) -> None:
     cfg = parse_config(QuantizeConfig, entry.get("config", {}), "greenllm.json quantize")
     names = entry.get("stats", {}).get("modules")
     if not names:
-        raise ModelError("greenllm.json: quantize step has no module list; re-save the model "
-                         "with greenllm.save")
+        raise ModelError(
+            "greenllm.json: quantize step has no module list; re-save the model with greenllm.save"
+        )
     restore = cfg.info.load_restore()
     if "stats" in inspect.signature(restore).parameters:
         restore(model, names, cfg, tensors, stats=entry.get("stats", {}))
@@ -288,8 +417,12 @@ def restore_step(model, entry: dict, tensors) -> None:
         restore(model, names, cfg, tensors)
 
 
-SPEC = StepSpec("quantize", QuantizeConfig, apply,
-                "quantize or cast linear-layer weights (int8/int4/float8/bf16/fp16)")
+SPEC = StepSpec(
+    "quantize",
+    QuantizeConfig,
+    apply,
+    "quantize or cast linear-layer weights (int8/int4/float8/bf16/fp16)",
+)
 
 
 def quiet_torchao_import() -> None:
@@ -300,6 +433,18 @@ def quiet_torchao_import() -> None:
     quiet_third_party()
 
 
-__all__ = ["QUANT_METHODS", "RECOMMENDED_INT8", "QuantMethod", "QuantizeConfig", "SPEC",
-           "layer_bits", "matches", "packed_storage_bytes", "quiet_torchao_import",
-           "restore_step", "save_blocker", "select_linears", "tensor_storage_bytes"]
+__all__ = [
+    "QUANT_METHODS",
+    "RECOMMENDED_INT8",
+    "QuantMethod",
+    "QuantizeConfig",
+    "SPEC",
+    "layer_bits",
+    "matches",
+    "packed_storage_bytes",
+    "quiet_torchao_import",
+    "restore_step",
+    "save_blocker",
+    "select_linears",
+    "tensor_storage_bytes",
+]

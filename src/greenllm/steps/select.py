@@ -11,10 +11,12 @@ One meaning everywhere (quantize, prune, lora, distill):
 
 Stdlib only; the caller passes the model and says which modules are candidates.
 """
+
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -32,9 +34,14 @@ def is_selected(name: str, targets: Iterable[str] | None, ignore: Iterable[str] 
     return not any(matches(name, p) for p in ignore)
 
 
-def select_modules(model: Any, targets: Iterable[str] | None, ignore: Iterable[str] | None, *,
-                   candidate: Callable[[str, Any], bool] | None = None,
-                   required: str | None = None) -> list[tuple[str, Any]]:
+def select_modules(
+    model: Any,
+    targets: Iterable[str] | None,
+    ignore: Iterable[str] | None,
+    *,
+    candidate: Callable[[str, Any], bool] | None = None,
+    required: str | None = None,
+) -> list[tuple[str, Any]]:
     """``[(full_name, module)]`` in ``named_modules()`` order, chosen by targets/ignore.
 
     ``candidate(name, module)`` says which modules the step can handle (default: all). With
@@ -49,10 +56,15 @@ def select_modules(model: Any, targets: Iterable[str] | None, ignore: Iterable[s
         if is_selected(name, targets, ignore):
             chosen.append((name, mod))
     if not chosen and required:
-        hint = (f"; candidate modules are named like {first!r}" if first
-                else "; the model has no candidate modules")
-        raise ConfigError(f"{required}: no module matched targets={list(targets or []) or ['*']} "
-                          f"minus ignore={list(ignore or [])}{hint}")
+        hint = (
+            f"; candidate modules are named like {first!r}"
+            if first
+            else "; the model has no candidate modules"
+        )
+        raise ConfigError(
+            f"{required}: no module matched targets={list(targets or []) or ['*']} "
+            f"minus ignore={list(ignore or [])}{hint}"
+        )
     return chosen
 
 

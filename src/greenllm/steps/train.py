@@ -14,13 +14,15 @@ meters or control: the runner measures them and applies ``power_cap_w`` / ``powe
 After every optimizer step, pruning masks are re-applied when the model carries them, so a
 pruned model stays sparse through fine-tuning.
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 from ..config import Config
 from ..errors import ConfigError, GreenLLMError, UnsupportedError
@@ -49,22 +51,22 @@ class TrainLoopConfig(Config):
     """Settings of the shared loop (a YAML ``train``/``distill``/``lora`` step has them all)."""
 
     epochs: int = 1
-    max_steps: int | None = None          # optimizer steps; caps epochs
+    max_steps: int | None = None  # optimizer steps; caps epochs
     lr: float = 5e-5
-    optimizer: Literal["adamw", "sgd"] = "adamw"   # sgd keeps no optimizer state (edge RAM)
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # sgd keeps no optimizer state (edge RAM)
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
-    min_lr_ratio: float = 0.0             # cosine floor as a fraction of lr
+    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     gradient_checkpointing: bool = False
     early_stopping: EarlyStopping | None = None
-    eval_every_steps: int | None = None   # held-out evaluation cadence; default once per epoch
+    eval_every_steps: int | None = None  # held-out evaluation cadence; default once per epoch
     log_every_steps: int = 10
     shuffle: bool = True
     seed: int = 0
-    max_rss_bytes: int | None = None      # host memory budget; exceeded -> one-line error
+    max_rss_bytes: int | None = None  # host memory budget; exceeded -> one-line error
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -86,7 +88,7 @@ class TrainLoopConfig(Config):
         if self.log_every_steps < 1:
             raise ConfigError(f"log_every_steps: {self.log_every_steps} must be >= 1")
 
-    def loop_config(self) -> "TrainLoopConfig":
+    def loop_config(self) -> TrainLoopConfig:
         """The loop settings alone (a step config subclasses this one)."""
         import dataclasses
 
@@ -98,14 +100,14 @@ class TrainLoopConfig(Config):
 class TrainingStepConfig(TrainLoopConfig):
     """Loop settings plus data and the hardware settings the runner applies around the step."""
 
-    data: str | list[str] | None = None   # None -> the recipe's calibration data
+    data: str | list[str] | None = None  # None -> the recipe's calibration data
     task: Literal["lm", "qa", "instruct"] = "lm"
     batch_size: int = 8
     seq_len: int = 256
     eval_fraction: float = 0.0
-    max_examples: int | None = None       # lm: blocks of seq_len tokens; qa/instruct: examples
-    power_cap_w: float | None = None      # applied by the runner through control.capped()
-    power_mode: str | None = None         # Jetson nvpmodel mode, applied by the runner
+    max_examples: int | None = None  # lm: blocks of seq_len tokens; qa/instruct: examples
+    power_cap_w: float | None = None  # applied by the runner through control.capped()
+    power_mode: str | None = None  # Jetson nvpmodel mode, applied by the runner
 
     def validate(self) -> None:
         TrainLoopConfig.validate(self)
@@ -118,8 +120,10 @@ class TrainingStepConfig(TrainLoopConfig):
         if self.max_examples is not None and self.max_examples < 1:
             raise ConfigError(f"max_examples: {self.max_examples} must be >= 1 or null")
         if self.early_stopping is not None and self.eval_fraction == 0:
-            raise ConfigError("early_stopping: needs held-out data; set eval_fraction > 0 "
-                              "(e.g. 0.1) or remove early_stopping")
+            raise ConfigError(
+                "early_stopping: needs held-out data; set eval_fraction > 0 "
+                "(e.g. 0.1) or remove early_stopping"
+            )
         if self.power_cap_w is not None and self.power_cap_w <= 0:
             raise ConfigError(f"power_cap_w: {self.power_cap_w} must be > 0")
 
@@ -156,8 +160,9 @@ class TrainReport:
 
 
 # ----------------------------------------------------------------------------- pieces
-def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float,
-          min_lr_ratio: float = 0.0) -> float:
+def lr_at(
+    step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr_ratio: float = 0.0
+) -> float:
     """Learning rate of optimizer step ``step`` (0-based): linear warm-up reaching ``base_lr``
     at step ``warmup_steps - 1``, then cosine decay to ``min_lr_ratio * base_lr`` at the last
     step."""
@@ -173,6 +178,7 @@ def device_of(model) -> Any:
     for p in model.parameters():
         return p.device
     import torch
+
     return torch.device("cpu")
 
 
@@ -190,16 +196,19 @@ def autocast_context(precision: str, device) -> Callable[[], Any]:
         if dev != "cuda":
             raise UnsupportedError(
                 f"precision: fp16 autocast training needs a CUDA GPU (device here: {dev}); "
-                "use precision: bf16 or fp32")
+                "use precision: bf16 or fp32"
+            )
         return lambda: torch.autocast("cuda", dtype=torch.float16)
     # bf16
     if dev == "cuda" and not torch.cuda.is_bf16_supported():
         raise UnsupportedError(
             f"precision: bf16 is not supported by {torch.cuda.get_device_name()}; "
-            "use precision: fp16 or fp32")
+            "use precision: fp16 or fp32"
+        )
     if dev not in ("cuda", "cpu"):
-        raise UnsupportedError(f"precision: bf16 autocast is not available on device {dev}; "
-                               "use precision: fp32")
+        raise UnsupportedError(
+            f"precision: bf16 autocast is not available on device {dev}; use precision: fp32"
+        )
     return lambda: torch.autocast(dev, dtype=torch.bfloat16)
 
 
@@ -217,8 +226,12 @@ def batch_tokens(batch: dict) -> int:
 
 def causal_lm_loss(model, batch: dict):
     """Mean next-token cross-entropy over tokens with labels != -100."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                labels=batch["labels"], use_cache=False)
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch.get("attention_mask"),
+        labels=batch["labels"],
+        use_cache=False,
+    )
     return out.loss
 
 
@@ -235,8 +248,11 @@ def _mask_reapplier(model) -> Callable[[], None] | None:
 
 def _is_oom(exc: BaseException) -> bool:
     text = str(exc).lower()
-    return "out of memory" in text or "can't allocate memory" in text \
+    return (
+        "out of memory" in text
+        or "can't allocate memory" in text
         or type(exc).__name__ in ("OutOfMemoryError",)
+    )
 
 
 def _rss_bytes() -> int | None:
@@ -270,8 +286,10 @@ def _checkpointing(model, enabled: bool):
         yield
         return
     if not getattr(model, "supports_gradient_checkpointing", False):
-        raise UnsupportedError(f"gradient_checkpointing: {type(model).__name__} does not "
-                               "support it; set gradient_checkpointing: false")
+        raise UnsupportedError(
+            f"gradient_checkpointing: {type(model).__name__} does not "
+            "support it; set gradient_checkpointing: false"
+        )
     was_cache = getattr(model.config, "use_cache", None)
     kwargs = {"use_reentrant": False}
     if hasattr(model, "activation_checkpointing_enable"):
@@ -310,8 +328,14 @@ def evaluate_loss(model, batches: Sequence[dict], loss_fn, amp=contextlib.nullco
 
 
 # ----------------------------------------------------------------------------- the loop
-def train_loop(model, batches: Sequence[dict], loss_fn=None, cfg: TrainLoopConfig | None = None,
-               eval_batches: Sequence[dict] | None = None, hooks=None) -> TrainReport:
+def train_loop(
+    model,
+    batches: Sequence[dict],
+    loss_fn=None,
+    cfg: TrainLoopConfig | None = None,
+    eval_batches: Sequence[dict] | None = None,
+    hooks=None,
+) -> TrainReport:
     """Train ``model`` in place on ``batches`` (a list of batch dicts); see the module doc.
 
     ``loss_fn(model, batch) -> scalar tensor`` is the mean loss over the batch's target
@@ -326,15 +350,18 @@ def train_loop(model, batches: Sequence[dict], loss_fn=None, cfg: TrainLoopConfi
     if not batches:
         raise ConfigError("data: no training batches; give more data or a smaller batch_size")
     if cfg.early_stopping is not None and not eval_batches:
-        raise ConfigError("early_stopping: needs held-out data; set eval_fraction > 0 "
-                          "(e.g. 0.1) or remove early_stopping")
+        raise ConfigError(
+            "early_stopping: needs held-out data; set eval_fraction > 0 "
+            "(e.g. 0.1) or remove early_stopping"
+        )
     device = device_of(model)
-    amp = autocast_context(cfg.precision, device)     # raises before the model is touched
+    amp = autocast_context(cfg.precision, device)  # raises before the model is touched
     scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ConfigError("model: no trainable parameters (every parameter has "
-                          "requires_grad=False)")
+        raise ConfigError(
+            "model: no trainable parameters (every parameter has requires_grad=False)"
+        )
     reapply = _mask_reapplier(model)
 
     windows_per_epoch = math.ceil(len(batches) / cfg.grad_accum)
@@ -349,11 +376,15 @@ def train_loop(model, batches: Sequence[dict], loss_fn=None, cfg: TrainLoopConfi
         torch.cuda.manual_seed_all(cfg.seed)
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.SGD
-    opt = opt_cls([g for g in groups if g["params"]],
-                  lr=lr_at(0, total_steps, warmup_steps, cfg.lr, cfg.min_lr_ratio))
+    opt = opt_cls(
+        [g for g in groups if g["params"]],
+        lr=lr_at(0, total_steps, warmup_steps, cfg.lr, cfg.min_lr_ratio),
+    )
 
     report = TrainReport(precision=cfg.precision)
     es = cfg.early_stopping
@@ -384,14 +415,19 @@ def train_loop(model, batches: Sequence[dict], loss_fn=None, cfg: TrainLoopConfi
                 if step >= total_steps or stop:
                     break
                 t_epoch = time.perf_counter()
-                order = (torch.randperm(len(batches), generator=gen).tolist() if cfg.shuffle
-                         else list(range(len(batches))))
+                order = (
+                    torch.randperm(len(batches), generator=gen).tolist()
+                    if cfg.shuffle
+                    else list(range(len(batches)))
+                )
                 ep_loss, ep_tokens, ep_steps = 0.0, 0, 0
                 for w in range(windows_per_epoch):
                     if step >= total_steps:
                         break
-                    window = [_to_device(batches[i], device)
-                              for i in order[w * cfg.grad_accum:(w + 1) * cfg.grad_accum]]
+                    window = [
+                        _to_device(batches[i], device)
+                        for i in order[w * cfg.grad_accum : (w + 1) * cfg.grad_accum]
+                    ]
                     counts = [batch_tokens(b) for b in window]
                     n_tok = max(sum(counts), 1)
                     for g in opt.param_groups:
@@ -403,7 +439,8 @@ def train_loop(model, batches: Sequence[dict], loss_fn=None, cfg: TrainLoopConfi
                         if not torch.isfinite(loss.detach()):
                             raise GreenLLMError(
                                 f"training diverged at step {step}: loss is {float(loss)}; "
-                                "lower lr or use precision: fp32")
+                                "lower lr or use precision: fp32"
+                            )
                         scaled = loss * (k / n_tok)
                         (scaler.scale(scaled) if scaler else scaled).backward()
                         win_loss += float(loss.detach()) * k
@@ -437,16 +474,26 @@ def train_loop(model, batches: Sequence[dict], loss_fn=None, cfg: TrainLoopConfi
                                 f"batch_size: training used {rss} bytes of host memory, over "
                                 f"max_rss_bytes={cfg.max_rss_bytes}; lower batch_size (raise "
                                 "grad_accum to keep the effective batch) or enable "
-                                "gradient_checkpointing")
-                    rec = {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"],
-                           "loss": mean, "tokens": sum(counts)}
+                                "gradient_checkpointing"
+                            )
+                    rec = {
+                        "step": step,
+                        "epoch": epoch,
+                        "lr": opt.param_groups[0]["lr"],
+                        "loss": mean,
+                        "tokens": sum(counts),
+                    }
                     rec.update(_call_hooks(hooks, "on_step_end", step, rec))
                     if step % cfg.log_every_steps == 0 or step == total_steps:
                         now = time.perf_counter()
-                        entry = {"step": step, "epoch": epoch, "tokens": log_tokens,
-                                 "duration_s": now - log_t0,
-                                 "loss": log_loss / max(log_tokens, 1),
-                                 "lr": opt.param_groups[0]["lr"]}
+                        entry = {
+                            "step": step,
+                            "epoch": epoch,
+                            "tokens": log_tokens,
+                            "duration_s": now - log_t0,
+                            "loss": log_loss / max(log_tokens, 1),
+                            "lr": opt.param_groups[0]["lr"],
+                        }
                         entry.update({k: v for k, v in rec.items() if k not in entry})
                         report.log.append(entry)
                         log_loss, log_tokens, log_t0 = 0.0, 0, now
@@ -463,9 +510,14 @@ def train_loop(model, batches: Sequence[dict], loss_fn=None, cfg: TrainLoopConfi
                     eval_loss = report.evals[-1]["eval_loss"]
                 elif report.evals:
                     eval_loss = report.evals[-1]["eval_loss"]
-                record = {"epoch": epoch, "steps": ep_steps, "tokens": ep_tokens,
-                          "duration_s": time.perf_counter() - t_epoch,
-                          "train_loss": ep_loss / max(ep_tokens, 1), "eval_loss": eval_loss}
+                record = {
+                    "epoch": epoch,
+                    "steps": ep_steps,
+                    "tokens": ep_tokens,
+                    "duration_s": time.perf_counter() - t_epoch,
+                    "train_loss": ep_loss / max(ep_tokens, 1),
+                    "eval_loss": eval_loss,
+                }
                 record.update(_call_hooks(hooks, "on_epoch_end", epoch, record))
                 report.epochs.append(record)
                 report.epochs_run = epoch + 1
@@ -476,9 +528,11 @@ def train_loop(model, batches: Sequence[dict], loss_fn=None, cfg: TrainLoopConfi
         opt.zero_grad(set_to_none=True)
         if _is_oom(exc):
             raise UnsupportedError(
-                f"batch_size: the batch does not fit in {device.type} memory ({type(exc).__name__}); "
+                f"batch_size: the batch does not fit in {device.type} memory "
+                f"({type(exc).__name__}); "
                 "lower batch_size (raise grad_accum to keep the effective batch) or enable "
-                "gradient_checkpointing") from None
+                "gradient_checkpointing"
+            ) from None
         raise
     finally:
         model.eval()
@@ -493,18 +547,33 @@ def _apply(model, cfg: TrainConfig, ctx: StepContext):
 
     autocast_context(cfg.precision, device_of(model))  # fail before reading data
     source = cfg.data if cfg.data is not None else ctx.calibration
-    train_b, eval_b = build_batches(ctx.tokenizer, source, task=cfg.task, seq_len=cfg.seq_len,
-                                    batch_size=cfg.batch_size, eval_fraction=cfg.eval_fraction,
-                                    seed=cfg.seed, max_examples=cfg.max_examples)
+    train_b, eval_b = build_batches(
+        ctx.tokenizer,
+        source,
+        task=cfg.task,
+        seq_len=cfg.seq_len,
+        batch_size=cfg.batch_size,
+        eval_fraction=cfg.eval_fraction,
+        seed=cfg.seed,
+        max_examples=cfg.max_examples,
+    )
     hooks = ctx.extras.get("train_hooks")
-    report = train_loop(model, train_b, causal_lm_loss, cfg.loop_config(), eval_b or None,
-                        hooks)
+    report = train_loop(model, train_b, causal_lm_loss, cfg.loop_config(), eval_b or None, hooks)
     stats = report.to_dict()
-    stats.update(task=cfg.task, batch_size=cfg.batch_size, train_batches=len(train_b),
-                 eval_batches=len(eval_b), power_cap_w=cfg.power_cap_w,
-                 power_mode=cfg.power_mode)
+    stats.update(
+        task=cfg.task,
+        batch_size=cfg.batch_size,
+        train_batches=len(train_b),
+        eval_batches=len(eval_b),
+        power_cap_w=cfg.power_cap_w,
+        power_mode=cfg.power_mode,
+    )
     return model, stats
 
 
-SPEC = StepSpec(key="train", config_cls=TrainConfig, apply=_apply,
-                summary="fine-tune every parameter on text, QA or instruction data")
+SPEC = StepSpec(
+    key="train",
+    config_cls=TrainConfig,
+    apply=_apply,
+    summary="fine-tune every parameter on text, QA or instruction data",
+)
