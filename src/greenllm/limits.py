@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+import os
 import reprlib
 from pathlib import Path
 from typing import Any
@@ -302,7 +303,7 @@ def check_writable_dir(directory: str | Path, what: str = "output directory") ->
     return d
 
 
-def check_writable_file(path: str | Path, what: str = "file") -> Path:
+def check_writable_file(path: str | os.PathLike[str], what: str = "file") -> Path:
     """``path`` can be written later: its folder is writable and it is not a directory."""
     p = Path(path)
     if p.is_dir():

@@ -139,7 +139,7 @@ class Measurement(contextlib.ContextDecorator):
             self._thread.start()
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if self._thread is not None:
                 self._stop.set()
@@ -152,7 +152,6 @@ class Measurement(contextlib.ContextDecorator):
         finally:
             for m in self._created:
                 m.close()
-        return False
 
     def _run(self) -> None:
         period = 1.0 / self.hz
@@ -229,6 +228,8 @@ class Measurement(contextlib.ContextDecorator):
         return self._build(self.clock())
 
     def _write_trace(self) -> None:
+        if self.trace is None:
+            raise ValueError("no trace path set")
         info = {(m, d.name): d for m, ds in self._domains.items() for d in ds}
         with atomic_open(self.trace, "w", newline="") as fh:
             w = csv.writer(fh)

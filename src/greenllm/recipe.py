@@ -473,7 +473,7 @@ def _type_str(tp: Any) -> str:
         return "mapping"
     if tp is type(None):
         return "null"
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return tp.__name__
     return getattr(tp, "__name__", str(tp))
 
@@ -481,8 +481,8 @@ def _type_str(tp: Any) -> str:
 def _default_str(f: dataclasses.Field) -> str:
     if f.default is not dataclasses.MISSING:
         return f"`{json.dumps(f.default)}`"
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f"`{json.dumps(to_dict(f.default_factory()))}`"  # type: ignore[misc]
+    if f.default_factory is not dataclasses.MISSING:
+        return f"`{json.dumps(to_dict(f.default_factory()))}`"
     return "required"
 
 

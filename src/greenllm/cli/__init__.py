@@ -88,15 +88,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # click usage errors arrive here with standalone_mode=False
         # typer may vendor click (typer._click); match the ClickException interface by shape.
-        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+        exit_code = getattr(exc, "exit_code", None)
+        if hasattr(exc, "show") and isinstance(exit_code, int):
             fmt = getattr(exc, "format_message", None)
-            if exc.exit_code == 2 and callable(fmt):  # a usage error: one line, as ours
+            if exit_code == 2 and callable(fmt):  # a usage error: one line, as ours
                 ctx = getattr(exc, "ctx", None)
                 where = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
                 print(f"greenllm: error: {one_line(fmt())}{where}", file=sys.stderr)
                 return 2
             exc.show()
-            return exc.exit_code
+            return exit_code
         if type(exc).__name__ == "Abort":
             print("greenllm: aborted", file=sys.stderr)
             return 1

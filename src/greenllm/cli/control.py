@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -74,12 +75,12 @@ def _probe(kind: str) -> dict:
             }
         from ..control.jetson import JetsonPowerMode
 
-        cap = JetsonPowerMode()
+        jcap = JetsonPowerMode()
         return {
             "available": True,
-            "current": cap.get(),
-            "allowed": cap.allowed(),
-            "describe": cap.describe(),
+            "current": jcap.get(),
+            "allowed": jcap.allowed(),
+            "describe": jcap.describe(),
         }
     except GreenLLMError as exc:
         return {"available": False, "reason": str(exc)}
@@ -115,7 +116,7 @@ def show_cmd(
         dirs = _dirs(control_dir)
         found = [_journal_status(p) for d in dirs for p in journals_in(d)]
     first = found[0] if found else None
-    out = {
+    out: dict[str, Any] = {
         "device": detect_device().to_dict(),
         "control_dir": str(default_dir()),
         "searched": [str(d) for d in dirs],

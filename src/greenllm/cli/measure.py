@@ -92,7 +92,7 @@ def _measure_cmd(
     check_number(idle_s, "--idle-s", 0, 3600, unit="seconds")
     if trace is not None:  # before CMD runs: a run must not be lost to an unwritable trace
         check_writable_file(trace, "--trace")
-    meters = "auto"
+    meters: str | list[str] = "auto"
     if meter:
         for name in meter:
             METERS.check(name)
@@ -105,6 +105,7 @@ def _measure_cmd(
         except PermissionError:
             raise GreenLLMError(f"command is not executable: {cmd[0]!r}") from None
     report = m.report
+    assert report is not None  # set by measure's __exit__
     if json_out:
         out = report.to_dict()
         out["command"] = cmd

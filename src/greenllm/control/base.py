@@ -205,7 +205,7 @@ def capped(
                     f"control journal {str(path)!r} is for another device "
                     f"({stale['cap']} {stale['device_id'][:80]!r}); delete it"
                 )
-            config = getattr(cap, "adapter_config", dict)()
+            config: dict[str, Any] = getattr(cap, "adapter_config", dict)()
             _restore_entry(path, stale, cap_from_journal(stale, config))
             msg = (
                 f"{cap.name} device {cap.device_id()} was left at {stale.get('requested')!r} "

@@ -10,15 +10,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Final, Literal, Protocol, runtime_checkable
 
 from ..errors import MeterError
 from ..registry import Registry
 
 Clock = Callable[[], float]
 
-COUNTER = "counter"
-POWER = "power"
+Kind = Literal["counter", "power"]
+COUNTER: Final = "counter"
+POWER: Final = "power"
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class DomainInfo:
     """One thing a meter measures (a GPU, a RAPL zone, a power rail)."""
 
     name: str  # "gpu0", "package-0", "package-0/dram", "VDD_IN"
-    kind: Literal["counter", "power"]  # counter -> energy_j readings, power -> power_w
+    kind: Kind  # counter -> energy_j readings, power -> power_w
     in_total: bool = True  # counted in the report total (False: sub-rail)
     estimated: bool = False  # modelled, not measured
     method: str = ""  # override of the report method ("estimate")

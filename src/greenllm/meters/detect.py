@@ -95,7 +95,7 @@ def detect_meters(
         else:
             det.unavailable[name] = reason
             close_meters([meter])
-    chosen = [n for n in ("nvml", "rapl") if n in instances]
+    chosen: list[str] = [n for n in ("nvml", "rapl") if n in instances]
     rail = next((n for n in _RAIL_SOURCES if n in instances), None)
     if rail:
         chosen.append(rail)

@@ -83,7 +83,7 @@ class ReplayMeter(BaseMeter):
     def __init__(self, path: str | os.PathLike | None = None, clock: Clock | None = None):
         super().__init__(clock)
         self.path = Path(path) if path else None
-        self._loaded = None
+        self._loaded: tuple[list[DomainInfo], list[Reading]] | None = None
         self._pos = 0
 
     def _load(self):

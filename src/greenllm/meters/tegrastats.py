@@ -94,7 +94,8 @@ def parse_line(line: str) -> TegraSample | None:
             pct, _, freq = item.partition("@")
             loads.append(float(pct.rstrip("%")) if pct.rstrip("%") else None)
             freqs.append(float(freq) if freq else common)
-    gpu_util, gpu_freq = None, ()
+    gpu_util: float | None = None
+    gpu_freq: tuple[float, ...] = ()
     g = _GR3D.search(line)
     if g:
         gpu_util = float(g.group(1))
@@ -145,8 +146,10 @@ def parse_log(lines: Iterable[str]) -> TegraLog:
 def sample_times(samples: list[TegraSample], interval_ms: float) -> list[float]:
     """Timestamps where every sample has one and they increase, else index x interval."""
     ts = [s.timestamp_s for s in samples]
-    if ts and all(t is not None for t in ts) and all(b > a for a, b in zip(ts, ts[1:])):
-        return [t - ts[0] for t in ts]  # type: ignore[operator]
+    if ts and all(t is not None for t in ts):
+        tv = [t for t in ts if t is not None]  # same list, narrowed to float
+        if all(b > a for a, b in zip(tv, tv[1:])):
+            return [t - tv[0] for t in tv]
     return [i * interval_ms / 1000.0 for i in range(len(samples))]
 
 
@@ -250,7 +253,8 @@ class _Accumulator:
         self.samples = self.skipped = self.truncated = 0
         self.rails: dict[str, list[float]] = {}  # name -> [prev_w, e_idx, e_ts, sum_w]
         self.ts_ok = True
-        self.t_first = self.t_prev = None
+        self.t_first: float | None = None
+        self.t_prev: float | None = None
         self.util_sum, self.util_n = 0.0, 0
         self._prev_names: frozenset[str] = frozenset()
 
@@ -298,7 +302,12 @@ class _Accumulator:
                 "tegrastats output?"
             )
         use_ts = self.ts_ok and self.samples > 1
-        duration = (self.t_prev - self.t_first) if use_ts else (self.samples - 1) * self.dt_idx
+        if use_ts:
+            # ts_ok held for every sample, so both timestamps were set
+            assert self.t_prev is not None and self.t_first is not None
+            duration = self.t_prev - self.t_first
+        else:
+            duration = (self.samples - 1) * self.dt_idx
         names = list(self.rails)
         summed = total_rails(names)
         rails_out = {}
@@ -366,10 +375,10 @@ def analyze_file(path, interval_ms: float = 1000.0) -> dict:
 
 # -- the process meter ------------------------------------------------------------------
 
-Runner = Callable[[list[str]], "subprocess.Popen"]
+Runner = Callable[[list[str]], "subprocess.Popen[str]"]
 
 
-def _popen(argv: list[str]):
+def _popen(argv: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1
     )
@@ -399,7 +408,7 @@ class TegrastatsMeter(BaseMeter):
         self._runner = runner or _popen
         self._which = which or shutil.which
         self._timeout = first_line_timeout_s
-        self._proc = None
+        self._proc: subprocess.Popen[str] | None = None
         self._latest: TegraSample | None = None
         self._got_line = threading.Event()
         self._ended = False
@@ -432,7 +441,9 @@ class TegrastatsMeter(BaseMeter):
 
     def _pump(self) -> None:
         try:
-            for line in self._proc.stdout:
+            proc = self._proc
+            assert proc is not None and proc.stdout is not None  # set by _start before the thread
+            for line in proc.stdout:
                 s = parse_line(line)
                 if s is None:
                     self.skipped_lines += 1

@@ -172,9 +172,9 @@ def quality(evals: list[dict[str, Any]]) -> tuple[float | None, str | None, bool
     """One quality number per variant for the Pareto plot: mean accuracy over evals that
     have one, else the first perplexity-like metric. Returns (value, label, higher_better)."""
     accs = [
-        (_num(e.get(pm[0])), pm[0])
+        (a, pm[0])
         for e in evals
-        if (pm := primary_metric(e)) and pm[1] and _num(e.get(pm[0])) is not None
+        if (pm := primary_metric(e)) and pm[1] and (a := _num(e.get(pm[0]))) is not None
     ]
     if accs:
         return sum(a for a, _ in accs) / len(accs), "mean accuracy", True
@@ -193,7 +193,7 @@ def pareto_front(
     pts = [
         (n, e, q if higher_better else -q)
         for n, e, q in points
-        if _num(e) is not None and _num(q) is not None
+        if e is not None and q is not None and _num(e) is not None and _num(q) is not None
     ]
     front = []
     for n, e, q in pts:

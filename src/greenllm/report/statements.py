@@ -80,7 +80,7 @@ def methodology(doc: dict[str, Any]) -> str:
             "mixed": "counters and power readings",
         }
         parts.append(
-            f"Energy: meter(s) {', '.join(meters)} ({kind.get(method, method or 'n/a')}"
+            f"Energy: meter(s) {', '.join(meters)} ({kind.get(method or '', method or 'n/a')}"
             f"), {rate}. "
             + (
                 "These figures are ESTIMATES (no hardware energy meter could be read on "

@@ -93,7 +93,8 @@ def _d(v: dict[str, Any], key: str) -> Any:
 def eval_labels(doc: dict[str, Any]) -> list[str]:
     """One label per eval position (task names, de-duplicated with #2, #3...)."""
     base = doc["variants"][0]["evals"] if doc["variants"] else []
-    labels, seen = [], {}
+    labels: list[str] = []
+    seen: dict[str, int] = {}
     for e in base:
         task = (e or {}).get("task") or "eval"
         seen[task] = seen.get(task, 0) + 1
@@ -404,8 +405,8 @@ def to_csv(doc: dict[str, Any]) -> str:
             d = deltas[i] if i < len(deltas) else None
             row += [
                 pm[0] if pm else None,
-                e.get(pm[0]) if pm else None,
-                e.get(f"{pm[0]}_stderr") if pm else None,
+                e.get(pm[0]) if pm and e else None,
+                e.get(f"{pm[0]}_stderr") if pm and e else None,
                 (d or {}).get("delta_pp"),
                 (d or {}).get("delta_pct"),
             ]
@@ -415,7 +416,7 @@ def to_csv(doc: dict[str, Any]) -> str:
 
 def _windows(doc: dict[str, Any]) -> list[tuple[str, float, float, float | None]]:
     """(label, duration_s, energy_j, started_at_unix_s) of every measured window."""
-    out = []
+    out: list[tuple[str, float, float, float | None]] = []
     for v in doc["variants"]:
         for i, s in enumerate(v.get("steps") or []):
             if s.get("energy_j") is not None:
