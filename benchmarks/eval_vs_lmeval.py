@@ -10,7 +10,8 @@ directly, so no hub or network is needed); greenllm scores them with its shared-
 Both run in this process with the same batch size, alternating (lm-eval, greenllm) ``--repeats``
 times per task; the table gives the median wall time of each side (a warm-up pass of each
 comes first and is not counted). Prints wall time, the speed ratio, accuracy from each,
-the accuracy difference in percentage points and the largest log-likelihood difference. Goal: >= 2x faster, accuracy within 0.5 pp.
+the accuracy difference in percentage points and the largest log-likelihood difference.
+Goal: >= 2x faster, accuracy within 0.5 pp.
 """
 
 from __future__ import annotations
