@@ -5,7 +5,7 @@
 #
 # Also:
 #   make lint          # ruff (lint + format check) and mypy on the torch-free layers
-#   make lock          # regenerate requirements.lock / requirements-jetson.lock from pyproject
+#   make lock          # regenerate requirements.lock / constraints-jetson.txt from pyproject
 #   make test-latest   # the newest versions pyproject allows, in .venv-latest: drift shows here first
 #   make install-jetson  # on a Jetson: greenllm next to JetPack's torch (no torch pin)
 PYTHON ?= python3
@@ -55,7 +55,7 @@ test-latest:
 # (python3 -m venv --system-site-packages .venv, after installing the JetPack torch wheel).
 install-jetson:
 	$(PYTHON) -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-	$(PYTHON) -m pip install -c requirements-jetson.lock -e ".[torch,jetson,carbon,peft,datasets,plots]"
+	$(PYTHON) -m pip install -c constraints-jetson.txt -e ".[torch,jetson,carbon,peft,datasets,plots]"
 	$(PYTHON) -m pip check
 
 clean:

@@ -65,6 +65,6 @@ def test_the_installed_packages_are_the_locked_versions():
 
 
 def test_the_jetson_lock_leaves_torch_to_jetpack():
-    pins = _pins(ROOT / "requirements-jetson.lock")
+    pins = _pins(ROOT / "constraints-jetson.txt")
     assert "torch" not in pins and "sympy" not in pins
     assert "transformers" in pins and "jetson-stats" in pins

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerate the install locks from pyproject.toml. Never edit the lock files by hand.
 
-    python tools/lock.py            # rewrite requirements.lock and requirements-jetson.lock
+    python tools/lock.py            # rewrite requirements.lock and constraints-jetson.txt
     python tools/lock.py --check    # resolve again and fail if the locks would change
 
 ``requirements.lock`` is the complete resolved set of ``greenllm[dev]`` (every package, exact
@@ -10,7 +10,7 @@ produces it (``pip install --dry-run --ignore-installed --report``), with the in
 ``constraints.txt`` (torch==2.13.0). ``make test``, ``make quickstart`` and ``.ci/run`` install
 exactly it (``pip install -r requirements.lock``, then greenllm itself with ``--no-deps``).
 
-``requirements-jetson.lock`` is the set a Jetson (JetPack 6: CPython 3.10, aarch64) installs
+``constraints-jetson.txt`` is the set a Jetson (JetPack 6: CPython 3.10, aarch64) installs
 next to NVIDIA's own torch, as pip *constraints*: it is resolved by ``uv pip compile`` for that
 platform, and torch and the packages only torch needs are left out of it, so the JetPack
 torch and its pins are never replaced (``make install-jetson``).
@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"
-JETSON_LOCK = ROOT / "requirements-jetson.lock"
+JETSON_LOCK = ROOT / "constraints-jetson.txt"
 CONSTRAINTS = ROOT / "constraints.txt"
 EXTRAS = "dev"
 JETSON_EXTRAS = ("torch", "jetson", "carbon", "peft", "datasets", "plots")

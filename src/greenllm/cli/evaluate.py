@@ -85,21 +85,10 @@ def check_data(key: str, cfg: Any) -> None:
     from ..evals.base import resolve_data
 
     if key == "choice":
-        from ..evals.tasks import first, load_docs
+        from ..evals.choice import choice_docs
 
         path = resolve_data(cfg.data, "--data")
-        docs = first(
-            load_docs(
-                cfg.task,
-                path,
-                shots=cfg.shots,
-                split=cfg.split,
-                subjects=cfg.subjects,
-                labels=cfg.labels,
-                target_delimiter=cfg.target_delimiter,
-            ),
-            cfg.limit,
-        )
+        docs = choice_docs(cfg, path)
         if not docs:
             from ..errors import DataError
 

@@ -96,10 +96,9 @@ def choice_metrics(docs: list[ChoiceDoc], scores: list[list[tuple[float, bool]]]
     }
 
 
-def run(model: Any, tokenizer: Any, cfg: ChoiceConfig, *, progress: bool = False):
-    t0 = time.perf_counter()
-    path = resolve_data(cfg.data)
-    docs = first(
+def choice_docs(cfg: ChoiceConfig, path: Any) -> list:
+    """The first ``cfg.limit`` documents of the task's file, formatted as ``cfg`` says."""
+    return first(
         load_docs(
             cfg.task,
             path,
@@ -111,6 +110,12 @@ def run(model: Any, tokenizer: Any, cfg: ChoiceConfig, *, progress: bool = False
         ),
         cfg.limit,
     )
+
+
+def run(model: Any, tokenizer: Any, cfg: ChoiceConfig, *, progress: bool = False):
+    t0 = time.perf_counter()
+    path = resolve_data(cfg.data)
+    docs = choice_docs(cfg, path)
     if not docs:
         raise DataError(f"{path}: no items to evaluate (empty file or folder)")
     encoder = Encoder(tokenizer, cfg.add_bos_token)

@@ -29,7 +29,7 @@ from ..config import Config
 from ..errors import ConfigError, UnsupportedError
 from .base import StepContext, StepSpec
 from .select import check_patterns, select_modules
-from .train import TrainingStepConfig, autocast_context, device_of, train_loop
+from .train import TrainingStepConfig, autocast_context, device_of, step_batches, train_loop
 
 _LAYER_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers")
 _LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
@@ -308,8 +308,6 @@ def _resolve_teacher(model, cfg: DistillConfig, ctx: StepContext):
 
 
 def _apply(model, cfg: DistillConfig, ctx: StepContext):
-    from .data import build_batches
-
     autocast_context(cfg.precision, device_of(model))  # fail before any work
     teacher, teacher_src = _resolve_teacher(model, cfg, ctx)
     n_teacher = num_layers(teacher)
@@ -356,17 +354,7 @@ def _apply(model, cfg: DistillConfig, ctx: StepContext):
             f"student vocabulary ({student.config.vocab_size}) differ; KL needs "
             "the same tokenizer"
         )
-    source = cfg.data if cfg.data is not None else ctx.calibration
-    train_b, eval_b = build_batches(
-        ctx.tokenizer,
-        source,
-        task=cfg.task,
-        seq_len=cfg.seq_len,
-        batch_size=cfg.batch_size,
-        eval_fraction=cfg.eval_fraction,
-        seed=cfg.seed,
-        max_examples=cfg.max_examples,
-    )
+    train_b, eval_b = step_batches(cfg, ctx)
     was_training = teacher.training
     teacher.eval()
     requires = [p.requires_grad for p in teacher.parameters()]

@@ -28,6 +28,7 @@ from .train import (
     causal_lm_loss,
     device_of,
     evaluate_loss,
+    step_batches,
     train_loop,
 )
 
@@ -96,8 +97,6 @@ def lora_targets(model, cfg: LoraConfig) -> list[str]:
 
 
 def _apply(model, cfg: LoraConfig, ctx: StepContext):
-    from .data import build_batches
-
     autocast_context(cfg.precision, device_of(model))
     if cfg.method == "qlora" and not _is_4bit(model):
         raise ConfigError(
@@ -111,17 +110,7 @@ def _apply(model, cfg: LoraConfig, ctx: StepContext):
         )
     peft = require("peft", "peft", "LoRA fine-tuning")
     target_names = lora_targets(model, cfg)
-    source = cfg.data if cfg.data is not None else ctx.calibration
-    train_b, eval_b = build_batches(
-        ctx.tokenizer,
-        source,
-        task=cfg.task,
-        seq_len=cfg.seq_len,
-        batch_size=cfg.batch_size,
-        eval_fraction=cfg.eval_fraction,
-        seed=cfg.seed,
-        max_examples=cfg.max_examples,
-    )
+    train_b, eval_b = step_batches(cfg, ctx)
     if cfg.method == "qlora":
         require("bitsandbytes", "bnb", "QLoRA")
         model = peft.prepare_model_for_kbit_training(

@@ -217,19 +217,20 @@ def target_linears(model, cfg: PruneConfig) -> list[list[tuple[str, Any]]]:
     return out
 
 
-def require_calibration(cfg: PruneConfig, ctx: StepContext, why: str):
-    """Calibration token windows ``[samples, seq_len]`` or a DataError (model untouched)."""
+def require_calibration(cfg: Any, ctx: StepContext, why: str, step: str = "prune"):
+    """Calibration token windows ``[samples, seq_len]`` or a DataError (model untouched);
+    ``cfg`` has ``method`` and ``calibration`` (a prune or a calibrated quantize config)."""
     from .calibration import calibration_batches
 
     if ctx.calibration is None:
         raise DataError(
-            f"prune: method {cfg.method!r} needs calibration data ({why}); pass "
+            f"{step}: method {cfg.method!r} needs calibration data ({why}); pass "
             "calibration= a text file, list of strings or dataset "
             "(CLI: --calibration FILE)"
         )
     if ctx.tokenizer is None:
         raise DataError(
-            f"prune: method {cfg.method!r} needs the tokenizer to read the "
+            f"{step}: method {cfg.method!r} needs the tokenizer to read the "
             "calibration data; pass tokenizer="
         )
     c = cfg.calibration

@@ -19,32 +19,28 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..errors import DataError
+DEFAULT_GROUP_SIZE = 64  # ``group_size: null``; -1 is one scale per output channel
 
 
-def _opt(cfg, name: str, default):
-    value = getattr(cfg, name, None)
-    return default if value is None else value
+def _grid(cfg) -> tuple[int, int | None, bool]:
+    """(bits, group size or None for per channel, symmetric) of a gptq/rtn config."""
+    gs = DEFAULT_GROUP_SIZE if cfg.group_size is None else cfg.group_size
+    return int(cfg.bits), (None if gs == -1 else gs), bool(cfg.sym)
 
 
-def calibration_tokens(cfg, ctx, method: str):
-    from .calibration import calibration_batches
+def _round_to_nearest(model, modules, bits: int, group_size, sym: bool) -> dict[str, str]:
+    """RTN on the gptq grid for ``modules`` ([(name, nn.Linear)]); name -> storage."""
+    from .gptq_core import rtn_quantize
+    from .quantize import set_submodule
 
-    if ctx.calibration is None:
-        raise DataError(
-            f"quantize: method {method!r} needs calibration data (GPTQ weighs "
-            "rounding errors by the layer inputs); pass calibration= a text file, "
-            "a list of strings or a dataset (CLI: --calibration FILE)"
-        )
-    if ctx.tokenizer is None:
-        raise DataError(
-            f"quantize: method {method!r} needs the tokenizer to read the "
-            "calibration data; pass tokenizer="
-        )
-    c = cfg.calibration
-    return calibration_batches(
-        ctx.calibration, ctx.tokenizer, samples=c.samples, seq_len=c.seq_len, seed=ctx.seed
-    )
+    storage = {}
+    for name, mod in modules:
+        res = rtn_quantize(mod.weight, bits=bits, group_size=group_size, sym=sym)
+        new, how = _replacement(mod, res, group_size, bits)
+        if new is not None:
+            set_submodule(model, name, new)
+        storage[name] = how
+    return storage
 
 
 def _replacement(mod, result, group_size: int | None, bits: int):
@@ -64,23 +60,19 @@ def _replacement(mod, result, group_size: int | None, bits: int):
 
 def apply_gptq(model, modules, cfg, ctx) -> dict[str, Any]:
     """Quantize ``modules`` ([(name, nn.Linear)]) with GPTQ; returns the step stats."""
-    from .gptq_core import gptq_quantize, rtn_quantize
-    from .prune import decoder_layers, layer_prefix, layerwise
+    from .gptq_core import gptq_quantize
+    from .prune import decoder_layers, layer_prefix, layerwise, require_calibration
     from .prune_unstructured import _input_hooks
     from .quantize import set_submodule
 
-    bits = int(_opt(cfg, "bits", 4))
-    group_size = _opt(cfg, "group_size", 64)
-    group_size = None if group_size in (-1, 0) else group_size
-    sym = bool(_opt(cfg, "sym", True))
-    act_order = bool(_opt(cfg, "desc_act", False))
-    static_groups = bool(_opt(cfg, "static_groups", act_order))
-    blocksize = int(_opt(cfg, "blocksize", 128))
-    dampening = float(_opt(cfg, "dampening", 0.01))
-    sparsity = float(_opt(cfg, "sparsity", 0.0) or 0.0)
-    nm = cfg.nm() if callable(getattr(cfg, "nm", None)) else None
+    bits, group_size, sym = _grid(cfg)
+    act_order, static_groups = bool(cfg.desc_act), bool(cfg.static_groups)
+    blocksize, dampening, sparsity = int(cfg.blocksize), float(cfg.dampening), float(cfg.sparsity)
+    nm = cfg.nm()
     t0 = time.perf_counter()
-    tokens = calibration_tokens(cfg, ctx, cfg.method)
+    tokens = require_calibration(
+        cfg, ctx, "GPTQ weighs rounding errors by the layer inputs", step="quantize"
+    )
 
     layers = decoder_layers(model)
     prefix = layer_prefix(model, layers)
@@ -132,13 +124,9 @@ def apply_gptq(model, modules, cfg, ctx) -> dict[str, Any]:
             quantize_one(name, mod, st["acc"] * (2.0 / max(st["n"], 1)))
         return outs, False
 
-    calib = getattr(cfg, "calibration", None)
-    layerwise(model, tokens, visit, batch_size=getattr(calib, "batch_size", None), sequential=True)
-    for name, mod in outside:  # no calibration inputs captured for these: round to nearest
-        res = rtn_quantize(mod.weight, bits=bits, group_size=group_size, sym=sym)
-        new, how = _replacement(mod, res, group_size, bits)
-        if new is not None:
-            set_submodule(model, name, new)
+    layerwise(model, tokens, visit, batch_size=cfg.calibration.batch_size, sequential=True)
+    # no calibration inputs are captured outside the decoder layers: round to nearest there
+    for name, how in _round_to_nearest(model, outside, bits, group_size, sym).items():
         storage[name] = how + " (round-to-nearest: outside the decoder layers)"
     vals = list(errors.values())
     return {
@@ -150,7 +138,7 @@ def apply_gptq(model, modules, cfg, ctx) -> dict[str, Any]:
         "blocksize": blocksize,
         "dampening": dampening,
         "sparsity": sparsity,
-        "pattern": getattr(cfg, "pattern", None),
+        "pattern": cfg.pattern,
         "calibration": {
             "samples": int(tokens.shape[0]),
             "seq_len": int(tokens.shape[1]),
@@ -189,18 +177,6 @@ def restore_gptq(model, names, cfg, tensors, stats=None) -> None:
 def apply_rtn(model, modules, cfg, ctx) -> dict[str, Any]:
     """Round-to-nearest on GPTQ's grid (same bits, groups, symmetry and storage), no
     calibration: the data-free baseline that GPTQ is judged against."""
-    from .gptq_core import rtn_quantize
-    from .quantize import set_submodule
-
-    bits = int(_opt(cfg, "bits", 4))
-    group_size = _opt(cfg, "group_size", 64)
-    group_size = None if group_size in (-1, 0) else group_size
-    sym = bool(_opt(cfg, "sym", True))
-    storage = {}
-    for name, mod in modules:
-        res = rtn_quantize(mod.weight, bits=bits, group_size=group_size, sym=sym)
-        new, how = _replacement(mod, res, group_size, bits)
-        if new is not None:
-            set_submodule(model, name, new)
-        storage[name] = how
+    bits, group_size, sym = _grid(cfg)
+    storage = _round_to_nearest(model, modules, bits, group_size, sym)
     return {"bits": bits, "group_size": group_size, "sym": sym, "storage": storage}

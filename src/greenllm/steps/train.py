@@ -182,6 +182,24 @@ def device_of(model) -> Any:
     return torch.device("cpu")
 
 
+def step_batches(cfg: Any, ctx: Any):
+    """(train, eval) batches of a training step (train, lora, distill): its own ``data``, else
+    the run's calibration text, tokenized with the step's length, batch and split settings."""
+    from .data import build_batches
+
+    source = cfg.data if cfg.data is not None else ctx.calibration
+    return build_batches(
+        ctx.tokenizer,
+        source,
+        task=cfg.task,
+        seq_len=cfg.seq_len,
+        batch_size=cfg.batch_size,
+        eval_fraction=cfg.eval_fraction,
+        seed=cfg.seed,
+        max_examples=cfg.max_examples,
+    )
+
+
 def autocast_context(precision: str, device) -> Callable[[], Any]:
     """A factory of autocast contexts for ``precision`` on ``device``; raises UnsupportedError
     (one line) where the device cannot run it. Checked before the model is touched."""
@@ -543,20 +561,8 @@ def train_loop(
 
 # ----------------------------------------------------------------------------- the train step
 def _apply(model, cfg: TrainConfig, ctx: StepContext):
-    from .data import build_batches
-
     autocast_context(cfg.precision, device_of(model))  # fail before reading data
-    source = cfg.data if cfg.data is not None else ctx.calibration
-    train_b, eval_b = build_batches(
-        ctx.tokenizer,
-        source,
-        task=cfg.task,
-        seq_len=cfg.seq_len,
-        batch_size=cfg.batch_size,
-        eval_fraction=cfg.eval_fraction,
-        seed=cfg.seed,
-        max_examples=cfg.max_examples,
-    )
+    train_b, eval_b = step_batches(cfg, ctx)
     hooks = ctx.extras.get("train_hooks")
     report = train_loop(model, train_b, causal_lm_loss, cfg.loop_config(), eval_b or None, hooks)
     stats = report.to_dict()
