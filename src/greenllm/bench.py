@@ -21,7 +21,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .config import parse_config, to_dict
 from .decode import CompiledDecoder, forward_kwargs, run_request
@@ -29,6 +29,7 @@ from .decode import sync as _sync
 from .errors import ConfigError, DataError, MeterError
 from .grad_mode import no_autograd
 from .results import BenchResult, EnergyReport
+from .stats import mean_ci95, t_critical_95  # noqa: F401 (t_critical_95: re-exported)
 from .units import J_PER_WH
 
 COPY_PROBE_BYTES = 256 * 1024**2
@@ -38,8 +39,9 @@ COPY_PROBE_BYTES = 256 * 1024**2
 WORKLOAD_BOUNDS = {
     "max_new_tokens": (1, 1_000_000),
     "batch_size": (1, 65_536),
-    "repeats": (1, 100_000),
     "warmup": (0, 100_000),
+    "min_rounds": (2, 100_000),
+    "max_rounds": (1, 100_000),
 }
 
 
@@ -53,15 +55,30 @@ class Workload:
     metered passes over all prompts follow. ``limit`` keeps only the first N prompts.
     ``compile``: decode with a static KV cache and a ``torch.compile``'d decode step
     (``greenllm.decode.CompiledDecoder``; at least one warm-up batch runs, it compiles).
+
+    Rounds (the runner): ``repeats`` is a number of rounds or ``auto`` (until every paired
+    delta's 95 % CI half-width is at most ``precision``, after ``min_rounds``, at most
+    ``max_rounds`` / ``max_time_s``). Each metered window lasts at least ``min_window_s`` and
+    20 sampling periods of the slowest meter (the prompts repeat inside it). ``scheme``: how
+    the variants take turns: ``resident`` (all models stay loaded), ``reload`` (each
+    compressed model is saved once to OUT/artifacts and reloaded before its window), ``bracket``
+    (one variant at a time, each window between two baseline windows), ``auto`` (resident
+    when the models fit in memory with headroom, else reload).
     """
 
     prompts: str | list[str] = "builtin:prompts"
     max_new_tokens: int = 64
     batch_size: int = 1
     warmup: int = 2
-    repeats: int = 5
+    repeats: int | Literal["auto"] = "auto"  # rounds
     limit: int | None = None
     compile: bool = False
+    precision: float = 0.05
+    min_rounds: int = 3
+    max_rounds: int = 30
+    max_time_s: float | None = 600.0
+    min_window_s: float = 1.0
+    scheme: Literal["auto", "resident", "reload", "bracket"] = "auto"
 
     def validate(self) -> None:
         if isinstance(self.prompts, str):
@@ -81,6 +98,16 @@ class Workload:
             if getattr(self, name) < low:
                 raise ConfigError(f"{name}: must be >= {low}, got {getattr(self, name)}")
             check_number(getattr(self, name), name, low, high, integer=True)
+        if self.repeats != "auto":
+            check_number(self.repeats, "repeats", 1, 100_000, integer=True)
+        check_number(self.precision, "precision", 0.001, 10.0, unit="fraction (0.05 = ±5 %)")
+        check_number(self.min_window_s, "min_window_s", 0.0, 86_400.0, unit="seconds")
+        if self.max_time_s is not None:
+            check_number(self.max_time_s, "max_time_s", 1.0, 604_800.0, unit="seconds")
+        if self.min_rounds > self.max_rounds:
+            raise ConfigError(
+                f"min_rounds: {self.min_rounds} is more than max_rounds ({self.max_rounds})"
+            )
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit: must be >= 1 (or null for all prompts), got {self.limit}")
 
@@ -142,73 +169,6 @@ def _read_lines(path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read prompts file {str(path)!r}: {exc}") from None
     return [ln.strip() for ln in text.splitlines() if ln.strip()]
-
-
-# --- statistics --------------------------------------------------------------------------
-
-# two-sided 95 % Student-t critical values t_{0.975, df}
-_T975 = {
-    1: 12.706,
-    2: 4.303,
-    3: 3.182,
-    4: 2.776,
-    5: 2.571,
-    6: 2.447,
-    7: 2.365,
-    8: 2.306,
-    9: 2.262,
-    10: 2.228,
-    11: 2.201,
-    12: 2.179,
-    13: 2.160,
-    14: 2.145,
-    15: 2.131,
-    16: 2.120,
-    17: 2.110,
-    18: 2.101,
-    19: 2.093,
-    20: 2.086,
-    21: 2.080,
-    22: 2.074,
-    23: 2.069,
-    24: 2.064,
-    25: 2.060,
-    26: 2.056,
-    27: 2.052,
-    28: 2.048,
-    29: 2.045,
-    30: 2.042,
-    40: 2.021,
-    60: 2.000,
-    120: 1.980,
-}
-
-
-def t_critical_95(df: int) -> float:
-    """t_{0.975, df}: exact table to 30, then linear in 1/df towards 1.960."""
-    if df < 1:
-        raise ValueError("df must be >= 1")
-    if df in _T975:
-        return _T975[df]
-    keys = sorted(_T975) + [math.inf]
-    vals = [_T975[k] for k in sorted(_T975)] + [1.959964]
-    for (k0, v0), (k1, v1) in zip(zip(keys, vals), zip(keys[1:], vals[1:])):
-        if k0 < df < k1:
-            x0, x1, x = 1 / k0, (0.0 if k1 == math.inf else 1 / k1), 1 / df
-            return v1 + (v0 - v1) * (x - x1) / (x0 - x1)
-    return 1.959964
-
-
-def mean_ci95(values: list[float | None]) -> tuple[float | None, float | None]:
-    """(mean, half-width of the 95 % CI of the mean); CI None for fewer than 2 values."""
-    xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if not xs:
-        return None, None
-    m = sum(xs) / len(xs)
-    if len(xs) < 2:
-        return m, None
-    var = sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
-    return m, t_critical_95(len(xs) - 1) * math.sqrt(var) / math.sqrt(len(xs))
 
 
 # --- hardware probes ---------------------------------------------------------------------
@@ -296,6 +256,294 @@ def _resolve_bandwidth(profile, device, bandwidth_bytes_per_s) -> tuple[float, s
     return measure_copy_bandwidth(device), f"measured:copy:{device.type}", name
 
 
+# per-window metrics that come from the energy window (None for an excluded window)
+ENERGY_METRICS = (
+    "energy_j",
+    "net_energy_j",
+    "mean_power_w",
+    "energy_per_request_j",
+    "energy_per_token_j",
+    "net_energy_per_token_j",
+    "tokens_per_wh",
+    "edp_js",
+    "edp_js_per_b_params",
+    "wh_per_b_params",
+)
+
+
+def window_floor_s(min_window_s: float, hz: float, meters: list[Any]) -> float:
+    """The shortest a metered window may be: ``min_window_s`` and at least 20 sampling periods
+    of the slowest meter in use (the sampler's ``hz`` or a meter's own ``update_hz``, e.g. a
+    1 Hz tegrastats -> 20 s). MLPerf Power's rule is the anchor: power is measured over the
+    whole performance run, whose minimum duration (600 s in MLPerf Inference) guarantees
+    hundreds of analyzer samples; 20 periods bounds the error of integrating a sampled power
+    signal at a few percent for a short on-device window."""
+    rates = [float(hz)] if hz and hz > 0 else []
+    for m in meters:
+        r = getattr(m, "update_hz", None)
+        if r:
+            rates.append(float(r))
+    slowest = min(rates) if rates else 10.0
+    return max(float(min_window_s), 20.0 / slowest)
+
+
+class BenchSession:
+    """One model prepared for metered windows of its workload: batches tokenized, the decode
+    function chosen, sizes counted. ``window()`` runs one metered window (the workload's
+    prompts, repeated until the window lasts at least ``floor_s``) and returns its row;
+    ``result(rows)`` turns rows into a ``BenchResult``. ``bench()`` and the runner's rounds
+    both use it, so a standalone bench and a paired comparison measure the same thing."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        wl: Workload,
+        meter_objs: list[Any],
+        device: Any = None,
+        hz: float = 10.0,
+        *,
+        profile: Any = None,
+        bandwidth_bytes_per_s: float | None = None,
+        probe: Any = None,
+        idle_power_w: float | None = None,
+        max_other_cpu_share: float | None = None,
+    ):
+        import torch
+
+        from .conditions import DEFAULT_MAX_OTHER_CPU_SHARE, ConditionsProbe
+        from .models import model_size_bytes, param_count
+
+        self.wl = wl
+        prompts = load_prompts(wl.prompts, wl.limit)
+        self.n_prompts = len(prompts)
+        try:
+            model_device = next(model.parameters()).device
+        except StopIteration:
+            model_device = torch.device("cpu")
+        dev = torch.device(device) if device is not None else model_device
+        if dev != model_device:
+            model = model.to(dev)
+        self.model, self.dev, self.hz = model, dev, hz
+        self.meters = meter_objs
+        self.n_params = param_count(model)
+        self.b_params = self.n_params / 1e9
+        self.size_bytes = model_size_bytes(model)
+        self.wbytes = weight_bytes_per_token(model)
+        self.bandwidth, self.bw_source, self.profile_name = _resolve_bandwidth(
+            profile, dev, bandwidth_bytes_per_s
+        )
+        self.batches = _tokenize_batches(tokenizer, prompts, wl.batch_size, dev)
+        accepts = forward_kwargs(model)
+        if wl.compile:
+            decoder = CompiledDecoder(
+                model, max(b["input_ids"].shape[1] for b in self.batches) + wl.max_new_tokens
+            )
+            self._one = lambda batch: decoder.run(batch, wl.max_new_tokens, dev)
+        else:
+            self._one = lambda batch: run_request(model, batch, wl.max_new_tokens, dev, accepts)
+        self.cuda = dev.type == "cuda"
+        self.probe = probe if probe is not None else ConditionsProbe()
+        self.idle_power_w = idle_power_w
+        self.max_other_cpu_share = (
+            DEFAULT_MAX_OTHER_CPU_SHARE if max_other_cpu_share is None else max_other_cpu_share
+        )
+        self.floor_s = window_floor_s(wl.min_window_s, hz, meter_objs)
+        self.warmup_s = 0.0
+        self.last_report: EnergyReport | None = None
+
+    def warmup(self) -> None:
+        import torch
+
+        with self._eval_mode():
+            t0 = time.perf_counter()
+            for i in range(max(self.wl.warmup, 1 if self.wl.compile else 0)):
+                self._one(self.batches[i % len(self.batches)])
+            self.warmup_s = time.perf_counter() - t0
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.dev)
+
+    def _eval_mode(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def cm():
+            was = self.model.training
+            self.model.eval()
+            try:
+                with no_autograd(self.model):
+                    yield
+            finally:
+                if was:
+                    self.model.train()
+
+        return cm()
+
+    def window(self) -> dict[str, Any]:
+        """One metered window. The row holds the metrics, ``passes``, ``conditions``,
+        ``flags`` (disturbances) and ``invalid`` (why the energy cannot be trusted, [] if it
+        can). A row with ``invalid`` has None for every energy metric."""
+        from .conditions import window_flags
+        from .measure import invalid_window_reasons, measure
+
+        runs: list[dict] = []
+        passes = 0
+        with self._eval_mode():
+            token = self.probe.start()
+            t0 = time.perf_counter()
+            with measure(self.meters, hz=self.hz) as handle:
+                while True:
+                    for b in self.batches:
+                        runs.append(self._one(b))
+                    passes += 1
+                    if time.perf_counter() - t0 >= self.floor_s:
+                        break
+            cond = self.probe.stop(token)
+        win = handle.report
+        row = _window_metrics(runs, win, self.wl, self.wbytes, self.bandwidth, self.b_params)
+        row["passes"] = passes
+        if self.idle_power_w is not None and row["energy_j"] is not None:
+            net = max(row["energy_j"] - self.idle_power_w * row["duration_s"], 0.0)
+            tokens = row["output_tokens"] or 0.0
+            row["net_energy_j"] = net
+            row["net_energy_per_token_j"] = net / tokens if tokens else None
+        row["gpu_util_mean_pct"] = _gpu_util(win, handle)
+        bad = invalid_window_reasons(win)
+        if bad:
+            row.update(dict.fromkeys(ENERGY_METRICS))
+        else:
+            self.last_report = win
+        row["invalid"] = bad
+        row["flags"] = window_flags(cond, self.max_other_cpu_share)
+        row["conditions"] = cond
+        row["started_at_unix_s"] = win.started_at_unix_s if win is not None else None
+        return row
+
+    def release(self) -> None:
+        """Drop the model and its batches (the session keeps what result() needs)."""
+        self.model = None
+        self.batches = []
+        self._one = None
+
+    def result(self, rows: list[dict[str, Any]], warnings: list[str] | None = None, **extra):
+        """A BenchResult from rows (the valid ones give the means and CIs)."""
+        import torch
+
+        valid = [r for r in rows if usable(r)]
+        if not valid or self.last_report is None:
+            raise MeterError(
+                "the energy meter failed in every benchmark window; no energy figure can be "
+                "given: check the meter (greenllm detect) and run again"
+            )
+        metrics: dict[str, float | None] = {}
+        ci95: dict[str, float | None] = {}
+        for k in valid[0]:
+            if k in ROW_META:
+                continue
+            src = valid if k in ENERGY_METRICS else rows
+            metrics[k], ci95[k] = mean_ci95([r.get(k) for r in src])
+        metrics["peak_memory_bytes"] = max(r.get("peak_memory_bytes") or 0 for r in rows)
+        ci95.pop("peak_memory_bytes", None)
+        metrics["cuda_max_allocated_bytes"] = (
+            float(torch.cuda.max_memory_allocated(self.dev)) if self.cuda else None
+        )
+        metrics["size_bytes"] = self.size_bytes
+        metrics["params"] = self.n_params
+        metrics["weight_bytes_per_token"] = self.wbytes
+        report = self.last_report
+        from .meters.base import boundary_of
+
+        wl = self.wl
+        return BenchResult(
+            metrics=metrics,
+            ci95={k: v for k, v in ci95.items() if k in metrics},
+            meter="+".join(report.meters) if report.meters else report.method,
+            estimated=bool(report.estimated),
+            repeats=len(rows),
+            workload={
+                **to_dict(wl),
+                "n_prompts": self.n_prompts,
+                "n_batches": len(self.batches),
+                "decoding": (
+                    "greedy, static KV cache, torch.compile'd decode step, EOS ignored"
+                    if wl.compile
+                    else "greedy, KV cache, EOS ignored"
+                ),
+                "warmup_s": self.warmup_s,
+                "window_floor_s": self.floor_s,
+                **extra,
+            },
+            device={
+                "torch_device": str(self.dev),
+                "profile": self.profile_name,
+                "memory_bandwidth_bytes_per_s": self.bandwidth,
+                "bandwidth_source": self.bw_source,
+                "torch_threads": torch.get_num_threads(),
+                "boundary": boundary_of(self.meters),
+                "idle_power_w": self.idle_power_w,
+            },
+            energy=report,
+            per_repeat=tuple(_slim(r) for r in rows),
+            warnings=tuple(warnings or ()),
+        )
+
+
+# row keys that are bookkeeping, not metrics
+ROW_META = frozenset(
+    {
+        "round",
+        "position",
+        "passes",
+        "started_at_unix_s",
+        "excluded",
+        "invalid",
+        "flags",
+        "conditions",
+        "variant",
+        "order",
+        "attempt",
+        "reruns",
+        "paired",
+        "bracket",
+    }
+)
+
+
+def usable(row: dict[str, Any]) -> bool:
+    """A window whose energy counts: no meter failure, not excluded (discarded disturbance)."""
+    return not row.get("invalid") and not row.get("excluded") and row.get("energy_j") is not None
+
+
+def _slim(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row: metrics, round bookkeeping, flags and conditions (JSON-able)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in row.items()}
+
+
+def measure_idle_power(meter_objs: list[Any], idle_s: float, hz: float) -> float | None:
+    """Mean total power (W) of the meters over ``idle_s`` seconds of doing nothing; None for
+    idle_s <= 0 or when every meter is an estimate (idle subtraction means nothing there)."""
+    from .measure import invalid_window_reasons, measure
+
+    if idle_s <= 0:
+        return None
+    if meter_objs and all(all(d.estimated for d in m.domains() if d.in_total) for m in meter_objs):
+        return None
+    with measure(meter_objs, hz=hz) as h:
+        time.sleep(idle_s)
+    rep = h.report
+    if rep is None or invalid_window_reasons(rep) or rep.duration_s <= 0:
+        return None
+    return rep.energy_j / rep.duration_s
+
+
+def relative_half_width(values: list[float | None]) -> float | None:
+    """95 % CI half-width of the mean, relative to the mean; None below 2 values."""
+    m, hw = mean_ci95(values)
+    if m is None or hw is None or m == 0:
+        return None
+    return abs(hw / m)
+
+
 def bench(
     model,
     tokenizer,
@@ -306,167 +554,95 @@ def bench(
     *,
     profile: Any = None,
     bandwidth_bytes_per_s: float | None = None,
+    idle_s: float = 0.0,
+    probe: Any = None,
 ) -> BenchResult:
-    """Run ``workload`` on ``model`` and return a BenchResult (means and 95 % CIs over repeats).
+    """Run ``workload`` on ``model`` and return a BenchResult (means and 95 % CIs over its
+    windows).
 
     ``meters`` is passed to ``greenllm.measure.measure`` (``"auto"``, names or Meter objects);
     ``device`` defaults to the model's device (the model is moved there if it differs).
-    The roofline bandwidth comes from ``bandwidth_bytes_per_s``, else the device profile
-    (``profile`` or the detected one), else a measured copy bandwidth;
-    ``device["bandwidth_source"]``
-    says which.
+    ``workload.repeats``: a number of windows, or ``auto``: windows continue until the 95 % CI
+    of the energy per token is within ``workload.precision`` of its mean (at least
+    ``min_rounds``, at most ``max_rounds`` windows or ``max_time_s``). A window in which a
+    meter failed is rerun (at most ``max_rounds`` reruns), else excluded; never counted as 0 J.
+    ``idle_s`` > 0 measures idle power first (net energy figures). The roofline bandwidth comes
+    from ``bandwidth_bytes_per_s``, else the device profile, else a measured copy bandwidth.
     """
-    import torch
-
-    from .measure import invalid_window_reasons, measure, resolve_meters
-    from .models import model_size_bytes, param_count
+    from .measure import resolve_meters
 
     wl = parse_workload(workload if workload is not None else {})
-    prompts = load_prompts(wl.prompts, wl.limit)
-    try:
-        model_device = next(model.parameters()).device
-    except StopIteration:
-        model_device = torch.device("cpu")
-    dev = torch.device(device) if device is not None else model_device
-    if dev != model_device:
-        model = model.to(dev)
-    n_params = param_count(model)
-    b_params = n_params / 1e9
-    size_bytes = model_size_bytes(model)
-    wbytes = weight_bytes_per_token(model)
-    bandwidth, bw_source, profile_name = _resolve_bandwidth(profile, dev, bandwidth_bytes_per_s)
-    batches = _tokenize_batches(tokenizer, prompts, wl.batch_size, dev)
-    accepts = forward_kwargs(model)
-    if wl.compile:
-        decoder = CompiledDecoder(
-            model, max(b["input_ids"].shape[1] for b in batches) + wl.max_new_tokens
-        )
-
-        def one(batch):
-            return decoder.run(batch, wl.max_new_tokens, dev)
-    else:
-
-        def one(batch):
-            return run_request(model, batch, wl.max_new_tokens, dev, accepts)
-
-    cuda = dev.type == "cuda"
-
-    meter_objs, created = resolve_meters(meters)  # once, reused by every repeat's window
-    was_training = model.training
-    model.eval()
-    per_repeat: list[dict[str, float | None]] = []
-    report: EnergyReport | None = None  # the last valid window
-    gpu_utils: list[float | None] = []
+    meter_objs, created = resolve_meters(meters)  # once, reused by every window
     warnings: list[str] = []
-    reruns_left = wl.repeats  # a window a meter failed in is rerun, at most this often
     try:
-        with no_autograd(model):
-            t_warm = time.perf_counter()
-            for i in range(max(wl.warmup, 1 if wl.compile else 0)):
-                one(batches[i % len(batches)])
-            warmup_s = time.perf_counter() - t_warm
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(dev)
-            for rep in range(wl.repeats):
-                while True:
-                    runs = []
-                    with measure(meter_objs, hz=hz) as handle:
-                        for b in batches:
-                            runs.append(one(b))
-                    win = handle.report
-                    row = _repeat_metrics(runs, win, wl, wbytes, bandwidth, b_params)
-                    bad = invalid_window_reasons(win)
-                    if not bad:
-                        report = win
-                        break
-                    what = f"repeat {rep + 1}: energy window invalid ({'; '.join(bad)})"
-                    if reruns_left > 0:
-                        reruns_left -= 1
-                        warnings.append(f"{what}; rerun")
-                        continue
-                    warnings.append(f"{what}; its energy is excluded")
-                    row.update(dict.fromkeys(ENERGY_METRICS))
-                    break
-                gpu_utils.append(_gpu_util(win, handle))
-                per_repeat.append(row)
+        idle_w = measure_idle_power(meter_objs, idle_s, hz)
+        sess = BenchSession(
+            model,
+            tokenizer,
+            wl,
+            meter_objs,
+            device,
+            hz,
+            profile=profile,
+            bandwidth_bytes_per_s=bandwidth_bytes_per_s,
+            probe=probe,
+            idle_power_w=idle_w,
+        )
+        sess.warmup()
+        rows: list[dict[str, Any]] = []
+        t0 = time.monotonic()
+        reruns_left = wl.max_rounds
+        while True:
+            row = sess.window()
+            if row["invalid"]:
+                why = "; ".join(row["invalid"])
+                what = f"repeat {len(rows) + 1}: energy window invalid ({why})"
+                if reruns_left > 0:
+                    reruns_left -= 1
+                    warnings.append(f"{what}; rerun")
+                    continue
+                warnings.append(f"{what}; its energy is excluded")
+            row["round"] = len(rows) + 1
+            rows.append(row)
+            if _enough(rows, wl, time.monotonic() - t0):
+                break
     finally:
-        if was_training:
-            model.train()
         for m in created:
             m.close()
-    if report is None:
-        raise MeterError(
-            "the energy meter failed in every benchmark window ("
-            + "; ".join(invalid_window_reasons(win))[:300]
-            + "); no energy figure "
-            "can be given: check the meter (greenllm detect) and run again"
-        )
-
-    keys = list(per_repeat[0])
-    metrics: dict[str, float | None] = {}
-    ci95: dict[str, float | None] = {}
-    for k in keys:
-        metrics[k], ci95[k] = mean_ci95([r[k] for r in per_repeat])
-    metrics["gpu_util_mean_pct"], ci95["gpu_util_mean_pct"] = mean_ci95(gpu_utils)
-    metrics["peak_memory_bytes"] = max(r["peak_memory_bytes"] or 0 for r in per_repeat)
-    ci95.pop("peak_memory_bytes", None)
-    metrics["cuda_max_allocated_bytes"] = (
-        float(torch.cuda.max_memory_allocated(dev)) if cuda else None
-    )
-    metrics["size_bytes"] = size_bytes
-    metrics["params"] = n_params
-    metrics["weight_bytes_per_token"] = wbytes
-    return BenchResult(
-        metrics=metrics,
-        ci95={k: v for k, v in ci95.items() if k in metrics},
-        meter="+".join(report.meters) if report.meters else report.method,
-        estimated=bool(report.estimated),
-        repeats=wl.repeats,
-        workload={
-            **to_dict(wl),
-            "n_prompts": len(prompts),
-            "n_batches": len(batches),
-            "decoding": (
-                "greedy, static KV cache, torch.compile'd decode step, EOS ignored"
-                if wl.compile
-                else "greedy, KV cache, EOS ignored"
-            ),
-            "warmup_s": warmup_s,
-        },
-        device={
-            "torch_device": str(dev),
-            "profile": profile_name,
-            "memory_bandwidth_bytes_per_s": bandwidth,
-            "bandwidth_source": bw_source,
-            "torch_threads": torch.get_num_threads(),
-        },
-        energy=report,
-        per_repeat=tuple(per_repeat),
-        warnings=tuple(warnings),
-    )
+    return sess.result(rows, warnings, stopped=_stop_reason(rows, wl, time.monotonic() - t0))
 
 
-# per-repeat metrics that come from the energy window (None for an excluded window)
-ENERGY_METRICS = (
-    "energy_j",
-    "mean_power_w",
-    "energy_per_request_j",
-    "energy_per_token_j",
-    "tokens_per_wh",
-    "edp_js",
-    "edp_js_per_b_params",
-    "wh_per_b_params",
-)
+def _enough(rows: list[dict[str, Any]], wl: Workload, elapsed_s: float) -> bool:
+    n = len(rows)
+    if wl.repeats != "auto":
+        return n >= int(wl.repeats)
+    if n >= wl.max_rounds or (wl.max_time_s is not None and elapsed_s >= wl.max_time_s):
+        return True
+    if n < wl.min_rounds:
+        return False
+    rel = relative_half_width([r.get("energy_per_token_j") for r in rows])
+    return rel is not None and rel <= wl.precision
 
 
-def _repeat_metrics(
+def _stop_reason(rows: list[dict[str, Any]], wl: Workload, elapsed_s: float) -> str:
+    if wl.repeats != "auto":
+        return f"fixed: {wl.repeats} windows"
+    rel = relative_half_width([r.get("energy_per_token_j") for r in rows])
+    if rel is not None and rel <= wl.precision and len(rows) >= wl.min_rounds:
+        return f"precision reached (±{rel:.1%} <= {wl.precision:.0%})"
+    if len(rows) >= wl.max_rounds:
+        return f"max_rounds ({wl.max_rounds}) reached"
+    return f"max_time_s ({wl.max_time_s:g} s) reached"
+
+
+def _window_metrics(
     runs: list[dict],
     report: EnergyReport,
     wl: Workload,
     wbytes: int,
     bandwidth: float,
     b_params: float,
-) -> dict[str, float | None]:
+) -> dict[str, Any]:
     n_req = sum(r["batch"] for r in runs)
     prefill_s = sum(r["prefill_s"] for r in runs)
     decode_s = sum(r["decode_s"] for r in runs)
@@ -487,11 +663,14 @@ def _repeat_metrics(
         "prefill_tokens_per_s": sum(r["prompt_tokens"] for r in runs) / prefill_s,
         "decode_tokens_per_s": decode_tokens / decode_s if steps and decode_s > 0 else None,
         "output_tokens": float(out_tokens),
+        "requests": float(n_req),
         "energy_j": energy,
+        "net_energy_j": None,
         "duration_s": float(report.duration_s),
         "mean_power_w": float(report.mean_power_w),
         "energy_per_request_j": e_req,
         "energy_per_token_j": energy / out_tokens,
+        "net_energy_per_token_j": None,
         "tokens_per_wh": out_tokens / (energy / J_PER_WH) if energy > 0 else None,
         "edp_js": e_req * e2e,
         "edp_js_per_b_params": e_req * e2e / b_params if b_params else None,

@@ -63,16 +63,31 @@ class ModelSpec:
 
 @dataclass
 class MeasureSpec:
-    """How energy is sampled during every measured window (steps and bench)."""
+    """How energy is sampled during every measured window (steps, evals and bench), what is
+    done with a disturbed window, and the idle baseline."""
 
     hz: float = 10.0
-    idle_s: float = 0.0
+    # seconds of idle power measured once before the rounds; null = auto: 10 s with a real
+    # meter, 0 with the estimate (idle subtraction means nothing for a model-based estimate)
+    idle_s: float | None = None
+    on_disturbance: Literal["flag", "discard", "rerun"] = "rerun"
+    max_reruns: int = 3  # reruns of disturbed windows per variant and round
+    max_other_cpu_share: float = 0.10  # other processes above this share of the CPU: contended
+    headline: Literal["auto", "gross", "net"] = "auto"  # auto: net when idle was measured
 
     def validate(self):
         if not 0.1 <= self.hz <= 1000:
             raise ConfigError(f"hz: {self.hz} is outside 0.1..1000 samples per second")
-        if self.idle_s < 0:
+        if self.idle_s is not None and self.idle_s < 0:
             raise ConfigError(f"idle_s: {self.idle_s} is negative; use 0 to skip idle subtraction")
+        if self.idle_s is not None and self.idle_s > 3600:
+            raise ConfigError(f"idle_s: {self.idle_s} is more than an hour")
+        if not 0 <= self.max_reruns <= 100:
+            raise ConfigError(f"max_reruns: {self.max_reruns} is outside 0..100")
+        if not 0 < self.max_other_cpu_share <= 1:
+            raise ConfigError(
+                f"max_other_cpu_share: {self.max_other_cpu_share} is a fraction in (0, 1]"
+            )
 
 
 @dataclass
@@ -426,14 +441,34 @@ FIELD_DOCS = {
     "workload.prompts": "builtin:prompts, a text file (one prompt a line) or a list of strings.",
     "workload.max_new_tokens": "Tokens generated per request (greedy).",
     "workload.batch_size": "Prompts decoded together in one batch (a request is one prompt).",
-    "workload.warmup": "Untimed, unmetered batches run before the repeats.",
-    "workload.repeats": "Measured passes; means and 95 % CIs are over these.",
+    "workload.warmup": "Untimed, unmetered batches run before the rounds.",
+    "workload.repeats": "Rounds (each round measures the baseline and every variant once, in "
+    "a seeded random order): a number, or `auto` to continue until every variant's paired "
+    "energy-per-token delta is within `precision` (95 % CI), or `max_rounds`/`max_time_s`.",
+    "workload.precision": "Target 95 % CI half-width of the paired deltas, as a fraction of the "
+    "baseline (0.05 = ±5 percentage points); with `repeats: auto`.",
+    "workload.min_rounds": "Rounds before `repeats: auto` may stop (at least 2: a CI needs 2).",
+    "workload.max_rounds": "Most rounds `repeats: auto` runs.",
+    "workload.max_time_s": "Most seconds of rounds `repeats: auto` spends (null = no limit).",
+    "workload.scheme": "How variants take turns in a round: `resident` (all stay loaded), "
+    "`reload` (saved once to OUT/artifacts, reloaded outside the window), `bracket` (one "
+    "variant at a time between two baseline windows) or `auto` (resident if they fit in "
+    "memory, else reload).",
+    "workload.min_window_s": "Shortest metered window in seconds; a window also lasts at least "
+    "20 sampling periods of the slowest meter (the prompts repeat inside it until it does).",
     "workload.limit": "Use only the first N prompts (null = all).",
     "workload.compile": "Decode with a static KV cache and a torch.compile'd decode step "
     "(compiled during the warm-up; needs a C++ compiler on CPU).",
     "measure.hz": "Meter sampling rate in samples per second.",
-    "measure.idle_s": "Seconds of idle power measured before each window and subtracted "
-    "(0 = no idle subtraction).",
+    "measure.idle_s": "Seconds of idle power measured once before the rounds (null = 10 s with "
+    "a real meter, 0 with the estimate); every energy figure is then also given net of idle.",
+    "measure.on_disturbance": "What to do with a contended or throttled window: `flag` (keep, "
+    "count), `discard` (drop it) or `rerun` (measure again, up to `max_reruns`, then flag).",
+    "measure.max_reruns": "Reruns of disturbed windows per variant and round.",
+    "measure.max_other_cpu_share": "A window is contended when other processes used more than "
+    "this share of the CPU during it.",
+    "measure.headline": "Energy the report's headline uses: `gross`, `net` (idle-subtracted) or "
+    "`auto` (net when idle power was measured).",
     "carbon.region": "Region code of the offline grid-intensity table (e.g. KOR, USA, FRA).",
     "carbon.intensity_g_per_kwh": "Explicit grid intensity in gCO2e/kWh (instead of region).",
     "carbon.pue": "Power usage effectiveness multiplier (1.0 for a device on your desk).",

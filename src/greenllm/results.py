@@ -126,6 +126,10 @@ class EvalResult(Record):
     metrics: dict[str, float | None]
     duration_s: float
     settings: dict[str, Any] = field(default_factory=dict)
+    # the metered window the evaluation ran in (set by the runner / `greenllm eval`), and the
+    # per-item cost derived from it (greenllm.evals.metered.eval_cost)
+    energy: EnergyReport | None = None
+    cost: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The flat form printed by ``greenllm eval --json``."""
@@ -133,17 +137,20 @@ class EvalResult(Record):
         out.update(self.metrics)
         out["duration_s"] = self.duration_s
         out["settings"] = dict(self.settings)
+        if self.cost:
+            out["cost"] = dict(self.cost)
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EvalResult:
-        skip = {"task", "n", "duration_s", "settings"}
+        skip = {"task", "n", "duration_s", "settings", "cost"}
         return cls(
             task=data["task"],
             n=int(data["n"]),
             metrics={k: v for k, v in data.items() if k not in skip},
             duration_s=float(data["duration_s"]),
             settings=dict(data.get("settings") or {}),
+            cost=dict(data.get("cost") or {}),
         )
 
 

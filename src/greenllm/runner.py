@@ -73,6 +73,8 @@ class _Unit:
     steps: list[tuple[str, Any]]
     eval_keys: list[str]
     bench_key: str
+    comparison_key: str = ""
+    prefix_keys: list[str] = field(default_factory=list)  # [k-1]: key of the first k steps
 
     def plan_entry(self) -> dict:
         return {
@@ -80,6 +82,7 @@ class _Unit:
             "variant_key": self.variant_key,
             "eval_keys": self.eval_keys,
             "bench_key": self.bench_key,
+            "comparison_key": self.comparison_key,
             "steps": self.definition["steps"],
         }
 
@@ -92,7 +95,9 @@ def slug(text: str) -> str:
 
 
 def plan(recipe: Recipe) -> list[_Unit]:
-    """The units of work with their store keys (baseline first)."""
+    """The units of work with their store keys (baseline first). The bench key of every unit
+    includes the comparison key (the workload and the set of variants measured together in
+    rounds): a paired delta only means something between windows of the same rounds."""
     bench_def = {
         "workload": to_dict(recipe.workload),
         "meters": recipe.meters,
@@ -103,11 +108,14 @@ def plan(recipe: Recipe) -> list[_Unit]:
         definition = variant_definition(recipe, steps)
         vkey = digest(definition)
         ekeys = [digest({"variant": vkey, "eval": {k: to_dict(c)}}) for k, c in recipe.evals]
+        prefixes = [digest(variant_definition(recipe, steps[:k])) for k in range(1, len(steps))]
         units.append(
-            _Unit(
-                name, vkey, definition, steps, ekeys, digest({"variant": vkey, "bench": bench_def})
-            )
+            _Unit(name, vkey, definition, steps, ekeys, "", "", prefixes + [vkey] if steps else [])
         )
+    cmp_key = digest({"bench": bench_def, "variants": [u.variant_key for u in units]})
+    for u in units:
+        u.comparison_key = cmp_key
+        u.bench_key = digest({"variant": u.variant_key, "bench": bench_def, "comparison": cmp_key})
     return units
 
 
@@ -343,13 +351,16 @@ def run(
     out_dir: str | Path | None = None,
     resume: bool = True,
     progress: bool = True,
+    *,
+    probe: Any = None,
 ) -> RunSummary:
     """Run a recipe into ``out_dir`` (store + report); see the module docstring.
 
     The recipe is loaded and checked first (everything checkable from it, paths and the
     device too); then the output directory is locked for the whole run (a second run into it
     fails at once, naming this run's pid); only then does ``resume=False`` move the previous
-    results aside (to ``OUT/previous-<time>/``)."""
+    results aside (to ``OUT/previous-<time>/``). ``probe`` replaces the conditions probe of
+    the metered windows (``greenllm.conditions.ConditionsProbe``; tests inject readings)."""
     from .limits import check_writable_dir
     from .modelfiles import check_torch_device
     from .preflight import preflight
@@ -368,10 +379,10 @@ def run(
     with OutputLock(out):
         if not resume:
             _move_aside(out, log)
-        return _run_locked(recipe, out, log)
+        return _run_locked(recipe, out, log, probe)
 
 
-def _run_locked(recipe: Recipe, out: Path, log: _Log) -> RunSummary:
+def _run_locked(recipe: Recipe, out: Path, log: _Log, probe: Any = None) -> RunSummary:
     units = plan(recipe)
     t0 = time.perf_counter()
     store = Store(out)
@@ -381,8 +392,8 @@ def _run_locked(recipe: Recipe, out: Path, log: _Log) -> RunSummary:
         run_id=-1,
         status="running",
         variants=[u.name for u in units],
-        done={"steps": 0, "evals": 0, "benches": 0},
-        skipped={"variants": 0, "steps": 0, "evals": 0, "benches": 0},
+        done={"steps": 0, "evals": 0, "benches": 0, "windows": 0},
+        skipped={"variants": 0, "steps": 0, "evals": 0, "benches": 0, "windows": 0},
     )
     try:
         stale = store.mark_interrupted()
@@ -398,9 +409,8 @@ def _run_locked(recipe: Recipe, out: Path, log: _Log) -> RunSummary:
         status = "failed"
         try:
             with _sigterm_as_interrupt():
-                runner = _Runner(recipe, store, run_id, out, log, summary)
-                for unit in units:
-                    runner.run_unit(unit)
+                runner = _Runner(recipe, store, run_id, out, log, summary, probe=probe)
+                runner.run_all(units)
             status = "finished"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -420,16 +430,38 @@ def _run_locked(recipe: Recipe, out: Path, log: _Log) -> RunSummary:
     return summary
 
 
+SCHEMES = ("resident", "reload", "bracket")
+MEMORY_HEADROOM_BYTES = 1 << 30  # free memory kept beyond the models' own sizes
+
+
 class _Runner:
+    """Prepares every variant (steps, metered evals), then measures them in rounds."""
+
     def __init__(
-        self, recipe: Recipe, store: Store, run_id: int, out: Path, log: _Log, summary: RunSummary
+        self,
+        recipe: Recipe,
+        store: Store,
+        run_id: int,
+        out: Path,
+        log: _Log,
+        summary: RunSummary,
+        probe: Any = None,
     ):
         self.recipe, self.store, self.run_id, self.out = recipe, store, run_id, out
         self.log, self.summary = log, summary
         self.base = recipe.base_dir
         self.calibration = _calibration_source(recipe.calibration, self.base)
         self._teacher = None
+        self._probe = probe
+        self.meter_objs: list[Any] = []
+        self.idle_w: float | None = None
+        # prefix key -> (model, donor variant name, whether the model is a private copy)
+        self._snapshots: dict[str, tuple[Any, str, bool]] = {}
+        self._all_units: list[_Unit] = []
+        self._needed: dict[str, int] = {}  # prefix key -> units still to start from it
+        self.warnings: list[str] = []
 
+    # ------------------------------------------------------------ loading
     def _load(self):
         from .models import load_model
 
@@ -447,29 +479,185 @@ class _Runner:
             self._teacher, _ = self._load()
         return self._teacher
 
-    def run_unit(self, unit: _Unit) -> None:
-        store, summary = self.store, self.summary
-        store.ensure_variant(
-            unit.variant_key, unit.name, unit.definition, len(unit.steps), self.run_id
-        )
-        if _unit_done(store, unit):
-            summary.skipped["variants"] += 1
-            self.log(f"{unit.name}: already in the store, skipped")
+    # ------------------------------------------------------------ the whole run
+    def run_all(self, units: list[_Unit]) -> None:
+        from .measure import resolve_meters
+
+        store = self.store
+        for u in units:
+            store.ensure_variant(u.variant_key, u.name, u.definition, len(u.steps), self.run_id)
+        if all(_unit_done(store, u) for u in units):
+            self.summary.skipped["variants"] += len(units)
+            self.log("every variant is already in the store; nothing to measure")
             return
+        self._all_units = units
+        self._plan_prefixes(units)
+        self.meter_objs, created = resolve_meters(self.recipe.meters)
+        try:
+            self._measure_idle(units)
+            need_rounds = any(store.get_bench(u.bench_key) is None for u in units)
+            scheme = self.recipe.workload.scheme
+            if scheme == "bracket" and need_rounds:
+                self._run_bracketed(units)
+                return
+            models: dict[str, Any] = {}
+            tok = None
+            for u in units:
+                model, tok = self._prepare(u)
+                if not need_rounds:
+                    del model
+                    gc.collect()
+                    continue
+                if u.name == BASELINE and scheme == "auto":
+                    scheme = self._choose_scheme(model, len(units))
+                    self.log(f"rounds: scheme {scheme}")
+                if scheme == "reload" and u.name != BASELINE:
+                    self._save_artifact(u, model)
+                    del model
+                    gc.collect()
+                    continue
+                if scheme == "reload":
+                    del model  # the baseline reloads from its source each round
+                    gc.collect()
+                    continue
+                models[u.name] = model
+            self._drop_snapshots()
+            if need_rounds:
+                self._run_rounds(units, models, tok, scheme)
+        finally:
+            for m in created:
+                m.close()
+            self._drop_snapshots()
+
+    def _measure_idle(self, units: list[_Unit]) -> None:
+        """Idle power, once, before anything loads (the default: 10 s with a real meter)."""
+        from .bench import measure_idle_power
+
+        idle_s = self.recipe.measure.idle_s
+        real = any(not all(d.estimated for d in m.domains() if d.in_total) for m in self.meter_objs)
+        if idle_s is None:
+            idle_s = 10.0 if real else 0.0
+        if idle_s <= 0:
+            return
+        if not real:
+            self.warnings.append(
+                "idle power not subtracted: the estimate meter models power from utilisation, "
+                "so an idle baseline means nothing for it"
+            )
+            return
+        self.log(f"measuring idle power for {idle_s:g} s")
+        self.idle_w = measure_idle_power(self.meter_objs, idle_s, self.recipe.measure.hz)
+        env = self.store.environment(self.run_id) or {}
+        meters = dict(env.get("meters") or {})
+        meters["idle_power_w"] = self.idle_w
+        meters["idle_measured_s"] = idle_s
+        self.store.set_environment(
+            self.run_id,
+            hardware=env.get("hardware") or {},
+            software=env.get("software") or {},
+            meters=meters,
+            sampling_hz=env.get("sampling_hz"),
+            idle_s=idle_s,
+        )
+
+    def _choose_scheme(self, baseline_model, n_units: int) -> str:
+        """resident when every model fits in memory with headroom, else reload."""
+        from .models import model_size_bytes
+
+        size = model_size_bytes(baseline_model)
+        need = size * (n_units - 1) * 1.1 + MEMORY_HEADROOM_BYTES
+        free = _free_memory_bytes(self.recipe.model.device)
+        if free is None or free >= need:
+            return "resident"
+        self.log(
+            f"the {n_units} models need about {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB "
+            "is free: each variant is saved once and reloaded per round"
+        )
+        return "reload"
+
+    # ------------------------------------------------------------ shared step prefixes
+    def _plan_prefixes(self, units: list[_Unit]) -> None:
+        """Prefix keys that more than one unit starts with (or that are another unit)."""
+        count: dict[str, int] = {}
+        for u in units:
+            for k in u.prefix_keys:
+                count[k] = count.get(k, 0) + 1
+        self._needed = {k: n - 1 for k, n in count.items() if n > 1}
+
+    def _drop_snapshots(self) -> None:
+        self._snapshots.clear()
+        gc.collect()
+
+    def _start_from_prefix(self, unit: _Unit):
+        """(model, k, donor name) for the longest stored snapshot of unit's first k steps."""
+        import copy
+
+        for k in range(len(unit.steps), 0, -1):
+            key = unit.prefix_keys[k - 1]
+            if key in self._snapshots:
+                model, donor, private = self._snapshots[key]
+                self._needed[key] -= 1
+                if self._needed[key] <= 0:
+                    del self._snapshots[key]
+                    if private:  # the last user takes the private copy itself
+                        return model, k, donor
+                return copy.deepcopy(model), k, donor
+        return None, 0, None
+
+    # ------------------------------------------------------------ preparing one variant
+    def _prepare(self, unit: _Unit):
+        """The variant's model (steps applied or shared, evals run); returns (model, tok)."""
         import torch
 
         torch.manual_seed(self.recipe.seed)
-        self.log(f"{unit.name}: loading {self.recipe.model.id}")
-        model, tok = self._load()
-        try:
-            model = self._apply_steps(unit, model, tok)
-            self._evals(unit, model, tok)
-            self._bench(unit, model, tok)
-        finally:
-            del model
-            gc.collect()
+        artifact = self._artifact_path(unit)
+        if (
+            unit.name != BASELINE
+            and self.recipe.workload.scheme in ("auto", "reload")
+            and artifact.exists()
+            and len(self.store.steps(unit.variant_key)) == len(unit.steps)
+            and all(self.store.get_eval(k) is not None for k in unit.eval_keys)
+        ):
+            self.log(f"{unit.name}: compressed model found in {artifact.parent}")
+            return None, self._tokenizer()
+        model, k, donor = self._start_from_prefix(unit)
+        if model is None:
+            self.log(f"{unit.name}: loading {self.recipe.model.id}")
+            model, tok = self._load()
+        else:
+            tok = self._tokenizer()
+            self.log(f"{unit.name}: steps 1-{k} shared with {donor} (not recomputed)")
+            self._copy_shared_steps(unit, k, donor)
+        self._tok = tok
+        model = self._apply_steps(unit, model, tok, start=k)
+        self._evals(unit, model, tok)
+        return model, tok
 
-    def _apply_steps(self, unit: _Unit, model, tok):
+    def _tokenizer(self):
+        tok = getattr(self, "_tok", None)
+        if tok is None:
+            from .models import load_model  # noqa: F401 - same loader, tokenizer only
+
+            _, tok = self._load()
+            self._tok = tok
+        return tok
+
+    def _copy_shared_steps(self, unit: _Unit, k: int, donor: str | None) -> None:
+        """The shared prefix's step results, charged to this variant too (payback stays per
+        variant), marked as shared."""
+        src = next((u for u in self._all_units if u.name == donor), None)
+        if src is None:
+            return
+        for i, res in enumerate(self.store.steps(src.variant_key)[:k]):
+            shared = dataclasses.replace(res, stats={**res.stats, "shared_with": donor})
+            if self.store.add_step(unit.variant_key, i, shared, self.run_id):
+                self.summary.done["steps"] += 1
+            else:
+                self.summary.skipped["steps"] += 1
+
+    def _apply_steps(self, unit: _Unit, model, tok, start: int = 0):
+        import copy
+
         from .measure import measure
         from .steps.base import StepContext, apply_step
 
@@ -486,6 +674,8 @@ class _Runner:
         )
         stored = len(self.store.steps(unit.variant_key))
         for i, (key, cfg) in enumerate(unit.steps):
+            if i < start:
+                continue
             cfg = _resolve_cfg(cfg, self.base)
             self.log(
                 f"{unit.name}: step {i + 1}/{len(unit.steps)} {key}"
@@ -493,11 +683,7 @@ class _Runner:
             )
             try:
                 with _power_setting(cfg):
-                    with measure(
-                        self.recipe.meters,
-                        hz=self.recipe.measure.hz,
-                        idle_s=self.recipe.measure.idle_s,
-                    ) as m:
+                    with measure(self.meter_objs, hz=self.recipe.measure.hz) as m:
                         # training steps get per-epoch energy (and carbon) in their records
                         ctx.extras["train_hooks"] = (
                             [self._epoch_hook(m)] if key in _TRAINING_STEPS else None
@@ -516,6 +702,13 @@ class _Runner:
                 self.summary.done["steps"] += 1
             else:
                 self.summary.skipped["steps"] += 1
+            pkey = unit.prefix_keys[i]
+            if self._needed.get(pkey, 0) > 0 and pkey not in self._snapshots:
+                # later variants start from here: keep a copy (the last step's model is kept
+                # as it is: variants only ever deep-copy a snapshot)
+                last = i == len(unit.steps) - 1
+                snap = model if last else copy.deepcopy(model)
+                self._snapshots[pkey] = (snap, unit.name, not last)
         return model
 
     def _epoch_hook(self, handle):
@@ -529,34 +722,340 @@ class _Runner:
         return EpochEnergyHook(handle, intensity_g_per_kwh=intensity, pue=c.pue)
 
     def _evals(self, unit: _Unit, model, tok) -> None:
+        """Every evaluation inside a metered window (greenllm.metered)."""
         from .evals import EVALS
+        from .metered import run_eval_metered
 
         for (key, cfg), ekey in zip(self.recipe.evals, unit.eval_keys):
             if self.store.get_eval(ekey) is not None:
                 self.summary.skipped["evals"] += 1
                 continue
-            self.log(f"{unit.name}: eval {key}")
-            result = EVALS.get(key).run(model, tok, _resolve_cfg(cfg, self.base))
+            self.log(f"{unit.name}: eval {key} (metered)")
+            result = run_eval_metered(
+                EVALS.get(key),
+                model,
+                tok,
+                _resolve_cfg(cfg, self.base),
+                self.meter_objs,
+                self.recipe.measure.hz,
+                idle_power_w=self.idle_w,
+            )
             self.store.add_eval(ekey, unit.variant_key, result, self.run_id)
             self.summary.done["evals"] += 1
 
-    def _bench(self, unit: _Unit, model, tok) -> None:
-        from .bench import bench
+    # ------------------------------------------------------------ artifacts (reload scheme)
+    def _artifact_path(self, unit: _Unit) -> Path:
+        return self.out / "artifacts" / f"{unit.variant_key}.pt"
+
+    def _save_artifact(self, unit: _Unit, model) -> None:
+        """The compressed model, pickled once into OUT/artifacts/ (written atomically): the
+        reload scheme loads it before each of its windows (outside the window)."""
+        import torch
+
+        path = self._artifact_path(unit)
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        try:
+            torch.save(model, tmp)
+            os.replace(tmp, path)
+        except Exception as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise GreenLLMError(
+                f"{unit.name}: the compressed model cannot be saved for the reload scheme "
+                f"({type(exc).__name__}: {exc}); set workload.scheme: bracket"
+            ) from None
+
+    def _load_artifact(self, unit: _Unit):
+        import torch
+
+        if unit.name == BASELINE:
+            return self._load()[0]
+        return torch.load(self._artifact_path(unit), weights_only=False)
+
+    # ------------------------------------------------------------ windows
+    def _session(self, model, tok):
+        from .bench import BenchSession
+
+        sess = BenchSession(
+            model,
+            tok,
+            _resolve_cfg(self.recipe.workload, self.base),
+            self.meter_objs,
+            self.recipe.model.device,
+            self.recipe.measure.hz,
+            probe=self._probe,
+            idle_power_w=self.idle_w,
+            max_other_cpu_share=self.recipe.measure.max_other_cpu_share,
+        )
+        sess.warmup()
+        return sess
+
+    def _window(self, sess, label: str) -> dict[str, Any]:
+        """One window under the recipe's disturbance policy (rerun / discard / flag)."""
+        ms = self.recipe.measure
+        reruns = 0
+        while True:
+            row = sess.window()
+            if row["invalid"] and reruns < ms.max_reruns:
+                reruns += 1
+                self.warnings.append(
+                    f"{label}: energy window invalid ({'; '.join(row['invalid'])}); rerun"
+                )
+                continue
+            if row["flags"] and ms.on_disturbance == "rerun" and reruns < ms.max_reruns:
+                reruns += 1
+                self.log(f"{label}: {'; '.join(row['flags'])}: rerun")
+                continue
+            break
+        row["reruns"] = reruns
+        if row["invalid"]:
+            self.warnings.append(
+                f"{label}: energy window invalid ({'; '.join(row['invalid'])}); its energy "
+                "is excluded"
+            )
+        if row["flags"] and ms.on_disturbance == "discard":
+            row["excluded"] = "discarded: " + "; ".join(row["flags"])
+        self.summary.done["windows"] += 1
+        return row
+
+    def _headline_metric(self) -> str:
+        h = self.recipe.measure.headline
+        if h == "gross" or self.idle_w is None:
+            return "energy_per_token_j"
+        return "net_energy_per_token_j"
+
+    def _enough(
+        self, rows: dict[str, list[dict]], units: list[_Unit], n_rounds: int, elapsed_s: float
+    ) -> str | None:
+        """Why the rounds may stop now, or None to go on."""
+        from .report.analysis import paired_delta, paired_ratios
+
+        wl = self.recipe.workload
+        if wl.repeats != "auto":
+            return f"fixed: {wl.repeats} rounds" if n_rounds >= int(wl.repeats) else None
+        if n_rounds >= wl.max_rounds:
+            return f"max_rounds ({wl.max_rounds}) reached"
+        if wl.max_time_s is not None and elapsed_s >= wl.max_time_s:
+            return f"max_time_s ({wl.max_time_s:g} s) reached"
+        if n_rounds < wl.min_rounds:
+            return None
+        metric = self._headline_metric()
+        base = rows[units[0].variant_key]
+        widths = []
+        if len(units) == 1:
+            from .bench import relative_half_width
+
+            widths.append(relative_half_width([r.get(metric) for r in base if _usable(r)]))
+        for u in units[1:]:
+            ratios = paired_ratios(base, rows[u.variant_key], metric)
+            widths.append(paired_delta(ratios)[1])
+        if all(w is not None and w <= wl.precision for w in widths):
+            worst = max(w for w in widths if w is not None)
+            return f"precision reached (±{worst:.1%} <= ±{wl.precision:.0%})"
+        return None
+
+    def _run_rounds(self, units: list[_Unit], models: dict[str, Any], tok, scheme: str) -> None:
+        """Rounds: each round measures every unit once, in a seeded random order."""
+        import random
+
+        store, ckey = self.store, units[0].comparison_key
+        rows: dict[str, list[dict]] = {u.variant_key: [] for u in units}
+        by_round: dict[int, dict[str, dict]] = {}
+        for w in store.windows(ckey):
+            by_round.setdefault(w["round"], {})[w["variant_key"]] = w["row"]
+        done_rounds = 0
+        prior_s = 0.0
+        for r in sorted(by_round):
+            if len(by_round[r]) < len(units) or r != done_rounds + 1:
+                n = store.drop_round(ckey, r)
+                self.log(f"round {r} was not finished: its {n} window(s) are measured again")
+                continue
+            done_rounds = r
+            for vkey, row in by_round[r].items():
+                rows[vkey].append(row)
+                prior_s += float(row.get("duration_s") or 0.0)
+                self.summary.skipped["windows"] += 1
+        if done_rounds:
+            self.log(f"resuming after {done_rounds} finished round(s)")
+        sessions: dict[str, Any] = {}
+        last: dict[str, Any] = {}
+        t0 = time.monotonic()
+        stop = self._enough(rows, units, done_rounds, prior_s)
+        r = done_rounds
+        while stop is None:
+            r += 1
+            order = list(units)
+            random.Random(f"{self.recipe.seed}:{r}").shuffle(order)
+            self.log(f"round {r}: " + ", ".join(u.name for u in order))
+            for pos, u in enumerate(order):
+                if scheme == "reload":
+                    model = self._load_artifact(u)
+                    sess = self._session(model, tok)
+                else:
+                    sess = sessions.get(u.name)
+                    if sess is None:
+                        sess = sessions[u.name] = self._session(models[u.name], tok)
+                row = self._window(sess, f"{u.name} round {r}")
+                row.update(round=r, order=pos)
+                store.add_window(ckey, r, u.variant_key, 0, _jsonable(row), self.run_id)
+                rows[u.variant_key].append(row)
+                last[u.name] = sess
+                if scheme == "reload":
+                    sess.release()
+                    del model, sess
+                    gc.collect()
+            stop = self._enough(rows, units, r, prior_s + time.monotonic() - t0)
+        self.log(f"rounds stopped: {stop}")
+        for u in units:
+            sess = last.get(u.name) or self._session(
+                models.get(u.name) if scheme != "reload" else self._load_artifact(u), tok
+            )
+            self._store_bench(u, units[0], rows, sess, scheme, stop, r)
+
+    def _run_bracketed(self, units: list[_Unit]) -> None:
+        """The baseline brackets each variant: B V B V ... B, one variant at a time (the
+        baseline stays loaded, each variant is held only while its windows run)."""
+        from .recipe import digest as _digest
+
+        base_unit = units[0]
+        base_model, tok = self._prepare(base_unit)
+        base_sess = self._session(base_model, tok)
+        all_base_rows: list[dict] = []
+        stops = []
+        for u in units[1:]:
+            model, _ = self._prepare(u)
+            sess = self._session(model, tok)
+            ckey = _digest({"comparison": u.comparison_key, "bracket": u.variant_key})
+            seq = [w for w in self.store.windows(ckey)]
+            b_rows = [w["row"] for w in seq if w["variant_key"] == base_unit.variant_key]
+            v_rows = [w["row"] for w in seq if w["variant_key"] == u.variant_key]
+            t0 = time.monotonic()
+            prior_s = sum(float(x.get("duration_s") or 0.0) for x in b_rows + v_rows)
+            while True:
+                n_pairs = min(len(v_rows), max(len(b_rows) - 1, 0))
+                rows = {
+                    base_unit.variant_key: _bracket_means(b_rows, len(v_rows)),
+                    u.variant_key: v_rows,
+                }
+                stop = self._enough(rows, [base_unit, u], n_pairs, prior_s + time.monotonic() - t0)
+                if stop is not None and len(b_rows) == len(v_rows) + 1:
+                    break
+                if len(b_rows) <= len(v_rows):  # a baseline window comes next
+                    row = self._window(base_sess, f"baseline (bracketing {u.name})")
+                    row.update(round=len(b_rows), bracket=u.name)
+                    self.store.add_window(
+                        ckey, len(b_rows), base_unit.variant_key, 0, _jsonable(row), self.run_id
+                    )
+                    b_rows.append(row)
+                else:
+                    row = self._window(sess, f"{u.name} bracket {len(v_rows) + 1}")
+                    row.update(round=len(v_rows) + 1)
+                    self.store.add_window(
+                        ckey, len(v_rows) + 1, u.variant_key, 1, _jsonable(row), self.run_id
+                    )
+                    v_rows.append(row)
+            stops.append(f"{u.name}: {stop}")
+            self.log(f"{u.name}: bracket stopped: {stop}")
+            rows = {
+                base_unit.variant_key: _bracket_means(b_rows, len(v_rows)),
+                u.variant_key: v_rows,
+            }
+            self._store_bench(u, base_unit, rows, sess, "bracket", stop, len(v_rows))
+            all_base_rows += b_rows
+            sess.release()
+            del model, sess
+            gc.collect()
+        rows = {base_unit.variant_key: all_base_rows}
+        self._store_bench(
+            base_unit, base_unit, rows, base_sess, "bracket", "; ".join(stops), len(all_base_rows)
+        )
+
+    def _store_bench(self, unit, base_unit, rows, sess, scheme: str, stop: str, n_rounds: int):
+        """Aggregate a unit's windows (flags from the whole run, paired ratios against the
+        baseline's windows of the same round) into its BenchResult and store it."""
+        from .conditions import clock_throttle_flags
+        from .report.analysis import PAIRED_METRICS, outlier_flags, paired_ratios
 
         if self.store.get_bench(unit.bench_key) is not None:
             self.summary.skipped["benches"] += 1
             return
-        self.log(f"{unit.name}: bench")
-        result = bench(
-            model,
-            tok,
-            _resolve_cfg(self.recipe.workload, self.base),
-            meters=self.recipe.meters,
-            device=self.recipe.model.device,
-            hz=self.recipe.measure.hz,
+        mine = [dict(r) for r in rows[unit.variant_key]]
+        everything = [r for rs in rows.values() for r in rs]
+        clock = dict(
+            zip(
+                map(id, everything),
+                clock_throttle_flags([r.get("conditions") or {} for r in everything]),
+            )
+        )
+        originals = rows[unit.variant_key]
+        for new, old in zip(mine, originals):
+            extra = clock.get(id(old), []) + outlier_flags(originals, old)
+            new["flags"] = list(new.get("flags") or []) + [f for f in extra if f]
+        if unit is not base_unit:
+            base = rows[base_unit.variant_key]
+            for metric in PAIRED_METRICS:
+                for new, ratio in zip(mine, paired_ratios(base, originals, metric, keep=True)):
+                    new.setdefault("paired", {})[metric] = ratio
+        warnings = [w for w in self.warnings if w.startswith(unit.name)]
+        result = sess.result(
+            mine,
+            warnings,
+            scheme=scheme,
+            rounds=n_rounds,
+            stopped=stop,
+            headline_metric=self._headline_metric(),
+            on_disturbance=self.recipe.measure.on_disturbance,
+            comparison_key=unit.comparison_key,
+            round_order_seed=self.recipe.seed,
         )
         self.store.add_bench(unit.bench_key, unit.variant_key, result, self.run_id)
         self.summary.done["benches"] += 1
+
+
+def _usable(row: dict) -> bool:
+    from .bench import usable
+
+    return usable(row)
+
+
+def _bracket_means(b_rows: list[dict], n_variant: int) -> list[dict]:
+    """For bracket pairing: the baseline 'row' of variant window k (1-based) is the mean of
+    the baseline windows before (k-1) and after (k) it, metric by metric."""
+    from .report.analysis import PAIRED_METRICS
+
+    out = []
+    for k in range(1, n_variant + 1):
+        around = [b for b in b_rows[k - 1 : k + 1] if _usable(b)]
+        row: dict[str, Any] = {"round": k}
+        for m in PAIRED_METRICS:
+            vals = [b.get(m) for b in around if b.get(m) is not None]
+            row[m] = sum(vals) / len(vals) if vals else None
+        row["energy_j"] = 1.0 if around else None
+        out.append(row)
+    return out
+
+
+def _jsonable(row: dict) -> dict:
+    import json
+
+    return json.loads(json.dumps(row, default=str))
+
+
+def _free_memory_bytes(device: str) -> float | None:
+    try:
+        if str(device).startswith("cuda"):
+            import torch
+
+            free, _ = torch.cuda.mem_get_info(torch.device(device))
+            return float(free)
+        import psutil
+
+        return float(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - unknown: assume it fits (resident)
+        return None
 
 
 __all__ = ["RunSummary", "run", "plan", "collect_environment", "BASELINE"]

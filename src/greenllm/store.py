@@ -21,7 +21,7 @@ from .errors import DataError
 from .outdir import storage_error
 from .results import BenchResult, EvalResult, StepResult
 
-STORE_SCHEMA_VERSION = 1
+STORE_SCHEMA_VERSION = 2  # 2 added the windows table (rounds); a version-1 store is upgraded
 STORE_FILENAME = "greenllm.sqlite"
 
 _SCHEMA = """
@@ -67,6 +67,15 @@ CREATE TABLE IF NOT EXISTS evals (
     task TEXT NOT NULL,
     result_json TEXT NOT NULL,
     run_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS windows (
+    comparison_key TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    variant_key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    row_json TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    PRIMARY KEY (comparison_key, round, variant_key, seq)
 );
 CREATE TABLE IF NOT EXISTS benches (
     bench_key TEXT PRIMARY KEY,
@@ -136,6 +145,11 @@ class Store:
             if row is None:
                 self.con.execute(
                     "INSERT INTO meta VALUES ('schema_version', ?)", (str(STORE_SCHEMA_VERSION),)
+                )
+            elif int(row[0]) == 1:  # v1 -> v2 only adds the windows table (created above)
+                self.con.execute(
+                    "UPDATE meta SET value=? WHERE key='schema_version'",
+                    (str(STORE_SCHEMA_VERSION),),
                 )
             elif int(row[0]) != STORE_SCHEMA_VERSION:
                 raise DataError(
@@ -347,9 +361,41 @@ class Store:
         ).fetchone()
         return BenchResult.from_dict(json.loads(row[0])) if row else None
 
+    # ---------------------------------------------------------------- rounds
+    def add_window(
+        self, comparison_key: str, round_: int, variant_key: str, seq: int, row: dict, run_id: int
+    ) -> bool:
+        """One metered window of a round (committed at once: a kill keeps it)."""
+        with self._tx() as con:
+            cur = con.execute(
+                "INSERT OR IGNORE INTO windows VALUES (?, ?, ?, ?, ?, ?)",
+                (comparison_key, round_, variant_key, seq, json.dumps(row), run_id),
+            )
+            return cur.rowcount == 1
+
+    def windows(self, comparison_key: str) -> list[dict[str, Any]]:
+        """Every stored window of a comparison: dicts with round, variant_key, seq, row."""
+        rows = self.con.execute(
+            "SELECT round, variant_key, seq, row_json FROM windows WHERE comparison_key=? "
+            "ORDER BY round, seq",
+            (comparison_key,),
+        ).fetchall()
+        return [
+            {"round": r[0], "variant_key": r[1], "seq": r[2], "row": json.loads(r[3])} for r in rows
+        ]
+
+    def drop_round(self, comparison_key: str, round_: int) -> int:
+        """Delete the windows of an unfinished round (resume re-measures it whole, so that
+        every kept round is paired within itself)."""
+        with self._tx() as con:
+            cur = con.execute(
+                "DELETE FROM windows WHERE comparison_key=? AND round=?", (comparison_key, round_)
+            )
+            return int(cur.rowcount)
+
     def counts(self) -> dict[str, int]:
         """Row counts per table (used by tests and `greenllm report` to say what is there)."""
         return {
             t: int(self.con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
-            for t in ("runs", "environment", "variants", "steps", "evals", "benches")
+            for t in ("runs", "environment", "variants", "steps", "evals", "windows", "benches")
         }

@@ -77,6 +77,34 @@ METERS: Registry[type] = Registry(
 )
 
 
+# What each meter's total covers (its measurement boundary). Deltas are only ever computed
+# between results of the same boundary.
+BOUNDARIES = {
+    "nvml": "gpu board",
+    "rapl": "cpu package",
+    "jetson": "module rails",
+    "tegrastats": "module rails",
+    "jtop": "module rails",
+    "estimate": "model",
+    "replay": "replayed trace",
+}
+
+
+def boundary_of(meters: Iterable[object]) -> str:
+    """The measurement boundary of a set of meters (names or objects), e.g. ``gpu board`` or
+    ``gpu board + cpu package``; a meter object may declare its own ``boundary`` (an external
+    wall meter says ``wall``)."""
+    out: list[str] = []
+    for m in meters:
+        if isinstance(m, str):
+            b = BOUNDARIES.get(m, m)
+        else:
+            b = getattr(m, "boundary", None) or BOUNDARIES.get(getattr(m, "name", ""), "unknown")
+        if b not in out:
+            out.append(b)
+    return " + ".join(out) if out else "none"
+
+
 class BaseMeter:
     """Shared plumbing: an injectable clock, a no-op close, context-manager use."""
 

@@ -1,7 +1,10 @@
 """A labelled ESTIMATE of CPU energy, for machines where nothing can be read (VMs, CI).
 
-Model: P = idle_w + (tdp_w - idle_w) x u, where u is the system-wide CPU utilisation over the
-interval since the previous reading, from /proc/stat via psutil.cpu_times(). The meter
+Model: P = idle_w + (tdp_w - idle_w) x u, where u is the CPU utilisation over the interval
+since the previous reading. ``scope="process"`` (the default) counts only this process's CPU
+time (all its threads, psutil.Process().cpu_times()) against the machine's CPU capacity
+(psutil.cpu_times()), so work of other processes on a shared machine is not charged to the
+model; ``scope="system"`` counts every process (the whole machine's utilisation). The meter
 accumulates P x dt itself, so it behaves as a counter. Defaults: tdp_w = 10 W per logical
 CPU (GREENLLM_CPU_TDP_W overrides), idle_w = 30 % of tdp_w. Every domain is marked
 estimated=True and method "estimate"; reports built from it say so everywhere.
@@ -17,6 +20,14 @@ from .base import COUNTER, BaseMeter, Clock, DomainInfo, Reading
 
 DEFAULT_TDP_W_PER_CPU = 10.0
 DEFAULT_IDLE_FRACTION = 0.3
+
+
+def _psutil_process_cpu_times() -> tuple[float, float]:
+    """(this process's CPU seconds, total seconds of all CPUs since boot)."""
+    import psutil
+
+    own = psutil.Process().cpu_times()
+    return float(own.user + own.system), float(sum(psutil.cpu_times()))
 
 
 def _psutil_cpu_times() -> tuple[float, float]:
@@ -40,6 +51,7 @@ class EstimateMeter(BaseMeter):
         cpu_count: int | None = None,
         clock: Clock | None = None,
         env: Mapping[str, str] | None = None,
+        scope: str = "process",
     ):
         super().__init__(clock)
         env = os.environ if env is None else env
@@ -58,7 +70,12 @@ class EstimateMeter(BaseMeter):
                 f"estimate meter: need 0 <= idle_w ({self.idle_w}) <= tdp_w "
                 f"({self.tdp_w}) and tdp_w > 0"
             )
-        self._cpu_times = cpu_times or _psutil_cpu_times
+        if scope not in ("process", "system"):
+            raise ConfigError(f"estimate meter: scope {scope!r} is not 'process' or 'system'")
+        self.scope = scope
+        self._cpu_times = cpu_times or (
+            _psutil_process_cpu_times if scope == "process" else _psutil_cpu_times
+        )
         self._last: tuple[float, float, float] | None = None  # (t, busy, total)
         self._energy_j = 0.0
         self.last_utilisation: float | None = None
@@ -71,7 +88,8 @@ class EstimateMeter(BaseMeter):
 
     def notes(self) -> list[str]:
         return [
-            f"estimate:cpu tdp_w={self.tdp_w:g} idle_w={self.idle_w:g} model=linear_utilisation"
+            f"estimate:cpu tdp_w={self.tdp_w:g} idle_w={self.idle_w:g} model=linear_utilisation "
+            f"scope={self.scope}"
         ]
 
     def domains(self) -> list[DomainInfo]:

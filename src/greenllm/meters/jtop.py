@@ -22,6 +22,7 @@ JTOP_SOCKET = "/run/jtop.sock"  # jtop.service's socket (jtop/service.py JTOP_PI
 
 class JtopMeter(BaseMeter):
     name = "jtop"
+    update_hz = 1.0  # jtop.service publishes about once a second (window floor: 20 s)
 
     def __init__(
         self,

@@ -404,6 +404,7 @@ class TegrastatsMeter(BaseMeter):
     ):
         super().__init__(clock)
         self.interval_ms = int(interval_ms)
+        self.update_hz = 1000.0 / self.interval_ms  # new readings per second (window floor)
         self.executable = executable
         self._runner = runner or _popen
         self._which = which or shutil.which

@@ -3,11 +3,22 @@
 Pure functions on plain dicts (the stored ``BenchResult`` / ``EvalResult`` records), no torch,
 no plotting. Internal units only (J, s, bytes); display conversion lives in tables/html.
 
-Confidence intervals: a bench reports the 95 % half-width of each mean over its repeats. For a
-relative change ``d = v / b - 1`` the half-width is propagated to first order (delta method,
-independent runs): ``hw(d) = (v / b) * sqrt((hw_v / v)^2 + (hw_b / b)^2)``. Accuracy deltas are
-in percentage points with ``stderr = sqrt(se_v^2 + se_b^2)`` (independent-samples bound; the
-items are shared, so the paired stderr would be smaller).
+Paired deltas (the headline): the runner measures the baseline and every variant in rounds,
+so each of a variant's windows has a baseline window of the same round (or, in the bracket
+scheme, the mean of the baseline windows just before and after it). The change of a metric is
+the mean over rounds of the per-round ratio ``v_r / b_r``, minus 1, with the 95 % Student-t
+half-width of that mean: drift of load, clocks or temperature between rounds cancels within
+each ratio instead of landing in the delta.
+
+Unpaired fallback (stores without rounds): for ``d = v / b - 1`` the half-width is propagated
+to first order (delta method, independent runs): ``hw(d) = (v / b) * sqrt((hw_v / v)^2 +
+(hw_b / b)^2)``. Accuracy deltas are in percentage points with ``stderr = sqrt(se_v^2 +
+se_b^2)`` (independent-samples bound; the items are shared, so the paired stderr would be
+smaller).
+
+Verdicts (``verdict``): ``greener`` when the whole CI of the saving lies above the target
+(``min_energy_saving``, or 0 without one), ``not greener`` when it lies below, ``inconclusive``
+when it straddles it (or has no CI). No payback is computed from an inconclusive result.
 """
 
 from __future__ import annotations
@@ -68,6 +79,118 @@ def payback_inferences(
     if c is None or c <= 0:
         return 0.0
     return c / saving
+
+
+# metrics paired round by round (bench rows)
+PAIRED_METRICS = (
+    "energy_per_token_j",
+    "net_energy_per_token_j",
+    "energy_per_request_j",
+    "e2e_latency_s",
+    "tokens_per_wh",
+    "edp_js",
+    "decode_tokens_per_s",
+)
+OUTLIER_FRACTION = 0.05  # a window this far from its variant's median is flagged
+
+
+def _row_usable(r: dict[str, Any]) -> bool:
+    return not r.get("invalid") and not r.get("excluded") and r.get("energy_j") is not None
+
+
+def paired_ratios(
+    base_rows: list[dict[str, Any]],
+    var_rows: list[dict[str, Any]],
+    metric: str,
+    keep: bool = False,
+) -> list[float | None]:
+    """Per round: variant / baseline of ``metric`` (rows carry ``round``). ``keep=True``
+    returns one entry per variant row (None where unpaired), else only the ratios."""
+    base = {r.get("round"): r for r in base_rows if _row_usable(r)}
+    out: list[float | None] = []
+    for r in var_rows:
+        b = base.get(r.get("round"))
+        ratio = None
+        if b is not None and _row_usable(r):
+            vv, bb = _num(r.get(metric)), _num(b.get(metric))
+            if vv is not None and bb is not None and bb > 0:
+                ratio = vv / bb
+        if keep or ratio is not None:
+            out.append(ratio)
+    return out
+
+
+def paired_delta(ratios: list[float | None]) -> tuple[float | None, float | None]:
+    """(mean ratio - 1, 95 % half-width) as fractions; half-width None below 2 rounds."""
+    xs = [x for x in ratios if x is not None]
+    if not xs:
+        return None, None
+    m = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return m - 1.0, None
+    from ..stats import t_critical_95
+
+    var = sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
+    return m - 1.0, t_critical_95(len(xs) - 1) * math.sqrt(var / len(xs))
+
+
+def paired_deltas(var_bench: dict[str, Any], per_repeat: list[dict[str, Any]]) -> dict[str, Any]:
+    """Percent changes from the paired ratios stored in a variant's rows (``row['paired']``).
+    Returns the keys of ``bench_deltas`` that can be paired, plus ``rounds_paired``."""
+    out: dict[str, Any] = {}
+    labels = {
+        "energy_per_token_j": "energy_per_token",
+        "net_energy_per_token_j": "net_energy_per_token",
+        "energy_per_request_j": "energy_per_request",
+        "e2e_latency_s": "latency",
+        "tokens_per_wh": "tokens_per_wh",
+        "edp_js": "edp",
+        "decode_tokens_per_s": "decode_tokens_per_s",
+    }
+    n = 0
+    for metric, label in labels.items():
+        ratios = [(r.get("paired") or {}).get(metric) for r in per_repeat]
+        d, hw = paired_delta(ratios)
+        out[f"{label}_pct"] = None if d is None else d * 100.0
+        out[f"{label}_pct_ci95"] = None if hw is None else hw * 100.0
+        if metric == "energy_per_token_j":
+            n = len([x for x in ratios if x is not None])
+    out["rounds_paired"] = n
+    return out
+
+
+def outlier_flags(rows: list[dict[str, Any]], row: dict[str, Any]) -> list[str]:
+    """A window whose energy per token is more than 5 % from the median of its variant's
+    windows disagrees with the others (MLPerf Power-style repeatability check)."""
+    vals = sorted(
+        v for r in rows if _row_usable(r) and (v := _num(r.get("energy_per_token_j"))) is not None
+    )
+    x = _num(row.get("energy_per_token_j"))
+    if len(vals) < 3 or x is None or not _row_usable(row):
+        return []
+    mid = len(vals) // 2
+    med = vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+    if med > 0 and abs(x / med - 1) > OUTLIER_FRACTION:
+        return [f"disagrees: {x / med - 1:+.1%} from the median of its windows"]
+    return []
+
+
+def verdict(
+    delta_pct: float | None,
+    half_width_pct: float | None,
+    min_saving: float | None = None,
+) -> str:
+    """``greener`` / ``not greener`` / ``inconclusive`` for an energy change in percent with
+    its 95 % half-width, against a required saving (fraction; None = any saving)."""
+    if delta_pct is None or half_width_pct is None:
+        return "inconclusive"
+    target = 100.0 * (min_saving or 0.0)
+    saving = -delta_pct
+    if saving - half_width_pct > target:
+        return "greener"
+    if saving + half_width_pct < target:
+        return "not greener"
+    return "inconclusive"
 
 
 def not_greener(delta: float | None, half_width: float | None) -> bool:

@@ -159,11 +159,14 @@ def collect(store: Store) -> dict[str, Any]:
                     s.energy is not None and s.energy.estimated for s in steps
                 ),
                 "complete": complete,
+                "_per_repeat": list(bench.per_repeat) if bench is not None else [],
             }
         )
     base = variants[0]
     for v in variants:
         _derive(v, base, carbon, targets)
+    for v in variants:
+        v.pop("_per_repeat", None)
     qual = [(v["name"], *A.quality([e for e in v["evals"] if e])[:1]) for v in variants]
     q_label, q_higher = None, True
     for v in variants:
@@ -204,13 +207,34 @@ def _derive(
     v: dict[str, Any], base: dict[str, Any], carbon: dict[str, Any], targets: dict[str, Any]
 ) -> None:
     b, vb = base.get("bench") or {}, v.get("bench") or {}
-    deltas = A.bench_deltas(vb, b) if v is not base and vb and b else {}
+    deltas: dict[str, Any] = {}
+    boundary_v = (vb.get("device") or {}).get("boundary")
+    boundary_b = (b.get("device") or {}).get("boundary")
+    cross = bool(boundary_v and boundary_b and boundary_v != boundary_b)
+    if v is not base and vb and b and not cross:
+        deltas = A.bench_deltas(vb, b)  # unpaired: size, memory (and old stores)
+        rows = v.get("_per_repeat") or []
+        if any(r.get("paired") for r in rows):
+            deltas.update(A.paired_deltas(vb, rows))
+            deltas["basis"] = "paired rounds"
+        else:
+            deltas["basis"] = "unpaired (independent repeats)"
+    elif cross:
+        deltas["basis"] = (
+            f"none: the baseline was measured at the {boundary_b} boundary and this variant at "
+            f"the {boundary_v} boundary; energies across boundaries are not compared"
+        )
     ev = []
     if v is not base:
         for e_v, e_b in zip(v["evals"], base["evals"]):
             ev.append(A.eval_delta(e_v, e_b) if e_v and e_b else None)
     deltas["evals"] = ev
     v["deltas"] = deltas
+    v["boundary"] = boundary_v
+    headline = (vb.get("workload") or {}).get("headline_metric") or "energy_per_token_j"
+    if headline == "net_energy_per_token_j" and vb.get("net_energy_per_token_j") is None:
+        headline = "energy_per_token_j"
+    v["headline_metric"] = headline
     req_j = vb.get("energy_per_request_j")
     v["emissions_g_per_1000_inferences"] = _emissions(
         None if req_j is None else 1000.0 * req_j, carbon
@@ -218,20 +242,50 @@ def _derive(
     v["compression_emissions_g"] = _emissions(v["compression_energy_j"], carbon)
     v["tokens_per_wh"] = vb.get("tokens_per_wh")
     v["edp_js"] = vb.get("edp_js")
+    v["flagged_windows"] = sum(1 for r in v.get("_per_repeat") or [] if r.get("flags"))
+    v["excluded_windows"] = sum(
+        1 for r in v.get("_per_repeat") or [] if r.get("excluded") or r.get("invalid")
+    )
+    v["rerun_windows"] = sum(int(r.get("reruns") or 0) for r in v.get("_per_repeat") or [])
     if v is base:
         v["payback_inferences"], v["not_greener"], v["targets"] = None, False, {}
+        v["verdict"] = None
         return
-    # unknown compression energy (a step's meter failed, or steps missing): unknown payback
+    label = "net_energy_per_token" if headline.startswith("net_") else "energy_per_token"
+    d, hw = deltas.get(f"{label}_pct"), deltas.get(f"{label}_pct_ci95")
+    v["headline_delta_pct"], v["headline_delta_pct_ci95"] = d, hw
+    v["verdict"] = A.verdict(d, hw, _num_or_none(targets.get("min_energy_saving")))
+    precision = (vb.get("workload") or {}).get("precision")
+    v["verdict_note"] = (
+        f"inconclusive (±{hw:.1f} % > precision ±{100 * float(precision):.0f} %): rerun with "
+        "more rounds or on a quieter machine"
+        if v["verdict"] == "inconclusive" and hw is not None and precision and hw > 100 * precision
+        else "inconclusive: no significant difference"
+        if v["verdict"] == "inconclusive" and hw is not None
+        else "inconclusive: no confidence interval (one round, or no paired windows)"
+        if v["verdict"] == "inconclusive"
+        else v["verdict"]
+    )
+    # unknown compression energy (a step's meter failed, or steps missing), or an
+    # inconclusive energy change: no payback is computed
     v["payback_inferences"] = (
         None
-        if v["compression_energy_j"] is None
+        if v["compression_energy_j"] is None or v["verdict"] == "inconclusive"
         else A.payback_inferences(v["compression_energy_j"], b.get("energy_per_request_j"), req_j)
     )
-    v["not_greener"] = A.not_greener(
-        None if deltas.get("energy_per_token_pct") is None else deltas["energy_per_token_pct"],
-        deltas.get("energy_per_token_pct_ci95"),
-    )
+    v["not_greener"] = v["verdict"] == "not greener"
     v["targets"] = A.check_targets(targets, deltas, [e for e in ev if e])
+    if "min_energy_saving" in v["targets"]:
+        v["targets"]["min_energy_saving"]["pass"] = (
+            None if v["verdict"] == "inconclusive" else v["verdict"] == "greener"
+        )
+
+
+def _num_or_none(x: Any) -> float | None:
+    try:
+        return None if x is None else float(x)
+    except (TypeError, ValueError):
+        return None
 
 
 REPORT_FILES = (

@@ -8,7 +8,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from .tables import main_rows
+from .tables import DELTA_NOTE, SEED004_NOTE, main_rows, measurement_rows, seed004_rows
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;
@@ -34,7 +34,7 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
                 ' class="bad"'
                 if c.startswith(("NO:", "FAIL"))
                 else ' class="ok"'
-                if c in ("yes", "pass")
+                if c in ("yes", "pass", "yes: greener")
                 else ""
             )
             cells.append(f"<td{cls}>{e(c)}</td>")
@@ -63,9 +63,17 @@ def to_html(doc: dict[str, Any], images: dict[str, tuple[Path, Path]]) -> str:
         f"{e(round(c['intensity_g_per_kwh']))} gCO2e/kWh, PUE {e(c['pue'])}</p>",
         "<h2>Results</h2>",
         _table(head, rows),
-        '<p class="note">Δ relative to baseline; ± are 95 % confidence half-widths '
-        "(energy, latency) or combined standard errors (accuracy, pp).</p>",
+        f'<p class="note">{e(DELTA_NOTE)}</p>',
+        "<h2>Measurement</h2>",
+        _table(*measurement_rows(doc)),
     ]
+    head4, rows4 = seed004_rows(doc)
+    if rows4:
+        parts += [
+            "<h2>Evaluations: accuracy, energy and time per inference</h2>",
+            _table(head4, rows4),
+            f'<p class="note">{e(SEED004_NOTE)}</p>',
+        ]
     if doc.get("pareto"):
         parts.append(
             "<p>Pareto frontier (" + e(doc.get("quality_metric")) + " vs energy per "

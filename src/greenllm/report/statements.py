@@ -91,14 +91,33 @@ def methodology(doc: dict[str, Any]) -> str:
         )
     else:
         parts.append("Energy: no benchmark window was recorded.")
-    idle = env.get("idle_s")
-    parts.append(
-        f"Idle power was measured for {idle:g} s before each window and subtracted."
-        if idle
-        else "Idle power was not subtracted (gross energy, includes the machine's idle draw)."
-    )
+    meters_env = env.get("meters") or {}
+    idle_w = meters_env.get("idle_power_w")
+    if idle_w is not None:
+        parts.append(
+            f"Idle power was measured once before the rounds ({meters_env.get('idle_measured_s')}"
+            f" s, {idle_w:.2f} W) and every energy figure is given gross and net of it; the "
+            f"headline uses the {'net' if _headline_net(doc) else 'gross'} figure."
+        )
+    elif estimated:
+        parts.append(
+            "Idle power was not subtracted: for a model-based estimate an idle baseline means "
+            "nothing (the model's idle term is an assumption, not a reading); figures are gross."
+        )
+    else:
+        parts.append("Idle power was not subtracted (gross energy, includes the idle draw).")
     prompts = wl.get("prompts")
     n_prompts = len(prompts) if isinstance(prompts, list) else prompts
+    b0 = (doc["variants"][0].get("bench") or {}) if doc["variants"] else {}
+    bwl = b0.get("workload") or {}
+    scheme = bwl.get("scheme")
+    scheme_text = {
+        "resident": "all models stayed loaded",
+        "reload": "each compressed model was saved once and reloaded before its window, "
+        "outside the metered window",
+        "bracket": "one variant at a time, each of its windows between two baseline windows "
+        "(paired with their mean)",
+    }.get(str(scheme), "")
     parts.append(
         f"Workload: prompts {n_prompts}, {wl.get('max_new_tokens')} new tokens, batch "
         f"size {wl.get('batch_size')}, greedy decoding (end-of-sequence ignored) "
@@ -107,11 +126,60 @@ def methodology(doc: dict[str, Any]) -> str:
             if wl.get("compile")
             else "with the KV cache, eager"
         )
-        + f", {wl.get('warmup')} warm-up and "
-        f"{wl.get('repeats')} measured repeats per variant; ± are 95 % confidence "
-        "half-widths over the repeats, propagated to relative changes by the delta "
-        "method. Compression energy is the measured energy of each step."
+        + f", {wl.get('warmup')} warm-up batches per model."
     )
+    if scheme:
+        floor = bwl.get("window_floor_s")
+        parts.append(
+            f"Rounds: the baseline and every variant were measured in rounds, each round "
+            f"running every model's workload once in a seeded random order (seed "
+            f"{bwl.get('round_order_seed')}), scheme {scheme} ({scheme_text}); "
+            f"{bwl.get('rounds')} rounds ({bwl.get('stopped')}; repeats "
+            f"{wl.get('repeats', 'auto')}, precision "
+            f"±{100 * float(wl.get('precision') or 0.05):.0f} %). Each metered window lasted "
+            f"at least {num(floor)} s (min_window_s and 20 "
+            "sampling periods of the slowest meter; the prompts repeat inside a window until "
+            "it does). Energy deltas are paired by round: the mean of the per-round ratios "
+            "variant/baseline, with a 95 % Student-t half-width over the rounds. Disturbed "
+            f"windows (contended CPU, throttled clocks) were handled by "
+            f"'{bwl.get('on_disturbance')}'; a window more than 5 % from its variant's median "
+            "is flagged. Compression energy is the measured energy of each step."
+        )
+    else:
+        parts.append(
+            f"{wl.get('repeats')} measured repeats per variant; ± are 95 % confidence "
+            "half-widths over the repeats, propagated to relative changes by the delta method "
+            "(unpaired)."
+        )
+    boundaries = sorted({str(v.get("boundary")) for v in doc["variants"] if v.get("boundary")})
+    if boundaries:
+        parts.append(
+            "Measurement boundary: "
+            + ", ".join(boundaries)
+            + " (wall = external meter, module rails = INA3221, gpu board = NVML, cpu package = "
+            "RAPL, model = the estimate); no delta is computed across two boundaries."
+        )
+    ps = (hw.get("power_settings") or {}) if isinstance(hw, dict) else {}
+    if ps:
+        parts.append(
+            "Power settings in force: " + ", ".join(f"{k} {v}" for k, v in ps.items()) + "."
+        )
+    shared = [
+        f"{v['name']} (steps 1-{n} shared with {d})"
+        for v in doc["variants"]
+        for n, d in [_shared(v)]
+        if d
+    ]
+    if shared:
+        parts.append(
+            "Shared step prefixes ran once: "
+            + "; ".join(shared)
+            + "; their compression energy is charged to every variant that uses them."
+        )
+    if any((e or {}).get("cost") for v in doc["variants"] for e in v.get("evals") or []):
+        parts.append(
+            "Every evaluation ran inside one metered window (energy, time and tokens per item)."
+        )
     base = doc["variants"][0] if doc["variants"] else {}
     ds = []
     for e in base.get("evals") or []:
@@ -126,6 +194,22 @@ def methodology(doc: dict[str, Any]) -> str:
     if warnings:
         parts.append(f"Warnings ({len(warnings)}): " + " | ".join(warnings) + ".")
     return " ".join(parts)
+
+
+def _headline_net(doc: dict[str, Any]) -> bool:
+    return any(
+        str(v.get("headline_metric") or "").startswith("net_") for v in doc.get("variants") or []
+    )
+
+
+def _shared(v: dict[str, Any]) -> tuple[int, str | None]:
+    donor, n = None, 0
+    for s in v.get("steps") or []:
+        d = (s.get("stats") or {}).get("shared_with")
+        if not d:
+            break
+        donor, n = d, n + 1
+    return n, donor
 
 
 def carbon_statement(doc: dict[str, Any]) -> str:
@@ -161,12 +245,17 @@ def carbon_statement(doc: dict[str, Any]) -> str:
         s += (
             ", so when it pays that back is unknown"
             if comp_j is None
+            else ", and whether it pays that back is not computed (the energy change is "
+            "inconclusive)"
+            if v.get("verdict") == "inconclusive"
             else ", and it never pays that back (no energy saving per request)"
             if p is None
             else f", repaid after {payback_text(p)} "
             f"{'inference' if payback_text(p) == '1' else 'inferences'}"
         )
-        if v.get("not_greener"):
-            s += "; compressed but not greener (energy per token not lower within its CI)"
+        if v.get("verdict") == "not greener" or (v.get("verdict") is None and v.get("not_greener")):
+            s += "; compressed but not greener (the CI of its saving lies below the target)"
+        elif v.get("verdict") == "inconclusive":
+            s += f"; {v.get('verdict_note') or 'inconclusive'}"
         parts.append(s + ".")
     return " ".join(parts)

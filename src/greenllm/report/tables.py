@@ -82,6 +82,24 @@ def step_summary(definition: list[dict[str, Any]]) -> str:
     return " → ".join(parts)
 
 
+def headline_label(doc: dict[str, Any]) -> str:
+    """The headline energy column: gross or idle-subtracted (net) mJ per token."""
+    hm = {v.get("headline_metric") for v in doc.get("variants") or []}
+    return "net mJ/token" if hm == {"net_energy_per_token_j"} else "mJ/token"
+
+
+def verdict_text(v: dict[str, Any]) -> str:
+    verdict = v.get("verdict")
+    if verdict == "greener":
+        return "yes: greener"
+    if verdict == "not greener":
+        return "NO: compressed but not greener"
+    if verdict == "inconclusive":
+        return str(v.get("verdict_note") or "inconclusive")
+    # results.json from before the three verdicts
+    return "NO: compressed but not greener" if v.get("not_greener") else "yes"
+
+
 def _b(v: dict[str, Any], key: str) -> Any:
     return (v.get("bench") or {}).get(key)
 
@@ -141,7 +159,7 @@ def main_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             "variant",
             "steps",
             "size MiB (Δ)",
-            "mJ/token (Δ ± CI95)",
+            headline_label(doc) + " (Δ ± CI95)",
             "J/request (Δ ± CI95)",
             "latency ms (Δ)",
             "tokens/Wh",
@@ -161,8 +179,10 @@ def main_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for v in doc["variants"]:
         is_base = v["name"] == "baseline"
         size = _b(v, "size_bytes")
+        hm = v.get("headline_metric") or "energy_per_token_j"
+        hl = "net_energy_per_token" if hm.startswith("net_") else "energy_per_token"
         ept, req, lat = (
-            _b(v, "energy_per_token_j"),
+            _b(v, hm),
             _b(v, "energy_per_request_j"),
             _b(v, "e2e_latency_s"),
         )
@@ -172,11 +192,7 @@ def main_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             num(None if size is None else size / BYTES_PER_MIB)
             + ("" if is_base else f" ({pct(_d(v, 'size_pct'))})"),
             num(None if ept is None else ept * MJ_PER_J)
-            + (
-                ""
-                if is_base
-                else f" ({pct(_d(v, 'energy_per_token_pct'), _d(v, 'energy_per_token_pct_ci95'))})"
-            ),
+            + ("" if is_base else f" ({pct(_d(v, f'{hl}_pct'), _d(v, f'{hl}_pct_ci95'))})"),
             num(req)
             + (
                 ""
@@ -191,11 +207,7 @@ def main_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             num(v.get("edp_js")),
         ]
         row += [_quality_cell(v, i) for i in range(len(labels))]
-        greener = (
-            DASH
-            if is_base or not v.get("bench")
-            else ("NO: compressed but not greener" if v.get("not_greener") else "yes")
-        )
+        greener = DASH if is_base or not v.get("bench") else verdict_text(v)
         row += [
             num(v.get("compression_energy_j")) if not is_base else DASH,
             payback(v),
@@ -207,6 +219,114 @@ def main_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         if not v.get("complete"):
             row[0] += " (incomplete)"
         rows.append(row)
+    return head, rows
+
+
+DELTA_NOTE = (
+    "Δ are relative to `baseline`, paired by round (each variant's windows against the "
+    "baseline's windows of the same round); ± are 95 % confidence half-widths over the rounds "
+    "(energy, latency) or combined standard errors (accuracy, pp). Verdicts: greener (the "
+    "whole CI of the saving lies above the target), not greener (below it), inconclusive "
+    "(the CI straddles it: no payback is computed)."
+)
+SEED004_NOTE = (
+    "Per benchmark, each evaluation ran inside one metered window. Wh/inf = energy per "
+    "inference (item); s/inf = latency per item; EDP = whole-run energy (J) x whole-run time "
+    "(s), the convention of the small-language-model study (greenllm's per-inference EDP is "
+    "EDP / items^2); tokens = input positions through the model; W = mean power; Wh/B and "
+    "EDP/B per billion parameters the model really has (quantized ones included); acc/Wh = "
+    "accuracy (%) per Wh per inference."
+)
+
+
+def measurement_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """How each variant was measured: boundary, scheme, rounds, stop, disturbances."""
+    head = [
+        "variant",
+        "boundary",
+        "meter",
+        "scheme",
+        "rounds",
+        "stopped",
+        "windows flagged",
+        "reruns",
+        "excluded",
+        "basis of Δ",
+    ]
+    rows = []
+    for v in doc["variants"]:
+        b = v.get("bench") or {}
+        wl = b.get("workload") or {}
+        rows.append(
+            [
+                v["name"],
+                str(v.get("boundary") or DASH),
+                str(b.get("meter") or DASH),
+                str(wl.get("scheme") or DASH),
+                str(wl.get("rounds") if wl.get("rounds") is not None else b.get("repeats", DASH)),
+                str(wl.get("stopped") or DASH),
+                str(v.get("flagged_windows", 0)),
+                str(v.get("rerun_windows", 0)),
+                str(v.get("excluded_windows", 0)),
+                DASH
+                if v["name"] == "baseline"
+                else str((v.get("deltas") or {}).get("basis") or DASH),
+            ]
+        )
+    return head, rows
+
+
+def _acc_of(e: dict[str, Any]) -> float | None:
+    from .analysis import ACCURACY_METRICS
+
+    for k in ACCURACY_METRICS:
+        x = e.get(k)
+        if isinstance(x, (int, float)) and not isinstance(x, bool):
+            return float(x) * 100.0
+    return None
+
+
+def seed004_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per benchmark and variant, the shape of the small-language-model study's table."""
+    head = [
+        "benchmark",
+        "variant",
+        "acc %",
+        "Wh/inf",
+        "s/inf",
+        "EDP J·s",
+        "tokens/s",
+        "tokens/Wh",
+        "W",
+        "Wh/B",
+        "EDP/B J·s/B",
+        "acc/Wh",
+    ]
+    labels = eval_labels(doc)
+    rows = []
+    for i, lab in enumerate(labels):
+        for v in doc["variants"]:
+            e = v["evals"][i] if i < len(v["evals"]) else None
+            cost = (e or {}).get("cost") or {}
+            if not cost:
+                continue
+            acc = _acc_of(e or {})
+            rows.append(
+                [
+                    lab,
+                    v["name"],
+                    DASH if acc is None else f"{acc:.1f}",
+                    num(cost.get("energy_per_item_wh")),
+                    num(cost.get("latency_per_item_s")),
+                    num(cost.get("run_edp_js")),
+                    num(cost.get("tokens_per_s")),
+                    num(cost.get("tokens_per_wh")),
+                    num(cost.get("mean_power_w")),
+                    num(cost.get("run_wh_per_b_params")),
+                    num(cost.get("run_edp_js_per_b_params")),
+                    num(cost.get("accuracy_per_wh")),
+                ]
+            )
     return head, rows
 
 
@@ -237,11 +357,23 @@ def to_markdown(doc: dict[str, Any]) -> str:
         "",
         md_table(head, rows),
         "",
-        "Δ are relative to `baseline`; ± are 95 % confidence half-widths propagated from "
-        "the repeats (energy, latency) or combined standard errors (accuracy, pp). "
-        '"not greener" = energy per token not lower within its CI.',
+        DELTA_NOTE,
+        "",
+        "## Measurement",
+        "",
+        md_table(*measurement_rows(doc)),
         "",
     ]
+    head4, rows4 = seed004_rows(doc)
+    if rows4:
+        lines += [
+            "## Evaluations: accuracy, energy and time per inference",
+            "",
+            md_table(head4, rows4),
+            "",
+            SEED004_NOTE,
+            "",
+        ]
     if doc.get("pareto"):
         lines += [
             f"Pareto frontier ({doc.get('quality_metric')} vs energy per token): "
@@ -287,15 +419,24 @@ def to_latex(doc: dict[str, Any]) -> str:
     ]
     for v in doc["variants"]:
         is_base = v["name"] == "baseline"
-        size, ept = _b(v, "size_bytes"), _b(v, "energy_per_token_j")
+        size, ept = _b(v, "size_bytes"), _b(v, v.get("headline_metric") or "energy_per_token_j")
         cells = [
-            tex(v["name"]) + ("" if not v.get("not_greener") or is_base else r"$^\dagger$"),
+            tex(v["name"])
+            + (
+                ""
+                if is_base
+                else r"$^\dagger$"
+                if v.get("verdict") == "not greener" or v.get("not_greener")
+                else r"$^\ddagger$"
+                if v.get("verdict") == "inconclusive"
+                else ""
+            ),
             tex(num(None if size is None else size / BYTES_PER_MIB)),
             tex(num(None if ept is None else ept * MJ_PER_J)),
             tex(
                 DASH
                 if is_base
-                else pct(_d(v, "energy_per_token_pct"), _d(v, "energy_per_token_pct_ci95"))
+                else pct(v.get("headline_delta_pct"), v.get("headline_delta_pct_ci95"))
             ),
             tex(DASH if is_base else pct(_d(v, "latency_pct"))),
             tex(num(v.get("tokens_per_wh"))),
@@ -312,11 +453,33 @@ def to_latex(doc: dict[str, Any]) -> str:
             "uncompressed baseline. ± are 95 % confidence half-widths; "
             "accuracy deltas in percentage points. "
         )
-        + r"$^\dagger$ compressed but not greener (energy per token not lower within its "
-        r"CI).}",
+        + r"$^\dagger$ compressed but not greener (the CI of the saving lies below the target); "
+        r"$^\ddagger$ inconclusive (the CI straddles it).}",
         r"\label{tab:greenllm-" + tex_label(doc.get("recipe")) + "}",
         r"\end{table}",
         "",
+    ]
+    head4, rows4 = seed004_rows(doc)
+    if rows4:
+        lines += [
+            r"\begin{table}[t]",
+            r"\centering",
+            r"\small",
+            r"\begin{tabular}{ll" + "r" * (len(head4) - 2) + "}",
+            r"\toprule",
+            " & ".join(tex(h) for h in head4) + r" \\",
+            r"\midrule",
+        ]
+        lines += [" & ".join(tex(c) for c in r) + r" \\" for r in rows4]
+        lines += [
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\caption{" + tex(SEED004_NOTE) + "}",
+            r"\label{tab:greenllm-evals-" + tex_label(doc.get("recipe")) + "}",
+            r"\end{table}",
+            "",
+        ]
+    lines += [
         r"\paragraph{Methodology.} " + tex(doc["methodology"]),
         "",
         r"\paragraph{Carbon.} " + tex(doc["carbon_statement"]),
@@ -334,6 +497,7 @@ def to_csv(doc: dict[str, Any]) -> str:
         "size_bytes",
         "energy_per_token_j",
         "energy_per_token_j_ci95",
+        "net_energy_per_token_j",
         "energy_per_request_j",
         "energy_per_request_j_ci95",
         "e2e_latency_s",
@@ -347,6 +511,8 @@ def to_csv(doc: dict[str, Any]) -> str:
     delta_keys = [
         "energy_per_token_pct",
         "energy_per_token_pct_ci95",
+        "net_energy_per_token_pct",
+        "net_energy_per_token_pct_ci95",
         "energy_per_request_pct",
         "energy_per_request_pct_ci95",
         "latency_pct",
@@ -363,6 +529,8 @@ def to_csv(doc: dict[str, Any]) -> str:
             "emissions_g_per_1000_inferences",
             "payback_inferences",
             "not_greener",
+            "verdict",
+            "boundary",
             "pareto",
             "meter",
             "estimated",
@@ -393,6 +561,8 @@ def to_csv(doc: dict[str, Any]) -> str:
             v.get("emissions_g_per_1000_inferences"),
             v.get("payback_inferences"),
             v.get("not_greener"),
+            v.get("verdict"),
+            v.get("boundary"),
             v.get("pareto"),
             b.get("meter"),
             b.get("estimated"),
