@@ -52,6 +52,7 @@ def test_workload_round_trip_and_defaults():
             "batch_size": 2,
             "warmup": 0,
             "repeats": 3,
+            "min_window_s": 0,
             "limit": 1,
         },
     )
@@ -65,7 +66,7 @@ def test_workload_round_trip_and_defaults():
         ({"prompts": []}, "no prompts"),
         ({"prompts": ["  ", ""]}, "no prompts"),
         ({"prompts": ""}, "no prompts"),
-        ({"repeats": 0}, "repeats: must be >= 1"),
+        ({"repeats": 0, "min_window_s": 0}, "repeats: 0 is outside 1..100000"),
         ({"max_new_tokens": 0}, "max_new_tokens"),
         ({"batch_sise": 2}, "did you mean 'batch_size'"),
     ],
@@ -231,7 +232,14 @@ def test_bench_tiny_all_metrics(tiny):
     r = bench(
         model,
         tok,
-        {"prompts": PROMPTS, "max_new_tokens": 4, "batch_size": 1, "warmup": 1, "repeats": 3},
+        {
+            "prompts": PROMPTS,
+            "max_new_tokens": 4,
+            "batch_size": 1,
+            "warmup": 1,
+            "repeats": 3,
+            "min_window_s": 0,
+        },
         meters=[meter],
         hz=50.0,
         bandwidth_bytes_per_s=10e9,
@@ -243,17 +251,18 @@ def test_bench_tiny_all_metrics(tiny):
     assert r.metrics["gpu_util_mean_pct"] is None and r.metrics["cuda_max_allocated_bytes"] is None
     assert len(r.per_repeat) == 3
     for rep in r.per_repeat:
-        assert rep["output_tokens"] == 3 * 4  # EOS ignored: exactly max_new_tokens each
-        assert rep["energy_per_token_j"] == pytest.approx(rep["energy_j"] / 12)
-        assert rep["energy_per_request_j"] == pytest.approx(rep["energy_j"] / 3)
-        assert rep["tokens_per_wh"] == pytest.approx(12 * 3600 / rep["energy_j"])
+        assert rep["output_tokens"] == rep["passes"] * 3 * 4  # EOS ignored: max_new_tokens each
+        n = rep["passes"]  # the prompts repeat inside the window until it is long enough
+        assert rep["energy_per_token_j"] == pytest.approx(rep["energy_j"] / (12 * n))
+        assert rep["energy_per_request_j"] == pytest.approx(rep["energy_j"] / (3 * n))
+        assert rep["tokens_per_wh"] == pytest.approx(12 * n * 3600 / rep["energy_j"])
         assert rep["edp_js"] == pytest.approx(rep["energy_per_request_j"] * rep["e2e_latency_s"])
         assert rep["mean_power_w"] == pytest.approx(20.0, rel=0.05)
         assert rep["e2e_latency_s"] == pytest.approx(rep["ttft_s"] + 3 * rep["tpot_s"], rel=1e-6)
         # roofline: 3 decode steps per request read the weights once each at 10 GB/s
-        ideal = 3 * 3 * r.metrics["weight_bytes_per_token"] / 10e9
+        ideal = n * 3 * 3 * r.metrics["weight_bytes_per_token"] / 10e9
         assert rep["roofline_fraction"] == pytest.approx(
-            ideal / (3 * 3 / rep["decode_tokens_per_s"]), rel=1e-6
+            ideal / (n * 3 * 3 / rep["decode_tokens_per_s"]), rel=1e-6
         )
     assert r.per_repeat[-1]["energy_j"] == pytest.approx(r.energy.energy_j)
     mean, half = mean_ci95([x["energy_per_token_j"] for x in r.per_repeat])
@@ -283,7 +292,7 @@ def test_bench_batched_and_profile_bandwidth(tiny):
         profile="jetson-orin-nano-8gb",
     )
     assert r.workload["n_batches"] == 2 and r.workload["n_prompts"] == 3
-    assert all(rep["output_tokens"] == 9 for rep in r.per_repeat)
+    assert all(rep["output_tokens"] == 9 * rep["passes"] for rep in r.per_repeat)
     assert r.device["bandwidth_source"] == "profile:jetson-orin-nano-8gb"
     assert r.device["memory_bandwidth_bytes_per_s"] == 68e9
     assert r.metrics["decode_tokens_per_s"] > 0
@@ -294,7 +303,7 @@ def test_single_token_requests_have_no_decode_metrics(tiny):
     r = bench(
         model,
         tok,
-        {"prompts": ["hi"], "max_new_tokens": 1, "warmup": 0, "repeats": 1},
+        {"prompts": ["hi"], "max_new_tokens": 1, "warmup": 0, "repeats": 1, "min_window_s": 0},
         meters=["estimate"],
         hz=0.0,
         bandwidth_bytes_per_s=1e9,
@@ -314,7 +323,7 @@ def test_bench_bad_inputs(tiny):
         bench(
             model,
             tok,
-            {"prompts": ["x"], "repeats": 1, "warmup": 0},
+            {"prompts": ["x"], "repeats": 1, "warmup": 0, "min_window_s": 0},
             meters=["estimate"],
             profile="raspberry-pi",
         )
@@ -326,7 +335,7 @@ def test_bench_on_cuda_reports_cuda_memory(tiny):
     r = bench(
         model,
         tok,
-        {"prompts": PROMPTS[:2], "max_new_tokens": 3, "warmup": 1, "repeats": 2},
+        {"prompts": PROMPTS[:2], "max_new_tokens": 3, "warmup": 1, "repeats": 2, "min_window_s": 0},
         meters=["estimate"],
         device="cuda",
     )
@@ -340,7 +349,14 @@ def test_bench_smollm2_few_tokens(smollm2_fresh):
     r = bench(
         model,
         tok,
-        {"prompts": "builtin:prompts", "limit": 1, "max_new_tokens": 3, "warmup": 0, "repeats": 2},
+        {
+            "prompts": "builtin:prompts",
+            "limit": 1,
+            "max_new_tokens": 3,
+            "warmup": 0,
+            "repeats": 2,
+            "min_window_s": 0,
+        },
         meters=["estimate"],
     )
     assert r.metrics["params"] == pytest.approx(134.5e6, rel=0.01)

@@ -47,6 +47,7 @@ def _bench(tiny, meter, repeats=3):
             "max_new_tokens": 3,
             "warmup": 0,
             "repeats": repeats,
+            "min_window_s": 0,
         },
         meters=[meter],
         hz=0.0,
@@ -165,7 +166,7 @@ def _store(tmp_path):
     recipe = {
         "name": "windows",
         "model": {"id": "m"},
-        "workload": {"repeats": 3},
+        "workload": {"repeats": 3, "min_window_s": 0},
         "carbon": {"intensity_g_per_kwh": 400.0, "pue": 1.0},
     }
     with Store(tmp_path) as s:

@@ -69,7 +69,13 @@ def test_quanto_int4_benchmarks(quanto_int4):
     r = bench(
         model,
         tok,
-        {"prompts": ["Energy is", "The cat"], "max_new_tokens": 3, "warmup": 0, "repeats": 1},
+        {
+            "prompts": ["Energy is", "The cat"],
+            "max_new_tokens": 3,
+            "warmup": 0,
+            "repeats": 1,
+            "min_window_s": 0,
+        },
         meters=[EstimateMeter(tdp_w=20.0)],
     )
     assert r.per_repeat[0]["output_tokens"] == 2 * 3

@@ -26,9 +26,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("api", ("api",)),
     ("runner", ("runner",)),
     ("study", ("recipe", "training", "report")),
-    ("work", ("steps", "evals", "bench")),
+    ("work", ("steps", "evals", "bench", "metered")),
     ("engine", ("models", "sizes", "decode", "measure")),
-    ("hardware", ("meters", "devices", "control", "carbon", "store")),
+    ("hardware", ("meters", "devices", "control", "carbon", "store", "conditions")),
     (
         "leaf",
         (
@@ -50,12 +50,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "_logging",
             "_compat",
             "_version",
+            "stats",
         ),
     ),
 ]
 # Steps and evals never import meters, measure or control: the runner wraps them. The
 # measurement side never imports the model side at all (it works on readings and results).
-MODEL_SIDE = {"models", "sizes", "steps", "evals", "bench", "decode"}
+MODEL_SIDE = {"models", "sizes", "steps", "evals", "bench", "decode", "metered"}
 NEVER = {
     "steps": {"meters", "measure", "control"},
     "evals": {"meters", "measure", "control"},

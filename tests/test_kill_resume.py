@@ -39,8 +39,10 @@ def _recipe(root: Path) -> Path:
             "max_new_tokens": 3,
             "warmup": 0,
             "repeats": 2,
+            "min_window_s": 0,
         },
         "meters": ["estimate"],
+        "measure": {"hz": 100, "on_disturbance": "flag"},
         "carbon": {"intensity_g_per_kwh": 450.0},
     }
     path = root / "r.yaml"

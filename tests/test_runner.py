@@ -62,8 +62,10 @@ def make_tiny_recipe(root: Path, variants: dict | None = None, repeats: int = 2)
             "max_new_tokens": 4,
             "warmup": 0,
             "repeats": repeats,
+            "min_window_s": 0,
         },
         "meters": ["estimate"],
+        "measure": {"hz": 100, "on_disturbance": "flag"},
         "carbon": {"intensity_g_per_kwh": 400.0},
     }
 

@@ -52,7 +52,15 @@ def test_schema_version_and_wal(tmp_path):
         assert s.schema_version == STORE_SCHEMA_VERSION
         mode = s.con.execute("PRAGMA journal_mode").fetchone()[0]
         assert mode.lower() == "wal"
-        assert set(s.counts()) == {"runs", "environment", "variants", "steps", "evals", "benches"}
+        assert set(s.counts()) == {
+            "runs",
+            "environment",
+            "variants",
+            "steps",
+            "evals",
+            "windows",
+            "benches",
+        }
 
 
 def test_results_round_trip_and_no_duplicates(tmp_path):
@@ -90,6 +98,7 @@ def test_results_round_trip_and_no_duplicates(tmp_path):
             "variants": 1,
             "steps": 1,
             "evals": 1,
+            "windows": 0,
             "benches": 1,
         }
         assert s.steps("k1")[0].energy.energy_j == 12.5
@@ -120,3 +129,38 @@ def test_newer_schema_refused(tmp_path):
     con.close()
     with pytest.raises(DataError, match="schema version 99"):
         Store(tmp_path)
+
+
+def test_windows_of_rounds_are_kept_and_an_unfinished_round_can_be_dropped(tmp_path):
+    with Store(tmp_path) as s:
+        run = s.begin_run("r", {}, [])
+        assert s.add_window("c", 1, "base", 0, {"energy_j": 1.0}, run)
+        assert not s.add_window("c", 1, "base", 0, {"energy_j": 9.0}, run)  # no duplicate
+        s.add_window("c", 1, "var", 0, {"energy_j": 2.0}, run)
+        s.add_window("c", 2, "base", 0, {"energy_j": 3.0}, run)
+        s.add_window("other", 1, "base", 0, {"energy_j": 4.0}, run)
+    with Store(tmp_path, create=False) as s:  # committed: a resumed process sees them
+        rows = s.windows("c")
+        assert [(w["round"], w["variant_key"], w["row"]["energy_j"]) for w in rows] == [
+            (1, "base", 1.0),
+            (1, "var", 2.0),
+            (2, "base", 3.0),
+        ]
+        assert s.drop_round("c", 2) == 1
+        assert [w["round"] for w in s.windows("c")] == [1, 1]
+        assert len(s.windows("other")) == 1
+
+
+def test_a_version_1_store_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    with Store(tmp_path) as s:
+        s.begin_run("r", {}, [])
+        s.con.execute("DROP TABLE windows")
+        s.con.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    with Store(tmp_path, create=False) as s:
+        assert s.schema_version == STORE_SCHEMA_VERSION == 2
+        assert s.counts()["runs"] == 1 and s.counts()["windows"] == 0
+    con = sqlite3.connect(tmp_path / "greenllm.sqlite")
+    assert con.execute("SELECT COUNT(*) FROM windows").fetchone()[0] == 0
+    con.close()

@@ -50,8 +50,10 @@ def _recipe(root: Path, model: str, repeats: int, name: str) -> Path:
             "max_new_tokens": 2,
             "warmup": 0,
             "repeats": repeats,
+            "min_window_s": 0,
         },
         "meters": ["estimate"],
+        "measure": {"hz": 100, "on_disturbance": "flag"},
         "carbon": {"intensity_g_per_kwh": 450.0},
     }
     path = root / name

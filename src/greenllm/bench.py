@@ -283,8 +283,9 @@ def window_floor_s(min_window_s: float, hz: float, meters: list[Any]) -> float:
         r = getattr(m, "update_hz", None)
         if r:
             rates.append(float(r))
-    slowest = min(rates) if rates else 10.0
-    return max(float(min_window_s), 20.0 / slowest)
+    if not rates:  # hz=0 (no sampler: samples only at the window's edges) and no meter rate
+        return float(min_window_s)
+    return max(float(min_window_s), 20.0 / min(rates))
 
 
 class BenchSession:
@@ -311,7 +312,7 @@ class BenchSession:
     ):
         import torch
 
-        from .conditions import DEFAULT_MAX_OTHER_CPU_SHARE, ConditionsProbe
+        from .conditions import DEFAULT_MAX_OTHER_CPU_SHARE, default_probe
         from .models import model_size_bytes, param_count
 
         self.wl = wl
@@ -343,7 +344,7 @@ class BenchSession:
         else:
             self._one = lambda batch: run_request(model, batch, wl.max_new_tokens, dev, accepts)
         self.cuda = dev.type == "cuda"
-        self.probe = probe if probe is not None else ConditionsProbe()
+        self.probe = probe if probe is not None else default_probe()
         self.idle_power_w = idle_power_w
         self.max_other_cpu_share = (
             DEFAULT_MAX_OTHER_CPU_SHARE if max_other_cpu_share is None else max_other_cpu_share

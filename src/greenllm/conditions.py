@@ -260,6 +260,24 @@ class ConditionsProbe:
         return out
 
 
+def nvml_module() -> Any:
+    """An initialised pynvml module when an NVIDIA driver is present, else None."""
+    if not Path("/proc/driver/nvidia/version").exists():
+        return None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml
+    except Exception:  # noqa: BLE001 - no usable NVML: no GPU conditions
+        return None
+
+
+def default_probe() -> ConditionsProbe:
+    """The probe of this machine: /proc and sysfs, and NVML when a driver is present."""
+    return ConditionsProbe(nvml=nvml_module())
+
+
 def _run_cmd(argv: list[str]) -> str | None:
     try:
         res = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
@@ -316,6 +334,8 @@ def clock_throttle_flags(conditions: list[dict[str, Any]]) -> list[list[str]]:
 
 __all__ = [
     "ConditionsProbe",
+    "default_probe",
+    "nvml_module",
     "window_flags",
     "clock_throttle_flags",
     "DEFAULT_MAX_OTHER_CPU_SHARE",

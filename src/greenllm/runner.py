@@ -174,6 +174,12 @@ def collect_environment(
         hardware["device_profile"] = det.profile.to_dict()
     except Exception as exc:  # detection never blocks a run
         hardware["device_error"] = str(exc)
+    try:
+        from .conditions import default_probe
+
+        hardware["power_settings"] = default_probe().power_settings()
+    except Exception as exc:  # noqa: BLE001 - never blocks a run
+        hardware["power_settings_error"] = str(exc)
     hardware["nvidia_driver"] = _driver_version()
     hardware["jetson_release"] = _jetpack()
     meters: dict[str, Any] = {"requested": recipe.meters}
@@ -452,6 +458,10 @@ class _Runner:
         self.base = recipe.base_dir
         self.calibration = _calibration_source(recipe.calibration, self.base)
         self._teacher = None
+        if probe is None:
+            from .conditions import default_probe
+
+            probe = default_probe()
         self._probe = probe
         self.meter_objs: list[Any] = []
         self.idle_w: float | None = None

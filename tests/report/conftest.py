@@ -113,6 +113,7 @@ def run_dir(tmp_path):
                 "batch_size": 1,
                 "warmup": 1,
                 "repeats": 5,
+                "min_window_s": 0,
             },
             "carbon": {"intensity_g_per_kwh": 360.0, "pue": 1.5},
             "targets": {"max_accuracy_drop_pp": 2.0, "min_energy_saving": 0.2},

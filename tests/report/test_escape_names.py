@@ -110,7 +110,12 @@ def _store(tmp_path, recipe_name: str, variant: str):
         "name": recipe_name,
         "model": {"id": "m"},
         "carbon": {"intensity_g_per_kwh": 300},
-        "workload": {"prompts": "builtin:prompts", "max_new_tokens": 8, "repeats": 3},
+        "workload": {
+            "prompts": "builtin:prompts",
+            "max_new_tokens": 8,
+            "repeats": 3,
+            "min_window_s": 0,
+        },
     }
     with Store(tmp_path) as s:
         run = s.begin_run(recipe_name, recipe, plan)

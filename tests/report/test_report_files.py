@@ -112,6 +112,7 @@ def test_methodology_names_compiled_decoding():
             "batch_size": 1,
             "warmup": 1,
             "repeats": 2,
+            "min_window_s": 0,
         },
     }
     text = methodology(doc)
