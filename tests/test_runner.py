@@ -97,7 +97,7 @@ def test_end_to_end_writes_every_file(e2e):
     root, _, summary = e2e
     assert summary.status == "finished"
     assert summary.variants == ["baseline", "mag50", "wanda50-int8"]
-    assert summary.done == {"steps": 3, "evals": 3, "benches": 3}
+    assert summary.done == {"steps": 3, "evals": 3, "benches": 3, "windows": 6}
     for f in REPORT_FILES:
         assert (root / "out" / f).stat().st_size > 0, f
     assert _counts(root / "out") == {"runs": 1, "variants": 3, "steps": 3, "evals": 3, "benches": 3}
@@ -132,14 +132,21 @@ def test_results_json_contract(e2e):
     assert mag["steps"][0]["stats"]  # the step's own stats are kept
     assert "ESTIMATES" in doc["methodology"]  # honest about the meter
     env = doc["environment"]
-    assert env["software"]["torch"] and env["sampling_hz"] == 10.0
+    assert env["software"]["torch"] and env["sampling_hz"] == 100.0
+    # rounds: every variant's windows are paired with the baseline's of the same round
+    for v in (mag, wi):
+        assert v["deltas"]["basis"] == "paired rounds" and v["deltas"]["rounds_paired"] == 2
+        assert v["verdict"] in ("greener", "not greener", "inconclusive")
+        assert v["boundary"] == "model"
+    assert base["bench"]["workload"]["scheme"] == "resident"
+    assert "power_settings" in env["hardware"]
 
 
 def test_resume_skips_finished_work(e2e):
     root, path, _ = e2e
     before = (root / "out" / "results.json").read_text()
     summary = run(path, root / "out", progress=False)
-    assert summary.done == {"steps": 0, "evals": 0, "benches": 0}
+    assert summary.done == {"steps": 0, "evals": 0, "benches": 0, "windows": 0}
     assert summary.skipped["variants"] == 3
     counts = _counts(root / "out")
     assert counts["runs"] == 2 and counts["evals"] == 3 and counts["benches"] == 3
@@ -168,7 +175,7 @@ def test_fresh_starts_over(tmp_path):
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     run(tmp_path / "r.yaml", tmp_path / "out", progress=False)
     s = run(tmp_path / "r.yaml", tmp_path / "out", resume=False, progress=False)
-    assert s.done == {"steps": 0, "evals": 1, "benches": 1}
+    assert s.done == {"steps": 0, "evals": 1, "benches": 1, "windows": 1}
     assert _counts(tmp_path / "out")["runs"] == 1
 
 
@@ -186,7 +193,8 @@ def test_failing_step_keeps_finished_work_and_names_the_variant(tmp_path):
     msg = str(info.value)
     assert msg.startswith("variants.wanda[0] (prune): ") and "\n" not in msg
     counts = _counts(tmp_path / "out")
-    assert counts["evals"] == 1 and counts["benches"] == 1  # the baseline is kept
+    # the baseline's evaluation is kept; benches run in rounds once every variant is prepared
+    assert counts["evals"] == 1 and counts["benches"] == 0
     con = sqlite3.connect(tmp_path / "out" / "greenllm.sqlite")
     assert con.execute("SELECT status FROM runs").fetchone()[0] == "failed"
     con.close()

@@ -123,6 +123,9 @@ class FakeGpu:
     memory_total_bytes: int = 40 * 1024**3
     memory_used_bytes: int = 0
     temperature_c: int = 40
+    graphics_clock_mhz: int = 1410
+    memory_clock_mhz: int = 1215
+    clock_event_reasons: int = 0  # nvmlClocksEventReason* bit mask (0x40: HW thermal)
     lost: bool = False  # True: every call -> GPU_IS_LOST
     set_limit_calls: list = _field(default_factory=list)
 
@@ -273,6 +276,13 @@ class FakePynvml:
 
     def nvmlDeviceGetTemperature(self, h: FakeGpu, sensor: int = 0) -> int:
         return self._gpu("nvmlDeviceGetTemperature", h).temperature_c
+
+    def nvmlDeviceGetClockInfo(self, h: FakeGpu, clock_type: int) -> int:
+        g = self._gpu("nvmlDeviceGetClockInfo", h)
+        return g.graphics_clock_mhz if clock_type == 0 else g.memory_clock_mhz
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, h: FakeGpu) -> int:
+        return self._gpu("nvmlDeviceGetCurrentClocksEventReasons", h).clock_event_reasons
 
 
 def make_rapl_tree(
