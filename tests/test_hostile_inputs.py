@@ -190,7 +190,7 @@ CASES = [
     ),
     (
         "bench-corrupt-safetensors",
-        ["bench", "{d}/m", "--repeats", "1", "--warmup", "0"],
+        ["bench", "{d}/m", "--repeats", "1", "--warmup", "0", "--min-window-s", "0"],
         {"m/": "{tiny}", "m/model.safetensors": b'\x10\x00\x00\x00\x00\x00\x00\x00{"a"'},
         "safetensors",
     ),

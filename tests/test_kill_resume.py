@@ -123,15 +123,24 @@ def test_kill_9_loses_nothing_and_resumes_without_duplicates(tmp_path):
 
 def test_sigint_stops_cleanly_and_resumes(tmp_path):
     recipe, out = _recipe(tmp_path), tmp_path / "out"
-    proc = _start_and_wait(recipe, out, "benches")
+    proc = _start_and_wait(recipe, out, "windows")  # the rounds have begun
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
     assert _query(out, "SELECT status FROM runs") == [("interrupted",)]
-    n_bench = _query(out, "SELECT COUNT(*) FROM benches")[0][0]
-    assert 1 <= n_bench < 3
+    kept = _query(out, "SELECT round, variant_key, row_json FROM windows")
+    assert kept  # every window measured before the signal is in the store
+    by_round: dict = {}
+    for r, k, row in kept:
+        by_round.setdefault(r, {})[k] = row
+    finished = {r: rows for r, rows in by_round.items() if len(rows) == 3}
     summary = run(recipe, out, progress=False)
     assert summary.status == "finished"
-    assert summary.done["benches"] == 3 - n_bench
+    assert summary.skipped["windows"] == 3 * len(finished)  # finished rounds are not redone
+    after = _query(out, "SELECT round, variant_key, row_json FROM windows")
+    for r, k, row in after:
+        if r in finished:
+            assert finished[r][k] == row
+    assert sorted(r for r, _, _ in after) == [1, 1, 1, 2, 2, 2]
     assert _query(out, "SELECT COUNT(*) FROM benches")[0][0] == 3

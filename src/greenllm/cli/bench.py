@@ -53,8 +53,19 @@ def bench_cmd(
     ),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
     batch_size: int = typer.Option(1, "--batch-size"),
-    repeats: int = typer.Option(5, "--repeats"),
-    warmup: int = typer.Option(2, "--warmup", help="Untimed batches before the repeats."),
+    repeats: str = typer.Option(
+        "auto",
+        "--repeats",
+        help="Metered windows: a number, or auto (until the 95 % CI of J/token is within "
+        "--precision).",
+    ),
+    precision: float = typer.Option(0.05, "--precision", help="Target CI, fraction of mean."),
+    max_time_s: float = typer.Option(600.0, "--max-time-s", help="Most seconds of windows."),
+    min_window_s: float = typer.Option(1.0, "--min-window-s", help="Shortest window, s."),
+    idle_s: float = typer.Option(
+        0.0, "--idle-s", help="Measure idle power first (net energy figures)."
+    ),
+    warmup: int = typer.Option(2, "--warmup", help="Untimed batches before the windows."),
     limit: int | None = typer.Option(None, "--limit", help="Use only the first N prompts."),
     power_cap_w: float | None = typer.Option(
         None, "--power-cap-w", help="Hold the GPU power limit (NVML) at W watts."
@@ -81,16 +92,23 @@ def bench_cmd(
     from ..bench import WORKLOAD_BOUNDS, bench, parse_workload
     from ..control.base import capped
     from ..devices import get_profile
+    from ..errors import ConfigError
     from ..limits import check_number
     from ..models import load_model
 
     for opt, val, key in (
         ("--max-new-tokens", max_new_tokens, "max_new_tokens"),
         ("--batch-size", batch_size, "batch_size"),
-        ("--repeats", repeats, "repeats"),
         ("--warmup", warmup, "warmup"),
     ):
         check_number(val, opt, None, WORKLOAD_BOUNDS[key][1], integer=True)  # low: Workload
+    reps: int | str = repeats.strip()
+    if reps != "auto":
+        try:
+            reps = int(str(reps))
+        except ValueError:
+            raise ConfigError(f"--repeats: {repeats!r} is not a number or auto") from None
+    check_number(idle_s, "--idle-s", 0, 3600, unit="seconds")
     check_number(hz, "--hz", 0.1, 1000, unit="samples per second")
     if power_cap_w is not None:
         check_number(power_cap_w, "--power-cap-w", 0, None, unit="W")  # range: the device
@@ -99,7 +117,10 @@ def bench_cmd(
             "prompts": prompts or "builtin:prompts",
             "max_new_tokens": max_new_tokens,
             "batch_size": batch_size,
-            "repeats": repeats,
+            "repeats": reps,
+            "precision": precision,
+            "max_time_s": max_time_s,
+            "min_window_s": min_window_s,
             "warmup": warmup,
             "limit": limit,
             "compile": compile_,
@@ -122,7 +143,9 @@ def bench_cmd(
     mdl, tok = load_model(model, dtype=dtype, device=device)
     ctx = capped(cap, value) if cap is not None else contextlib.nullcontext()
     with ctx:
-        result = bench(mdl, tok, wl, meters=meters, device=device, hz=hz, profile=profile)
+        result = bench(
+            mdl, tok, wl, meters=meters, device=device, hz=hz, profile=profile, idle_s=idle_s
+        )
     if cap is not None:
         result = dataclasses.replace(
             result, device={**result.device, "power_control": cap.name, "power_setting": value}
