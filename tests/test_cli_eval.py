@@ -28,6 +28,39 @@ def test_choice_json_keys(tiny_dir, capsys, run_cli):
     assert rec["task"] == "choice" and rec["n"] == 4
     assert {"acc", "acc_norm", "acc_stderr", "duration_s"} <= set(rec)
     assert "perplexity" not in rec and rec["settings"]["batch_size"] == 2
+    # metered by default: the evaluation's own energy, per item
+    c = rec["cost"]
+    assert c["items"] == 4 and c["energy_j"] > 0 and c["tokens_processed"] > 0
+    assert c["energy_per_item_j"] == c["energy_j"] / 4 and c["meter"]
+
+
+def test_eval_meter_none_and_unknown_meter(tiny_dir, run_cli):
+    rc, out, err = run_cli(
+        "eval",
+        tiny_dir,
+        "--task",
+        "choice",
+        "--data",
+        "builtin:choice-sample",
+        "--limit",
+        "2",
+        "--json",
+        "--meter",
+        "none",
+    )
+    assert rc == 0, err
+    assert "cost" not in json.loads(out)
+    rc, out, err = run_cli(
+        "eval",
+        tiny_dir,
+        "--task",
+        "choice",
+        "--data",
+        "builtin:choice-sample",
+        "--meter",
+        "rapel",
+    )
+    assert rc == 2 and "did you mean 'rapl'" in err
 
 
 def test_perplexity_json_keys(tiny_dir, tmp_path, capsys, run_cli):

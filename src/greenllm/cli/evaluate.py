@@ -119,8 +119,12 @@ def eval_cmd(
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16, float16, auto."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+    meter: str = typer.Option(
+        "auto", "--meter", help="Meter the evaluation: auto, meter names joined by commas, or none."
+    ),
 ) -> None:
-    """Score MODEL on a task: perplexity, multiple choice, SQuAD or an lm-eval task."""
+    """Score MODEL on a task: perplexity, multiple choice, SQuAD or an lm-eval task; the
+    evaluation runs inside a metered window (energy, time and tokens per item)."""
     from ..errors import UnknownNameError
     from ..evals import EVALS
     from ..evals.base import parse_eval, resolve_data
@@ -135,20 +139,52 @@ def eval_cmd(
     check_data(key, cfg)
     from ..models import load_model
 
+    meters = _meters(meter)
     m, tok = load_model(model, dtype=dtype)
-    result = EVALS.get(key).run(m, tok, cfg, progress=progress and not as_json)
+    show = progress and not as_json
+    if meters is None:
+        result = EVALS.get(key).run(m, tok, cfg, progress=show)
+    else:
+        from ..metered import run_eval_metered
+
+        result = run_eval_metered(EVALS.get(key), m, tok, cfg, meters, progress=show)
     flat = result.to_json()
     if as_json:
         out = {k: flat[k] for k in JSON_KEYS if k in flat and flat[k] is not None}
         out["settings"] = flat.get("settings", {})
+        if flat.get("cost"):
+            out["cost"] = flat["cost"]
         typer.echo(json.dumps(out, default=str))
         return
     typer.echo(f"{result.task}  n={result.n}  duration_s={result.duration_s:.2f}")
+    c = result.cost
+    if c:
+        est = " (ESTIMATE)" if c.get("estimated") else ""
+        typer.echo(
+            f"  energy           {c['energy_j']:.4g} J{est}, {c['energy_per_item_j']:.4g} J/item, "
+            f"{c['latency_per_item_s']:.4g} s/item, {c['tokens_processed']} tokens, "
+            f"meter {c['meter']}"
+        )
     for k, v in result.metrics.items():
         if v is None or k.endswith("_stderr"):
             continue
         err = result.metrics.get(f"{k}_stderr")
         typer.echo(f"  {k:<16} {_fmt(v)}" + (f"  ± {err:.4f}" if err is not None else ""))
+
+
+def _meters(spec: str):
+    """--meter: None (no metering), "auto", or a checked list of meter names."""
+    text = spec.strip()
+    if text == "none":
+        return None
+    if text == "auto":
+        return "auto"
+    from ..meters import METERS
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for n in names:
+        METERS.check(n)
+    return names
 
 
 def register(app: typer.Typer) -> None:
