@@ -333,7 +333,7 @@ def test_evaluations_are_metered_and_the_seed_004_table_is_written(tmp_path):
             assert c["tokens_per_wh"] == pytest.approx(
                 c["tokens_processed"] / (c["energy_j"] / 3600)
             )
-            assert c["estimated"] is True
+            assert c["estimated"] is True and c["boundary"] == "model"
         choice = v["evals"][1]["cost"]
         assert choice["accuracy_per_wh"] == pytest.approx(
             choice["accuracy_pct"] / choice["energy_per_item_wh"]

@@ -140,6 +140,7 @@ def test_results_json_contract(e2e):
         assert v["boundary"] == "model"
     assert base["bench"]["workload"]["scheme"] == "resident"
     assert "power_settings" in env["hardware"]
+    assert base["bench"]["workload"]["power_settings"] == env["hardware"]["power_settings"]
 
 
 def test_resume_skips_finished_work(e2e):

@@ -99,9 +99,16 @@ def eval_cost(
         "accuracy_pct": acc,
         "accuracy_per_wh": acc / wh_item if acc is not None and wh_item > 0 else None,
         "meter": "+".join(report.meters) if report.meters else report.method,
+        "boundary": _boundary(report),
         "estimated": bool(report.estimated),
         "invalid": list(_invalid(report)),
     }
+
+
+def _boundary(report: EnergyReport) -> str:
+    from .meters.base import boundary_of
+
+    return boundary_of(report.meters or ())
 
 
 def _invalid(report: EnergyReport) -> list[str]:

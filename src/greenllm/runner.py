@@ -831,6 +831,10 @@ class _Runner:
         self.summary.done["windows"] += 1
         return row
 
+    def _power_settings(self) -> dict:
+        env = self.store.environment(self.run_id) or {}
+        return dict((env.get("hardware") or {}).get("power_settings") or {})
+
     def _headline_metric(self) -> str:
         h = self.recipe.measure.headline
         if h == "gross" or self.idle_w is None:
@@ -1020,6 +1024,7 @@ class _Runner:
             on_disturbance=self.recipe.measure.on_disturbance,
             comparison_key=unit.comparison_key,
             round_order_seed=self.recipe.seed,
+            power_settings=self._power_settings(),
         )
         self.store.add_bench(unit.bench_key, unit.variant_key, result, self.run_id)
         self.summary.done["benches"] += 1
