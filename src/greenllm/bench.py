@@ -61,7 +61,8 @@ class Workload:
     ``max_rounds`` / ``max_time_s``). Each metered window lasts at least ``min_window_s`` and
     20 sampling periods of the slowest meter (the prompts repeat inside it). ``scheme``: how
     the variants take turns: ``resident`` (all models stay loaded), ``reload`` (each
-    compressed model is saved once to OUT/artifacts and reloaded before its window), ``bracket``
+    compressed model is saved once to OUT/artifacts as a greenllm checkpoint and reloaded
+    before its window), ``bracket``
     (one variant at a time, each window between two baseline windows), ``auto`` (resident
     when the models fit in memory with headroom, else reload).
     """

@@ -521,8 +521,16 @@ class _Runner:
                 if u.name == BASELINE and scheme == "auto":
                     scheme = self._choose_scheme(model, len(units))
                     self.log(f"rounds: scheme {scheme}")
-                if scheme == "reload" and u.name != BASELINE:
-                    self._save_artifact(u, model)
+                if scheme == "reload" and u.name != BASELINE and model is not None:
+                    why = self._can_save(model)
+                    if why:  # neither resident nor reloadable: the baseline brackets them
+                        self.log(f"{u.name} cannot be reloaded ({why}): scheme bracket")
+                        del model
+                        models.clear()
+                        self._drop_snapshots()
+                        self._run_bracketed(units)
+                        return
+                    self._save_artifact(u, model, tok)
                     del model
                     gc.collect()
                     continue
@@ -624,7 +632,7 @@ class _Runner:
         if (
             unit.name != BASELINE
             and self.recipe.workload.scheme in ("auto", "reload")
-            and artifact.exists()
+            and (artifact / "greenllm.json").exists()
             and len(self.store.steps(unit.variant_key)) == len(unit.steps)
             and all(self.store.get_eval(k) is not None for k in unit.eval_keys)
         ):
@@ -755,35 +763,30 @@ class _Runner:
 
     # ------------------------------------------------------------ artifacts (reload scheme)
     def _artifact_path(self, unit: _Unit) -> Path:
-        return self.out / "artifacts" / f"{unit.variant_key}.pt"
+        return self.out / "artifacts" / unit.variant_key
 
-    def _save_artifact(self, unit: _Unit, model) -> None:
-        """The compressed model, pickled once into OUT/artifacts/ (written atomically): the
-        reload scheme loads it before each of its windows (outside the window)."""
-        import torch
+    def _can_save(self, model) -> str | None:
+        from .models.checkpoint import save_blocker
+
+        return save_blocker(model)
+
+    def _save_artifact(self, unit: _Unit, model, tok) -> None:
+        """The compressed model, saved once into OUT/artifacts/<variant key>/ with greenllm's
+        own checkpoint format (safetensors + greenllm.json, written under a temporary name and
+        renamed): the reload scheme loads it before each of its windows (outside the window)."""
+        from .models.checkpoint import save
 
         path = self._artifact_path(unit)
-        if path.exists():
+        if (path / "greenllm.json").exists():
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        try:
-            torch.save(model, tmp)
-            os.replace(tmp, path)
-        except Exception as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise GreenLLMError(
-                f"{unit.name}: the compressed model cannot be saved for the reload scheme "
-                f"({type(exc).__name__}: {exc}); set workload.scheme: bracket"
-            ) from None
+        save(model, path, tok, overwrite=path.exists())
 
     def _load_artifact(self, unit: _Unit):
-        import torch
-
         if unit.name == BASELINE:
             return self._load()[0]
-        return torch.load(self._artifact_path(unit), weights_only=False)
+        from .models import load_model
+
+        return load_model(str(self._artifact_path(unit)), device=self.recipe.model.device)[0]
 
     # ------------------------------------------------------------ windows
     def _session(self, model, tok):
