@@ -28,11 +28,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("study", ("recipe", "training", "report")),
     ("work", ("steps", "evals", "bench")),
     ("engine", ("models", "sizes", "decode", "measure")),
-    ("hardware", ("meters", "devices", "control", "carbon", "store")),
+    ("hardware", ("meters", "devices", "control", "carbon", "intensity", "schedule", "store")),
     (
         "leaf",
         (
             "results",
+            "embodied",
             "units",
             "registry",
             "config",
