@@ -253,6 +253,18 @@ def to_markdown(doc: dict[str, Any]) -> str:
         "",
         md_text(doc["carbon_statement"]),
         "",
+    ]
+    if doc.get("lifecycle"):
+        head_l, rows_l = lifecycle_rows(doc)
+        lines += [
+            "## Lifecycle carbon (SCI)",
+            "",
+            md_table(head_l, rows_l),
+            "",
+            md_text(doc.get("lifecycle_statement") or ""),
+            "",
+        ]
+    lines += [
         "## Methodology",
         "",
         md_text(doc["methodology"]),
@@ -473,3 +485,36 @@ def emissions_csv(doc: dict[str, Any]) -> str:
             )
         )
     return buf.getvalue()
+
+
+def lifecycle_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Operational, embodied and total g CO2e per 1,000 inferences (SCI), per variant."""
+    lc = doc.get("lifecycle") or {}
+    emb = lc.get("embodied") or {}
+    basis = f"{lc.get('accounting', 'location')}, {lc.get('signal', 'average')}"
+    e_label = " (estimate)" if emb.get("estimated") else ""
+    head = [
+        "variant",
+        f"operational g/1k ({basis})",
+        f"embodied g/1k{e_label}",
+        "total g/1k",
+        "embodied share",
+        "SCI mg/token",
+        "reference-grid total g/1k",
+    ]
+    rows = []
+    for v in doc["variants"]:
+        share = v.get("embodied_share_pct")
+        sci = v.get("sci_g_per_token")
+        rows.append(
+            [
+                v["name"],
+                num(v.get("operational_g_per_1000_inferences")),
+                num(v.get("embodied_g_per_1000_inferences")),
+                num(v.get("total_g_per_1000_inferences")),
+                "n/a" if share is None else f"{share:.1f} %",
+                num(None if sci is None else sci * 1000.0),
+                num(v.get("reference_grid_total_g_per_1000_inferences")),
+            ]
+        )
+    return head, rows
