@@ -294,6 +294,14 @@ class _Client:
         self.opener = opener or _default_opener
         self.timeout_s = float(timeout_s)
 
+    def forecast(self, start_unix_s: float) -> IntensitySeries:
+        """The provider's forecast from ``start_unix_s`` on."""
+        raise NotImplementedError
+
+    def history(self, start_unix_s: float, end_unix_s: float) -> IntensitySeries:
+        """Measured (or best-known) intensity between the two times."""
+        raise NotImplementedError
+
     def _fail(self, why: str) -> IntensityUnavailable:
         return IntensityUnavailable(
             f"grid intensity from {self.name} ({self.base_url}) unavailable: {why}; "
