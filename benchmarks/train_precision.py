@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "progressive"])
     ap.add_argument("--progressive", default="bf16:0.5,fp32", help="the precision schedule")
     ap.add_argument("--eval-batches", type=int, default=4, help="held-out batches")
+    ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--text", default=None, help="training text file (default: WikiText-2)")
     add_threads_option(ap)
     args = ap.parse_args(argv)
@@ -69,12 +70,14 @@ def main(argv=None) -> int:
         print(f"not enough text for {n} batches", file=sys.stderr)
         return 2
     meters = args.meter if args.meter == "auto" else args.meter.split(",")
+    base.eval()
+    held_before = evaluate_loss(base, held_out, causal_lm_loss) if held_out else float("nan")
     rows = []
     for prec in args.precisions:
         model = copy.deepcopy(base)
         schedule = args.progressive if prec == "progressive" else None
         cfg = TrainLoopConfig(
-            lr=1e-5,
+            lr=args.lr,
             precision="fp32" if schedule else prec,
             precision_schedule=schedule,
             shuffle=False,
@@ -126,7 +129,9 @@ def main(argv=None) -> int:
     print(
         f"SmolLM2-135M training, batch {args.batch_size} x {args.seq_len} tokens, "
         f"{args.steps} measured steps after {args.warmup} warm-up, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads, meter {args.meter}"
+        f"{torch.__version__}, {torch.get_num_threads()} threads, meter {args.meter}, lr "
+        f"{args.lr:g}; held-out loss before training {held_before:.5f} "
+        f"({len(held_out)} batches)"
     )
     print(
         "| precision | s/step | CPU s/step | J/step | mean W | time vs fp32 | "
@@ -141,7 +146,7 @@ def main(argv=None) -> int:
             f"{row['s_per_step'] / ref['s_per_step']:.2f}x | "
             f"{row['cpu_s_per_step'] / ref['cpu_s_per_step']:.2f}x | "
             f"{row['j_per_step'] / ref['j_per_step']:.2f}x | "
-            f"{row['first_loss']:.3f} -> {row['last_loss']:.3f} | {row['held_out_loss']:.4f} |"
+            f"{row['first_loss']:.3f} -> {row['last_loss']:.3f} | {row['held_out_loss']:.5f} |"
         )
     return 0
 

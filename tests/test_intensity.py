@@ -172,3 +172,30 @@ def test_malformed_answer(replay):
         I.UKNationalGrid(base_url=url).forecast(T0)
     with pytest.raises(Exception, match="unknown intensity provider"):
         I.provider("uk-grid")
+
+
+def test_recipe_carbon_fields_are_checked():
+    from greenllm.recipe import load_recipe
+
+    base = {"schema_version": 1, "name": "c", "model": "m"}
+    bad = [
+        ({"region": "GBR", "provider": "uk-grid"}, "did you mean 'uk-national-grid'"),
+        ({"region": "DEU", "provider": "electricitymaps"}, "needs a zone"),
+        ({"region": "GBR", "accounting": "market"}, "contractual intensity"),
+        ({"region": "GBR", "intensity_series": "a.csv", "provider": "watttime"}, "not both"),
+        ({"region": "GBR", "utilisation": 2}, "fraction"),
+        ({"region": "GBR", "device": "jetson-orin-nan"}, "jetson-orin-nano"),
+    ]
+    for carbon, msg in bad:
+        with pytest.raises(ConfigError, match=msg):
+            load_recipe({**base, "carbon": carbon})
+    r = load_recipe(
+        {
+            **base,
+            "carbon": {"region": "GBR", "provider": "uk-national-grid", "fallback": "table"},
+            "schedule": {"when": "low-carbon", "deadline": "6h"},
+        }
+    )
+    assert r.schedule.deadline == "6h" and load_recipe(r.to_dict()).schedule == r.schedule
+    with pytest.raises(ConfigError, match="deadline"):
+        load_recipe({**base, "carbon": {"region": "GBR"}, "schedule": {"deadline": "soon"}})

@@ -128,6 +128,11 @@ class CarbonSpec:
                 )
             if self.provider != "uk-national-grid" and not self.zone:
                 raise ConfigError(f"zone: provider {self.provider} needs a zone / region code")
+        if self.accounting == "market" and self.intensity_g_per_kwh is None:
+            raise ConfigError(
+                "accounting: market-based needs your supplier's contractual intensity as "
+                "intensity_g_per_kwh (a region's grid mix is location-based)"
+            )
         if self.accounting == "market" and (self.intensity_series or self.provider):
             raise ConfigError(
                 "accounting: market-based figures come from your supplier's contractual "

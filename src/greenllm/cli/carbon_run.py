@@ -183,6 +183,10 @@ def record(
         else:
             (p.out / RECORDED_SERIES).unlink(missing_ok=True)
         atomic_write(p.out / RECORDED_META, json.dumps(meta, indent=2) + "\n")
+    elif c.intensity_series and p.forecast is not None:  # the report finds it offline
+        atomic_write(p.out / RECORDED_SERIES, p.forecast.to_csv())
+        meta = {"source": p.forecast.source, "kind": "file"}
+        atomic_write(p.out / RECORDED_META, json.dumps(meta, indent=2) + "\n")
     if p.decision is not None:
         write_decision(p.out, p.decision)
     else:

@@ -100,7 +100,7 @@ def _run_with_carbon(run, recipe_path, out, resume, quiet, when, deadline, clock
         raise ConfigError(f"--when: {when!r} is not 'now' or 'low-carbon'")
     if deadline is not None and when != "low-carbon":
         raise ConfigError("--deadline: only with --when low-carbon")
-    if when == "now" and not r.carbon.provider:
+    if when == "now" and not r.carbon.provider and not r.carbon.intensity_series:
         from ..schedule import DECISION_FILE
 
         # an older scheduled run's decision would be reported as this run's

@@ -33,10 +33,16 @@ def _series(cfg: dict[str, Any], out_dir: Path) -> tuple[Any, str | None, str | 
 
     if cfg.get("intensity_series"):
         raw = Path(str(cfg["intensity_series"])).expanduser()
-        for cand in (raw, out_dir / raw) if not raw.is_absolute() else (raw,):
+        # as given (absolute / the working directory), beside the store, or the copy that
+        # `greenllm run` recorded in the output directory (the recipe's folder is not stored)
+        cands = (raw,) if raw.is_absolute() else (raw, out_dir / raw)
+        for cand in (*cands, out_dir / RECORDED_SERIES):
             if cand.is_file():
+                src = f"file {raw.name}" + (
+                    " (the copy recorded by greenllm run)" if cand.name == RECORDED_SERIES else ""
+                )
                 try:
-                    return load_series_csv(cand), f"series file {raw}", None
+                    return load_series_csv(cand, source=src), f"series file {raw}", None
                 except GreenLLMError as exc:
                     return None, None, str(exc)
         return None, None, f"carbon.intensity_series {str(raw)!r} not found"

@@ -334,6 +334,8 @@ def to_latex(doc: dict[str, Any]) -> str:
         r"\paragraph{Carbon.} " + tex(doc["carbon_statement"]),
         "",
     ]
+    if doc.get("lifecycle_statement"):
+        lines += [r"\paragraph{Lifecycle carbon (SCI).} " + tex(doc["lifecycle_statement"]), ""]
     return "\n".join(lines)
 
 
