@@ -141,6 +141,14 @@ def test_lifecycle_with_a_series_and_embodied_estimate(tmp_path):
     assert "reference grid" in md and "location-based" in md
     assert "Intensity source per window" in doc["methodology"]
     assert "<h2>Lifecycle carbon (SCI)</h2>" in (d / "report.html").read_text()
+    assert r"\paragraph{Lifecycle carbon (SCI).}" in (d / "report.tex").read_text()
+    import csv
+
+    rows = list(csv.DictReader((d / "emissions.csv").open()))
+    base_rows = [r for r in rows if r["experiment_id"].startswith("baseline/bench")]
+    assert len(base_rows) == 3
+    for r in base_rows:  # each window at its own intensity (the 12:00 period, 200 g/kWh)
+        assert float(r["emissions"]) == pytest.approx(160.0 / 3.6e6 * 200 / 1000)
 
 
 def test_schedule_counterfactual_in_the_report(tmp_path):

@@ -428,22 +428,22 @@ def to_csv(doc: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def _windows(doc: dict[str, Any]) -> list[tuple[str, float, float, float | None]]:
-    """(label, duration_s, energy_j, started_at_unix_s) of every measured window."""
-    out: list[tuple[str, float, float, float | None]] = []
+def _windows(doc: dict[str, Any]) -> list[tuple[str, float, float, dict[str, Any]]]:
+    """(label, duration_s, energy_j, the window's record) of every measured window; the record
+    carries the time-resolved ``intensity_g_per_kwh`` / ``intensity_source`` where the report
+    computed them (report/lifecycle.py)."""
+    out: list[tuple[str, float, float, dict[str, Any]]] = []
     for v in doc["variants"]:
         for i, s in enumerate(v.get("steps") or []):
             if s.get("energy_j") is not None:
-                out.append(
-                    (f"{v['name']}/step{i}:{s['step']}", s["duration_s"], s["energy_j"], None)
-                )
+                out.append((f"{v['name']}/step{i}:{s['step']}", s["duration_s"], s["energy_j"], s))
         windows = v.get("bench_windows")
         if windows is None:  # a results.json from before bench_windows
             w = v.get("bench_window")
             windows = [dict(w, repeat=None)] if w and w.get("energy_j") is not None else []
         for w in windows:  # every measured repeat, not only the last
             label = f"{v['name']}/bench" + (f"/repeat{w['repeat']}" if w.get("repeat") else "")
-            out.append((label, w.get("duration_s") or 0.0, w["energy_j"], None))
+            out.append((label, w.get("duration_s") or 0.0, w["energy_j"], w))
     return out
 
 
@@ -469,16 +469,28 @@ def emissions_csv(doc: dict[str, Any]) -> str:
         extrasaction="ignore",
     )
     w.writeheader()
-    for label, dur, energy_j, _ in _windows(doc):
+    resolved = bool((doc.get("lifecycle") or {}).get("time_resolved"))
+    for label, dur, energy_j, rec in _windows(doc):
         extra = {
             "cpu_count": hw.get("cpu_count") or "",
             "ram_total_size": (hw.get("memory_bytes") or 0) / 1024**3 or "",
         }
+        it = intensity
+        if resolved and rec.get("emissions_g") is not None:  # this window's own intensity
+            it = carbon.Intensity(
+                rec["intensity_g_per_kwh"],
+                rec.get("intensity_source") or "",
+                None,
+                c.get("region"),
+                c.get("country_name"),
+            )
+        elif resolved:
+            continue  # its intensity is unknown: no row rather than a wrong one
         w.writerow(
             carbon.emissions_row(
                 energy_j,
                 dur,
-                intensity,
+                it,
                 c["pue"],
                 project_name=str(doc.get("recipe")),
                 run_id=str(doc["run"]["id"]),
