@@ -169,3 +169,59 @@ def test_cli_options_are_checked_and_ctrl_c_cancels(tmp_path, monkeypatch):
             fake_run, r2.source, tmp_path / "o", True, True, "low-carbon", "3h"
         )
     assert exc.value.exit_code == 130 and not ran
+
+
+def test_greenllm_run_low_carbon_end_to_end_on_the_tiny_model(tmp_path):
+    """The real runner, CLI and report: a series around now whose cleanest window is now (so
+    nothing sleeps), every window integrated against it, the decision in the report."""
+    pytest.importorskip("torch")
+    import time as _time
+
+    import yaml
+    from test_runner import make_tiny_recipe
+
+    from greenllm.cli import main
+    from greenllm.intensity import iso
+
+    now = _time.time()
+    start = now - 3600
+    rows = ["timestamp,g_per_kwh"] + [
+        f"{iso(start + i * 1800)},{v}" for i, v in enumerate((300, 300, 100, 250, 400, 400, 400))
+    ]
+    (tmp_path / "grid.csv").write_text("\n".join(rows) + "\n")
+    recipe = make_tiny_recipe(tmp_path, variants={}, repeats=2)
+    recipe["carbon"] = {
+        "intensity_g_per_kwh": 400.0,
+        "intensity_series": "grid.csv",
+        "embodied_kg_co2e": 100.0,
+    }
+    recipe["schedule"] = {"expected_duration_s": 60, "expected_power_w": 20, "step_s": 600}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    # now is the start of the 100 g/kWh period: the best start is now, nothing waits
+    assert (
+        main(
+            [
+                "run",
+                str(path),
+                "--out",
+                str(out),
+                "--quiet",
+                "--when",
+                "low-carbon",
+                "--deadline",
+                "1h",
+            ]
+        )
+        == 0
+    )
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["schedule"]["saving_pct"] == 0.0 and doc["schedule"]["wait_s"] == 0
+    base = doc["variants"][0]
+    assert all(w["intensity_g_per_kwh"] == 100 for w in base["bench_windows"])
+    assert base["operational_g_per_1000_inferences"] is not None
+    assert base["total_g_per_1000_inferences"] > base["operational_g_per_1000_inferences"]
+    assert (out / "intensity_series.csv").exists() and "Carbon-aware start" in (
+        out / "report.md"
+    ).read_text()

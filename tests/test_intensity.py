@@ -199,3 +199,12 @@ def test_recipe_carbon_fields_are_checked():
     assert r.schedule.deadline == "6h" and load_recipe(r.to_dict()).schedule == r.schedule
     with pytest.raises(ConfigError, match="deadline"):
         load_recipe({**base, "carbon": {"region": "GBR"}, "schedule": {"deadline": "soon"}})
+
+
+def test_short_window_at_real_unix_times():
+    # a 0.53 s window at 2026 timestamps: float rounding of start + duration must not read
+    # as a gap in the series
+    t = 1796182876.0
+    s = I.IntensitySeries((I.IntensityPoint(t, 100.0), I.IntensityPoint(t + 1800, 250.0)), "t")
+    w = I.window_emissions(10.0, t + 11.3172817, 0.5317076309997901, s)
+    assert w.mean_g_per_kwh == pytest.approx(100.0) and w.covered_fraction == pytest.approx(1.0)
