@@ -243,3 +243,20 @@ def test_cli_clocks_syntax_is_checked_before_any_model_loads(capsys):
 
     assert split_clocks("1980,1410") == ["1980", "1410"]
     assert split_clocks("gpu=1410,mem=5001;gpu=1110") == ["gpu=1410,mem=5001", "gpu=1110"]
+
+
+def test_the_fake_clock_calls_are_real_nvml_calls():
+    import inspect
+
+    real = pytest.importorskip("pynvml")
+    for name in (
+        "nvmlDeviceGetSupportedMemoryClocks",
+        "nvmlDeviceGetSupportedGraphicsClocks",
+        "nvmlDeviceSetGpuLockedClocks",
+        "nvmlDeviceResetGpuLockedClocks",
+        "nvmlDeviceSetMemoryLockedClocks",
+        "nvmlDeviceResetMemoryLockedClocks",
+    ):
+        fake_params = list(inspect.signature(getattr(FakePynvml(), name)).parameters)
+        real_params = list(inspect.signature(getattr(real, name)).parameters)
+        assert len(fake_params) == len(real_params), name
