@@ -28,11 +28,15 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("study", ("recipe", "training", "report")),
     ("work", ("steps", "evals", "bench", "metered")),
     ("engine", ("models", "sizes", "decode", "measure")),
-    ("hardware", ("meters", "devices", "control", "carbon", "store", "conditions")),
+    (
+        "hardware",
+        ("meters", "devices", "control", "carbon", "intensity", "schedule", "store", "conditions"),
+    ),
     (
         "leaf",
         (
             "results",
+            "embodied",
             "units",
             "registry",
             "config",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .embodied import BillOfMaterials
 from .errors import UnknownNameError
 from .registry import did_you_mean
 
@@ -51,6 +52,13 @@ class DeviceProfile:
     power_max_w: float | None = None
     source: str = ""
     match: tuple[str, ...] = field(default=(), repr=False)  # lower-case markers, see match_model
+    # embodied (manufacturing) carbon: a published product carbon footprint with its source,
+    # else a bill of materials for an ACT estimate (greenllm.embodied); None = not known
+    embodied_kg_co2e: float | None = None
+    embodied_source: str = ""
+    service_life_years: float | None = None
+    service_life_source: str = ""
+    bom: BillOfMaterials | None = None
 
     def power_mode(self, mode: int | str) -> PowerMode:
         """Look up a mode by id (int or digit string) or by name (case-insensitive)."""
@@ -315,6 +323,73 @@ PROFILES: dict[str, DeviceProfile] = {
         ),
     )
 }
+
+
+# Bills of materials for ACT embodied estimates. No public product carbon footprint exists for
+# these boards. Die areas are used only where NVIDIA published them or where they follow from
+# NVIDIA's published figures; where none is published the area is None and the embodied figure
+# is unknown unless the recipe gives carbon.die_area_mm2 or carbon.embodied_kg_co2e.
+_LOWER_BOUND = (
+    "package count is a lower bound: only the SoC and one DRAM package are counted (PMIC, "
+    "flash and other ICs are not)"
+)
+_ORIN_DIE = (
+    "Orin (T234) die area derived, not published: 17 B transistors (NVIDIA, GTC China 2019) at "
+    "the density of GA102 on the same Samsung 8N process (28.3 B transistors on 628.4 mm2, "
+    "NVIDIA Ampere GA102 GPU architecture whitepaper) = 377.5 mm2; Orin Nano/NX use a "
+    "partly fused T234, whose whole die is counted"
+)
+_LPDDR = "LPDDR4x/LPDDR5 counted with ACT's lpddr4 figure (the only LPDDR4-class entry)"
+
+
+def _orin_bom(dram_gb: float) -> BillOfMaterials:
+    return BillOfMaterials(377.5, 8, dram_gb, "lpddr4", 2, f"{_ORIN_DIE}; {_LPDDR}; {_LOWER_BOUND}")
+
+
+def _xavier_bom(dram_gb: float) -> BillOfMaterials:
+    return BillOfMaterials(
+        350.0,
+        12,
+        dram_gb,
+        "lpddr4",
+        2,
+        "Xavier die 350 mm2, 9 B transistors, TSMC 12 nm FFN (NVIDIA, Hot Chips 30, 2018; "
+        f"ACT has no 12 nm row: its 14 nm row is used); {_LPDDR}; {_LOWER_BOUND}",
+    )
+
+
+_UNPUBLISHED = "logic die area not published by the vendor"
+_EMBODIED: dict[str, dict[str, Any]] = {
+    "jetson-orin-nano-8gb": {"bom": _orin_bom(8)},
+    "jetson-orin-nano-8gb-super": {"bom": _orin_bom(8)},
+    "jetson-orin-nx-16gb": {"bom": _orin_bom(16)},
+    "jetson-agx-orin-64gb": {"bom": _orin_bom(64)},
+    "jetson-xavier-nx": {"bom": _xavier_bom(8)},
+    "jetson-agx-xavier": {"bom": _xavier_bom(32)},
+    "jetson-nano-4gb": {
+        "bom": BillOfMaterials(
+            None, 20, 4, "lpddr4", 2, f"Tegra X1, TSMC 20 nm; {_UNPUBLISHED}; {_LOWER_BOUND}"
+        )
+    },
+    "jetson-tx2": {
+        "bom": BillOfMaterials(
+            None, 16, 8, "lpddr4", 2, f"Tegra X2 (Parker), 16 nm; {_UNPUBLISHED}; {_LOWER_BOUND}"
+        )
+    },
+    "raspberry-pi-5": {
+        "bom": BillOfMaterials(
+            None,
+            16,
+            8,
+            "lpddr4",
+            3,
+            "Broadcom BCM2712, 16 nm (Raspberry Pi product brief); "
+            f"{_UNPUBLISHED}; packages: BCM2712, RP1 I/O controller, one LPDDR4X package "
+            "(a lower bound)",
+        )
+    },
+}
+PROFILES = {k: dataclasses.replace(p, **_EMBODIED.get(k, {})) for k, p in PROFILES.items()}
 
 
 def profile_names() -> list[str]:

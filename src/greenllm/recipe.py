@@ -38,6 +38,7 @@ TOP_LEVEL_KEYS = (
     "calibration",
     "seed",
     "output",
+    "schedule",
 )
 
 
@@ -92,11 +93,24 @@ class MeasureSpec:
 
 @dataclass
 class CarbonSpec:
-    """Grid carbon intensity (a region code or an explicit g/kWh) and data-centre PUE."""
+    """Grid carbon intensity (a region code or an explicit g/kWh), data-centre PUE, an optional
+    time-resolved intensity (a series file or a provider), and the embodied-carbon settings."""
 
     region: str | None = None
     intensity_g_per_kwh: float | None = None
     pue: float = 1.0
+    intensity_series: str | None = None
+    provider: str | None = None
+    zone: str | None = None
+    signal: Literal["average", "marginal"] = "average"
+    fallback: Literal["none", "table"] = "none"
+    accounting: Literal["location", "market"] = "location"
+    device: str | None = None
+    embodied_kg_co2e: float | None = None
+    die_area_mm2: float | None = None
+    service_life_years: float | None = None
+    utilisation: float | None = None
+    reference_g_per_kwh: float | None = None
 
     def validate(self):
         if self.region is None and self.intensity_g_per_kwh is None:
@@ -112,6 +126,52 @@ class CarbonSpec:
             )
         if not 1.0 <= self.pue <= 5.0:
             raise ConfigError(f"pue: {self.pue} is outside 1.0..5.0 (1.0 = no facility overhead)")
+        if self.intensity_series is not None and self.provider is not None:
+            raise ConfigError(
+                "intensity_series: give either intensity_series (a file) or provider, not both"
+            )
+        if self.provider is not None:
+            from .intensity import PROVIDERS
+            from .registry import did_you_mean
+
+            if self.provider not in PROVIDERS:
+                hint = did_you_mean(self.provider, sorted(PROVIDERS))
+                raise ConfigError(
+                    f"provider: unknown intensity provider {excerpt(self.provider)}"
+                    + (f"; did you mean {hint!r}?" if hint else "")
+                    + f" (known: {', '.join(sorted(PROVIDERS))})"
+                )
+            if self.provider != "uk-national-grid" and not self.zone:
+                raise ConfigError(f"zone: provider {self.provider} needs a zone / region code")
+        if self.accounting == "market" and self.intensity_g_per_kwh is None:
+            raise ConfigError(
+                "accounting: market-based needs your supplier's contractual intensity as "
+                "intensity_g_per_kwh (a region's grid mix is location-based)"
+            )
+        if self.accounting == "market" and (self.intensity_series or self.provider):
+            raise ConfigError(
+                "accounting: market-based figures come from your supplier's contractual "
+                "intensity (intensity_g_per_kwh); a grid series or provider is location-based"
+            )
+        for name in ("embodied_kg_co2e", "die_area_mm2", "reference_g_per_kwh"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise ConfigError(f"{name}: {v} must be >= 0")
+        if self.service_life_years is not None and not 0 < self.service_life_years <= 50:
+            raise ConfigError(f"service_life_years: {self.service_life_years} is outside (0, 50]")
+        if self.utilisation is not None and not 0 < self.utilisation <= 1:
+            raise ConfigError(f"utilisation: {self.utilisation} is a fraction in (0, 1]")
+        if self.device is not None:
+            from .devices import PROFILES
+
+            if self.device not in PROFILES:
+                from .registry import did_you_mean
+
+                hint = did_you_mean(self.device, sorted(PROFILES))
+                raise ConfigError(
+                    f"device: unknown device profile {excerpt(self.device)}"
+                    + (f"; did you mean {hint!r}?" if hint else "")
+                )
         if self.region is not None:
             try:
                 from . import carbon
@@ -121,6 +181,30 @@ class CarbonSpec:
                 carbon.grid_intensity(region=self.region)
             except Exception as exc:  # GreenLLMError from the carbon table
                 raise ConfigError(f"region: {exc}") from None
+
+
+@dataclass
+class ScheduleSpec:
+    """Carbon-aware start: ``when: low-carbon`` waits (at most ``deadline``) for the start with
+    the lowest expected emissions in the forecast of ``carbon.intensity_series`` /
+    ``carbon.provider``."""
+
+    when: Literal["now", "low-carbon"] = "now"
+    deadline: str = "8h"
+    expected_duration_s: float | None = None
+    expected_power_w: float | None = None
+    step_s: float = 300.0
+
+    def validate(self):
+        from .schedule import parse_duration
+
+        parse_duration(self.deadline, "deadline")
+        for name in ("expected_duration_s", "expected_power_w"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"{name}: {v} must be > 0")
+        if not 1 <= self.step_s <= 86400:
+            raise ConfigError(f"step_s: {self.step_s} is outside 1..86400 s")
 
 
 @dataclass
@@ -155,6 +239,7 @@ class Recipe:
     calibration: str | None = None
     seed: int = 0
     output: str | None = None
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
     source: str | None = None  # the file it came from, if any
 
     @property
@@ -183,6 +268,8 @@ class Recipe:
             "seed": self.seed,
             "output": self.output,
         }
+        if self.schedule != ScheduleSpec():  # only when set: older stores keep their digest
+            out["schedule"] = to_dict(self.schedule)
         return out
 
 
@@ -391,6 +478,7 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe:
         calibration=calibration,
         seed=seed,
         output=output,
+        schedule=parse_config(ScheduleSpec, data.get("schedule"), "schedule"),
         source=source,
     )
 
@@ -429,6 +517,8 @@ FIELD_DOCS = {
     "measure": "Sampling settings for every measured window (compression steps and bench).",
     "carbon": "Grid intensity and PUE used for every emissions figure.",
     "targets": "Pass/fail targets per variant versus the baseline.",
+    "schedule": "Carbon-aware start (`when: low-carbon`, `deadline`); `greenllm run --when "
+    "low-carbon --deadline 8h` overrides it.",
     "calibration": "Text source for steps that need calibration data (a text file path or "
     "builtin:NAME); relative paths are resolved against the recipe's folder.",
     "seed": "Seed passed to every step (sampling of calibration data, training).",
@@ -472,6 +562,32 @@ FIELD_DOCS = {
     "carbon.region": "Region code of the offline grid-intensity table (e.g. KOR, USA, FRA).",
     "carbon.intensity_g_per_kwh": "Explicit grid intensity in gCO2e/kWh (instead of region).",
     "carbon.pue": "Power usage effectiveness multiplier (1.0 for a device on your desk).",
+    "carbon.intensity_series": "CSV of `timestamp,g_per_kwh[,marginal_g_per_kwh]` (ISO 8601 "
+    "with a time zone): every window's emissions integrate its energy against it.",
+    "carbon.provider": "Live intensity: `uk-national-grid` (no key), `electricitymaps` "
+    "($ELECTRICITYMAPS_API_KEY), `watttime` ($WATTTIME_USERNAME / $WATTTIME_PASSWORD).",
+    "carbon.zone": "The provider's zone / region code (e.g. DE, CAISO_NORTH).",
+    "carbon.signal": "`average` or `marginal` intensity; every figure names which.",
+    "carbon.fallback": "`table`: use the region's annual figure when the provider cannot be "
+    "reached (the report says so); `none`: fail with one clear error.",
+    "carbon.accounting": "`location` (grid mix) or `market` (your supplier's contractual "
+    "intensity, given as intensity_g_per_kwh); never mixed in one report.",
+    "carbon.device": "Device profile for embodied carbon (default: the detected device).",
+    "carbon.embodied_kg_co2e": "Embodied kg CO2e of the device (a vendor figure); replaces the "
+    "profile's published figure or ACT estimate.",
+    "carbon.die_area_mm2": "Logic die area for the ACT estimate where the profile has none.",
+    "carbon.service_life_years": "Service life the embodied carbon is amortised over "
+    "(default: the profile's, else 4 years, a stated assumption).",
+    "carbon.utilisation": "Fraction of its service life the device does such work (default "
+    "1.0: the smallest embodied share, a lower bound).",
+    "carbon.reference_g_per_kwh": "Reference grid for the normalised line (default: the world "
+    "average of the offline table).",
+    "schedule.when": "`now` or `low-carbon`.",
+    "schedule.deadline": "The run must end within this (e.g. 8h, 90m).",
+    "schedule.expected_duration_s": "Expected run duration (default: from the previous run in "
+    "the store).",
+    "schedule.expected_power_w": "Expected mean power (default: from the previous run).",
+    "schedule.step_s": "Spacing of the candidate start times in seconds.",
     "targets.max_accuracy_drop_pp": "Largest allowed accuracy drop in percentage points.",
     "targets.min_energy_saving": "Smallest required saving in energy per token, as a fraction "
     "(0.2 = 20 %).",
@@ -492,6 +608,7 @@ _TOP_LEVEL_TABLE = (
     ("calibration", "str or null", "`null`"),
     ("seed", "int", "`0`"),
     ("output", "str or null", "`null`"),
+    ("schedule", "ScheduleSpec", "`when: now`"),
 )
 
 
@@ -636,6 +753,7 @@ def schema_markdown() -> str:
         ("measure", MeasureSpec, "measure."),
         ("carbon", CarbonSpec, "carbon."),
         ("targets", TargetsSpec, "targets."),
+        ("schedule", ScheduleSpec, "schedule."),
     ):
         lines += ["", f"## `{title}`", ""] + _fields_table(cls, prefix)
     lines += ["", "## `workload`", ""] + _fields_table(_workload_cls(), "workload.")

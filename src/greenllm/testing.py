@@ -128,6 +128,15 @@ class FakeGpu:
     clock_event_reasons: int = 0  # nvmlClocksEventReason* bit mask (0x40: HW thermal)
     lost: bool = False  # True: every call -> GPU_IS_LOST
     set_limit_calls: list = _field(default_factory=list)
+    # clocks (MHz): supported memory clocks, graphics clocks per memory clock; the locked
+    # ranges (None = driver-managed, the default) as nvmlDeviceSet*LockedClocks leave them
+    memory_clocks_mhz: tuple = (5001, 810, 405)
+    graphics_clocks_mhz: tuple = (1980, 1710, 1410, 1110, 810, 510, 210)
+    clocks_supported: bool = True  # False: locked-clock calls -> NOT_SUPPORTED (pre-Volta)
+    can_set_clocks: bool = True  # False: -> NO_PERMISSION
+    locked_gpu_mhz: tuple | None = None
+    locked_mem_mhz: tuple | None = None
+    clock_calls: list = _field(default_factory=list)
 
 
 class FakePynvml:
@@ -261,6 +270,47 @@ class FakePynvml:
             raise self.NVMLError(self.NVML_ERROR_INVALID_ARGUMENT)
         g.set_limit_calls.append(int(limit_mw))
         g.power_limit_mw = int(limit_mw)
+
+    def _clocks(self, fn: str, h: FakeGpu, setting: bool = False) -> FakeGpu:
+        g = self._gpu(fn, h)
+        if not g.clocks_supported:
+            raise self.NVMLError(self.NVML_ERROR_NOT_SUPPORTED)
+        if setting and not g.can_set_clocks:
+            raise self.NVMLError(self.NVML_ERROR_NO_PERMISSION)
+        return g
+
+    def nvmlDeviceGetSupportedMemoryClocks(self, h: FakeGpu) -> list[int]:
+        return list(self._clocks("nvmlDeviceGetSupportedMemoryClocks", h).memory_clocks_mhz)
+
+    def nvmlDeviceGetSupportedGraphicsClocks(self, h: FakeGpu, memory_mhz: int) -> list[int]:
+        g = self._clocks("nvmlDeviceGetSupportedGraphicsClocks", h)
+        if memory_mhz not in g.memory_clocks_mhz:
+            raise self.NVMLError(self.NVML_ERROR_INVALID_ARGUMENT)
+        return list(g.graphics_clocks_mhz)
+
+    def nvmlDeviceSetGpuLockedClocks(self, h: FakeGpu, min_mhz: int, max_mhz: int) -> None:
+        g = self._clocks("nvmlDeviceSetGpuLockedClocks", h, setting=True)
+        if min_mhz > max_mhz:
+            raise self.NVMLError(self.NVML_ERROR_INVALID_ARGUMENT)
+        g.locked_gpu_mhz = (int(min_mhz), int(max_mhz))
+        g.clock_calls.append(("gpu", int(min_mhz), int(max_mhz)))
+
+    def nvmlDeviceResetGpuLockedClocks(self, h: FakeGpu) -> None:
+        g = self._clocks("nvmlDeviceResetGpuLockedClocks", h, setting=True)
+        g.locked_gpu_mhz = None
+        g.clock_calls.append(("gpu-reset",))
+
+    def nvmlDeviceSetMemoryLockedClocks(self, h: FakeGpu, min_mhz: int, max_mhz: int) -> None:
+        g = self._clocks("nvmlDeviceSetMemoryLockedClocks", h, setting=True)
+        if min_mhz > max_mhz:
+            raise self.NVMLError(self.NVML_ERROR_INVALID_ARGUMENT)
+        g.locked_mem_mhz = (int(min_mhz), int(max_mhz))
+        g.clock_calls.append(("mem", int(min_mhz), int(max_mhz)))
+
+    def nvmlDeviceResetMemoryLockedClocks(self, h: FakeGpu) -> None:
+        g = self._clocks("nvmlDeviceResetMemoryLockedClocks", h, setting=True)
+        g.locked_mem_mhz = None
+        g.clock_calls.append(("mem-reset",))
 
     def nvmlDeviceGetUtilizationRates(self, h: FakeGpu):
         g = self._gpu("nvmlDeviceGetUtilizationRates", h)

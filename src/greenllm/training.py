@@ -19,6 +19,7 @@ Steps never import this module. No torch at module level.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -166,6 +167,7 @@ class Candidate:
     batch_size: int
     power_cap_w: float | None = None
     power_mode: str | int | None = None
+    clocks: str | None = None  # locked GPU clocks (control.clocks value), None = as is
 
     def label(self) -> str:
         p = (
@@ -175,7 +177,7 @@ class Candidate:
             if self.power_mode is not None
             else "as is"
         )
-        return f"bs={self.batch_size}, {p}"
+        return f"bs={self.batch_size}, {p}" + (f", clocks {self.clocks}" if self.clocks else "")
 
 
 @dataclass(frozen=True)
@@ -242,8 +244,9 @@ def candidates_from(
     batch_sizes: Sequence[int],
     power_caps_w: Sequence[float] = (),
     power_modes: Sequence[str | int] = (),
+    clocks: Sequence[str] = (),
 ) -> list[Candidate]:
-    """The grid of batch sizes x power settings (no power setting = leave as is)."""
+    """The grid of batch sizes x power settings x locked clocks (none = leave as is)."""
     if not batch_sizes:
         raise ConfigError("batch_sizes: give at least one candidate batch size")
     if any(int(b) < 1 for b in batch_sizes):
@@ -258,6 +261,8 @@ def candidates_from(
             out.extend(Candidate(int(b), power_mode=m) for m in power_modes)
         else:
             out.append(Candidate(int(b)))
+    if clocks:
+        out = [dataclasses.replace(c, clocks=str(k)) for c in out for k in clocks]
     return out
 
 
@@ -282,7 +287,7 @@ def search(
     if not cands:
         raise ConfigError("candidates: nothing to search")
     if not power_control and any(
-        c.power_cap_w is not None or c.power_mode is not None for c in cands
+        c.power_cap_w is not None or c.power_mode is not None or c.clocks is not None for c in cands
     ):
         raise HardwareControlError(
             "this device has no power control here; search batch sizes "
@@ -315,6 +320,7 @@ def search(
             "batch_size": c.batch_size,
             "power_cap_w": c.power_cap_w,
             "power_mode": c.power_mode,
+            "clocks": c.clocks,
             "samples": p.samples,
             "duration_s": p.duration_s,
             "energy_j": p.energy_j,
@@ -354,18 +360,26 @@ def search(
 
 
 # ----------------------------------------------------------------------------- real profiling
-def power_setting(cap, candidate: Candidate, journal=None):
-    """``control.capped`` for the candidate's power setting, or a no-op context.
-    ``journal``: the control directory for the device's journal and lock (default: the
-    system-wide one, ``greenllm.control.journal.control_dir()``)."""
+def power_setting(cap, candidate: Candidate, journal=None, clock_cap=None):
+    """``control.capped`` for the candidate's power setting and locked clocks (each held with
+    the journal and restored), or a no-op context. ``journal``: the control directory for the
+    devices' journals and locks (default: ``greenllm.control.journal.control_dir()``)."""
     value = candidate.power_cap_w if candidate.power_cap_w is not None else candidate.power_mode
-    if value is None:
+    if value is None and candidate.clocks is None:
         return contextlib.nullcontext()
-    if cap is None:
+    if value is not None and cap is None:
         raise HardwareControlError(f"{candidate.label()}: no power control on this device")
+    if candidate.clocks is not None and clock_cap is None:
+        raise HardwareControlError(f"{candidate.label()}: no clock control on this device")
     from .control.base import capped
 
-    return capped(cap, value, control_dir=journal)
+    stack = contextlib.ExitStack()
+    with stack:
+        if value is not None:
+            stack.enter_context(capped(cap, value, control_dir=journal))
+        if candidate.clocks is not None:
+            stack.enter_context(capped(clock_cap, candidate.clocks, control_dir=journal))
+        return stack.pop_all()
 
 
 def train_with_setting(
@@ -381,13 +395,14 @@ def train_with_setting(
     eval_batches=None,
     hooks=(),
     journal=None,
+    clock_cap=None,
 ):
     """Train under the candidate's power setting (restored on return, error and signals),
     measuring the whole run and each epoch. Returns ``(TrainReport, EnergyReport)``."""
     from .measure import measure
     from .steps.train import train_loop
 
-    with power_setting(cap, candidate, journal):
+    with power_setting(cap, candidate, journal, clock_cap):
         with measure(meters, hz=hz) as m:
             report = train_loop(
                 model, batches, loss_fn, loop_cfg, eval_batches, [EpochEnergyHook(m), *hooks]
@@ -406,6 +421,7 @@ def make_profiler(
     meters: Any = "auto",
     hz: float = 10.0,
     journal=None,
+    clock_cap=None,
 ) -> Callable[[Candidate], Profile]:
     """A profile function: train ``steps`` measured steps (after ``warmup_steps`` unmeasured
     ones) with the candidate's batch size under its power setting, then put the weights back.
@@ -448,7 +464,7 @@ def make_profiler(
                 f"needs {steps + warmup_steps}; give more data or fewer steps"
             )
         try:
-            with power_setting(cap, c, journal):
+            with power_setting(cap, c, journal, clock_cap):
                 if warmup_steps:
                     train_loop(
                         model,
@@ -491,6 +507,8 @@ def energy_aware_train(
     cap: Any = "auto",
     profile_fn=None,
     train: bool = True,
+    clocks: Sequence[str] = (),
+    clock_cap: Any = "auto",
 ):
     """Search batch size x power setting, then train with the choice.
 
@@ -515,18 +533,31 @@ def energy_aware_train(
             "power caps/modes were asked for, but no power control was "
             "given (cap=None); search batch sizes only"
         )
-    cands = candidates_from(batch_sizes, power_caps_w, power_modes)
+    if clock_cap == "auto":
+        clock_cap = None
+        if clocks:
+            from .control.select import select_clocks
+
+            clock_cap, _ = select_clocks(list(clocks), names="clocks")
+    if clocks and clock_cap is None:
+        raise HardwareControlError("clocks were asked for, but no clock control was given")
+    cands = candidates_from(batch_sizes, power_caps_w, power_modes, clocks)
     p_max = None
     if cap is not None and power_caps_w:
         allowed = cap.allowed()
         if isinstance(allowed, (tuple, list)) and len(allowed) == 2:
             p_max = float(allowed[1])
     profile_fn = profile_fn or make_profiler(
-        model, tokenizer, cfg, steps=profile_steps, cap=cap, meters=meters
+        model, tokenizer, cfg, steps=profile_steps, cap=cap, meters=meters, clock_cap=clock_cap
     )
     default = Candidate(cfg.batch_size)
     result = search(
-        cands, profile_fn, eta=eta, default=default, p_max_w=p_max, power_control=cap is not None
+        cands,
+        profile_fn,
+        eta=eta,
+        default=default,
+        p_max_w=p_max,
+        power_control=cap is not None or clock_cap is not None,
     )
     if not train:
         return result, None, None
@@ -552,6 +583,7 @@ def energy_aware_train(
         cap=cap,
         meters=meters,
         eval_batches=eval_b or None,
+        clock_cap=clock_cap,
     )
     return result, report, energy
 

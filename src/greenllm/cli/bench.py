@@ -73,6 +73,12 @@ def bench_cmd(
     power_mode: str | None = typer.Option(
         None, "--power-mode", help="Hold the Jetson nvpmodel mode (id or name)."
     ),
+    clocks: str | None = typer.Option(
+        None,
+        "--clocks",
+        help="Lock the GPU clocks (MHz): 1410, 810-1410 or gpu=1410,mem=5001 (NVML; on a "
+        "Jetson the GPU devfreq range). Restored afterwards, also after a crash.",
+    ),
     meter: str = typer.Option("auto", "--meter", help="auto, or meter names joined by commas."),
     hz: float = typer.Option(10.0, "--hz", help="Meter sampling rate."),
     dtype: str = typer.Option("float32", "--dtype"),
@@ -140,15 +146,25 @@ def bench_cmd(
         for name in meters:
             METERS.check(name)
     cap, value = make_cap(power_cap_w, power_mode, profile)
+    from ..control.select import select_clocks
+
+    clock_cap, clock_value = select_clocks(clocks, profile=profile)
     mdl, tok = load_model(model, dtype=dtype, device=device)
-    ctx = capped(cap, value) if cap is not None else contextlib.nullcontext()
-    with ctx:
+    with contextlib.ExitStack() as ctx:
+        if cap is not None:
+            ctx.enter_context(capped(cap, value))
+        if clock_cap is not None:
+            ctx.enter_context(capped(clock_cap, clock_value))
         result = bench(
             mdl, tok, wl, meters=meters, device=device, hz=hz, profile=profile, idle_s=idle_s
         )
     if cap is not None:
         result = dataclasses.replace(
             result, device={**result.device, "power_control": cap.name, "power_setting": value}
+        )
+    if clock_cap is not None:
+        result = dataclasses.replace(
+            result, device={**result.device, "clock_control": clock_cap.name, "clocks": clock_value}
         )
     if json_out:
         typer.echo(json.dumps(result.to_json(), indent=2, default=str))

@@ -22,12 +22,21 @@ def register(app: typer.Typer) -> None:
             True, "--resume/--fresh", help="Resume from the store in DIR (default) or start over."
         ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
+        when: str | None = typer.Option(
+            None,
+            "--when",
+            help="now, or low-carbon: wait (within --deadline) for the start with the lowest "
+            "expected emissions in the forecast (carbon.intensity_series / carbon.provider).",
+        ),
+        deadline: str | None = typer.Option(
+            None, "--deadline", help="The run must end within this, e.g. 8h (default 8h)."
+        ),
     ) -> None:
         """Compress, evaluate and benchmark every variant of RECIPE, then write the report."""
         from ..runner import run
 
         try:
-            summary = run(recipe, out, resume=resume, progress=not quiet)
+            summary = _run_with_carbon(run, recipe, out, resume, quiet, when, deadline)
         except KeyboardInterrupt:
             typer.echo(
                 "greenllm: interrupted; finished results are in the store, run the same "
@@ -73,3 +82,47 @@ def register(app: typer.Typer) -> None:
             check_writable_dir(out, "--out")
         files = write_report(directory, out)
         typer.echo(f"wrote {len(files)} files to {files[0].parent if files else out}")
+
+
+def _run_with_carbon(run, recipe_path, out, resume, quiet, when, deadline, clock=None, sleep=None):
+    """Plan a carbon-aware start (and fetch the intensity forecast) when the recipe or the
+    options ask for it, wait, run, then record what the report needs (cli/carbon_run.py)."""
+    import time
+
+    from ..errors import ConfigError
+    from ..recipe import load_recipe
+    from ..schedule import ScheduleCancelled
+    from . import carbon_run
+
+    r = load_recipe(recipe_path)
+    when = when or r.schedule.when
+    if when not in ("now", "low-carbon"):
+        raise ConfigError(f"--when: {when!r} is not 'now' or 'low-carbon'")
+    if deadline is not None and when != "low-carbon":
+        raise ConfigError("--deadline: only with --when low-carbon")
+    if when == "now" and not r.carbon.provider and not r.carbon.intensity_series:
+        from ..schedule import DECISION_FILE
+
+        # an older scheduled run's decision would be reported as this run's
+        (carbon_run.out_dir(r, out) / DECISION_FILE).unlink(missing_ok=True)
+        return run(r, out, resume=resume, progress=not quiet)
+
+    def echo(msg: str) -> None:
+        typer.echo(msg, err=True)
+
+    target = carbon_run.out_dir(r, out)
+    clock = clock or time.time
+    p = carbon_run.plan(r, target, when, deadline, echo=echo, clock=clock)
+    if p.decision is not None and p.decision.wait_s > 0:
+        try:
+            carbon_run.wait(p.decision, echo=echo, clock=clock, sleep=sleep or time.sleep)
+        except ScheduleCancelled as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(130) from None
+    started = clock()
+    summary = run(r, out, resume=resume, progress=not quiet)
+    carbon_run.record(r, p, started, clock(), echo=echo)
+    from ..report.build import write_report
+
+    summary.report_files = write_report(summary.out_dir, summary.out_dir)
+    return summary

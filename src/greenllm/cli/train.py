@@ -31,6 +31,14 @@ def _ints(text: str, option: str) -> list[int]:
     return out
 
 
+def split_clocks(text: str | None) -> list[str]:
+    """Clock candidates: separated by ';', or by ',' when none names gpu= / mem=."""
+    if not text or not text.strip():
+        return []
+    parts = text.split(";") if (";" in text or "=" in text) else text.split(",")
+    return [p.strip() for p in parts if p.strip()]
+
+
 def train_search_cmd(
     model: str = typer.Argument(..., help="Hub id, local HF directory or .gguf file."),
     data: str = typer.Option(
@@ -47,6 +55,12 @@ def train_search_cmd(
     ),
     power_modes: str | None = typer.Option(
         None, "--power-modes", help="Jetson nvpmodel modes to try, e.g. 0,1."
+    ),
+    clocks: str | None = typer.Option(
+        None,
+        "--clocks",
+        help="Locked GPU clocks to try (MHz), e.g. 1980,1410,1110 (or 'gpu=1410,mem=5001;"
+        "gpu=1110' for several settings with memory clocks); restored after each.",
     ),
     eta: float = typer.Option(0.5, "--eta", help="Zeus weight: 1 = energy only, 0 = time only."),
     default_batch_size: int | None = typer.Option(
@@ -104,6 +118,10 @@ def train_search_cmd(
 
     # the power control of this device, every setting checked before the model is loaded
     cap, _ = select_power_cap(limits, modes, names=("--power-caps-w", "--power-modes"))
+    from ..control.select import select_clocks
+
+    clock_list = split_clocks(clocks)
+    clock_cap, _ = select_clocks(clock_list)
     from ..models import load_model
 
     m, tok = load_model(model, device=device)
@@ -119,6 +137,8 @@ def train_search_cmd(
         meters=meters,
         cap=cap,
         train=not search_only,
+        clocks=clock_list,
+        clock_cap=clock_cap,
     )
     if json_out:
         out = {

@@ -11,6 +11,8 @@ POWER_CAPS: Registry = Registry(
     {
         "nvml": "greenllm.control.nvml:NvmlPowerCap",
         "jetson": "greenllm.control.jetson:JetsonPowerMode",
+        "nvml-clocks": "greenllm.control.clocks:NvmlLockedClocks",
+        "jetson-gpu-clocks": "greenllm.control.clocks:JetsonGpuClocks",
     },
 )
 

@@ -88,4 +88,42 @@ def select_power_cap(
     return cap, cap.check(raw)
 
 
-__all__ = ["ADAPTER_FOR", "cap_kind", "select_power_cap"]
+def clocks_kind(profile: Any = None) -> str:
+    """``jetson-gpu-clocks`` on a Jetson board (profile kind ``jetson``), else
+    ``nvml-clocks``; ``profile`` is a name, a DeviceProfile or None (detected)."""
+    from ..devices import detect_device, get_profile
+
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    if prof is None:
+        prof = detect_device(nvml=None).profile  # the device tree is enough to spot a Jetson
+    return "jetson-gpu-clocks" if getattr(prof, "kind", None) == "jetson" else "nvml-clocks"
+
+
+def select_clocks(
+    clocks: Any,
+    *,
+    profile: Any = None,
+    names: str = "--clocks",
+    factory: Callable[[str, Any], PowerCap] | None = None,
+) -> tuple[PowerCap | None, Any]:
+    """``(cap, value)`` for locked GPU clocks (``control.clocks`` values: ``1410``,
+    ``gpu=810-1410,mem=5001``); a list of values (a search) comes back checked as a list;
+    ``(None, None)`` when none is given. Every value is checked before anything changes."""
+    if not _given(clocks):
+        return None, None
+    from . import POWER_CAPS
+    from .clocks import parse_clocks
+
+    for v in clocks if isinstance(clocks, (list, tuple)) else [clocks]:
+        parse_clocks(v)  # a malformed value fails before any device is touched
+    kind = clocks_kind(profile)
+    cap = factory(kind, profile) if factory else POWER_CAPS.get(kind)()
+    try:
+        if isinstance(clocks, (list, tuple)):
+            return cap, [cap.check(v) for v in clocks]
+        return cap, cap.check(clocks)
+    except ConfigError as exc:
+        raise ConfigError(f"{names}: {exc}") from None
+
+
+__all__ = ["ADAPTER_FOR", "cap_kind", "clocks_kind", "select_clocks", "select_power_cap"]

@@ -61,6 +61,7 @@ def _step_json(s) -> dict[str, Any]:
         "size_bytes_before": s.size_bytes_before,
         "size_bytes_after": s.size_bytes_after,
         "stats": s.stats,
+        "started_at_unix_s": None if e is None else e.started_at_unix_s,
     }
 
 
@@ -79,6 +80,7 @@ def _window(bench) -> dict[str, Any] | None:
         "estimated": e.estimated,
         "meters": list(e.meters),
         "idle_power_w": e.idle_power_w,
+        "started_at_unix_s": e.started_at_unix_s,
     }
 
 
@@ -88,7 +90,12 @@ def _bench_windows(bench) -> list[dict[str, Any]]:
     if bench is None:
         return []
     rows = [
-        {"repeat": i + 1, "energy_j": r["energy_j"], "duration_s": r.get("duration_s")}
+        {
+            "repeat": i + 1,
+            "energy_j": r["energy_j"],
+            "duration_s": r.get("duration_s"),
+            "started_at_unix_s": r.get("started_at_unix_s"),
+        }
         for i, r in enumerate(bench.per_repeat)
         if r.get("energy_j") is not None
     ]
@@ -200,7 +207,16 @@ def collect(store: Store) -> dict[str, Any]:
 
     doc["methodology"] = methodology(doc)
     doc["carbon_statement"] = carbon_statement(doc)
+    _lifecycle(doc, recipe.get("carbon") or {}, Path(store.path).parent)
     return doc
+
+
+def _lifecycle(doc: dict[str, Any], carbon_cfg: dict[str, Any], out_dir: Path) -> None:
+    """Embodied + operational + total emissions per variant (SCI), per-window intensity, the
+    reference-grid line and the scheduling counterfactual (report/lifecycle.py)."""
+    from . import lifecycle
+
+    lifecycle.apply(doc, carbon_cfg, out_dir)
 
 
 def _derive(

@@ -88,6 +88,16 @@ def to_html(doc: dict[str, Any], images: dict[str, tuple[Path, Path]]) -> str:
     parts += [
         "<h2>Carbon</h2>",
         f"<p>{e(doc['carbon_statement'])}</p>",
+    ]
+    if doc.get("lifecycle"):
+        from .tables import lifecycle_rows
+
+        parts += [
+            "<h2>Lifecycle carbon (SCI)</h2>",
+            _table(*lifecycle_rows(doc)),
+            f"<p>{e(doc.get('lifecycle_statement') or '')}</p>",
+        ]
+    parts += [
         "<h2>Methodology</h2>",
         f"<p>{e(doc['methodology'])}</p>",
         "</body></html>",

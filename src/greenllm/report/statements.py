@@ -224,6 +224,14 @@ def carbon_statement(doc: dict[str, Any]) -> str:
         f"Emissions use a grid intensity of {c['intensity_g_per_kwh']:.0f} gCO2e/kWh for "
         f"{where}{src} and a PUE of {c['pue']:.2f}."
     ]
+    series = (doc.get("lifecycle") or {}).get("series")
+    if series:  # time-resolved: the per-window intensity replaces the annual figure
+        parts = [
+            f"Emissions integrate each window's energy against the "
+            f"{doc['lifecycle']['signal']} grid intensity of {series['source']} (PUE "
+            f"{c['pue']:.2f}); the annual figure for {where}{src}, "
+            f"{c['intensity_g_per_kwh']:.0f} gCO2e/kWh, is for comparison only."
+        ]
     base = doc["variants"][0] if doc["variants"] else None
     if base and base.get("emissions_g_per_1000_inferences") is not None:
         parts.append(
@@ -258,4 +266,122 @@ def carbon_statement(doc: dict[str, Any]) -> str:
         elif v.get("verdict") == "inconclusive":
             s += f"; {v.get('verdict_note') or 'inconclusive'}"
         parts.append(s + ".")
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------- lifecycle (SCI)
+
+
+def _g(x: Any) -> str:
+    return "unknown" if x is None else f"{num(x)} g"
+
+
+def lifecycle_statement(doc: dict[str, Any]) -> str:
+    """Operational, embodied and total emissions per 1,000 inferences (SCI shape), the
+    reference-grid line and the scheduling counterfactual, in sentences."""
+    lc = doc.get("lifecycle") or {}
+    emb = lc.get("embodied") or {}
+    basis = f"{lc.get('accounting', 'location')}-based, {lc.get('signal', 'average')} intensity"
+    parts = [f"Software Carbon Intensity (ISO/IEC 21031: (E x I + M) per R; {basis})."]
+    kind = emb.get("kind")
+    if emb.get("kg_co2e") is not None:
+        label = "an ESTIMATE" if kind == "estimate" else f"a {kind} figure"
+        parts.append(
+            f"Embodied carbon of {emb.get('device') or 'the device'}: {num(emb['kg_co2e'])} kg "
+            f"CO2e ({label}; {emb.get('source')}), amortised over "
+            f"{num(emb.get('service_life_years'))} years ({emb.get('life_source')}) at "
+            f"{num(100 * float(emb.get('utilisation') or 0))} % utilisation."
+        )
+    else:
+        parts.append(f"Embodied carbon: {emb.get('source') or 'unknown'}; totals are unknown.")
+    for v in doc["variants"]:
+        share = v.get("embodied_share_pct")
+        s = (
+            f"{v['name']}: operational {_g(v.get('operational_g_per_1000_inferences'))}, "
+            f"embodied {_g(v.get('embodied_g_per_1000_inferences'))}, total "
+            f"{_g(v.get('total_g_per_1000_inferences'))} per 1,000 inferences"
+        )
+        if v.get("sci_g_per_token") is not None:
+            s += f" (SCI {num(v['sci_g_per_token'] * 1000)} mg per token)"
+        if share is not None:
+            s += f"; embodied is {num(share)} % of the total"
+            if share > 50:
+                s += " -- MORE than the operational share on this grid"
+        parts.append(s + ".")
+    ref = lc.get("reference")
+    if ref:
+        base = doc["variants"][0] if doc["variants"] else {}
+        parts.append(
+            f"At the reference grid of {num(ref['g_per_kwh'])} gCO2e/kWh ({ref['source']}) the "
+            "baseline's total would be "
+            f"{_g(base.get('reference_grid_total_g_per_1000_inferences'))} per 1,000 "
+            "inferences (compare this line across countries)."
+        )
+    elif lc.get("accounting") == "market":
+        parts.append(
+            "No reference-grid line: the figures are market-based and a grid average is "
+            "location-based (the two are never mixed)."
+        )
+    sch = doc.get("schedule")
+    if sch:
+        parts.append(
+            f"Carbon-aware start: chosen {sch.get('start_iso')} within the deadline "
+            f"{sch.get('deadline_iso')} from the forecast of {sch['source']} ({sch['signal']}); "
+            f"started immediately: {num(sch['immediate_g'])} g; scheduled: "
+            f"{num(sch['scheduled_g'])} g (-{num(sch['saving_pct'])} %), expected for a "
+            f"{num(sch.get('duration_s'))} s run at {num(sch.get('power_w'))} W "
+            f"({sch.get('expected_from') or 'given'})."
+        )
+    for n in lc.get("notes") or []:
+        parts.append(f"Note: {n}.")
+    return " ".join(parts)
+
+
+def lifecycle_methodology(doc: dict[str, Any]) -> str:
+    """Every assumption of the lifecycle figures, for the methodology paragraph."""
+    lc = doc.get("lifecycle") or {}
+    emb = lc.get("embodied") or {}
+    parts = []
+    ser = lc.get("series")
+    if lc.get("time_resolved"):
+        if ser:
+            parts.append(
+                f"Operational emissions integrate each measured window's energy (constant power "
+                f"over the window) against the {lc.get('signal')} grid intensity of "
+                f"{ser['source']} at the window's timestamps ({ser['points']} points every "
+                f"{num(ser['period_s'])} s, {ser['forecast_points']} of them forecasts); "
+                "repeat start times not recorded are reconstructed as back-to-back repeats "
+                "ending at the last recorded window."
+            )
+        srcs = lc.get("window_sources") or []
+        if srcs:
+            parts.append("Intensity source per window: " + "; ".join(srcs) + ".")
+    else:
+        parts.append(
+            "Operational emissions use one annual-average grid intensity for every window."
+        )
+    parts.append(
+        "Embodied emissions per 1,000 inferences = embodied kg CO2e x the device time of "
+        "1,000 inferences (the benchmark window's duration / its requests) / (service life "
+        "hours x utilisation); the device is counted whole (no share for co-located work)."
+    )
+    if emb.get("kind") == "estimate" and emb.get("bom"):
+        bom = emb["bom"]
+        parts.append(
+            f"The embodied figure is an ACT estimate from a bill of materials: logic die "
+            f"{num(bom['logic_die_area_mm2'])} mm2 at {num(bom['process_node_nm'])} nm "
+            f"(ACT row {emb['breakdown'].get('act_node_nm')} nm, "
+            f"{num(emb['breakdown'].get('logic_g_per_cm2'))} g/cm2), {num(bom['dram_gb'])} GB "
+            f"{bom['dram_type']} ({num(emb['breakdown'].get('dram_g_per_gb'))} g/GB), "
+            f"{bom['packages']} IC packages x 150 g; {bom['notes']}."
+        )
+    parts.append(
+        f"Accounting is {lc.get('accounting', 'location')}-based throughout."
+        + (
+            " The reference-grid line replaces the intensity by "
+            f"{num(lc['reference']['g_per_kwh'])} gCO2e/kWh ({lc['reference']['source']})."
+            if lc.get("reference")
+            else ""
+        )
+    )
     return " ".join(parts)

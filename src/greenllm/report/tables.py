@@ -385,6 +385,18 @@ def to_markdown(doc: dict[str, Any]) -> str:
         "",
         md_text(doc["carbon_statement"]),
         "",
+    ]
+    if doc.get("lifecycle"):
+        head_l, rows_l = lifecycle_rows(doc)
+        lines += [
+            "## Lifecycle carbon (SCI)",
+            "",
+            md_table(head_l, rows_l),
+            "",
+            md_text(doc.get("lifecycle_statement") or ""),
+            "",
+        ]
+    lines += [
         "## Methodology",
         "",
         md_text(doc["methodology"]),
@@ -485,6 +497,8 @@ def to_latex(doc: dict[str, Any]) -> str:
         r"\paragraph{Carbon.} " + tex(doc["carbon_statement"]),
         "",
     ]
+    if doc.get("lifecycle_statement"):
+        lines += [r"\paragraph{Lifecycle carbon (SCI).} " + tex(doc["lifecycle_statement"]), ""]
     return "\n".join(lines)
 
 
@@ -584,22 +598,22 @@ def to_csv(doc: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def _windows(doc: dict[str, Any]) -> list[tuple[str, float, float, float | None]]:
-    """(label, duration_s, energy_j, started_at_unix_s) of every measured window."""
-    out: list[tuple[str, float, float, float | None]] = []
+def _windows(doc: dict[str, Any]) -> list[tuple[str, float, float, dict[str, Any]]]:
+    """(label, duration_s, energy_j, the window's record) of every measured window; the record
+    carries the time-resolved ``intensity_g_per_kwh`` / ``intensity_source`` where the report
+    computed them (report/lifecycle.py)."""
+    out: list[tuple[str, float, float, dict[str, Any]]] = []
     for v in doc["variants"]:
         for i, s in enumerate(v.get("steps") or []):
             if s.get("energy_j") is not None:
-                out.append(
-                    (f"{v['name']}/step{i}:{s['step']}", s["duration_s"], s["energy_j"], None)
-                )
+                out.append((f"{v['name']}/step{i}:{s['step']}", s["duration_s"], s["energy_j"], s))
         windows = v.get("bench_windows")
         if windows is None:  # a results.json from before bench_windows
             w = v.get("bench_window")
             windows = [dict(w, repeat=None)] if w and w.get("energy_j") is not None else []
         for w in windows:  # every measured repeat, not only the last
             label = f"{v['name']}/bench" + (f"/repeat{w['repeat']}" if w.get("repeat") else "")
-            out.append((label, w.get("duration_s") or 0.0, w["energy_j"], None))
+            out.append((label, w.get("duration_s") or 0.0, w["energy_j"], w))
     return out
 
 
@@ -625,16 +639,28 @@ def emissions_csv(doc: dict[str, Any]) -> str:
         extrasaction="ignore",
     )
     w.writeheader()
-    for label, dur, energy_j, _ in _windows(doc):
+    resolved = bool((doc.get("lifecycle") or {}).get("time_resolved"))
+    for label, dur, energy_j, rec in _windows(doc):
         extra = {
             "cpu_count": hw.get("cpu_count") or "",
             "ram_total_size": (hw.get("memory_bytes") or 0) / 1024**3 or "",
         }
+        it = intensity
+        if resolved and rec.get("emissions_g") is not None:  # this window's own intensity
+            it = carbon.Intensity(
+                rec["intensity_g_per_kwh"],
+                rec.get("intensity_source") or "",
+                None,
+                c.get("region"),
+                c.get("country_name"),
+            )
+        elif resolved:
+            continue  # its intensity is unknown: no row rather than a wrong one
         w.writerow(
             carbon.emissions_row(
                 energy_j,
                 dur,
-                intensity,
+                it,
                 c["pue"],
                 project_name=str(doc.get("recipe")),
                 run_id=str(doc["run"]["id"]),
@@ -643,3 +669,36 @@ def emissions_csv(doc: dict[str, Any]) -> str:
             )
         )
     return buf.getvalue()
+
+
+def lifecycle_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Operational, embodied and total g CO2e per 1,000 inferences (SCI), per variant."""
+    lc = doc.get("lifecycle") or {}
+    emb = lc.get("embodied") or {}
+    basis = f"{lc.get('accounting', 'location')}, {lc.get('signal', 'average')}"
+    e_label = " (estimate)" if emb.get("estimated") else ""
+    head = [
+        "variant",
+        f"operational g/1k ({basis})",
+        f"embodied g/1k{e_label}",
+        "total g/1k",
+        "embodied share",
+        "SCI mg/token",
+        "reference-grid total g/1k",
+    ]
+    rows = []
+    for v in doc["variants"]:
+        share = v.get("embodied_share_pct")
+        sci = v.get("sci_g_per_token")
+        rows.append(
+            [
+                v["name"],
+                num(v.get("operational_g_per_1000_inferences")),
+                num(v.get("embodied_g_per_1000_inferences")),
+                num(v.get("total_g_per_1000_inferences")),
+                "n/a" if share is None else f"{share:.1f} %",
+                num(None if sci is None else sci * 1000.0),
+                num(v.get("reference_grid_total_g_per_1000_inferences")),
+            ]
+        )
+    return head, rows

@@ -60,6 +60,8 @@ class TrainLoopConfig(Config):
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # progressive precision: "bf16:0.5,fp32" = bf16 for the first half of the steps, then fp32
+    precision_schedule: str | None = None
     gradient_checkpointing: bool = False
     early_stopping: EarlyStopping | None = None
     eval_every_steps: int | None = None  # held-out evaluation cadence; default once per epoch
@@ -87,6 +89,10 @@ class TrainLoopConfig(Config):
             raise ConfigError(f"eval_every_steps: {self.eval_every_steps} must be >= 1 or null")
         if self.log_every_steps < 1:
             raise ConfigError(f"log_every_steps: {self.log_every_steps} must be >= 1")
+        if self.precision_schedule is not None:
+            parse_precision_schedule(self.precision_schedule)
+            if self.precision != "fp32":
+                raise ConfigError("precision_schedule: replaces precision; leave precision at fp32")
 
     def loop_config(self) -> TrainLoopConfig:
         """The loop settings alone (a step config subclasses this one)."""
@@ -149,6 +155,7 @@ class TrainReport:
     best_step: int | None = None
     stopped_early: bool = False
     precision: str = "fp32"
+    phases: list[dict[str, Any]] = field(default_factory=list)  # precision per step range
     epochs: list[dict[str, Any]] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)
     evals: list[dict[str, Any]] = field(default_factory=list)
@@ -198,6 +205,48 @@ def step_batches(cfg: Any, ctx: Any):
         seed=cfg.seed,
         max_examples=cfg.max_examples,
     )
+
+
+def parse_precision_schedule(text: str) -> list[tuple[str, float]]:
+    """``"bf16:0.3,fp32"`` -> ``[("bf16", 0.3), ("fp32", 1.0)]``: each phase runs until the
+    given fraction of the optimizer steps (cumulative, increasing); the last phase takes the
+    rest and needs no fraction."""
+    phases: list[tuple[str, float]] = []
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not parts:
+        raise ConfigError("precision_schedule: empty; e.g. bf16:0.5,fp32")
+    for i, part in enumerate(parts):
+        name, sep, frac = part.partition(":")
+        name = name.strip()
+        if name not in PRECISIONS:
+            raise ConfigError(f"precision_schedule: {name!r} is not one of {', '.join(PRECISIONS)}")
+        last = i == len(parts) - 1
+        if last:
+            end = 1.0 if not sep else float(frac)
+            if end != 1.0:
+                raise ConfigError("precision_schedule: the last phase runs to the end (1.0)")
+        else:
+            try:
+                end = float(frac)
+            except ValueError:
+                raise ConfigError(
+                    f"precision_schedule: {part!r} needs an end fraction, e.g. bf16:0.5"
+                ) from None
+            prev = phases[-1][1] if phases else 0.0
+            if not prev < end < 1.0:
+                raise ConfigError(
+                    f"precision_schedule: end fractions must increase within (0, 1); got {end}"
+                )
+        phases.append((name, end))
+    return phases
+
+
+def precision_at(step: int, total_steps: int, phases: list[tuple[str, float]]) -> str:
+    """The precision of optimizer step ``step`` (0-based) of ``total_steps``."""
+    for name, end in phases:
+        if step < int(round(end * total_steps)):
+            return name
+    return phases[-1][0]
 
 
 def autocast_context(precision: str, device) -> Callable[[], Any]:
@@ -373,8 +422,17 @@ def train_loop(
             "(e.g. 0.1) or remove early_stopping"
         )
     device = device_of(model)
-    amp = autocast_context(cfg.precision, device)  # raises before the model is touched
-    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+    phases = (
+        parse_precision_schedule(cfg.precision_schedule)
+        if cfg.precision_schedule
+        else [(cfg.precision, 1.0)]
+    )
+    # every phase's autocast is checked before the model is touched
+    amps = {name: autocast_context(name, device) for name, _ in phases}
+    amp = amps[phases[0][0]]
+    current = phases[0][0]
+    # fp16 needs loss scaling (gradients underflow); bf16 has fp32's range and needs none
+    scaler = torch.amp.GradScaler("cuda") if any(n == "fp16" for n, _ in phases) else None
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError(
@@ -404,7 +462,7 @@ def train_loop(
         lr=lr_at(0, total_steps, warmup_steps, cfg.lr, cfg.min_lr_ratio),
     )
 
-    report = TrainReport(precision=cfg.precision)
+    report = TrainReport(precision=cfg.precision_schedule or cfg.precision)
     es = cfg.early_stopping
     best, bad_evals = math.inf, 0
     step = 0
@@ -450,6 +508,14 @@ def train_loop(
                     n_tok = max(sum(counts), 1)
                     for g in opt.param_groups:
                         g["lr"] = lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr_ratio)
+                    current = precision_at(step, total_steps, phases)
+                    amp = amps[current]
+                    if not report.phases or report.phases[-1]["precision"] != current:
+                        report.phases.append(
+                            {"precision": current, "from_step": step, "to_step": step}
+                        )
+                    report.phases[-1]["to_step"] = step + 1
+                    use_scaler = scaler if current == "fp16" else None
                     win_loss = 0.0
                     for b, k in zip(window, counts):
                         with amp():
@@ -460,15 +526,15 @@ def train_loop(
                                 "lower lr or use precision: fp32"
                             )
                         scaled = loss * (k / n_tok)
-                        (scaler.scale(scaled) if scaler else scaled).backward()
+                        (use_scaler.scale(scaled) if use_scaler else scaled).backward()
                         win_loss += float(loss.detach()) * k
-                    if scaler:
-                        scaler.unscale_(opt)
+                    if use_scaler:
+                        use_scaler.unscale_(opt)
                     if cfg.max_grad_norm is not None:
                         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                    if scaler:
-                        scaler.step(opt)
-                        scaler.update()
+                    if use_scaler:
+                        use_scaler.step(opt)
+                        use_scaler.update()
                     else:
                         opt.step()
                     opt.zero_grad(set_to_none=True)
@@ -561,7 +627,12 @@ def train_loop(
 
 # ----------------------------------------------------------------------------- the train step
 def _apply(model, cfg: TrainConfig, ctx: StepContext):
-    autocast_context(cfg.precision, device_of(model))  # fail before reading data
+    for name, _ in (
+        parse_precision_schedule(cfg.precision_schedule)
+        if cfg.precision_schedule
+        else [(cfg.precision, 1.0)]
+    ):
+        autocast_context(name, device_of(model))  # fail before reading data
     train_b, eval_b = step_batches(cfg, ctx)
     hooks = ctx.extras.get("train_hooks")
     report = train_loop(model, train_b, causal_lm_loss, cfg.loop_config(), eval_b or None, hooks)
