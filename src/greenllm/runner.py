@@ -273,18 +273,27 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _power_setting(cfg: Any):
-    """``control.capped`` for a step config with power_cap_w / power_mode, else a no-op.
-    The journal and device lock live in the system-wide control directory, not in OUT."""
-    from .control.select import select_power_cap
+    """``control.capped`` for a step config with power_cap_w / power_mode and / or locked
+    ``clocks``, else a no-op. The journal and device lock live in the system-wide control
+    directory, not in OUT; every setting is restored on exit, errors and signals included."""
+    from .control.select import select_clocks, select_power_cap
 
     cap, value = select_power_cap(
         getattr(cfg, "power_cap_w", None), getattr(cfg, "power_mode", None)
     )
-    if cap is None:
+    clock_cap, clock_value = (
+        select_clocks(cfg.clocks) if getattr(cfg, "clocks", None) else (None, None)
+    )
+    if cap is None and clock_cap is None:
         return contextlib.nullcontext()
     from .control.base import capped
 
-    return capped(cap, value)
+    stack = contextlib.ExitStack()
+    if cap is not None:
+        stack.enter_context(capped(cap, value))
+    if clock_cap is not None:
+        stack.enter_context(capped(clock_cap, clock_value))
+    return stack
 
 
 # ---------------------------------------------------------------- the run
@@ -310,6 +319,20 @@ def _unit_done(store: Store, unit: _Unit) -> bool:
         and all(store.get_eval(k) is not None for k in unit.eval_keys)
         and store.get_bench(unit.bench_key) is not None
     )
+
+
+def _check_clocks(recipe: Recipe) -> None:
+    """A step's locked ``clocks`` must parse before any work (the device is checked when the
+    step runs, under the journal)."""
+    from .control.clocks import parse_clocks
+
+    for name, steps in recipe.variants.items():
+        for i, (key, cfg) in enumerate(steps):
+            if getattr(cfg, "clocks", None):
+                try:
+                    parse_clocks(cfg.clocks)
+                except GreenLLMError as exc:
+                    raise ConfigError(f"variants.{name}[{i}] ({key}).clocks: {exc}") from None
 
 
 def _check_model_source(recipe: Recipe) -> None:
@@ -373,6 +396,7 @@ def run(
 
     recipe = load_recipe(recipe)
     preflight(recipe)  # everything checkable from the recipe, before any work
+    _check_clocks(recipe)
     _check_model_source(recipe)
     out = Path(out_dir or recipe.output or Path("runs") / slug(recipe.name))
     check_writable_dir(out, "output directory")  # creatable, writable, not full

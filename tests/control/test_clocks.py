@@ -260,3 +260,58 @@ def test_the_fake_clock_calls_are_real_nvml_calls():
         fake_params = list(inspect.signature(getattr(FakePynvml(), name)).parameters)
         real_params = list(inspect.signature(getattr(real, name)).parameters)
         assert len(fake_params) == len(real_params), name
+
+
+def test_runner_locks_a_train_steps_clocks_and_restores_them(tmp_path, control_dir, monkeypatch):
+    """A recipe step with ``clocks`` runs under capped(): locked during the step, reset after."""
+    import yaml
+
+    import greenllm.control.select as select
+    from greenllm.runner import run
+    from greenllm.testing import tiny_model_and_tokenizer
+
+    nv = FakePynvml(gpus=[FakeGpu()])
+    nv.nvmlInit()
+    cap = NvmlLockedClocks(pynvml=nv)
+    monkeypatch.setattr(select, "select_clocks", lambda clocks, **kw: (cap, cap.check(clocks)))
+    model, tok = tiny_model_and_tokenizer(0)
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    (tmp_path / "t.txt").write_text("A tiny text to train on for a step or two. " * 20)
+    recipe = {
+        "schema_version": 1,
+        "name": "clocks",
+        "model": {"id": str(tmp_path / "m")},
+        "calibration": str(tmp_path / "t.txt"),
+        "variants": {
+            "ft": [{"train": {"max_steps": 1, "batch_size": 2, "seq_len": 16, "clocks": "1410"}}]
+        },
+        "evals": [],
+        "workload": {"prompts": ["Hi"], "max_new_tokens": 2, "warmup": 0, "repeats": 1},
+        "meters": ["estimate"],
+        "measure": {"hz": 100, "on_disturbance": "flag"},
+        "carbon": {"intensity_g_per_kwh": 100.0},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    assert run(tmp_path / "r.yaml", tmp_path / "out", progress=False).status == "finished"
+    g = nv.gpus[0]
+    assert g.clock_calls[0] == ("gpu", 1410, 1410)  # locked for the step
+    assert g.clock_calls[-2:] == [("gpu-reset",), ("mem-reset",)]  # reset after it
+    assert g.locked_gpu_mhz is None
+
+
+def test_runner_refuses_bad_step_clocks_before_any_work(tmp_path):
+    from greenllm.errors import ConfigError
+    from greenllm.runner import run
+
+    recipe = {
+        "schema_version": 1,
+        "name": "clocks",
+        "model": {"id": "some/model"},
+        "variants": {"ft": [{"train": {"clocks": "fast"}}]},
+        "workload": {},
+        "carbon": {"region": "KOR"},
+    }
+    with pytest.raises(ConfigError, match=r"variants.ft\[0\] \(train\).clocks: clocks gpu 'fast'"):
+        run(recipe, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "greenllm.sqlite").exists()

@@ -114,9 +114,14 @@ class TrainingStepConfig(TrainLoopConfig):
     max_examples: int | None = None  # lm: blocks of seq_len tokens; qa/instruct: examples
     power_cap_w: float | None = None  # applied by the runner through control.capped()
     power_mode: str | None = None  # Jetson nvpmodel mode, applied by the runner
+    # locked GPU clocks (MHz: "1410", "810-1410", "gpu=1410,mem=5001"), applied by the runner
+    # through control.capped() next to the power setting (NVML, or a Jetson's GPU devfreq)
+    clocks: str | None = None
 
     def validate(self) -> None:
         TrainLoopConfig.validate(self)
+        if self.clocks is not None and not str(self.clocks).strip():
+            raise ConfigError("clocks: empty; give MHz such as 1410 or gpu=1410,mem=5001")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size: {self.batch_size} must be >= 1")
         if self.seq_len < 2:
