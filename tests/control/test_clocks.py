@@ -308,6 +308,7 @@ def test_runner_refuses_bad_step_clocks_before_any_work(tmp_path):
         "schema_version": 1,
         "name": "clocks",
         "model": {"id": "some/model"},
+        "calibration": "builtin:wiki-sample",
         "variants": {"ft": [{"train": {"clocks": "fast"}}]},
         "workload": {},
         "carbon": {"region": "KOR"},
