@@ -618,7 +618,9 @@ def _enough(rows: list[dict[str, Any]], wl: Workload, elapsed_s: float) -> bool:
     n = len(rows)
     if wl.repeats != "auto":
         return n >= int(wl.repeats)
-    if n >= wl.max_rounds or (wl.max_time_s is not None and elapsed_s >= wl.max_time_s):
+    if n >= wl.max_rounds or (
+        wl.max_time_s is not None and elapsed_s >= wl.max_time_s and n >= 2
+    ):
         return True
     if n < wl.min_rounds:
         return False

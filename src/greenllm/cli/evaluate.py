@@ -123,8 +123,7 @@ def eval_cmd(
         "auto", "--meter", help="Meter the evaluation: auto, meter names joined by commas, or none."
     ),
 ) -> None:
-    """Score MODEL on a task: perplexity, multiple choice, SQuAD or an lm-eval task; the
-    evaluation runs inside a metered window (energy, time and tokens per item)."""
+    """Score MODEL on a task (perplexity, multiple choice, SQuAD, lm-eval), metered."""
     from ..errors import UnknownNameError
     from ..evals import EVALS
     from ..evals.base import parse_eval, resolve_data

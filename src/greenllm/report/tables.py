@@ -49,6 +49,8 @@ def pp(d: Any, se: Any = None) -> str:
 def payback(v: dict[str, Any]) -> str:
     if v["name"] == "baseline" or not v.get("bench") or v.get("compression_energy_j") is None:
         return DASH
+    if v.get("verdict") == "inconclusive":
+        return f"{DASH} (inconclusive)"
     return payback_text(v.get("payback_inferences"))
 
 
