@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("runner", ("runner",)),
     ("study", ("recipe", "training", "report")),
     ("work", ("steps", "evals", "bench")),
-    ("engine", ("models", "sizes", "decode", "measure")),
+    ("engine", ("models", "sizes", "decode", "measure", "runtimes", "export")),
     ("hardware", ("meters", "devices", "control", "carbon", "store")),
     (
         "leaf",
@@ -55,7 +55,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 # Steps and evals never import meters, measure or control: the runner wraps them. The
 # measurement side never imports the model side at all (it works on readings and results).
-MODEL_SIDE = {"models", "sizes", "steps", "evals", "bench", "decode"}
+MODEL_SIDE = {"models", "sizes", "steps", "evals", "bench", "decode", "runtimes", "export"}
 NEVER = {
     "steps": {"meters", "measure", "control"},
     "evals": {"meters", "measure", "control"},

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from .config import parse_config, to_dict
-from .decode import CompiledDecoder, forward_kwargs, run_request
 from .decode import sync as _sync
 from .errors import ConfigError, DataError, MeterError
 from .grad_mode import no_autograd
@@ -53,6 +52,9 @@ class Workload:
     metered passes over all prompts follow. ``limit`` keeps only the first N prompts.
     ``compile``: decode with a static KV cache and a ``torch.compile``'d decode step
     (``greenllm.decode.CompiledDecoder``; at least one warm-up batch runs, it compiles).
+    ``runtime``: the engine that runs the requests (``torch``, ``llama.cpp``, ``onnxruntime``;
+    see ``greenllm.runtimes``); ``threads``: its thread count (None: the runtime's default;
+    the count used is recorded in the result's ``device``).
     """
 
     prompts: str | list[str] = "builtin:prompts"
@@ -62,8 +64,17 @@ class Workload:
     repeats: int = 5
     limit: int | None = None
     compile: bool = False
+    runtime: str = "torch"
+    threads: int | None = None
 
     def validate(self) -> None:
+        from .runtimes.base import check_runtime
+
+        check_runtime(self.runtime)
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(
+                f"threads: must be >= 1 (or null for the default), got {self.threads}"
+            )
         if isinstance(self.prompts, str):
             if not self.prompts.strip():
                 raise ConfigError(
@@ -323,32 +334,45 @@ def bench(
 
     wl = parse_workload(workload if workload is not None else {})
     prompts = load_prompts(wl.prompts, wl.limit)
-    try:
-        model_device = next(model.parameters()).device
-    except StopIteration:
-        model_device = torch.device("cpu")
-    dev = torch.device(device) if device is not None else model_device
-    if dev != model_device:
-        model = model.to(dev)
-    n_params = param_count(model)
+    # --- runtime (issue 14): torch runs the model in memory; llama.cpp / onnxruntime run an
+    # exported file (``model`` may be that file's path or an open runtime) ---------------------
+    from .runtimes import is_runtime, open_runtime
+
+    other = wl.runtime != "torch" or is_runtime(model) or isinstance(model, (str, Path))
+    if other:
+        dev = torch.device("cpu")
+        rt, owned = open_runtime(wl.runtime, model, tokenizer, threads=wl.threads)
+        model = rt
+        n_params, size_bytes, wbytes = rt.n_params, rt.size_bytes, rt.weight_bytes_per_token
+    else:
+        try:
+            model_device = next(model.parameters()).device
+        except StopIteration:
+            model_device = torch.device("cpu")
+        dev = torch.device(device) if device is not None else model_device
+        if dev != model_device:
+            model = model.to(dev)
+        n_params = param_count(model)
+        size_bytes = model_size_bytes(model)
+        wbytes = weight_bytes_per_token(model)
     b_params = n_params / 1e9
-    size_bytes = model_size_bytes(model)
-    wbytes = weight_bytes_per_token(model)
     bandwidth, bw_source, profile_name = _resolve_bandwidth(profile, dev, bandwidth_bytes_per_s)
     batches = _tokenize_batches(tokenizer, prompts, wl.batch_size, dev)
-    accepts = forward_kwargs(model)
-    if wl.compile:
-        decoder = CompiledDecoder(
-            model, max(b["input_ids"].shape[1] for b in batches) + wl.max_new_tokens
+    if not other:
+        rt, owned = open_runtime(
+            "torch",
+            model,
+            tokenizer,
+            threads=wl.threads,
+            device=dev,
+            compile=wl.compile,
+            max_cache_len=max(b["input_ids"].shape[1] for b in batches) + wl.max_new_tokens,
         )
 
-        def one(batch):
-            return decoder.run(batch, wl.max_new_tokens, dev)
-    else:
+    def one(batch):
+        return rt.run_request(batch, wl.max_new_tokens)
 
-        def one(batch):
-            return run_request(model, batch, wl.max_new_tokens, dev, accepts)
-
+    # --- end runtime --------------------------------------------------------------------------
     cuda = dev.type == "cuda"
 
     meter_objs, created = resolve_meters(meters)  # once, reused by every repeat's window
@@ -394,6 +418,8 @@ def bench(
             model.train()
         for m in created:
             m.close()
+        if owned:  # issue 14: the runtime this call opened
+            rt.close()
     if report is None:
         raise MeterError(
             "the energy meter failed in every benchmark window ("
@@ -426,11 +452,7 @@ def bench(
             **to_dict(wl),
             "n_prompts": len(prompts),
             "n_batches": len(batches),
-            "decoding": (
-                "greedy, static KV cache, torch.compile'd decode step, EOS ignored"
-                if wl.compile
-                else "greedy, KV cache, EOS ignored"
-            ),
+            "decoding": rt.decoding,
             "warmup_s": warmup_s,
         },
         device={
@@ -439,6 +461,7 @@ def bench(
             "memory_bandwidth_bytes_per_s": bandwidth,
             "bandwidth_source": bw_source,
             "torch_threads": torch.get_num_threads(),
+            **{f"runtime_{k}" if k != "runtime" else k: v for k, v in rt.info().items()},
         },
         energy=report,
         per_repeat=tuple(per_repeat),

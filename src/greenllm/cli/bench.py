@@ -75,6 +75,16 @@ def bench_cmd(
         help="Decode with a static KV cache and "
         "a torch.compile'd decode step (compiles in the warm-up).",
     ),
+    runtime: str = typer.Option(
+        "torch",
+        "--runtime",
+        help="torch, llama.cpp or onnxruntime. A .gguf / .onnx MODEL runs as it is; "
+        "another model is exported first (GGUF Q8_0 / ONNX int8 for int8_weight, else F16 / "
+        "fp32).",
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="Threads of the runtime (default: the runtime's own)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Benchmark inference: TTFT, tokens/s, J/token, tokens/Wh, EDP, memory, roofline."""
@@ -82,7 +92,6 @@ def bench_cmd(
     from ..control.base import capped
     from ..devices import get_profile
     from ..limits import check_number
-    from ..models import load_model
 
     for opt, val, key in (
         ("--max-new-tokens", max_new_tokens, "max_new_tokens"),
@@ -103,6 +112,8 @@ def bench_cmd(
             "warmup": warmup,
             "limit": limit,
             "compile": compile_,
+            "runtime": runtime,
+            "threads": threads,
         }
     )
     from ..bench import load_prompts
@@ -119,7 +130,9 @@ def bench_cmd(
         for name in meters:
             METERS.check(name)
     cap, value = make_cap(power_cap_w, power_mode, profile)
-    mdl, tok = load_model(model, dtype=dtype, device=device)
+    from ..runtimes import load_for_runtime
+
+    mdl, tok = load_for_runtime(wl.runtime, model, dtype=dtype, device=device)
     ctx = capped(cap, value) if cap is not None else contextlib.nullcontext()
     with ctx:
         result = bench(mdl, tok, wl, meters=meters, device=device, hz=hz, profile=profile)
@@ -153,7 +166,8 @@ def _print_table(model: str, result) -> None:
     typer.echo(
         f"roofline bandwidth {d.get('memory_bandwidth_bytes_per_s', 0) / 1e9:.1f} GB/s "
         f"({d.get('bandwidth_source')}); device {d.get('torch_device')}, profile "
-        f"{d.get('profile')}; decoding: {result.workload.get('decoding')}"
+        f"{d.get('profile')}; decoding: {result.workload.get('decoding')}; runtime "
+        f"{d.get('runtime', 'torch')}, threads {d.get('runtime_threads', d.get('torch_threads'))}"
     )
 
 

@@ -119,10 +119,16 @@ def eval_cmd(
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16, float16, auto."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+    runtime: str = typer.Option(
+        "torch",
+        "--runtime",
+        help="torch, llama.cpp or onnxruntime (perplexity and choice tasks score through the "
+        "runtime's logits; a .gguf / .onnx MODEL runs as it is, another is exported first).",
+    ),
+    threads: int | None = typer.Option(None, "--threads", help="Threads of the runtime."),
 ) -> None:
     """Score MODEL on a task: perplexity, multiple choice, SQuAD or an lm-eval task."""
     from ..errors import UnknownNameError
-    from ..evals import EVALS
     from ..evals.base import parse_eval, resolve_data
     from ..registry import did_you_mean
 
@@ -133,10 +139,12 @@ def eval_cmd(
     if getattr(cfg, "data", None):
         resolve_data(cfg.data, "--data")
     check_data(key, cfg)
-    from ..models import load_model
+    from ..evals.base import run_with_runtime
+    from ..runtimes import check_runtime, load_for_runtime
 
-    m, tok = load_model(model, dtype=dtype)
-    result = EVALS.get(key).run(m, tok, cfg, progress=progress and not as_json)
+    check_runtime(runtime)
+    m, tok = load_for_runtime(runtime, model, dtype=dtype)
+    result = run_with_runtime(key, cfg, m, tok, runtime, threads, progress=progress and not as_json)
     flat = result.to_json()
     if as_json:
         out = {k: flat[k] for k in JSON_KEYS if k in flat and flat[k] is not None}
