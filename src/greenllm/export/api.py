@@ -33,7 +33,7 @@ def check_format(fmt: str, qtype: str | None, where: str = "export") -> str:
         return DEFAULT_TYPE[fmt]
     if qtype not in EXPORT_FORMATS[fmt]:
         raise ConfigError(
-            f"{where}.type: {qtype!r} is not a {fmt} export type (allowed: "
+            f"{where}.type: {qtype!r} is not among the {fmt} export types (allowed: "
             f"{', '.join(EXPORT_FORMATS[fmt])})"
         )
     return qtype

@@ -143,6 +143,11 @@ def tokenizer_fields(tokenizer: Any, vocab_size: int) -> dict[str, Any]:
         else:
             types.append(1)  # NORMAL
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    if not merges:
+        raise UnsupportedError(
+            "export: the tokenizer has no BPE merges; llama.cpp's BPE vocabulary needs them "
+            "(a GGUF file cannot hold an empty merge list)"
+        )
     ids = tokenizer("a", add_special_tokens=True)["input_ids"]
     fields: dict[str, Any] = {
         "model": "gpt2",

@@ -31,7 +31,7 @@ class ExportConfig(Config):
         allowed = (*EXPORT_FORMATS[self.format], "auto")
         if self.type not in allowed:
             raise ConfigError(
-                f"type: {self.type!r} is not a {self.format} export type (allowed: "
+                f"type: {self.type!r} is not among the {self.format} export types (allowed: "
                 f"{', '.join(allowed)})"
             )
         if self.out is not None and not str(self.out).strip():
