@@ -20,7 +20,7 @@ from greenllm.errors import UnsupportedError
 from greenllm.export import export_model
 from greenllm.export.gguf import permute_rows
 from greenllm.export.gguf_read import inspect_gguf, read_header
-from greenllm.testing import tiny_causal_lm, tiny_tokenizer
+from greenllm.testing import tiny_bpe_tokenizer, tiny_causal_lm, tiny_tokenizer
 
 HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 needs_llama = pytest.mark.skipif(
@@ -32,31 +32,8 @@ TOLERANCE = {"f32": 1e-3, "f16": 5e-3, "q8_0": 3e-2, "q4_0": 0.2}
 PROMPTS = ["The quick brown fox jumps over the lazy dog.", "Energy per token, 1234 J?"]
 
 
-TEXT = [
-    "The quick brown fox jumps over the lazy dog. Energy per token is measured in joules.",
-    "Compression trades accuracy for memory, latency and energy; 1234 tokens per second.",
-]
-
-
 def bpe_tokenizer():
-    """A small byte-level BPE tokenizer with merges (llama.cpp's BPE vocabulary needs
-    merges; greenllm.testing's tokenizer has none), trained here, deterministic."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320,
-        special_tokens=["<s>", "</s>", "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tk.train_from_iterator(TEXT * 10, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
+    return tiny_bpe_tokenizer()
 
 
 def tiny_llama(seed, **kw):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +185,9 @@ def export_onnx(
     for p in (fp32, Path(str(fp32) + ".data")):
         p.unlink(missing_ok=True)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # one Dim object names every past length: torch reports that it merged the names
+            warnings.filterwarnings("ignore", message=".*axis name: past will not be used")
             program = torch.onnx.export(
                 dec,
                 (ids, past),
