@@ -11,7 +11,7 @@ gives one (``StepContext.extras["artifacts_dir"]``), else a new temporary folder
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,9 +21,19 @@ from .base import StepContext, StepSpec
 
 @dataclass(frozen=True)
 class ExportConfig(Config):
-    format: Literal["gguf", "onnx"] = "gguf"
-    type: str = "auto"
-    out: str | None = None
+    format: Literal["gguf", "onnx"] = field(
+        default="gguf", metadata={"doc": "gguf (llama.cpp) or onnx (ONNX Runtime)."}
+    )
+    type: str = field(
+        default="auto",
+        metadata={
+            "doc": "gguf: f32, f16, q8_0, q4_0; onnx: fp32, int8; auto keeps what the model "
+            "stores (int8_weight -> q8_0 / int8, else f16 / fp32)."
+        },
+    )
+    out: str | None = field(
+        default=None, metadata={"doc": "File to write (default: a new temporary folder)."}
+    )
 
     def validate(self) -> None:
         from ..export.api import EXPORT_FORMATS
