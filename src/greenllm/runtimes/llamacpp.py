@@ -111,6 +111,8 @@ class LlamaCppRuntime(Runtime):
         self._ctx = self.llm.ctx
         self._batch = self.llm._batch.batch
         self._past: list[int] = []  # tokens whose keys/values the cache holds (scoring)
+        # per request: greenllm's clock and llama.cpp's perf counters (cleared by the caller)
+        self.timings: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ low level
     def _clear(self, keep: int = 0) -> None:
@@ -179,6 +181,10 @@ class LlamaCppRuntime(Runtime):
         t2 = time.perf_counter()
         out = result_dict(prompt, generated, t0, t1, t2, max(peak, _rss()))
         out["llama_perf"] = self._perf()
+        self.timings.append(
+            {k: out[k] for k in ("prefill_s", "decode_s", "prompt_tokens", "decode_tokens")}
+            | out["llama_perf"]
+        )
         self._past = []  # the cache now holds a generation, not a scored prefix
         self._clear()
         return out

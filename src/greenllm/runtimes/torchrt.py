@@ -13,6 +13,18 @@ from typing import Any
 from .base import Runtime
 
 
+def _weight_bytes_per_token(model: Any, total: int) -> int:
+    """Stored weight bytes one decode step reads: all, except an untied input embedding."""
+    from ..models import model_size_bytes
+
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if emb is not None and getattr(emb, "weight", None) is not None:
+        if out is None or getattr(out, "weight", None) is not emb.weight:
+            total -= model_size_bytes(emb)
+    return int(total)
+
+
 class TorchRuntime(Runtime):
     name = "torch"
 
@@ -49,6 +61,7 @@ class TorchRuntime(Runtime):
             else "greedy, KV cache, EOS ignored"
         )
         self.size_bytes = model_size_bytes(model)
+        self.weight_bytes_per_token = _weight_bytes_per_token(model, self.size_bytes)
         self.n_params = param_count(model)
         cfg = getattr(model, "config", None)
         self.n_ctx = int(getattr(cfg, "max_position_embeddings", 0) or 2048)
