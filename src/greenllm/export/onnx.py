@@ -108,13 +108,15 @@ def _decoder_class():
             seq = input_ids.shape[1]
             n_past = past[0].shape[2]
             pos = torch.arange(seq, device=input_ids.device) + n_past
-            freqs = pos[:, None].float() * self.inv_freq[None, :]
+            inv_freq: Any = self.inv_freq
+            embed: Any = self.embed
+            freqs = pos[:, None].float() * inv_freq[None, :]
             emb = torch.cat((freqs, freqs), dim=-1)
             cos = (emb.cos() * self.attn_scale)[None, None]
             sin = (emb.sin() * self.attn_scale)[None, None]
             keys = torch.arange(n_past + seq, device=input_ids.device)
             allowed = keys[None, :] <= pos[:, None]  # [seq, past + seq]
-            x = F.embedding(input_ids, self.embed)
+            x = F.embedding(input_ids, embed)
             presents = []
             rep = self.n_head // self.n_kv
             for i in range(self.n_layers):
@@ -136,7 +138,8 @@ def _decoder_class():
                 x = x + self._lin(
                     F.silu(self._lin(h, "gate", i)) * self._lin(h, "up", i), "down", i
                 )
-            logits = F.linear(self._norm(x, self.norm), self.embed if self.tied else self.head)
+            head: Any = embed if self.tied else self.head
+            logits = F.linear(self._norm(x, self.norm), head)
             return (logits, *presents)
 
     return LlamaDecoder
