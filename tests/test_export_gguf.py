@@ -261,3 +261,50 @@ def test_llama_cpp_reads_the_smollm2_tokenizer_as_transformers_does(smollm2_dir,
             assert llama == tok(text, add_special_tokens=False)["input_ids"], text
     finally:
         rt.close()
+
+
+@pytest.mark.parametrize("group", [32, 64])
+def test_symmetric_int4_becomes_q4_0_with_its_own_codes(tmp_path, group):
+    """A symmetric 4-bit layer (GPTQ / RTN with sym, zero 8) in groups of 32 (or 64: two
+    blocks with one scale) is written as Q4_0 without re-rounding: value = fp16(scale) *
+    (code - 8); an asymmetric one is re-quantized, and the report says which."""
+    from greenllm.steps.int4_linear import Int4Linear
+
+    model, tok = tiny_llama(6), bpe_tokenizer()
+    gen = torch.Generator().manual_seed(0)
+    grids = {}
+    for name in ("up_proj", "down_proj"):
+        lin = getattr(model.model.layers[0].mlp, name)
+        out_f, in_f = lin.weight.shape
+        codes = torch.randint(0, 16, (out_f, in_f), generator=gen, dtype=torch.uint8)
+        scales = torch.rand(out_f, in_f // group, generator=gen) * 0.02 + 1e-3
+        zeros = (
+            torch.full_like(scales, 8.0)
+            if name == "up_proj"
+            else torch.randint(0, 16, scales.shape, generator=gen).float()
+        )
+        setattr(
+            model.model.layers[0].mlp,
+            name,
+            Int4Linear.from_quantized(codes, scales, zeros, group),
+        )
+        grids[name] = (codes.float(), scales, zeros)
+    k = model.model.layers[0].self_attn.k_proj
+    kc = torch.randint(0, 16, k.weight.shape, generator=gen, dtype=torch.uint8)
+    ks = torch.rand(k.weight.shape[0], k.weight.shape[1] // group, generator=gen) * 0.02 + 1e-3
+    model.model.layers[0].self_attn.k_proj = Int4Linear.from_quantized(
+        kc, ks, torch.full_like(ks, 8.0), group
+    )
+    rep = export_model(model, tok, "gguf", "q4_0", tmp_path / "i4.gguf")
+    assert any(
+        "2 symmetric 4-bit matrices written as Q4_0 with their own codes" in n for n in rep.notes
+    )
+    assert any("1 4-bit matrices re-quantized" in n for n in rep.notes)
+    codes, scales, _ = grids["up_proj"]
+    cols = torch.arange(codes.shape[1]) // group
+    want = (scales.half().float()[:, cols] * (codes - 8)).numpy()
+    np.testing.assert_array_equal(_dequantized(rep.path, "blk.0.ffn_up.weight"), want)
+    kw = (ks.half().float()[:, torch.arange(kc.shape[1]) // group] * (kc.float() - 8)).numpy()
+    np.testing.assert_array_equal(
+        _dequantized(rep.path, "blk.0.attn_k.weight"), permute_rows(kw, 2)
+    )

@@ -66,6 +66,9 @@ class LinearWeight:
     int8: tuple[Any, Any] | None = None
     bias: Any = None
     format: str = "float32"
+    # 4-bit grid of a GPTQ / RTN ``Int4Linear``: (codes uint8 [out, in], scales float32
+    # [out, groups], zeros [out, groups], group size); weight = scale * (code - zero)
+    int4: tuple[Any, Any, Any, int] | None = None
 
 
 def linear_weight(module: Any, where: str) -> LinearWeight:
@@ -82,7 +85,8 @@ def linear_weight(module: Any, where: str) -> LinearWeight:
         return LinearWeight(w, (q.numpy(), s.numpy()), bias_np, "int8_weight")
     if hasattr(module, "dequantized_weight"):
         w = module.dequantized_weight().detach().float().cpu().numpy()
-        return LinearWeight(w, None, bias_np, str(fmt or type(module).__name__))
+        int4 = _int4_grid(module, w)
+        return LinearWeight(w, None, bias_np, str(fmt or type(module).__name__), int4)
     weight = getattr(module, "weight", None)
     if isinstance(weight, torch.Tensor) and type(weight) in (torch.Tensor, torch.nn.Parameter):
         if weight.dtype.is_floating_point:
@@ -98,6 +102,28 @@ def linear_weight(module: Any, where: str) -> LinearWeight:
         f"float layers, int8_weight and layers with dequantized_weight(). Export before "
         f"this quantize step, or quantize with int8_weight"
     )
+
+
+def _int4_grid(module: Any, w: Any) -> tuple[Any, Any, Any, int] | None:
+    """The integer grid of a 4-bit layer that stores per-group ``scales`` / ``zeros`` over
+    contiguous ``group_size`` input columns (greenllm's ``Int4Linear``): codes recovered as
+    ``round(w / scale + zero)``, which is exact for weights on the grid."""
+    import numpy as np
+
+    group = getattr(module, "group_size", None)
+    scales, zeros = getattr(module, "scales", None), getattr(module, "zeros", None)
+    if not isinstance(group, int) or scales is None or zeros is None or group <= 0:
+        return None
+    s = scales.detach().float().cpu().numpy()
+    z = zeros.detach().float().cpu().numpy()
+    if s.shape != (w.shape[0], w.shape[1] // group):
+        return None
+    cols = np.arange(w.shape[1]) // group
+    safe = np.where(s == 0, 1.0, s)[:, cols]
+    codes = np.rint(w / safe + z[:, cols])
+    if codes.min() < 0 or codes.max() > 15:
+        return None
+    return codes.astype(np.uint8), s, z, group
 
 
 def gguf_module() -> Any:

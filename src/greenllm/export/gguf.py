@@ -193,6 +193,29 @@ def _q8_0_from_int8(values: Any, scale: Any) -> Any:
     return np.concatenate([d_bytes, q_bytes], axis=2).reshape(out, -1)
 
 
+def _q4_0_compatible(int4: Any) -> bool:
+    """A 4-bit grid Q4_0 holds exactly: symmetric (every zero 8) in groups of 32 or a
+    multiple of 32 (a group of 64 is two Q4_0 blocks with the same scale)."""
+    if int4 is None:
+        return False
+    _, _, zeros, group = int4
+    return group % BLOCK == 0 and bool((zeros == 8).all())
+
+
+def _q4_0_from_int4(codes: Any, scales: Any, zeros: Any, group: int) -> Any:
+    """Q4_0 blocks holding the codes as they are: value = fp16(scale) * (code - 8); each
+    block is its fp16 scale then 16 bytes, byte j = code[j] | code[j + 16] << 4."""
+    import numpy as np
+
+    out, cols = codes.shape
+    nb = cols // BLOCK
+    d = np.repeat(scales.astype(np.float16), group // BLOCK, axis=1)  # [out, nb]
+    q = codes.reshape(out, nb, 2, BLOCK // 2)
+    packed = (q[:, :, 0, :] | (q[:, :, 1, :] << 4)).astype(np.uint8)
+    d_bytes = d.reshape(out, nb, 1).view(np.uint8)
+    return np.concatenate([d_bytes, packed], axis=2).reshape(out, -1)
+
+
 class _Plan:
     """Chooses each tensor's GGUF type, quantizes it and keeps the histogram."""
 
@@ -204,6 +227,8 @@ class _Plan:
         self.notes: list[str] = []
         self.reused_int8 = 0
         self.requantized_int8 = 0
+        self.reused_int4 = 0
+        self.requantized_int4 = 0
 
     def add(self, writer: Any, name: str, w: LinearWeight | Any, *, high: bool = False) -> None:
         """``w``: a LinearWeight (matrices) or a float32 array (1-D); ``high``: a tensor kept
@@ -233,9 +258,14 @@ class _Plan:
         elif want == qt.Q8_0 and w.int8 is not None:
             data = _q8_0_from_int8(*w.int8)
             self.reused_int8 += 1
+        elif want == qt.Q4_0 and _q4_0_compatible(w.int4):
+            data = _q4_0_from_int4(*w.int4)  # type: ignore[misc]
+            self.reused_int4 += 1
         else:
             if w.int8 is not None:
                 self.requantized_int8 += 1
+            if w.int4 is not None:
+                self.requantized_int4 += 1
             data = gguf.quants.quantize(mat, want)
         self._put(writer, name, data, want, n)
         if w.bias is not None:
@@ -342,6 +372,12 @@ def export_gguf(
                         else (permute_rows(lw.int8[0], heads), permute_rows(lw.int8[1], heads)),
                         None if lw.bias is None else permute_rows(lw.bias, heads),
                         lw.format,
+                        None
+                        if lw.int4 is None
+                        else (
+                            *(permute_rows(a, heads) for a in lw.int4[:3]),
+                            lw.int4[3],
+                        ),
                     )
                 plan.add(writer, f"{pre}.{key}.weight", lw)
             plan.add(writer, f"{pre}.ffn_norm.weight", _norm(layer.post_attention_layernorm))
@@ -374,6 +410,16 @@ def export_gguf(
         plan.notes.append(
             f"{plan.reused_int8} int8_weight matrices written as Q8_0 with their own int8 values "
             f"(per-row scale repeated per block, rounded to fp16)"
+        )
+    if plan.reused_int4:
+        plan.notes.append(
+            f"{plan.reused_int4} symmetric 4-bit matrices written as Q4_0 with their own codes "
+            f"(group scales rounded to fp16)"
+        )
+    if plan.requantized_int4:
+        plan.notes.append(
+            f"{plan.requantized_int4} 4-bit matrices re-quantized to {qtype.upper()} (asymmetric "
+            f"grid, a group size not a multiple of 32, or another type)"
         )
     if plan.requantized_int8:
         plan.notes.append(
