@@ -5,7 +5,8 @@ and ONNX Runtime fp32 / int8, measured in one run with the same bench and the sa
                                   [--ppl-docs 2] [--ppl-len 512] [--choice-limit 260]
                                   [--variants torch-eager,llama.cpp-q8_0,...] [--json out.json]
 
-Per variant:
+``llama.cpp-int8_weight`` is the compress -> export flow: ``int8_weight`` in torch, then GGUF Q8_0
+keeping its int8 values (the other GGUF rows are exported from the fp32 model). Per variant:
   decode tok/s, TTFT  greenllm.bench (greedy, batch 1, EOS ignored, --tokens new tokens for each
                       of the first --prompts builtin prompts); median over --rounds rounds, the
                       variants interleaved in every round (load drifts hit them alike);
@@ -39,6 +40,7 @@ VARIANTS = (
     "llama.cpp-f16",
     "llama.cpp-q8_0",
     "llama.cpp-q4_0",
+    "llama.cpp-int8_weight",
     "onnxruntime-fp32",
     "onnxruntime-int8",
 )
@@ -60,6 +62,10 @@ def _open(name, model, tok, threads, tmp):
     if name == "torch-int8_weight":
         q, _ = compress(copy.deepcopy(model), ["quantize:method=int8_weight"])
         return open_runtime("torch", q, tok, threads=threads)[0], None
+    if name == "llama.cpp-int8_weight":  # compress, then export keeping the int8 values
+        q, _ = compress(copy.deepcopy(model), ["quantize:method=int8_weight"])
+        rep = export_model(q, tok, "gguf", "q8_0", Path(tmp) / f"{name}.gguf")
+        return open_runtime("llama.cpp", rep.path, threads=threads)[0], rep
     runtime, qtype = name.rsplit("-", 1)
     fmt = "gguf" if runtime == "llama.cpp" else "onnx"
     suffix = ".gguf" if fmt == "gguf" else "/model.onnx"
