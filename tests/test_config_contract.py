@@ -25,6 +25,7 @@ SHORT = {
     "distill": "Distill",
     "lora": "Lora",
     "train": "Train",
+    "export": "Export",
 }
 NESTED = [CalibrationConfig, StudentConfig, EarlyStopping]
 STEP_CLASSES = [STEPS.get(k).config_cls for k in STEPS.names()]
@@ -99,6 +100,12 @@ def test_a_wrongly_typed_field_fails_at_construction_naming_it(cls, name):
         (lambda: greenllm.Lora(r=0), "r: 0 must be >= 1"),
         (lambda: greenllm.Train(method="ful"), "did you mean 'full'?"),
         (lambda: greenllm.Train(lr=0), "lr: 0.0 must be > 0"),
+        (lambda: greenllm.Export(format="ggu"), "format: 'ggu' is not one of"),
+        (
+            lambda: greenllm.Export(type="q4_k_m"),
+            "type: 'q4_k_m' is not among the gguf export types",
+        ),
+        (lambda: greenllm.Export(format="onnx", type="q8_0"), "not among the onnx export types"),
         (
             lambda: greenllm.Train(early_stopping={"patience": 0}, eval_fraction=0.1),
             "early_stopping.patience: 0 must be >= 1",
@@ -153,6 +160,11 @@ def test_fields_are_coerced_and_copied():
             "distill:student.keep_every=2",
         ),
         (greenllm.Train(max_steps=3), {"train": {"max_steps": 3}}, "train:max_steps=3"),
+        (
+            greenllm.Export(format="gguf", type="q8_0"),
+            {"export": {"format": "gguf", "type": "q8_0"}},
+            "export:format=gguf,type=q8_0",
+        ),
     ],
 )
 def test_every_spelling_builds_the_same_object(typed, mapping, spec):

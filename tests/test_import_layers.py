@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("runner", ("runner",)),
     ("study", ("recipe", "training", "report")),
     ("work", ("steps", "evals", "bench", "metered")),
-    ("engine", ("models", "sizes", "decode", "measure")),
+    ("engine", ("models", "sizes", "decode", "measure", "runtimes", "export")),
     (
         "hardware",
         ("meters", "devices", "control", "carbon", "intensity", "schedule", "store", "conditions"),
@@ -60,7 +60,17 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 # Steps and evals never import meters, measure or control: the runner wraps them. The
 # measurement side never imports the model side at all (it works on readings and results).
-MODEL_SIDE = {"models", "sizes", "steps", "evals", "bench", "decode", "metered"}
+MODEL_SIDE = {
+    "models",
+    "sizes",
+    "steps",
+    "evals",
+    "bench",
+    "decode",
+    "metered",
+    "runtimes",
+    "export",
+}
 NEVER = {
     "steps": {"meters", "measure", "control"},
     "evals": {"meters", "measure", "control"},

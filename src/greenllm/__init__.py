@@ -31,6 +31,7 @@ _LAZY = {
     "Lora": "greenllm.steps.lora:LoraConfig",
     "Train": "greenllm.steps.train:TrainConfig",
     "EarlyStopping": "greenllm.steps.train:EarlyStopping",
+    "Export": "greenllm.steps.export:ExportConfig",
     # measurement
     "detect_meters": "greenllm.meters:detect_meters",
     "capped": "greenllm.control.base:capped",
@@ -87,6 +88,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .steps.base import compress
     from .steps.distill import DistillConfig as Distill
     from .steps.distill import StudentConfig as Student
+    from .steps.export import ExportConfig as Export
     from .steps.lora import LoraConfig as Lora
     from .steps.prune import CalibrationConfig as Calibration
     from .steps.prune import PruneConfig as Prune

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import parse_config, to_dict
-from .decode import CompiledDecoder, forward_kwargs, run_request
 from .decode import sync as _sync
 from .errors import ConfigError, DataError, MeterError
 from .grad_mode import no_autograd
@@ -65,6 +64,10 @@ class Workload:
     before its window), ``bracket``
     (one variant at a time, each window between two baseline windows), ``auto`` (resident
     when the models fit in memory with headroom, else reload).
+
+    ``runtime``: the engine that runs the requests (``torch``, ``llama.cpp``, ``onnxruntime``;
+    see ``greenllm.runtimes``); ``threads``: its thread count (None: the runtime's default;
+    the count used is recorded in the result's ``device``).
     """
 
     prompts: str | list[str] = "builtin:prompts"
@@ -80,8 +83,17 @@ class Workload:
     max_time_s: float | None = 600.0
     min_window_s: float = 1.0
     scheme: Literal["auto", "resident", "reload", "bracket"] = "auto"
+    runtime: str = "torch"
+    threads: int | None = None
 
     def validate(self) -> None:
+        from .runtimes.base import check_runtime
+
+        check_runtime(self.runtime)
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(
+                f"threads: must be >= 1 (or null for the default), got {self.threads}"
+            )
         if isinstance(self.prompts, str):
             if not self.prompts.strip():
                 raise ConfigError(
@@ -319,31 +331,49 @@ class BenchSession:
         self.wl = wl
         prompts = load_prompts(wl.prompts, wl.limit)
         self.n_prompts = len(prompts)
-        try:
-            model_device = next(model.parameters()).device
-        except StopIteration:
-            model_device = torch.device("cpu")
-        dev = torch.device(device) if device is not None else model_device
-        if dev != model_device:
-            model = model.to(dev)
+        # --- runtime (issue 14): torch runs the model in memory; llama.cpp / onnxruntime run
+        # an exported file (``model`` may be that file's path or an open runtime) -------------
+        from .runtimes import is_runtime, open_runtime
+
+        other = wl.runtime != "torch" or is_runtime(model) or isinstance(model, (str, Path))
+        if other:
+            dev = torch.device("cpu")
+            rt, owned = open_runtime(wl.runtime, model, tokenizer, threads=wl.threads)
+            model = rt
+            self.n_params, self.size_bytes = rt.n_params, rt.size_bytes
+            self.wbytes = rt.weight_bytes_per_token
+        else:
+            try:
+                model_device = next(model.parameters()).device
+            except StopIteration:
+                model_device = torch.device("cpu")
+            dev = torch.device(device) if device is not None else model_device
+            if dev != model_device:
+                model = model.to(dev)
+            self.n_params = param_count(model)
+            self.size_bytes = model_size_bytes(model)
+            self.wbytes = weight_bytes_per_token(model)
         self.model, self.dev, self.hz = model, dev, hz
         self.meters = meter_objs
-        self.n_params = param_count(model)
         self.b_params = self.n_params / 1e9
-        self.size_bytes = model_size_bytes(model)
-        self.wbytes = weight_bytes_per_token(model)
         self.bandwidth, self.bw_source, self.profile_name = _resolve_bandwidth(
             profile, dev, bandwidth_bytes_per_s
         )
         self.batches = _tokenize_batches(tokenizer, prompts, wl.batch_size, dev)
-        accepts = forward_kwargs(model)
-        if wl.compile:
-            decoder = CompiledDecoder(
-                model, max(b["input_ids"].shape[1] for b in self.batches) + wl.max_new_tokens
+        if not other:
+            rt, owned = open_runtime(
+                "torch",
+                model,
+                tokenizer,
+                threads=wl.threads,
+                device=dev,
+                compile=wl.compile,
+                max_cache_len=max(b["input_ids"].shape[1] for b in self.batches)
+                + wl.max_new_tokens,
             )
-            self._one = lambda batch: decoder.run(batch, wl.max_new_tokens, dev)
-        else:
-            self._one = lambda batch: run_request(model, batch, wl.max_new_tokens, dev, accepts)
+        self.rt, self._owned = rt, owned
+        self._one = lambda batch: self.rt.run_request(batch, wl.max_new_tokens)
+        # --- end runtime ------------------------------------------------------------------
         self.cuda = dev.type == "cuda"
         self.probe = probe if probe is not None else default_probe()
         self.idle_power_w = idle_power_w
@@ -422,8 +452,13 @@ class BenchSession:
         return row
 
     def release(self) -> None:
-        """Drop the model and its batches (the session keeps what result() needs)."""
+        """Drop the model and its batches (the session keeps what result() needs); a runtime
+        this session opened is closed."""
+        if self._owned and self.rt is not None:
+            self.rt.close()
+        self._decoding, self._rt_info = self.rt.decoding, self.rt.info()
         self.model = None
+        self.rt = None
         self.batches = []
         self._one = None
 
@@ -466,11 +501,7 @@ class BenchSession:
                 **to_dict(wl),
                 "n_prompts": self.n_prompts,
                 "n_batches": len(self.batches),
-                "decoding": (
-                    "greedy, static KV cache, torch.compile'd decode step, EOS ignored"
-                    if wl.compile
-                    else "greedy, KV cache, EOS ignored"
-                ),
+                "decoding": self.rt.decoding if self.rt is not None else self._decoding,
                 "warmup_s": self.warmup_s,
                 "window_floor_s": self.floor_s,
                 **extra,
@@ -483,6 +514,10 @@ class BenchSession:
                 "torch_threads": torch.get_num_threads(),
                 "boundary": boundary_of(self.meters),
                 "idle_power_w": self.idle_power_w,
+                **{
+                    f"runtime_{k}" if k != "runtime" else k: v
+                    for k, v in (self.rt.info() if self.rt is not None else self._rt_info).items()
+                },
             },
             energy=report,
             per_repeat=tuple(_slim(r) for r in rows),
@@ -576,6 +611,7 @@ def bench(
     wl = parse_workload(workload if workload is not None else {})
     meter_objs, created = resolve_meters(meters)  # once, reused by every window
     warnings: list[str] = []
+    sess: BenchSession | None = None
     try:
         idle_w = measure_idle_power(meter_objs, idle_s, hz)
         sess = BenchSession(
@@ -608,19 +644,20 @@ def bench(
             rows.append(row)
             if _enough(rows, wl, time.monotonic() - t0):
                 break
+        result = sess.result(rows, warnings, stopped=_stop_reason(rows, wl, time.monotonic() - t0))
     finally:
         for m in created:
             m.close()
-    return sess.result(rows, warnings, stopped=_stop_reason(rows, wl, time.monotonic() - t0))
+        if sess is not None:
+            sess.release()
+    return result
 
 
 def _enough(rows: list[dict[str, Any]], wl: Workload, elapsed_s: float) -> bool:
     n = len(rows)
     if wl.repeats != "auto":
         return n >= int(wl.repeats)
-    if n >= wl.max_rounds or (
-        wl.max_time_s is not None and elapsed_s >= wl.max_time_s and n >= 2
-    ):
+    if n >= wl.max_rounds or (wl.max_time_s is not None and elapsed_s >= wl.max_time_s and n >= 2):
         return True
     if n < wl.min_rounds:
         return False

@@ -39,6 +39,10 @@ def count_tokens(model) -> Iterator[list[int]]:
     counter = [0]
     emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     target = emb if emb is not None else model
+    if not hasattr(target, "register_forward_pre_hook"):  # a runtime (llama.cpp, ONNX): no hook
+        counter[0] = -1
+        yield counter
+        return
 
     def hook(module, args):
         ids = args[0] if args else None
@@ -64,7 +68,7 @@ def _accuracy_pct(metrics: dict[str, Any]) -> float | None:
 def eval_cost(
     result: EvalResult,
     report: EnergyReport,
-    tokens: int,
+    tokens: int | None,
     b_params: float | None,
     idle_power_w: float | None = None,
 ) -> dict[str, Any]:
@@ -82,7 +86,7 @@ def eval_cost(
         "net_energy_j": net,
         "duration_s": t,
         "items": n,
-        "tokens_processed": int(tokens),
+        "tokens_processed": None if tokens is None else int(tokens),
         "energy_per_item_j": e_item,
         "energy_per_item_wh": wh_item,
         "net_energy_per_item_j": None if net is None else net / n,
@@ -91,8 +95,8 @@ def eval_cost(
         "run_edp_js": e * t,
         "edp_js_per_b_params": per_b(e_item * t_item),
         "run_edp_js_per_b_params": per_b(e * t),
-        "tokens_per_s": tokens / t if t > 0 else None,
-        "tokens_per_wh": tokens / (e / J_PER_WH) if e > 0 else None,
+        "tokens_per_s": tokens / t if tokens is not None and t > 0 else None,
+        "tokens_per_wh": tokens / (e / J_PER_WH) if tokens is not None and e > 0 else None,
         "mean_power_w": e / t if t > 0 else None,
         "wh_per_b_params": per_b(wh_item),
         "run_wh_per_b_params": per_b(e / J_PER_WH),
@@ -128,16 +132,26 @@ def run_eval_metered(
     idle_power_w: float | None = None,
     progress: bool = False,
 ) -> EvalResult:
-    """Run one evaluator inside a metered window; see the module docstring."""
+    """Run one evaluator inside a metered window; see the module docstring. ``spec`` is an
+    evaluator spec (``EVALS.get(key)``) or a callable ``score(progress=...) -> EvalResult``
+    (e.g. scoring through another runtime, ``evals.base.run_with_runtime``)."""
     from .measure import measure
     from .models import param_count
 
-    b_params = param_count(model) / 1e9
+    try:
+        b_params: float | None = param_count(model) / 1e9
+    except Exception:  # noqa: BLE001 - a runtime object: its own count, if it has one
+        n = getattr(model, "n_params", None)
+        b_params = n / 1e9 if n else None
     with count_tokens(model) as counter:
         with measure(meters, hz=hz) as handle:
-            result = spec.run(model, tokenizer, cfg, progress=progress)
+            if hasattr(spec, "run"):
+                result = spec.run(model, tokenizer, cfg, progress=progress)
+            else:
+                result = spec(progress=progress)
     report = handle.report
-    cost = eval_cost(result, report, counter[0], b_params, idle_power_w)
+    tokens = None if counter[0] < 0 else counter[0]
+    cost = eval_cost(result, report, tokens, b_params, idle_power_w)
     return dataclasses.replace(result, energy=report, cost=cost)
 
 

@@ -549,6 +549,11 @@ FIELD_DOCS = {
     "workload.limit": "Use only the first N prompts (null = all).",
     "workload.compile": "Decode with a static KV cache and a torch.compile'd decode step "
     "(compiled during the warm-up; needs a C++ compiler on CPU).",
+    "workload.runtime": "The engine that runs the requests: torch, llama.cpp (a GGUF file) or "
+    "onnxruntime (an ONNX decoder); a variant's last export step names the file, else the "
+    "model is exported first (GGUF Q8_0 / ONNX int8 for int8_weight, F16 / fp32 otherwise).",
+    "workload.threads": "Threads of the runtime (null = its default: torch one per core, "
+    "llama.cpp half the cores); the count used is recorded with the result.",
     "measure.hz": "Meter sampling rate in samples per second.",
     "measure.idle_s": "Seconds of idle power measured once before the rounds (null = 10 s with "
     "a real meter, 0 with the estimate); every energy figure is then also given net of idle.",

@@ -772,12 +772,26 @@ class _Runner:
             if self.store.get_eval(ekey) is not None:
                 self.summary.skipped["evals"] += 1
                 continue
-            self.log(f"{unit.name}: eval {key} (metered)")
+            rcfg = _resolve_cfg(cfg, self.base)
+            rt_name = self.recipe.workload.runtime
+            self.log(f"{unit.name}: eval {key} (metered, runtime {rt_name})")
+            if rt_name == "torch":
+                spec: Any = EVALS.get(key)
+            else:  # scored through the deployment runtime's logits (greenllm.runtimes)
+                from .evals.base import run_with_runtime
+
+                wl = self.recipe.workload
+
+                def spec(progress: bool = False, key=key, rcfg=rcfg, wl=wl):
+                    return run_with_runtime(
+                        key, rcfg, model, tok, wl.runtime, wl.threads, progress=progress
+                    )
+
             result = run_eval_metered(
-                EVALS.get(key),
+                spec,
                 model,
                 tok,
-                _resolve_cfg(cfg, self.base),
+                rcfg,
                 self.meter_objs,
                 self.recipe.measure.hz,
                 idle_power_w=self.idle_w,

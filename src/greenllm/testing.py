@@ -27,6 +27,34 @@ def tiny_tokenizer():
     )
 
 
+BPE_TEXT = (
+    "The quick brown fox jumps over the lazy dog. Energy per token is measured in joules.",
+    "Compression trades accuracy for memory, latency and energy; 1234 tokens per second.",
+)
+
+
+def tiny_bpe_tokenizer(vocab_size: int = 320):
+    """A byte-level BPE tokenizer *with* merges, trained here on two sentences (deterministic):
+    exporting to GGUF needs merges (llama.cpp's BPE vocabulary), which ``tiny_tokenizer`` has
+    none of. Pair it with ``tiny_causal_lm(vocab_size=320)``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tk.train_from_iterator(list(BPE_TEXT) * 10, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+
+
 def tiny_causal_lm(
     seed: int = 0,
     *,

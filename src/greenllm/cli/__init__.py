@@ -41,6 +41,7 @@ _COMMAND_MODULES = (
     "run",
     "train",
     "recipes",
+    "export",
 )
 
 

@@ -92,6 +92,16 @@ def bench_cmd(
         help="Decode with a static KV cache and "
         "a torch.compile'd decode step (compiles in the warm-up).",
     ),
+    runtime: str = typer.Option(
+        "torch",
+        "--runtime",
+        help="torch, llama.cpp or onnxruntime. A .gguf / .onnx MODEL runs as it is; "
+        "another model is exported first (GGUF Q8_0 / ONNX int8 for int8_weight, else F16 / "
+        "fp32).",
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="Threads of the runtime (default: the runtime's own)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Benchmark inference: TTFT, tokens/s, J/token, tokens/Wh, EDP, memory, roofline."""
@@ -100,7 +110,6 @@ def bench_cmd(
     from ..devices import get_profile
     from ..errors import ConfigError
     from ..limits import check_number
-    from ..models import load_model
 
     for opt, val, key in (
         ("--max-new-tokens", max_new_tokens, "max_new_tokens"),
@@ -130,6 +139,8 @@ def bench_cmd(
             "warmup": warmup,
             "limit": limit,
             "compile": compile_,
+            "runtime": runtime,
+            "threads": threads,
         }
     )
     from ..bench import load_prompts
@@ -149,7 +160,9 @@ def bench_cmd(
     from ..control.select import select_clocks
 
     clock_cap, clock_value = select_clocks(clocks, profile=profile)
-    mdl, tok = load_model(model, dtype=dtype, device=device)
+    from ..runtimes import load_for_runtime
+
+    mdl, tok = load_for_runtime(wl.runtime, model, dtype=dtype, device=device)
     with contextlib.ExitStack() as ctx:
         if cap is not None:
             ctx.enter_context(capped(cap, value))
@@ -192,7 +205,8 @@ def _print_table(model: str, result) -> None:
     typer.echo(
         f"roofline bandwidth {d.get('memory_bandwidth_bytes_per_s', 0) / 1e9:.1f} GB/s "
         f"({d.get('bandwidth_source')}); device {d.get('torch_device')}, profile "
-        f"{d.get('profile')}; decoding: {result.workload.get('decoding')}"
+        f"{d.get('profile')}; decoding: {result.workload.get('decoding')}; runtime "
+        f"{d.get('runtime', 'torch')}, threads {d.get('runtime_threads', d.get('torch_threads'))}"
     )
 
 

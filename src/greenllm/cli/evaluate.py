@@ -122,10 +122,16 @@ def eval_cmd(
     meter: str = typer.Option(
         "auto", "--meter", help="Meter the evaluation: auto, meter names joined by commas, or none."
     ),
+    runtime: str = typer.Option(
+        "torch",
+        "--runtime",
+        help="torch, llama.cpp or onnxruntime (perplexity and choice tasks score through the "
+        "runtime's logits; a .gguf / .onnx MODEL runs as it is, another is exported first).",
+    ),
+    threads: int | None = typer.Option(None, "--threads", help="Threads of the runtime."),
 ) -> None:
     """Score MODEL on a task (perplexity, multiple choice, SQuAD, lm-eval), metered."""
     from ..errors import UnknownNameError
-    from ..evals import EVALS
     from ..evals.base import parse_eval, resolve_data
     from ..registry import did_you_mean
 
@@ -136,17 +142,23 @@ def eval_cmd(
     if getattr(cfg, "data", None):
         resolve_data(cfg.data, "--data")
     check_data(key, cfg)
-    from ..models import load_model
+    from ..evals.base import run_with_runtime
+    from ..runtimes import check_runtime, load_for_runtime
 
+    check_runtime(runtime)
     meters = _meters(meter)
-    m, tok = load_model(model, dtype=dtype)
+    m, tok = load_for_runtime(runtime, model, dtype=dtype)
     show = progress and not as_json
+
+    def score(progress: bool = show):
+        return run_with_runtime(key, cfg, m, tok, runtime, threads, progress=progress)
+
     if meters is None:
-        result = EVALS.get(key).run(m, tok, cfg, progress=show)
+        result = score()
     else:
         from ..metered import run_eval_metered
 
-        result = run_eval_metered(EVALS.get(key), m, tok, cfg, meters, progress=show)
+        result = run_eval_metered(score, m, tok, cfg, meters, progress=show)
     flat = result.to_json()
     if as_json:
         out = {k: flat[k] for k in JSON_KEYS if k in flat and flat[k] is not None}

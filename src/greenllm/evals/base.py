@@ -117,12 +117,61 @@ def parse_eval(task: str, settings: dict[str, Any] | None = None, path: str = "e
 
 
 def evaluate(
-    model: Any, tokenizer: Any, task: str, *, progress: bool = False, **settings: Any
+    model: Any,
+    tokenizer: Any,
+    task: str,
+    *,
+    progress: bool = False,
+    runtime: str = "torch",
+    threads: int | None = None,
+    **settings: Any,
 ) -> EvalResult:
     """Score ``model`` on ``task`` (an evaluator key or a choice task name); ``progress``
-    shows a bar on stderr and changes nothing else."""
+    shows a bar on stderr and changes nothing else. ``runtime`` / ``threads``: score through
+    llama.cpp or ONNX Runtime logits instead (``run_with_runtime``)."""
     key, cfg = parse_eval(task, settings)
-    return EVALS.get(key).run(model, tokenizer, cfg, progress=progress)
+    return run_with_runtime(key, cfg, model, tokenizer, runtime, threads, progress=progress)
+
+
+# --- runtime hook (issue 14) -------------------------------------------------------------------
+LOGLIK_EVALS = ("perplexity", "choice")  # the evaluators that score through logits only
+
+
+def run_with_runtime(
+    key: str,
+    cfg: Any,
+    model: Any,
+    tokenizer: Any,
+    runtime: str = "torch",
+    threads: int | None = None,
+    *,
+    progress: bool = False,
+) -> EvalResult:
+    """Run evaluator ``key``; with a runtime other than torch (or a runtime object as
+    ``model``), through that runtime's logits (``greenllm.runtimes``), recorded in
+    ``settings["runtime"]``."""
+    import dataclasses
+    import os
+
+    from ..runtimes import is_runtime, open_runtime
+
+    spec = EVALS.get(key)
+    if runtime == "torch" and not is_runtime(model) and not isinstance(model, (str, os.PathLike)):
+        return spec.run(model, tokenizer, cfg, progress=progress)
+    if key not in LOGLIK_EVALS:
+        from ..errors import UnsupportedError
+
+        raise UnsupportedError(
+            f"eval {key}: runs on runtime torch only; through llama.cpp / ONNX Runtime "
+            f"greenllm scores {', '.join(LOGLIK_EVALS)}"
+        )
+    rt, owned = open_runtime(runtime, model, tokenizer, threads=threads)
+    try:
+        result = spec.run(rt, tokenizer, cfg, progress=progress)
+    finally:
+        if owned:
+            rt.close()
+    return dataclasses.replace(result, settings={**result.settings, "runtime": rt.info()})
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

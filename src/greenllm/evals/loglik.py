@@ -281,6 +281,8 @@ def score(
     if batch_size < 1:
         raise GreenLLMError(f"batch_size must be at least 1, got {batch_size}")
     max_length = max_length or resolve_max_length(model)
+    if getattr(model, "greenllm_runtime", False):  # issue 14: llama.cpp / ONNX Runtime logits
+        return score_runtime(model, requests, max_length=max_length, progress=progress)
     window = sliding_window(model)
     plans = _plan(requests, max_length, window)
     order = _order(plans)
@@ -506,6 +508,25 @@ def _score_batch(model, batch, results, device, prefixes: dict) -> None:
     for i, js in per.items():  # a float32 sum over the request's tokens, as lm-eval adds them
         js_t = torch.as_tensor(js)
         results[i] = (float(ll[js_t].sum()), bool(hit[js_t].all()))
+
+
+def score_runtime(
+    runtime: Any,
+    requests: Sequence[Request],
+    *,
+    max_length: int,
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[float, bool]]:
+    """Scoring through a ``greenllm.runtimes`` runtime: each request's full token sequence is
+    run once (truncated as lm-eval does) and scored from the runtime's logits; the runtime may
+    reuse the keys/values of a prefix shared with the previous request."""
+    out = []
+    for req in requests:
+        full, c = _truncate(req, max_length)
+        out.append(runtime.score_tokens(full, c))
+        if progress:
+            progress(1)
+    return out
 
 
 def score_naive(

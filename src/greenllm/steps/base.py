@@ -48,6 +48,7 @@ STEPS: Registry[StepSpec] = Registry(
         "distill": "greenllm.steps.distill:SPEC",
         "lora": "greenllm.steps.lora:SPEC",
         "train": "greenllm.steps.train:SPEC",
+        "export": "greenllm.steps.export:SPEC",
     },
 )
 
