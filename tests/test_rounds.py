@@ -388,3 +388,17 @@ def test_no_delta_across_measurement_boundaries():
     assert "energy_per_token_pct" not in var["deltas"]
     assert "not compared" in var["deltas"]["basis"] and var["verdict"] == "inconclusive"
     assert var["payback_inferences"] is None
+
+
+def test_a_persistent_disturbance_is_flagged_not_waited_out_window_by_window(tmp_path):
+    path = _recipe(tmp_path, variants=ONE, repeats=2)
+    _set(path, "measure", on_disturbance="rerun", max_reruns=2)
+    kernel = FakeKernel(loaded={0, 1, 2, 3})  # all of round 1 (3 attempts + 1) is loaded
+    probe = ConditionsProbe(
+        _sysfs(tmp_path / "sys"), cpu_times=kernel.cpu_times, own_cpu_s=kernel.own_cpu
+    )
+    assert run(path, tmp_path / "out", progress=False, probe=probe).status == "finished"
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert sum(v["rerun_windows"] for v in doc["variants"]) == 2  # one window's reruns only
+    assert sum(v["flagged_windows"] for v in doc["variants"]) == 2  # both round-1 windows
+    assert kernel.window == 6  # 4 in round 1, 2 in round 2 (quiet again: no reruns)

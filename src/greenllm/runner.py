@@ -844,8 +844,14 @@ class _Runner:
         sess.warmup()
         return sess
 
+    def _new_round(self) -> None:
+        self._persistent = False  # disturbance outlasted a window's reruns in this round
+
     def _window(self, sess, label: str) -> dict[str, Any]:
-        """One window under the recipe's disturbance policy (rerun / discard / flag)."""
+        """One window under the recipe's disturbance policy (rerun / discard / flag). When a
+        disturbance outlasts one window's ``max_reruns``, the rest of the round keeps its
+        windows flagged instead of rerunning them (a persistent load is not waited out window
+        by window: the pairing within the round absorbs it, the flags report it)."""
         ms = self.recipe.measure
         reruns = 0
         while True:
@@ -856,10 +862,17 @@ class _Runner:
                     f"{label}: energy window invalid ({'; '.join(row['invalid'])}); rerun"
                 )
                 continue
-            if row["flags"] and ms.on_disturbance == "rerun" and reruns < ms.max_reruns:
-                reruns += 1
-                self.log(f"{label}: {'; '.join(row['flags'])}: rerun")
-                continue
+            if (
+                row["flags"]
+                and ms.on_disturbance == "rerun"
+                and not getattr(self, "_persistent", False)
+            ):
+                if reruns < ms.max_reruns:
+                    reruns += 1
+                    self.log(f"{label}: {'; '.join(row['flags'])}: rerun")
+                    continue
+                self._persistent = True
+                self.log(f"{label}: the disturbance persists: this round's windows are flagged")
             break
         row["reruns"] = reruns
         if row["invalid"]:
@@ -945,6 +958,7 @@ class _Runner:
             r += 1
             order = list(units)
             random.Random(f"{self.recipe.seed}:{r}").shuffle(order)
+            self._new_round()
             self.log(f"round {r}: " + ", ".join(u.name for u in order))
             for pos, u in enumerate(order):
                 if scheme == "reload":
@@ -991,6 +1005,8 @@ class _Runner:
             t0 = time.monotonic()
             prior_s = sum(float(x.get("duration_s") or 0.0) for x in b_rows + v_rows)
             while True:
+                if len(b_rows) == len(v_rows) + 1:
+                    self._new_round()  # a bracket pair is a round
                 n_pairs = min(len(v_rows), max(len(b_rows) - 1, 0))
                 rows = {
                     base_unit.variant_key: _bracket_means(b_rows, len(v_rows)),
