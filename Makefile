@@ -17,10 +17,15 @@ LATEST ?= .venv-latest
 
 .PHONY: quickstart test install lint lock test-latest install-jetson clean
 
+# llama-cpp-python has only an sdist: pip builds llama.cpp with cmake + g++ (about 12 minutes on
+# 2 cores, once per machine: pip keeps the wheel in its cache); these flags skip what greenllm
+# does not use (the multimodal library, tests, examples).
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q "pip==$(PIP_VERSION)"
-	$(PIP) install -q -r requirements.lock
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q -r requirements.lock
 	$(PIP) install -q --no-deps -e .
 	$(PIP) check
 	touch $(STAMP)
