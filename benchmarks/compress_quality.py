@@ -155,7 +155,7 @@ def main(argv=None) -> int:
         t_wall = t_cpu = 0.0
         peak = start = None
         if spec is not None:
-            if spec.startswith("prune:") or "method=gptq" in spec:
+            if spec.startswith("prune:") or "method=gptq" in spec or "method=awq" in spec:
                 spec += (
                     f",calibration.samples={args.samples},calibration.seq_len={args.cal_seq_len}"
                 )
