@@ -536,9 +536,30 @@ class _Runner:
                 self.summary.skipped["evals"] += 1
                 continue
             self.log(f"{unit.name}: eval {key}")
-            result = EVALS.get(key).run(model, tok, _resolve_cfg(cfg, self.base))
+            cfg = _resolve_cfg(cfg, self.base)
+            extra = {}
+            if key == "fidelity" and cfg.reference == "baseline":
+                # fidelity scores against the baseline's stored next-token distributions
+                extra["reference"] = self._fidelity_reference(unit, cfg, model, tok)
+            result = EVALS.get(key).run(model, tok, cfg, **extra)
             self.store.add_eval(ekey, unit.variant_key, result, self.run_id)
             self.summary.done["evals"] += 1
+
+    def _fidelity_reference(self, unit: _Unit, cfg, model, tok) -> Path:
+        """The baseline's fidelity reference for ``cfg`` (built once per output folder: from
+        ``model`` when this unit is the baseline, else from a freshly loaded baseline)."""
+        from .evals.fidelity import build_reference, reference_name
+
+        path = self.out / "references" / reference_name(cfg)
+        if not path.exists():
+            if unit.name == BASELINE:
+                build_reference(model, tok, cfg, path)
+            else:
+                self.log(f"{unit.name}: loading the baseline for the fidelity reference")
+                base, base_tok = self._load()
+                build_reference(base, base_tok, cfg, path)
+                del base
+        return path
 
     def _bench(self, unit: _Unit, model, tok) -> None:
         from .bench import bench
