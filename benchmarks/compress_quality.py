@@ -48,6 +48,21 @@ ROWS = {
     "gptq4g64": ("quantize:method=gptq,bits=4,group_size=64,sym=true", "4 bit g64 sym"),
     "rtn4g64a": ("quantize:method=rtn,bits=4,group_size=64,sym=false", "4 bit g64 asym"),
     "gptq4g64a": ("quantize:method=gptq,bits=4,group_size=64,sym=false", "4 bit g64 asym"),
+    "gptq4g64a-act": (
+        "quantize:method=gptq,bits=4,group_size=64,sym=false,desc_act=true,static_groups=true",
+        "4 bit g64 asym act-order",
+    ),
+    "gptq4g64-act": (
+        "quantize:method=gptq,bits=4,group_size=64,sym=true,desc_act=true,static_groups=true",
+        "4 bit g64 sym act-order",
+    ),
+    "rtn4pc": ("quantize:method=rtn,bits=4,group_size=-1,sym=false", "4 bit per channel asym"),
+    "gptq4pc": (
+        "quantize:method=gptq,bits=4,group_size=-1,sym=false,desc_act=true",
+        "4 bit per channel asym act-order",
+    ),
+    "awq4g64": ("quantize:method=awq,bits=4,group_size=64,sym=true", "4 bit g64 sym"),
+    "awq4g64a": ("quantize:method=awq,bits=4,group_size=64,sym=false", "4 bit g64 asym"),
     "sparsegpt50+gptq4": (
         "quantize:method=gptq,bits=4,group_size=64,sym=false,sparsity=0.5",
         "50 % + 4 bit g64",
@@ -155,7 +170,7 @@ def main(argv=None) -> int:
         t_wall = t_cpu = 0.0
         peak = start = None
         if spec is not None:
-            if spec.startswith("prune:") or "method=gptq" in spec:
+            if spec.startswith("prune:") or "method=gptq" in spec or "method=awq" in spec:
                 spec += (
                     f",calibration.samples={args.samples},calibration.seq_len={args.cal_seq_len}"
                 )

@@ -12,6 +12,8 @@ and down_proj-skipping variants of torch.ao dynamic int8 the issue asks about):
   perplexity       token perplexity on the first --windows x --seq-len tokens of WikiText-2
                    test (../shared/data/wikitext/wiki.test.raw), non-overlapping windows;
   size_bytes       greenllm.models.model_size_bytes (quantized storage as stored).
+gptq / awq rows calibrate on 8x512 tokens from the text's second half (their decode speed is
+the Int4Linear kernel's, as rtn's; compress_quality.py measures their quality).
 Ratios are against fp32 measured in the same run. The goal from issue 5: an int8 method with
 <= 2 % perplexity cost decoding at >= 1.4x fp32.
 """
@@ -48,6 +50,18 @@ VARIANTS = {
     "quanto_int4": ["quantize:method=quanto_int4"],
     "bnb_int8": ["quantize:method=bnb_int8"],
     "bnb_nf4": ["quantize:method=bnb_nf4"],
+    # packed 4-bit (Int4Linear, PyTorch's CPU int4 kernel) at group 64; gptq / awq / rtn share
+    # the layer, so their decode speed is the same: calibration here is small (speed only)
+    "rtn4g64": ["quantize:method=rtn,bits=4,group_size=64,sym=true"],
+    "rtn4g64a": ["quantize:method=rtn,bits=4,group_size=64,sym=false"],
+    "gptq4g64a": [
+        "quantize:method=gptq,bits=4,group_size=64,sym=false,"
+        "calibration.samples=8,calibration.seq_len=512"
+    ],
+    "awq4g64a": [
+        "quantize:method=awq,bits=4,group_size=64,sym=false,"
+        "calibration.samples=8,calibration.seq_len=512"
+    ],
 }
 
 
@@ -100,6 +114,8 @@ def main(argv=None) -> int:
         print("WikiText slice too short for the requested windows", file=sys.stderr)
         return 2
     prompt = torch.tensor([tok(PROMPT)["input_ids"]])
+    full = WIKITEXT.read_text(encoding="utf-8")
+    calibration = [full[len(full) // 2 :]]  # gptq / awq: never the evaluated tokens
 
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
     if "fp32" not in names:
@@ -112,7 +128,7 @@ def main(argv=None) -> int:
         m = base if name == "fp32" else copy.deepcopy(base)
         t0 = time.perf_counter()
         try:
-            m, _ = compress(m, VARIANTS[name])
+            m, _ = compress(m, VARIANTS[name], tokenizer=tok, calibration=calibration)
         except GreenLLMError as exc:
             skipped[name] = str(exc)
             continue

@@ -38,6 +38,7 @@ FILE_EXTENSIONS = (
     ".yml",
 )
 CALIBRATED_PRUNE_METHODS = ("wanda", "sparsegpt", "layers")
+CALIBRATED_QUANT_METHODS = ("gptq", "awq")
 DATA_STEPS = ("distill", "train", "lora")  # use `data`, else the recipe's calibration
 
 
@@ -72,6 +73,8 @@ def needs_calibration(key: str, cfg: Any) -> str | None:
     """Why step ``key`` with config ``cfg`` needs the recipe's calibration text, or None."""
     if key == "prune" and getattr(cfg, "method", None) in CALIBRATED_PRUNE_METHODS:
         return f"prune method {cfg.method!r} weighs weights by calibration activations"
+    if key == "quantize" and getattr(cfg, "method", None) in CALIBRATED_QUANT_METHODS:
+        return f"quantize method {cfg.method!r} calibrates on activations"
     if key in DATA_STEPS and getattr(cfg, "data", None) is None:
         return f"{key} without its own 'data' trains on the calibration text"
     return None

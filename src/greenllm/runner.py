@@ -773,10 +773,17 @@ class _Runner:
                 self.summary.skipped["evals"] += 1
                 continue
             rcfg = _resolve_cfg(cfg, self.base)
+            extra: dict[str, Any] = {}
+            if key == "fidelity" and getattr(rcfg, "reference", None) == "baseline":
+                # fidelity scores against the baseline's stored next-token distributions
+                extra["reference"] = self._fidelity_reference(unit, rcfg, model, tok)
             rt_name = self.recipe.workload.runtime
             self.log(f"{unit.name}: eval {key} (metered, runtime {rt_name})")
-            if rt_name == "torch":
-                spec: Any = EVALS.get(key)
+            if rt_name == "torch" or extra:
+                ev = EVALS.get(key)
+
+                def spec(progress: bool = False, ev=ev, rcfg=rcfg, extra=extra):
+                    return ev.run(model, tok, rcfg, progress=progress, **extra)
             else:  # scored through the deployment runtime's logits (greenllm.runtimes)
                 from .evals.base import run_with_runtime
 
@@ -798,6 +805,22 @@ class _Runner:
             )
             self.store.add_eval(ekey, unit.variant_key, result, self.run_id)
             self.summary.done["evals"] += 1
+
+    def _fidelity_reference(self, unit: _Unit, cfg, model, tok) -> Path:
+        """The baseline's fidelity reference for ``cfg`` (built once per output folder: from
+        ``model`` when this unit is the baseline, else from a freshly loaded baseline)."""
+        from .evals.fidelity import build_reference, reference_name
+
+        path = self.out / "references" / reference_name(cfg)
+        if not path.exists():
+            if unit.name == BASELINE:
+                build_reference(model, tok, cfg, path)
+            else:
+                self.log(f"{unit.name}: loading the baseline for the fidelity reference")
+                base, base_tok = self._load()
+                build_reference(base, base_tok, cfg, path)
+                del base
+        return path
 
     # ------------------------------------------------------------ artifacts (reload scheme)
     def _artifact_path(self, unit: _Unit) -> Path:

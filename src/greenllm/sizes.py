@@ -17,7 +17,7 @@ import math
 from typing import Any
 
 INT8_WEIGHT_BUFFER = "weight_int8"  # greenllm.steps.quant_native.Int8WeightLinear
-INT4_WEIGHT_BUFFER = "qweight"  # greenllm.steps.int4_linear.Int4Linear (packed 4-bit)
+INT4_WEIGHT_BUFFER = "weight_packed"  # greenllm.steps.int4_linear.Int4Linear (packed 4-bit)
 
 
 def _represented_numel(t: Any) -> int:
@@ -71,7 +71,7 @@ def represented_param_count(model: Any) -> int:
         if buf is not None:
             add(buf)
         q4 = mod._buffers.get(INT4_WEIGHT_BUFFER) if hasattr(mod, "_buffers") else None
-        if q4 is not None and hasattr(mod, "in_features"):  # two codes a byte
+        if q4 is not None and hasattr(mod, "in_features"):  # eight codes an int32
             add(q4, int(mod.in_features) * int(mod.out_features))
             if mod._buffers.get("bias") is not None:
                 add(mod._buffers["bias"])

@@ -88,8 +88,10 @@ def test_a_gptq_model_saves_packed_and_reloads_with_the_same_logits(tmp_path):
 
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         keys = set(f.keys())
-        q = f.get_tensor("model.layers.0.mlp.down_proj.qweight")
-    assert q.dtype == torch.uint8 and q.shape == (128, 128)  # 256 inputs, two a byte
+        q = f.get_tensor("model.layers.0.mlp.down_proj.weight_packed")
+        zp = f.get_tensor("model.layers.0.mlp.down_proj.weight_zero_point")
+    assert q.dtype == torch.int32 and q.shape == (128, 32)  # 256 inputs, eight an int32
+    assert zp.dtype == torch.int32 and zp.shape == (16, 8)  # 128 rows / 8, 256 / 32 groups
     assert "model.layers.0.mlp.down_proj.weight" not in keys
     again, _ = greenllm.load_model(str(out))
     with torch.no_grad():

@@ -68,6 +68,38 @@ def test_gptq_on_one_layer_equals_the_papers_algorithm(bits, group_size, sym):
     assert int(got.codes.max()) <= 2**bits - 1
 
 
+def _reference_act_order(W, H, bits, group_size, sym, damp=0.01):
+    """Act-order with static groups, plainly: group parameters from the original weights'
+    contiguous groups, columns visited in order of decreasing diag(H), each rounded on its
+    own (original) group's grid, the error spread over the columns not yet visited."""
+    cols = W.shape[1]
+    params = [grid_params(W[:, g : g + group_size], bits, sym) for g in range(0, cols, group_size)]
+    perm = torch.argsort(torch.diag(H), descending=True)
+    Wp, Hp = W[:, perm].clone(), H[perm][:, perm].clone()
+    Hp += damp * torch.mean(torch.diag(Hp)) * torch.eye(cols, dtype=H.dtype)
+    Hinv = torch.linalg.cholesky(torch.linalg.inv(Hp), upper=True)
+    Qp = torch.zeros_like(Wp)
+    for j in range(cols):
+        s, z = params[int(perm[j]) // group_size]
+        c = torch.clamp(torch.round(Wp[:, j] / s) + z, 0, 2**bits - 1)
+        Qp[:, j] = s * (c - z)
+        err = (Wp[:, j] - Qp[:, j]) / Hinv[j, j]
+        Wp[:, j:] -= torch.outer(err, Hinv[j, j:])
+    return Qp[:, torch.argsort(perm)]
+
+
+@pytest.mark.parametrize("sym", [True, False])
+def test_act_order_with_static_groups_equals_the_plain_algorithm(sym):
+    W, H, _ = _layer(9)
+    W, H = W.double(), H.double()
+    got = gptq_quantize(
+        W, H, bits=4, group_size=32, sym=sym, act_order=True, static_groups=True, blocksize=64
+    )
+    torch.testing.assert_close(
+        got.weight, _reference_act_order(W, H, 4, 32, sym), atol=1e-9, rtol=0
+    )
+
+
 def test_lazy_blocks_do_not_change_the_result():
     W, H, _ = _layer(2)
     a = gptq_quantize(W, H, group_size=32, blocksize=32)

@@ -44,6 +44,7 @@ EVALS: Registry[EvalSpec] = Registry(
         "choice": "greenllm.evals.choice:SPEC",
         "squad": "greenllm.evals.squad:SPEC",
         "lm_eval": "greenllm.evals.lm_eval:SPEC",
+        "fidelity": "greenllm.evals.fidelity:SPEC",
     },
 )
 

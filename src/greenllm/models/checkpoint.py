@@ -36,6 +36,15 @@ RESTORERS: Registry[Callable[..., None]] = Registry(
     },
 )
 
+# entries a step adds to config.json (``quantization_config`` of packed 4-bit layers, so the
+# checkpoint is a compressed-tensors one that transformers and vLLM load): model -> dict|None
+CONFIG_ENTRIES: Registry[Callable[[Any], dict[str, Any] | None]] = Registry(
+    "config.json entry",
+    {
+        "quantization_config": "greenllm.steps.quant_gptq:compressed_tensors_config",
+    },
+)
+
 GREENLLM_JSON = "greenllm.json"
 CHECKPOINT_FORMAT = "greenllm-checkpoint/1"
 
@@ -121,6 +130,7 @@ def save(model, out_dir, tokenizer=None, *, overwrite: bool = False) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         model.save_pretrained(staging)
+        _add_config_entries(model, staging / "config.json")
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         meta = model_meta(model)
@@ -154,6 +164,18 @@ def save(model, out_dir, tokenizer=None, *, overwrite: bool = False) -> Path:
         first = first_line(exc)
         raise ModelError(f"cannot save to {str(out)!r}: {first}; nothing was written") from None
     return out
+
+
+def _add_config_entries(model, config_json: Path) -> None:
+    entries = {}
+    for key in CONFIG_ENTRIES.names():
+        value = CONFIG_ENTRIES.get(key)(model)
+        if value is not None:
+            entries[key] = value
+    if entries and config_json.exists():
+        cfg = json.loads(config_json.read_text())
+        cfg.update(entries)
+        config_json.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 @contextlib.contextmanager
@@ -223,4 +245,12 @@ def _restore_saved(model, path: Path) -> None:
         meta["provenance"] = record["provenance"]
 
 
-__all__ = ["CHECKPOINT_FORMAT", "GREENLLM_JSON", "RESTORERS", "SAVE_CHECKS", "save", "save_blocker"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CONFIG_ENTRIES",
+    "GREENLLM_JSON",
+    "RESTORERS",
+    "SAVE_CHECKS",
+    "save",
+    "save_blocker",
+]

@@ -21,6 +21,23 @@ from .meta import META_ATTR
 from .offline import offline_model_dir
 
 
+def _greenllm_config(path: Path, trust_remote_code: bool) -> dict[str, Any]:
+    """For a greenllm checkpoint with packed 4-bit layers: its config without the
+    compressed-tensors ``quantization_config`` (greenllm restores those layers packed itself,
+    where transformers would de-quantize them or need the compressed-tensors package)."""
+    if not (path / GREENLLM_JSON).exists():
+        return {}
+    raw = json.loads((path / "config.json").read_text())
+    if (raw.get("quantization_config") or {}).get("quant_method") != "compressed-tensors":
+        return {}
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    return {"config": config}
+
+
 def load_model(
     source: str, *, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False
 ) -> tuple[Any, Any]:
@@ -57,7 +74,10 @@ def load_model(
             check_safetensors(path)  # a truncated download: one clear error
             with _quiet_saved_load(path):
                 model = AutoModelForCausalLM.from_pretrained(
-                    str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code
+                    str(path),
+                    dtype=torch_dtype,
+                    trust_remote_code=trust_remote_code,
+                    **_greenllm_config(path, trust_remote_code),
                 )
             tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
             resolved = str(path)

@@ -215,12 +215,14 @@ def prune_magnitude(model, cfg: PruneConfig, ctx: StepContext) -> dict[str, Any]
 
 
 def _stat(x, kind: str):
+    if kind == "abs":  # AWQ: sum of |x_j| (mean magnitude of an input channel)
+        return x.abs().sum(0)
     return x.pow(2).sum(0) if kind == "sq" else x.t() @ x
 
 
 def _input_hooks(named, kind: str):
     """Forward pre-hooks accumulating per-Linear input statistics: 'sq' (sum of x_j^2) or
-    'hessian' (X^T X). Returns (state, handles)."""
+    'hessian' (X^T X) or 'abs' (sum of |x_j|). Returns (state, handles)."""
     state: dict[str, dict[str, Any]] = {}
     handles = []
     last: dict[str, Any] = {"x": None, "v": None}  # q/k/v (gate/up) share one input tensor

@@ -48,7 +48,7 @@ def _replacement(mod, result, group_size: int | None, bits: int):
 
     from .int4_linear import Int4Linear
 
-    if bits == 4 and mod.in_features % 2 == 0:
+    if bits == 4 and mod.in_features % 8 == 0:
         gs = group_size or mod.in_features
         return Int4Linear.from_quantized(
             result.codes, result.scales, result.zeros, gs, bias=mod.bias, dtype=mod.weight.dtype
@@ -152,26 +152,64 @@ def apply_gptq(model, modules, cfg, ctx) -> dict[str, Any]:
 
 
 def restore_gptq(model, names, cfg, tensors, stats=None) -> None:
-    """Rebuild the quantized linears of a saved ``gptq`` model from its checkpoint tensors
-    (packed 4-bit codes, scales, zeros; simulated widths are plain weights already)."""
+    """Rebuild the quantized linears of a saved ``gptq`` / ``awq`` / ``rtn`` model from its
+    checkpoint tensors (the compressed-tensors ``pack-quantized`` layout of ``Int4Linear``;
+    simulated widths are plain weights already)."""
     from .int4_linear import Int4Linear
     from .quantize import swap_modules
 
     new = {}
     for name in names:
-        if f"{name}.qweight" not in tensors:
+        if f"{name}.weight_packed" not in tensors:
             continue  # a simulated (non-4-bit) layer: its float weight loaded as usual
-        q, scales = tensors[f"{name}.qweight"], tensors[f"{name}.scales"]
-        in_f, out_f = q.shape[1] * 2, q.shape[0]
-        mod = Int4Linear(in_f, out_f, in_f // scales.shape[1], bias=f"{name}.bias" in tensors)
-        mod.qweight.copy_(q)
-        mod.scales.copy_(scales)
-        mod.zeros.copy_(tensors[f"{name}.zeros"])
-        if mod.bias is not None:
-            mod.bias.copy_(tensors[f"{name}.bias"])
-        mod.prepare()
-        new[name] = mod
+        keys = ("weight_packed", "weight_scale", "weight_shape", "weight_zero_point", "bias")
+        found = {f"{name}.{k}": tensors[f"{name}.{k}"] for k in keys if f"{name}.{k}" in tensors}
+        new[name] = Int4Linear.from_state(found, name)
     swap_modules(model, new)
+
+
+def compressed_tensors_config(model) -> dict[str, Any] | None:
+    """The ``quantization_config`` entry of config.json that makes a checkpoint of a model
+    with ``Int4Linear`` layers a compressed-tensors ``pack-quantized`` checkpoint (one config
+    group per grid, its targets the module names), or None when it has none."""
+    import torch
+
+    from .int4_linear import Int4Linear
+
+    groups: dict[tuple[int | None, bool], list[str]] = {}
+    others = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, Int4Linear):
+            per_channel = mod.group_size == mod.in_features
+            groups.setdefault((None if per_channel else mod.group_size, mod.sym), []).append(name)
+        elif isinstance(mod, torch.nn.Linear):
+            others.append(name)
+    if not groups:
+        return None
+    config_groups = {}
+    for i, ((gs, sym), names) in enumerate(sorted(groups.items(), key=lambda kv: kv[1][0])):
+        config_groups[f"group_{i}"] = {
+            "targets": names,
+            "weights": {
+                "num_bits": 4,
+                "type": "int",
+                "symmetric": sym,
+                "group_size": gs,
+                "strategy": "channel" if gs is None else "group",
+                "dynamic": False,
+                "observer": "minmax",
+            },
+            "input_activations": None,
+            "output_activations": None,
+        }
+    return {
+        "quant_method": "compressed-tensors",
+        "format": "pack-quantized",
+        "quantization_status": "compressed",
+        "config_groups": config_groups,
+        "ignore": others,
+        "kv_cache_scheme": None,
+    }
 
 
 def apply_rtn(model, modules, cfg, ctx) -> dict[str, Any]:

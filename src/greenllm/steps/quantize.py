@@ -58,6 +58,7 @@ _TAO = "greenllm.steps.quant_torchao"
 _QU = "greenllm.steps.quant_quanto"
 _BNB = "greenllm.steps.quant_bnb"
 _GPTQ = "greenllm.steps.quant_gptq"
+_AWQ = "greenllm.steps.quant_awq"
 _TAO_NO = (
     "torchao tensor subclasses cannot be written by save_pretrained; save the fp32 "
     "model and quantize after loading, or use int8_weight, which reloads"
@@ -77,6 +78,17 @@ _METHODS = [
         summary="GPTQ: calibrated, error-compensating weight quantization (bits "
         "2/3/4/8, groups or per channel, sym/asym, act-order); 4-bit layers "
         "are packed and run on PyTorch's CPU int4 kernel",
+        restore=f"{_GPTQ}:restore_gptq",
+    ),
+    QuantMethod(
+        "awq",
+        f"{_AWQ}:apply_awq",
+        4,
+        "torch",
+        True,
+        summary="AWQ: activation-aware per-input-channel scales folded into the "
+        "preceding norm / linear, clipping search, then group-wise round-to-nearest; "
+        "4-bit layers packed like gptq",
         restore=f"{_GPTQ}:restore_gptq",
     ),
     QuantMethod(
@@ -236,7 +248,7 @@ class QuantizeConfig(Config):
     group_size: int | None = None
     per_channel: bool = True
     compute_dtype: str = "bfloat16"
-    # gptq only (see docs/compress-quantize.md)
+    # gptq / awq / rtn (see docs/compress-quantize.md)
     bits: int = 4
     sym: bool = True
     desc_act: bool = False
@@ -246,6 +258,10 @@ class QuantizeConfig(Config):
     sparsity: float = 0.0
     pattern: str | None = None
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    # awq only
+    scale_grid: int = 20  # exponents alpha = k / scale_grid, k < scale_grid
+    clip: bool = True  # clipping search after the scales
+    clip_max_shrink: float = 0.5  # the clip bound goes down to (1 - this) * max|w|
 
     def validate(self) -> None:
         try:
@@ -253,8 +269,10 @@ class QuantizeConfig(Config):
         except ConfigError as exc:
             raise ConfigError(f"method: {exc}") from None
         check_patterns(self)
-        if self.method in ("gptq", "rtn"):
+        if self.method in ("gptq", "rtn", "awq"):
             self._validate_gptq()
+        if self.method == "awq":
+            self._validate_awq()
         elif self.group_size is not None and self.group_size not in (32, 64, 128, 256):
             raise ConfigError(f"group_size: {self.group_size} is not one of 32, 64, 128, 256")
         if self.compute_dtype not in COMPUTE_DTYPES:
@@ -297,6 +315,19 @@ class QuantizeConfig(Config):
                     f"blocksize: {self.blocksize} is not a multiple of the pattern's M ({m})"
                 )
         self.calibration.validate()
+
+    def _validate_awq(self) -> None:
+        for name in ("desc_act", "static_groups"):
+            if getattr(self, name):
+                raise ConfigError(f"{name}: GPTQ's column order; awq has none (drop {name})")
+        if self.sparsity or self.pattern is not None:
+            raise ConfigError(
+                "sparsity: awq does not prune; use method gptq with sparsity (SparseGPT + GPTQ)"
+            )
+        if self.scale_grid < 1:
+            raise ConfigError(f"scale_grid: must be >= 1, got {self.scale_grid}")
+        if not 0 <= self.clip_max_shrink < 1:
+            raise ConfigError(f"clip_max_shrink: {self.clip_max_shrink} is not in [0, 1)")
 
     def nm(self) -> tuple[int, int] | None:
         if self.pattern is None:

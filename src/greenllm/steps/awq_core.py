@@ -1,0 +1,220 @@
+"""AWQ on one group of linear layers that share an input (Lin et al., "AWQ: Activation-aware
+Weight Quantization for LLM Compression and Acceleration", MLSys 2024).
+
+Two searches, both on statistics of the calibration inputs ``X [tokens, in]`` of the layers:
+
+- scale search: per input channel ``s = mean|x|^alpha``, normalised so that
+  ``sqrt(max(s) * min(s)) = 1``, for ``alpha`` on a grid over ``[0, 1)``; each candidate
+  quantizes ``W * s`` (columns scaled), divides the result by ``s`` again and measures the
+  output error on the calibration inputs; the best ``alpha`` wins. Salient input channels
+  (large activations) get ``s > 1``: their weights use more of the grid. ``s`` is folded
+  exactly into whatever produced the input (the RMSNorm weight, or the rows of the previous
+  linear), so the float model does not change.
+- clipping search: per output row and group, the weight range ``[-m, m]`` with
+  ``m = (1 - k / grid) * max|w|`` for ``k < max_shrink * grid`` that minimises the group's
+  output error; the weights are clamped to it before rounding.
+
+The output error of ``Q`` on the calibration inputs, ``sum_t ||x_t (W - Q)^T||^2``, is
+``tr(E G E^T)`` with ``G = X^T X`` (``E = W - Q``), so the searches need only the Gram matrix
+the GPTQ Hessian hooks already collect (``G = H n / 2``), not the activations. For one linear
+this is exactly the reference's error; for a group of linears (q/k/v, gate/up) it is the sum
+of their output errors, where the reference runs the whole attention / MLP block (a
+documented simplification: the searches see the layers' outputs, not the softmax or SiLU
+after them). Quantization is round-to-nearest on GPTQ's grid (``gptq_core.grid_params``).
+
+torch is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .gptq_core import GPTQResult, grid_params, rtn_quantize, to_codes
+
+
+@dataclass
+class ScaleSearch:
+    """Result of ``search_scale``: the per-input-channel scale, the chosen exponent and the
+    output error (sum over the layers) of every grid point, in grid order."""
+
+    scale: Any
+    alpha: float
+    errors: list[float]
+
+
+def fake_quantize(w, bits: int, group_size: int | None, sym: bool):
+    """Round-to-nearest ``w [out, in]`` on the grid, returned as float weights."""
+    return rtn_quantize(w, bits=bits, group_size=group_size, sym=sym).weight
+
+
+def output_error(w, q, gram) -> float:
+    """``sum_t ||x_t (w - q)^T||^2`` for ``gram = X^T X``."""
+    e = (w - q).double()
+    return float(((e @ gram.double()) * e).sum())
+
+
+def candidate_scale(act_mean, alpha: float):
+    """``mean|x|^alpha`` per channel, clamped away from 0, normalised to geometric middle 1."""
+    import torch
+
+    s = act_mean.double().clamp_min(1e-4).pow(alpha).clamp_min(1e-4)
+    s = s / torch.sqrt(s.max() * s.min())
+    return s
+
+
+def search_scale(
+    weights,
+    act_mean,
+    gram,
+    *,
+    bits: int = 4,
+    group_size: int | None = 64,
+    sym: bool = True,
+    grid: int = 20,
+) -> ScaleSearch:
+    """Best per-input-channel scale for the layers ``weights`` ([out_i, in] each) that share
+    the input with per-channel mean magnitude ``act_mean [in]`` and Gram matrix ``gram``.
+    ``alpha = 0`` (no scaling, plain round-to-nearest) is always a candidate, so the result
+    is never worse than RTN on the calibration inputs."""
+    best = None
+    errors = []
+    for k in range(grid):
+        alpha = k / grid
+        s = candidate_scale(act_mean, alpha)
+        err = 0.0
+        for w in weights:
+            w64 = w.detach().double()
+            q = fake_quantize(w64 * s[None, :], bits, group_size, sym) / s[None, :]
+            err += output_error(w64, q, gram)
+        errors.append(err)
+        if best is None or err < best[0]:
+            best = (err, alpha, s)
+    assert best is not None
+    return ScaleSearch(best[2].to(weights[0].dtype), best[1], errors)
+
+
+def search_clip(
+    w,
+    gram,
+    *,
+    bits: int = 4,
+    group_size: int | None = 64,
+    sym: bool = True,
+    grid: int = 20,
+    max_shrink: float = 0.5,
+):
+    """Per (row, group) clipping bound ``[out, groups]`` that minimises the group's output
+    error ``(w_g - q_g) G_gg (w_g - q_g)^T`` (``G_gg`` the group's block of the Gram matrix;
+    groups are searched independently, as in the reference)."""
+    import torch
+
+    W = w.detach().double()
+    rows, cols = W.shape
+    gs = cols if group_size is None else group_size
+    n_groups = cols // gs
+    Wg = W.reshape(rows, n_groups, gs)
+    G = gram.double()
+    blocks = torch.stack([G[g * gs : (g + 1) * gs, g * gs : (g + 1) * gs] for g in range(n_groups)])
+    org_max = Wg.abs().amax(dim=-1)  # [rows, groups]
+    best_err = torch.full((rows, n_groups), float("inf"), dtype=torch.float64)
+    best_max = org_max.clone()
+    for k in range(int(max_shrink * grid)):
+        m = org_max * (1 - k / grid)
+        cur = torch.maximum(torch.minimum(Wg, m[..., None]), -m[..., None])
+        q = torch.empty_like(cur)
+        for g in range(n_groups):
+            s, z = grid_params(cur[:, g], bits, sym)
+            q[:, g] = s[:, None] * (to_codes(cur[:, g], s[:, None], z[:, None], bits) - z[:, None])
+        e = Wg - q  # [rows, groups, gs]
+        err = torch.einsum("rgi,gij,rgj->rg", e, blocks, e)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_max = torch.where(better, m, best_max)
+    return best_max.to(w.dtype)
+
+
+def apply_clip(w, max_val, group_size: int | None):
+    """``w`` clamped to ``[-max_val, max_val]`` per (row, group)."""
+    import torch
+
+    rows, cols = w.shape
+    gs = cols if group_size is None else group_size
+    wg = w.reshape(rows, cols // gs, gs)
+    m = max_val[..., None].to(w.dtype)
+    return torch.maximum(torch.minimum(wg, m), -m).reshape(rows, cols)
+
+
+def quantize_clipped(
+    w,
+    gram,
+    *,
+    bits: int,
+    group_size: int | None,
+    sym: bool,
+    clip: bool,
+    grid: int = 20,
+    max_shrink: float = 0.5,
+) -> GPTQResult:
+    """The final rounding of an (already scaled) weight: clipping search, then RTN; the
+    result's ``rel_error`` is the output error relative to the output energy."""
+    if clip:
+        w = apply_clip(
+            w,
+            search_clip(
+                w,
+                gram,
+                bits=bits,
+                group_size=group_size,
+                sym=sym,
+                grid=grid,
+                max_shrink=max_shrink,
+            ),
+            group_size,
+        )
+    res = rtn_quantize(w, bits=bits, group_size=group_size, sym=sym)
+    return res
+
+
+def awq_quantize_one(
+    w,
+    act_mean,
+    gram,
+    *,
+    bits: int = 4,
+    group_size: int | None = 64,
+    sym: bool = True,
+    grid: int = 20,
+    clip: bool = True,
+    max_shrink: float = 0.5,
+):
+    """AWQ on a single linear (scale search, then clipping and rounding of ``w * s``).
+    Returns ``(result on the scaled weights, s)``: the layer computes ``(x / s) Q^T``, i.e.
+    its effective weight is ``result.weight / s``."""
+    res = search_scale([w], act_mean, gram, bits=bits, group_size=group_size, sym=sym, grid=grid)
+    s = res.scale.double()
+    g = gram.double() / (s[:, None] * s[None, :])
+    q = quantize_clipped(
+        w.double() * s[None, :],
+        g,
+        bits=bits,
+        group_size=group_size,
+        sym=sym,
+        clip=clip,
+        grid=grid,
+        max_shrink=max_shrink,
+    )
+    return q, s
+
+
+__all__ = [
+    "ScaleSearch",
+    "apply_clip",
+    "awq_quantize_one",
+    "candidate_scale",
+    "fake_quantize",
+    "output_error",
+    "quantize_clipped",
+    "search_clip",
+    "search_scale",
+]

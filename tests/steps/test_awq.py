@@ -1,0 +1,173 @@
+"""AWQ: the scale and clipping searches on one layer against a plain reference written here
+from the paper, a planted outlier channel, exact folding, and the method on a tiny model."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import greenllm  # noqa: E402
+from greenllm.config import ConfigError, parse_config  # noqa: E402
+from greenllm.steps.awq_core import (  # noqa: E402
+    awq_quantize_one,
+    search_clip,
+    search_scale,
+)
+from greenllm.steps.gptq_core import rtn_quantize  # noqa: E402
+from greenllm.steps.quantize import QuantizeConfig  # noqa: E402
+
+
+def _layer(seed=0, rows=32, cols=128, n=256, outlier=None):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, cols, generator=g, dtype=torch.float64)
+    X *= torch.rand(cols, generator=g, dtype=torch.float64) + 0.5  # uneven channels
+    if outlier is not None:
+        X[:, outlier] *= 40.0
+    W = torch.randn(rows, cols, generator=g, dtype=torch.float64) * 0.05
+    return W, X
+
+
+def _out_err(X, W, Q):
+    return float(((X @ (W - Q).T) ** 2).sum())
+
+
+def _reference_scale_search(W, X, bits, group_size, sym, grid=20):
+    """The paper's search on one linear, literally: for alpha on the grid, s = mean|x|^alpha
+    (normalised), quantize W * s, undo the scale, run the layer on X, keep the best MSE."""
+    x_mean = X.abs().mean(0)
+    best = None
+    losses = []
+    for k in range(grid):
+        alpha = k / grid
+        s = x_mean.clamp(min=1e-4).pow(alpha).clamp(min=1e-4)
+        s = s / (s.max() * s.min()).sqrt()
+        Q = rtn_quantize(W * s, bits=bits, group_size=group_size, sym=sym).weight / s
+        loss = float(((X @ W.T - X @ Q.T) ** 2).mean())
+        losses.append(loss)
+        if best is None or loss < best[0]:
+            best = (loss, alpha, s)
+    return best[1], best[2], losses
+
+
+@pytest.mark.parametrize("sym,group_size", [(True, 32), (False, 64), (False, None)])
+def test_scale_search_equals_the_reference_on_one_layer(sym, group_size):
+    W, X = _layer(1, outlier=5)
+    got = search_scale([W], X.abs().mean(0), X.T @ X, bits=4, group_size=group_size, sym=sym)
+    alpha, s, losses = _reference_scale_search(W, X, 4, group_size, sym)
+    assert got.alpha == alpha
+    torch.testing.assert_close(got.scale, s, atol=1e-12, rtol=1e-12)
+    # the same loss curve, up to the constant 1 / (tokens * rows) of a mean
+    scaled = [e / (X.shape[0] * W.shape[0]) for e in got.errors]
+    torch.testing.assert_close(torch.tensor(scaled), torch.tensor(losses), rtol=1e-9, atol=0)
+
+
+def test_clip_search_equals_a_per_group_reference():
+    W, X = _layer(2, rows=8, cols=64)
+    gs, grid, shrink = 32, 20, 0.5
+    got = search_clip(W, X.T @ X, bits=4, group_size=gs, sym=False, grid=grid, max_shrink=shrink)
+    for r in range(W.shape[0]):
+        for g in range(W.shape[1] // gs):
+            w = W[r, g * gs : (g + 1) * gs]
+            x = X[:, g * gs : (g + 1) * gs]
+            best = None
+            for k in range(int(shrink * grid)):
+                m = w.abs().max() * (1 - k / grid)
+                q = rtn_quantize(w.clamp(-m, m)[None, :], bits=4, group_size=gs, sym=False).weight
+                err = float(((x @ w - x @ q[0]) ** 2).sum())
+                if best is None or err < best[0]:
+                    best = (err, m)
+            assert float(got[r, g]) == pytest.approx(float(best[1]), rel=1e-12)
+
+
+def test_awq_protects_a_planted_outlier_channel():
+    W, X = _layer(3, outlier=7)
+    G = X.T @ X
+    rtn = rtn_quantize(W, bits=4, group_size=64, sym=True).weight
+    q, s = awq_quantize_one(W, X.abs().mean(0), G, bits=4, group_size=64, sym=True)
+    eff = q.weight / s
+    # the salient channel's weights are scaled up relative to the others
+    assert float(s[7]) == float(s.max()) and float(s[7] / s.median()) > 2.0
+    # the outlier channel's weights are rounded far more finely, and the output error drops
+    assert float((W - eff)[:, 7].abs().mean()) < 0.5 * float((W - rtn)[:, 7].abs().mean())
+    assert _out_err(X, W, eff) < 0.7 * _out_err(X, W, rtn)
+    # without clipping it is still never worse than RTN on the calibration inputs
+    q0, s0 = awq_quantize_one(W, X.abs().mean(0), G, bits=4, group_size=64, sym=True, clip=False)
+    assert _out_err(X, W, q0.weight / s0) <= _out_err(X, W, rtn) * (1 + 1e-12)
+
+
+def _tiny(kv_heads=4):
+    from greenllm.testing import tiny_model_and_tokenizer
+
+    return tiny_model_and_tokenizer(
+        0, hidden_size=128, intermediate_size=256, num_kv_heads=kv_heads
+    )
+
+
+def test_folding_scales_does_not_change_the_model():
+    from greenllm.steps.quant_awq import _parts, fold_groups, fold_scale
+
+    for kv in (4, 2):  # square v/o (folded) and grouped-query attention (v -> o skipped)
+        model, tok = _tiny(kv)
+        ids = tok("folding must be exact in float arithmetic", return_tensors="pt").input_ids
+        model = model.double()
+        with torch.no_grad():
+            ref = model(ids).logits
+        g = torch.Generator().manual_seed(0)
+        for i, layer in enumerate(model.model.layers):
+            groups = fold_groups(_parts(layer, i))
+            assert ("v_proj" in [n for n, _, _ in groups]) == (kv == 4)
+            for _, producer, consumers in groups:
+                cols = _parts(layer, i)[consumers[0]].in_features
+                s = torch.rand(cols, generator=g, dtype=torch.float64) * 3 + 0.2
+                fold_scale(producer, [_parts(layer, i)[c] for c in consumers], s)
+        with torch.no_grad():
+            out = model(ids).logits
+        torch.testing.assert_close(out, ref, atol=1e-10, rtol=1e-10)
+        assert not torch.allclose(
+            model.model.layers[0].input_layernorm.weight, torch.ones(128).double()
+        )
+
+
+def _awq(**kw):
+    spec = {"method": "awq", "group_size": 32, "calibration": {"samples": 8, "seq_len": 64}, **kw}
+    return ("quantize", parse_config(QuantizeConfig, spec, "quantize"))
+
+
+def test_awq_on_a_tiny_model_packs_the_decoder_linears():
+    from greenllm.builtin_data import resolve_data
+    from greenllm.steps.int4_linear import Int4Linear
+
+    model, tok = _tiny(4)
+    ids = tok("The quick brown fox jumps over the lazy dog. " * 3, return_tensors="pt").input_ids
+    with torch.no_grad():
+        ref = model(ids).logits
+    calib = str(resolve_data("builtin:wiki-sample", "calibration"))
+    model, steps = greenllm.compress(model, [_awq(sym=False)], tokenizer=tok, calibration=calib)
+    packed = [n for n, m in model.named_modules() if isinstance(m, Int4Linear)]
+    assert len(packed) == 2 * 7
+    st = steps[0].stats
+    assert set(st["reconstruction_error"]) == set(packed)
+    assert all(0 <= e < 0.1 for e in st["reconstruction_error"].values())
+    assert len(st["scale_alpha"]) == 2 * 4 and st["calibration_s"] > 0
+    with torch.no_grad():
+        out = model(ids).logits
+    assert float((out - ref).abs().max()) < 0.25 * float(ref.abs().max())
+
+
+@pytest.mark.parametrize(
+    "bad,field",
+    [
+        ({"desc_act": True}, "desc_act"),
+        ({"sparsity": 0.5}, "sparsity"),
+        ({"scale_grid": 0}, "scale_grid"),
+    ],
+)
+def test_awq_settings_are_validated(bad, field):
+    with pytest.raises(ConfigError, match=field):
+        _awq(**bad)
+
+
+def test_an_unknown_method_suggests_awq():
+    with pytest.raises(ConfigError, match="awq"):
+        parse_config(QuantizeConfig, {"method": "awk"}, "quantize")
