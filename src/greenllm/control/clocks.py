@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HardwareControlError, require
-from .nvml import _NO_PERMISSION, _NOT_SUPPORTED, _code, _is_nvml_error
+from .nvml import nvml_call
 
 DEFAULT = "default"
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+))?\s*$")
@@ -92,23 +92,13 @@ class NvmlLockedClocks:
         self._dev = NvmlPowerCap(index, pynvml=self._nvml, uuid=uuid)
         self.index, self._handle = self._dev.index, self._dev._handle
 
+    def gpu_name(self) -> str:
+        return self._dev.gpu_name()
+
     def _call(self, what: str, fn, *args):
-        try:
-            return fn(*args)
-        except Exception as exc:
-            if not _is_nvml_error(self._nvml, exc):
-                raise
-            code = _code(exc)
-            if code == _NO_PERMISSION:
-                raise HardwareControlError(
-                    f"{what} on GPU {self.index} needs root: run as root or with sudo"
-                ) from None
-            if code == _NOT_SUPPORTED:
-                raise HardwareControlError(
-                    f"{what} is not supported by GPU {self.index} ({self._dev.gpu_name()}); "
-                    "locked clocks need a Volta or newer GPU"
-                ) from None
-            raise HardwareControlError(f"{what} on GPU {self.index} failed: {exc}") from None
+        return nvml_call(
+            self, what, fn, *args, unsupported_hint="locked clocks need a Volta or newer GPU"
+        )
 
     def supported(self) -> dict[str, list[int]]:
         """Supported memory clocks and graphics clocks (over all memory clocks), MHz."""

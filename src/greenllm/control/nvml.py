@@ -28,6 +28,26 @@ def _is_nvml_error(nvml: Any, exc: BaseException) -> bool:
     return (isinstance(err, type) and isinstance(exc, err)) or _code(exc) is not None
 
 
+def nvml_call(dev, what: str, fn, *args, root_hint: str = "", unsupported_hint: str = ""):
+    """``fn(*args)`` with NVML's errors as one clear HardwareControlError naming the GPU
+    (``dev`` has ``_nvml``, ``index`` and ``gpu_name()``); other exceptions pass through."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        if not _is_nvml_error(dev._nvml, exc):
+            raise
+        code = _code(exc)
+        if code == _NO_PERMISSION:
+            raise HardwareControlError(
+                f"{what} on GPU {dev.index} needs root: run as root or with sudo{root_hint}"
+            ) from None
+        if code == _NOT_SUPPORTED:
+            raise HardwareControlError(
+                f"{what} is not supported by GPU {dev.index} ({dev.gpu_name()}); {unsupported_hint}"
+            ) from None
+        raise HardwareControlError(f"{what} on GPU {dev.index} failed: {exc}") from None
+
+
 class NvmlPowerCap:
     """``PowerCap`` for one NVIDIA GPU's power management limit (W)."""
 
@@ -72,23 +92,14 @@ class NvmlPowerCap:
 
     # -- helpers --------------------------------------------------------------------------
     def _call(self, what: str, fn, *args):
-        try:
-            return fn(*args)
-        except Exception as exc:
-            if not _is_nvml_error(self._nvml, exc):
-                raise
-            code = _code(exc)
-            if code == _NO_PERMISSION:
-                raise HardwareControlError(
-                    f"{what} on GPU {self.index} needs root: run as root or with sudo, and "
-                    "enable persistence mode first with `sudo nvidia-smi -pm 1`"
-                ) from None
-            if code == _NOT_SUPPORTED:
-                raise HardwareControlError(
-                    f"{what} is not supported by GPU {self.index} ({self.gpu_name()}); this "
-                    "board does not expose a settable power limit through NVML"
-                ) from None
-            raise HardwareControlError(f"{what} on GPU {self.index} failed: {exc}") from None
+        return nvml_call(
+            self,
+            what,
+            fn,
+            *args,
+            root_hint=", and enable persistence mode first with `sudo nvidia-smi -pm 1`",
+            unsupported_hint="this board does not expose a settable power limit through NVML",
+        )
 
     def gpu_name(self) -> str:
         try:
