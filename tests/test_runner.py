@@ -140,6 +140,7 @@ def test_results_json_contract(e2e):
         assert v["boundary"] == "model"
     assert base["bench"]["workload"]["scheme"] == "resident"
     assert "power_settings" in env["hardware"]
+    assert "Runtime: torch" in doc["methodology"]  # the runtime every row was measured in
     assert base["bench"]["workload"]["power_settings"] == env["hardware"]["power_settings"]
 
 

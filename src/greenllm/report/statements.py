@@ -151,6 +151,21 @@ def methodology(doc: dict[str, Any]) -> str:
             "half-widths over the repeats, propagated to relative changes by the delta method "
             "(unpaired)."
         )
+    runtimes = sorted(
+        {
+            str((v.get("bench") or {}).get("device", {}).get("runtime"))
+            for v in doc["variants"]
+            if (v.get("bench") or {}).get("device", {}).get("runtime")
+        }
+    )
+    if runtimes:
+        thr = (b0.get("device") or {}).get("runtime_threads")
+        parts.append(
+            "Runtime: "
+            + ", ".join(runtimes)
+            + (f" ({thr} threads)" if thr else "")
+            + "; evaluations scored through the same runtime's logits."
+        )
     boundaries = sorted({str(v.get("boundary")) for v in doc["variants"] if v.get("boundary")})
     if boundaries:
         parts.append(

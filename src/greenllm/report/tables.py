@@ -245,6 +245,7 @@ def measurement_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """How each variant was measured: boundary, scheme, rounds, stop, disturbances."""
     head = [
         "variant",
+        "runtime",
         "boundary",
         "meter",
         "scheme",
@@ -262,6 +263,7 @@ def measurement_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         rows.append(
             [
                 v["name"],
+                str((b.get("device") or {}).get("runtime") or wl.get("runtime") or DASH),
                 str(v.get("boundary") or DASH),
                 str(b.get("meter") or DASH),
                 str(wl.get("scheme") or DASH),
