@@ -539,7 +539,8 @@ FIELD_DOCS = {
     "baseline (0.05 = ±5 percentage points); with `repeats: auto`.",
     "workload.min_rounds": "Rounds before `repeats: auto` may stop (at least 2: a CI needs 2).",
     "workload.max_rounds": "Most rounds `repeats: auto` runs.",
-    "workload.max_time_s": "Most seconds of rounds `repeats: auto` spends (null = no limit).",
+    "workload.max_time_s": "Seconds of rounds after which `repeats: auto` stops, once "
+    "`min_rounds` are done (null = no limit).",
     "workload.scheme": "How variants take turns in a round: `resident` (all stay loaded), "
     "`reload` (saved once to OUT/artifacts, reloaded outside the window), `bracket` (one "
     "variant at a time between two baseline windows) or `auto` (resident if they fit in "

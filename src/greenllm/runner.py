@@ -929,8 +929,8 @@ class _Runner:
             return f"fixed: {wl.repeats} rounds" if n_rounds >= int(wl.repeats) else None
         if n_rounds >= wl.max_rounds:
             return f"max_rounds ({wl.max_rounds}) reached"
-        if wl.max_time_s is not None and elapsed_s >= wl.max_time_s and n_rounds >= 2:
-            # (never before 2 rounds: a confidence interval needs two)
+        if wl.max_time_s is not None and elapsed_s >= wl.max_time_s and n_rounds >= wl.min_rounds:
+            # (never before min_rounds: with 2 rounds t_0.975 is 12.7, no verdict survives)
             return f"max_time_s ({wl.max_time_s:g} s) reached"
         if n_rounds < wl.min_rounds:
             return None
