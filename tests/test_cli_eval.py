@@ -22,6 +22,8 @@ def test_choice_json_keys(tiny_dir, capsys, run_cli):
         "--batch-size",
         "2",
         "--json",
+        "--meter",
+        "estimate",
     )
     assert rc == 0, err
     rec = json.loads(out)
@@ -30,7 +32,7 @@ def test_choice_json_keys(tiny_dir, capsys, run_cli):
     assert "perplexity" not in rec and rec["settings"]["batch_size"] == 2
     # metered by default: the evaluation's own energy, per item
     c = rec["cost"]
-    assert c["items"] == 4 and c["energy_j"] > 0 and c["tokens_processed"] > 0
+    assert c["items"] == 4 and c["energy_j"] > 0 and c["tokens_processed"] > 0, c
     assert c["energy_per_item_j"] == c["energy_j"] / 4 and c["meter"]
 
 

@@ -78,4 +78,4 @@ def test_quanto_int4_benchmarks(quanto_int4):
         },
         meters=[EstimateMeter(tdp_w=20.0)],
     )
-    assert r.per_repeat[0]["output_tokens"] == 2 * 3
+    assert r.per_repeat[0]["output_tokens"] == r.per_repeat[0]["passes"] * 2 * 3

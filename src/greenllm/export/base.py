@@ -111,7 +111,10 @@ def _int4_grid(module: Any, w: Any) -> tuple[Any, Any, Any, int] | None:
     import numpy as np
 
     group = getattr(module, "group_size", None)
-    scales, zeros = getattr(module, "scales", None), getattr(module, "zeros", None)
+    scales = getattr(module, "weight_scale", None)  # the pack-quantized layout (Int4Linear)
+    zeros = module.zeros() if callable(getattr(module, "zeros", None)) else None
+    if scales is None:  # a layer that keeps plain ``scales`` / ``zeros`` tensors
+        scales, zeros = getattr(module, "scales", None), getattr(module, "zeros", None)
     if not isinstance(group, int) or scales is None or zeros is None or group <= 0:
         return None
     s = scales.detach().float().cpu().numpy()
@@ -120,8 +123,11 @@ def _int4_grid(module: Any, w: Any) -> tuple[Any, Any, Any, int] | None:
         return None
     cols = np.arange(w.shape[1]) // group
     safe = np.where(s == 0, 1.0, s)[:, cols]
-    codes = np.rint(w / safe + z[:, cols])
-    if codes.min() < 0 or codes.max() > 15:
+    if callable(getattr(module, "codes", None)):  # the stored codes themselves
+        codes = module.codes().detach().cpu().numpy().astype(np.float64)
+    else:
+        codes = np.rint(w / safe + z[:, cols])
+    if codes.shape != w.shape or codes.min() < 0 or codes.max() > 15:
         return None
     return codes.astype(np.uint8), s, z, group
 
