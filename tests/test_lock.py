@@ -62,6 +62,15 @@ def test_the_installed_packages_are_the_locked_versions():
         if have.split("+")[0] != version:
             wrong[name] = (version, have)
     assert wrong == {}, "install from the lock: make install (or pip install -r requirements.lock)"
+    # and nothing beyond it (pip itself and greenllm's own editable install aside)
+    pins = _pins(LOCK)
+    extra = sorted(
+        _norm(d.metadata["Name"])
+        for d in metadata.distributions()
+        if _norm(d.metadata["Name"]) not in pins
+        and _norm(d.metadata["Name"]) not in ("pip", "greenllm")
+    )
+    assert extra == [], f"packages installed that the lock does not name: {extra}; make install"
 
 
 def test_the_jetson_lock_leaves_torch_to_jetpack():

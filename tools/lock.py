@@ -99,13 +99,25 @@ def resolve_main() -> str:
 
 
 def _uv() -> list[str]:
-    try:
-        subprocess.run([sys.executable, "-m", "uv", "--version"], check=True, capture_output=True)
-    except (subprocess.CalledProcessError, FileNotFoundError):
+    """uv, installed into a folder of its own (never into the project's venv: the venv must
+    stay exactly requirements.lock, which tests/test_lock.py checks)."""
+    target = Path(tempfile.gettempdir()) / f"greenllm-lock-uv-{UV_VERSION}"
+    exe = target / "bin" / "uv"
+    if not exe.exists():
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", f"uv=={UV_VERSION}"], check=True
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--target",
+                str(target),
+                f"uv=={UV_VERSION}",
+            ],
+            check=True,
         )
-    return [sys.executable, "-m", "uv"]
+    return [str(exe)]
 
 
 def resolve_jetson() -> str:
