@@ -182,7 +182,7 @@ def test_power_settings_record_governor_nvpmodel_and_jetson_clocks(tmp_path):
 def _recipe(root: Path, variants=None, **workload) -> Path:
     from test_runner import make_tiny_recipe
 
-    data = make_tiny_recipe(root, variants=variants if variants is not None else None)
+    data = make_tiny_recipe(root, variants=variants)
     data["workload"].update(workload)
     data["measure"] = {"hz": 100, "on_disturbance": "flag"}
     path = root / "r.yaml"

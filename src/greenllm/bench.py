@@ -17,6 +17,7 @@ torch is imported inside functions only, so a workload validates on a machine wi
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -395,21 +396,16 @@ class BenchSession:
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.dev)
 
+    @contextlib.contextmanager
     def _eval_mode(self):
-        import contextlib
-
-        @contextlib.contextmanager
-        def cm():
-            was = self.model.training
-            self.model.eval()
-            try:
-                with no_autograd(self.model):
-                    yield
-            finally:
-                if was:
-                    self.model.train()
-
-        return cm()
+        was = self.model.training
+        self.model.eval()
+        try:
+            with no_autograd(self.model):
+                yield
+        finally:
+            if was:
+                self.model.train()
 
     def window(self) -> dict[str, Any]:
         """One metered window. The row holds the metrics, ``passes``, ``conditions``,

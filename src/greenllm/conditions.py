@@ -264,11 +264,14 @@ def nvml_module() -> Any:
     """An initialised pynvml module when an NVIDIA driver is present, else None."""
     if not Path("/proc/driver/nvidia/version").exists():
         return None
-    try:
-        import pynvml
+    from .meters.nvml import load_pynvml  # the one place the NVML SDK is imported
 
-        pynvml.nvmlInit()
-        return pynvml
+    nv = load_pynvml()
+    if nv is None:
+        return None
+    try:
+        nv.nvmlInit()
+        return nv
     except Exception:  # noqa: BLE001 - no usable NVML: no GPU conditions
         return None
 

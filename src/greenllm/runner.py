@@ -582,9 +582,9 @@ class _Runner:
         if idle_s <= 0:
             return
         if not real:
-            self.warnings.append(
-                "idle power not subtracted: the estimate meter models power from utilisation, "
-                "so an idle baseline means nothing for it"
+            self.log(
+                "idle power not measured: the estimate meter models power from utilisation, "
+                "so an idle baseline means nothing for it (the methodology says so)"
             )
             return
         self.log(f"measuring idle power for {idle_s:g} s")
@@ -676,13 +676,11 @@ class _Runner:
         return model, tok
 
     def _tokenizer(self):
-        tok = getattr(self, "_tok", None)
-        if tok is None:
-            from .models import load_model  # noqa: F401 - same loader, tokenizer only
-
-            _, tok = self._load()
-            self._tok = tok
-        return tok
+        """The tokenizer of the model source (set when the baseline, always prepared first,
+        loads; loaded with the model only if that did not happen)."""
+        if getattr(self, "_tok", None) is None:
+            self._tok = self._load()[1]
+        return self._tok
 
     def _copy_shared_steps(self, unit: _Unit, k: int, donor: str | None) -> None:
         """The shared prefix's step results, charged to this variant too (payback stays per
@@ -1129,7 +1127,8 @@ def _bracket_means(b_rows: list[dict], n_variant: int) -> list[dict]:
         for m in PAIRED_METRICS:
             vals = [b.get(m) for b in around if b.get(m) is not None]
             row[m] = sum(vals) / len(vals) if vals else None
-        row["energy_j"] = 1.0 if around else None
+        energies = [b["energy_j"] for b in around]
+        row["energy_j"] = sum(energies) / len(energies) if around else None
         out.append(row)
     return out
 

@@ -148,14 +148,9 @@ def bench_cmd(
     load_prompts(wl.prompts, wl.limit)  # a bad prompt file fails before the model loads
     if profile is not None:
         get_profile(profile)
-    meters = (
-        "auto" if meter.strip() == "auto" else [m.strip() for m in meter.split(",") if m.strip()]
-    )
-    if meters != "auto":
-        from ..meters import METERS
+    from .evaluate import parse_meter_option
 
-        for name in meters:
-            METERS.check(name)
+    meters = parse_meter_option(meter, allow_none=False)
     cap, value = make_cap(power_cap_w, power_mode, profile)
     from ..control.select import select_clocks
 

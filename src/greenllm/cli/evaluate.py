@@ -146,7 +146,7 @@ def eval_cmd(
     from ..runtimes import check_runtime, load_for_runtime
 
     check_runtime(runtime)
-    meters = _meters(meter)
+    meters = parse_meter_option(meter)
     m, tok = load_for_runtime(runtime, model, dtype=dtype)
     show = progress and not as_json
 
@@ -183,10 +183,11 @@ def eval_cmd(
         typer.echo(f"  {k:<16} {_fmt(v)}" + (f"  ± {err:.4f}" if err is not None else ""))
 
 
-def _meters(spec: str):
-    """--meter: None (no metering), "auto", or a checked list of meter names."""
+def parse_meter_option(spec: str, allow_none: bool = True):
+    """--meter: "auto", a checked list of meter names (did-you-mean on a typo), or, where
+    ``allow_none``, None for "none" (no metering)."""
     text = spec.strip()
-    if text == "none":
+    if text == "none" and allow_none:
         return None
     if text == "auto":
         return "auto"
