@@ -55,6 +55,7 @@ def test_schema_version_and_wal(tmp_path):
         assert set(s.counts()) == {
             "runs",
             "environment",
+            "device_environment",
             "variants",
             "steps",
             "evals",
@@ -95,6 +96,7 @@ def test_results_round_trip_and_no_duplicates(tmp_path):
         assert s.counts() == {
             "runs": 1,
             "environment": 1,
+            "device_environment": 0,
             "variants": 1,
             "steps": 1,
             "evals": 1,
@@ -157,10 +159,26 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path):
     with Store(tmp_path) as s:
         s.begin_run("r", {}, [])
         s.con.execute("DROP TABLE windows")
+        s.con.execute("DROP TABLE device_environment")
         s.con.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     with Store(tmp_path, create=False) as s:
-        assert s.schema_version == STORE_SCHEMA_VERSION == 2
+        assert s.schema_version == STORE_SCHEMA_VERSION == 3
         assert s.counts()["runs"] == 1 and s.counts()["windows"] == 0
     con = sqlite3.connect(tmp_path / "greenllm.sqlite")
     assert con.execute("SELECT COUNT(*) FROM windows").fetchone()[0] == 0
     con.close()
+
+
+def test_device_environments_are_per_run_and_device(tmp_path):
+    with Store(tmp_path) as s:
+        run = s.begin_run("r", {}, [])
+        assert s.device_environments(run) == {}
+        s.set_device_environment(run, "orin", {"hardware": {"cpu_count": 6}})
+        s.set_device_environment(run, "pi5", {"hardware": {"cpu_count": 4}})
+        s.set_device_environment(run, "orin", {"hardware": {"cpu_count": 8}})  # replaced
+        other = s.begin_run("r", {}, [])
+        assert s.device_environments(other) == {}
+    with Store(tmp_path, create=False) as s:
+        envs = s.device_environments(run)
+        assert list(envs) == ["orin", "pi5"]
+        assert envs["orin"]["hardware"]["cpu_count"] == 8

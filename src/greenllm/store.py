@@ -21,7 +21,9 @@ from .errors import DataError
 from .outdir import storage_error
 from .results import BenchResult, EvalResult, StepResult
 
-STORE_SCHEMA_VERSION = 2  # 2 added the windows table (rounds); a version-1 store is upgraded
+# 2 added the windows table (rounds), 3 the device_environment table (studies across devices);
+# older stores are upgraded in place (both only add tables)
+STORE_SCHEMA_VERSION = 3
 STORE_FILENAME = "greenllm.sqlite"
 
 _SCHEMA = """
@@ -76,6 +78,12 @@ CREATE TABLE IF NOT EXISTS windows (
     row_json TEXT NOT NULL,
     run_id INTEGER NOT NULL,
     PRIMARY KEY (comparison_key, round, variant_key, seq)
+);
+CREATE TABLE IF NOT EXISTS device_environment (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    device TEXT NOT NULL,
+    env_json TEXT NOT NULL,
+    PRIMARY KEY (run_id, device)
 );
 CREATE TABLE IF NOT EXISTS benches (
     bench_key TEXT PRIMARY KEY,
@@ -146,7 +154,7 @@ class Store:
                 self.con.execute(
                     "INSERT INTO meta VALUES ('schema_version', ?)", (str(STORE_SCHEMA_VERSION),)
                 )
-            elif int(row[0]) == 1:  # v1 -> v2 only adds the windows table (created above)
+            elif int(row[0]) in (1, 2):  # v1/v2 -> v3 only add tables (created above)
                 self.con.execute(
                     "UPDATE meta SET value=? WHERE key='schema_version'",
                     (str(STORE_SCHEMA_VERSION),),
@@ -296,6 +304,23 @@ class Store:
             "idle_s": row[4],
         }
 
+    def set_device_environment(self, run_id: int, device: str, env: dict[str, Any]) -> None:
+        """The environment of one device of a study (hardware, software, meters, idle power,
+        the Ray node it ran on): each device of a study has its own."""
+        with self._tx() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO device_environment VALUES (?, ?, ?)",
+                (run_id, device, json.dumps(env, default=str)),
+            )
+
+    def device_environments(self, run_id: int) -> dict[str, dict[str, Any]]:
+        """device name -> environment, for the devices of ``run_id`` (empty without a study)."""
+        rows = self.con.execute(
+            "SELECT device, env_json FROM device_environment WHERE run_id=? ORDER BY device",
+            (run_id,),
+        ).fetchall()
+        return {r[0]: json.loads(r[1]) for r in rows}
+
     # ---------------------------------------------------------------- variants and steps
     def ensure_variant(
         self, key: str, name: str, definition: dict, n_steps: int, run_id: int
@@ -397,5 +422,14 @@ class Store:
         """Row counts per table (used by tests and `greenllm report` to say what is there)."""
         return {
             t: int(self.con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
-            for t in ("runs", "environment", "variants", "steps", "evals", "windows", "benches")
+            for t in (
+                "runs",
+                "environment",
+                "device_environment",
+                "variants",
+                "steps",
+                "evals",
+                "windows",
+                "benches",
+            )
         }
