@@ -21,6 +21,7 @@ from typing import Any, Literal
 from .config import parse_config, to_dict
 from .errors import ConfigError, DataError, UnknownNameError
 from .limits import check_safe_name, excerpt, short
+from .study import DeviceSpec
 
 RECIPE_SCHEMA_VERSION = 1
 BASELINE = "baseline"
@@ -39,6 +40,9 @@ TOP_LEVEL_KEYS = (
     "seed",
     "output",
     "schedule",
+    "models",
+    "devices",
+    "compress_on",
 )
 
 
@@ -241,6 +245,30 @@ class Recipe:
     output: str | None = None
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
     source: str | None = None  # the file it came from, if any
+    # a study (greenllm.study): [(name, ModelSpec)] when `models:` is given (then `model` is
+    # the first of them), the devices, and where compression runs
+    models: list[tuple[str, ModelSpec]] = field(default_factory=list)
+    devices: list[Any] = field(default_factory=list)  # [greenllm.study.DeviceSpec]
+    compress_on: str = "local"
+
+    @property
+    def is_study(self) -> bool:
+        """models x variants x devices (``models:`` or ``devices:`` given)."""
+        return bool(self.models or self.devices)
+
+    def model_list(self) -> list[tuple[str, ModelSpec]]:
+        """[(model name, spec)]: the ``models:`` list, or the one ``model:`` (named after the
+        last part of its id)."""
+        if self.models:
+            return list(self.models)
+        import re
+
+        tail = str(self.model.id).rstrip("/").split("/")[-1]
+        return [(re.sub(r"[^A-Za-z0-9._-]+", "-", tail).strip("-.") or "model", self.model)]
+
+    def for_model(self, spec: ModelSpec) -> Recipe:
+        """This recipe with one model and no study fields (what one group runs)."""
+        return dataclasses.replace(self, model=spec, models=[], devices=[], compress_on="local")
 
     @property
     def base_dir(self) -> Path:
@@ -270,6 +298,15 @@ class Recipe:
         }
         if self.schedule != ScheduleSpec():  # only when set: older stores keep their digest
             out["schedule"] = to_dict(self.schedule)
+        if self.models:  # study fields only when given: a plain recipe's dict is unchanged
+            del out["model"]
+            out["models"] = [{"name": n, **to_dict(m)} for n, m in self.models]
+        if self.devices:
+            from .study import device_to_dict
+
+            out["devices"] = [device_to_dict(d) for d in self.devices]
+        if self.compress_on != "local":
+            out["compress_on"] = self.compress_on
         return out
 
 
@@ -441,12 +478,25 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe:
             f"(this greenllm reads version {RECIPE_SCHEMA_VERSION})"
         )
     name = check_safe_name(_req_str(data, "name"), "name")
-    if "model" not in data:
+    from . import study
+
+    models: list[tuple[str, ModelSpec]] = []
+    if "models" in data:
+        if "model" in data:
+            raise ConfigError(
+                "model: give either 'model' (one model) or 'models' (a list), not both"
+            )
+        models = study.parse_models(data["models"], ModelSpec)
+        model_spec = models[0][1]
+    elif "model" not in data:
         raise ConfigError("model: missing; add 'model: {id: HuggingFaceTB/SmolLM2-135M-Instruct}'")
-    model = data["model"]
-    if isinstance(model, str):
-        model = {"id": model}
-    model_spec = parse_config(ModelSpec, model, "model")
+    else:
+        model = data["model"]
+        if isinstance(model, str):
+            model = {"id": model}
+        model_spec = parse_config(ModelSpec, model, "model")
+    devices = study.parse_devices(data["devices"]) if "devices" in data else []
+    compress_on = study.check_compress_on(data.get("compress_on", study.LOCAL), devices)
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed: expected an integer, got {excerpt(seed)}")
@@ -480,6 +530,9 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe:
         output=output,
         schedule=parse_config(ScheduleSpec, data.get("schedule"), "schedule"),
         source=source,
+        models=models,
+        devices=devices,
+        compress_on=compress_on,
     )
 
 
@@ -524,6 +577,19 @@ FIELD_DOCS = {
     "seed": "Seed passed to every step (sampling of calibration data, training).",
     "output": "Output directory (relative to the working directory); `--out` overrides it. "
     "Default: runs/<name>.",
+    "models": "A study's models (instead of `model`): a list of `{name, id, dtype, device, "
+    "trust_remote_code}`; every variant is built from each of them.",
+    "devices": "A study's devices: a list of `{name, profile, via, torch_device, memory_gib}`; "
+    "`via` is `local` or `ray:<resource label>` (run with `--cluster`). Every (model, variant) "
+    "is benchmarked and evaluated on each device.",
+    "compress_on": "Where the variants are compressed: `local` or a device name; the "
+    "compressed model reaches each device as a greenllm checkpoint.",
+    "devices.name": "The device's name in the report (unique).",
+    "devices.profile": "A profile from `greenllm devices` (memory, power modes, embodied carbon).",
+    "devices.via": "`local` (this machine) or `ray:<label>`: a Ray node started with "
+    '`--resources=\'{"<label>": 1, "greenllm_meter": 1}\'`.',
+    "devices.torch_device": "torch device on that machine (cpu, cuda); default: the model's.",
+    "devices.memory_gib": "Usable memory override for the will-it-fit check.",
     "model.id": "Hub id, local Hugging Face directory or .gguf file.",
     "model.dtype": "Weights dtype at load time.",
     "model.device": "cpu, cuda or cuda:N.",
@@ -615,6 +681,9 @@ _TOP_LEVEL_TABLE = (
     ("seed", "int", "`0`"),
     ("output", "str or null", "`null`"),
     ("schedule", "ScheduleSpec", "`when: now`"),
+    ("models", "list of {name, ModelSpec fields}", "none (use `model`)"),
+    ("devices", "list of DeviceSpec", "none (this machine)"),
+    ("compress_on", "`local` or a device name", '`"local"`'),
 )
 
 
@@ -741,12 +810,26 @@ def schema_markdown() -> str:
         "left to the loader. Relative paths are looked up in the working directory, then "
         "in the recipe's folder.",
         "",
-        "## One model per recipe",
+        "## Studies: models x variants x devices",
         "",
-        "A recipe has exactly one `model`. A study over several models is one recipe per "
-        "model with the same variants, evals and workload (see "
-        "`recipes/seeds/`: `slm-energy-edge*.yaml`, `jetson-inference*.yaml`), "
-        "each run into its own output directory.",
+        "`models:` (a list, instead of `model:`) and `devices:` make a recipe a study: every "
+        "(model, variant) is compressed once (on `compress_on`), saved as a greenllm "
+        "checkpoint, and evaluated and benchmarked on every device, the baseline and the "
+        "variants of one model in the same rounds on each device. Devices reached "
+        "`via: ray:<label>` run with `greenllm run RECIPE --cluster ray` (or `ray://HOST:PORT`); "
+        "`--only-device NAME` runs one device's cells here, and `greenllm compare` merges "
+        "stores produced separately. See docs/devices.md.",
+        "",
+        "```yaml",
+        "models:",
+        "  - {name: smollm2, id: HuggingFaceTB/SmolLM2-135M-Instruct}",
+        "  - {name: tiny, id: ./tiny-llama}",
+        "devices:",
+        "  - {name: orin, profile: jetson-orin-nano-8gb, via: 'ray:jetson-orin-nano', "
+        "torch_device: cuda}",
+        "  - {name: xavier, profile: jetson-xavier-nx, via: 'ray:jetson-xavier-nx'}",
+        "compress_on: local",
+        "```",
         "",
         "## Top level",
         "",
@@ -760,6 +843,7 @@ def schema_markdown() -> str:
         ("carbon", CarbonSpec, "carbon."),
         ("targets", TargetsSpec, "targets."),
         ("schedule", ScheduleSpec, "schedule."),
+        ("devices[]", DeviceSpec, "devices."),
     ):
         lines += ["", f"## `{title}`", ""] + _fields_table(cls, prefix)
     lines += ["", "## `workload`", ""] + _fields_table(_workload_cls(), "workload.")

@@ -75,9 +75,12 @@ class _Unit:
     bench_key: str
     comparison_key: str = ""
     prefix_keys: list[str] = field(default_factory=list)  # [k-1]: key of the first k steps
+    model: str | None = None  # a study's model name (None: a plain one-model recipe)
+    device: str | None = None  # a study's device name (None: this machine)
+    skip: str | None = None  # why this cell is not run ("does not fit: ...")
 
     def plan_entry(self) -> dict:
-        return {
+        entry = {
             "name": self.name,
             "variant_key": self.variant_key,
             "eval_keys": self.eval_keys,
@@ -85,6 +88,15 @@ class _Unit:
             "comparison_key": self.comparison_key,
             "steps": self.definition["steps"],
         }
+        if self.model is not None:  # a study: the cell's coordinates (and why it is skipped)
+            entry["model"] = self.model
+            entry["device"] = self.device or LOCAL_DEVICE
+            if self.skip:
+                entry["skip"] = self.skip
+        return entry
+
+
+LOCAL_DEVICE = "local"  # the device name of a study's cells when it names no devices
 
 
 _TRAINING_STEPS = ("train", "distill", "lora")
@@ -97,7 +109,23 @@ def slug(text: str) -> str:
 def plan(recipe: Recipe) -> list[_Unit]:
     """The units of work with their store keys (baseline first). The bench key of every unit
     includes the comparison key (the workload and the set of variants measured together in
-    rounds): a paired delta only means something between windows of the same rounds."""
+    rounds): a paired delta only means something between windows of the same rounds.
+
+    A study (``models:`` / ``devices:``) plans one group per (model, device), each starting
+    with its baseline. A variant's key does not depend on the device (it is compressed once
+    and its steps are stored once); its eval, bench and comparison keys do."""
+    if not recipe.is_study:
+        return _plan_group(recipe)
+    units: list[_Unit] = []
+    for mname, spec in recipe.model_list():
+        sub = recipe.for_model(spec)
+        for dev in recipe.devices or [None]:
+            units += _plan_group(sub, mname, dev)
+    return units
+
+
+def _plan_group(recipe: Recipe, model: str | None = None, device: Any = None) -> list[_Unit]:
+    dkey = {"device": device.key()} if device is not None else {}
     bench_def = {
         "workload": to_dict(recipe.workload),
         "meters": recipe.meters,
@@ -107,12 +135,25 @@ def plan(recipe: Recipe) -> list[_Unit]:
     for name, steps in recipe.all_variants():
         definition = variant_definition(recipe, steps)
         vkey = digest(definition)
-        ekeys = [digest({"variant": vkey, "eval": {k: to_dict(c)}}) for k, c in recipe.evals]
+        ekeys = [
+            digest({"variant": vkey, "eval": {k: to_dict(c)}, **dkey}) for k, c in recipe.evals
+        ]
         prefixes = [digest(variant_definition(recipe, steps[:k])) for k in range(1, len(steps))]
         units.append(
-            _Unit(name, vkey, definition, steps, ekeys, "", "", prefixes + [vkey] if steps else [])
+            _Unit(
+                name,
+                vkey,
+                definition,
+                steps,
+                ekeys,
+                "",
+                "",
+                prefixes + [vkey] if steps else [],
+                model=model,
+                device=device.name if device is not None else None,
+            )
         )
-    cmp_key = digest({"bench": bench_def, "variants": [u.variant_key for u in units]})
+    cmp_key = digest({"bench": bench_def, "variants": [u.variant_key for u in units], **dkey})
     for u in units:
         u.comparison_key = cmp_key
         u.bench_key = digest({"variant": u.variant_key, "bench": bench_def, "comparison": cmp_key})
@@ -338,15 +379,17 @@ def _check_clocks(recipe: Recipe) -> None:
 def _check_model_source(recipe: Recipe) -> None:
     """A model given as a local path (absolute, ./, ../ or ~) must exist before any work (or
     any --fresh) starts; hub ids ("org/name") are checked when the model loads."""
-    mid = str(recipe.model.id)
-    if not mid.startswith(("/", "./", "../", "~")):
-        return
-    src = Path(_model_source(recipe)).expanduser()
-    if not src.exists():
-        raise ConfigError(
-            f"model.id: {mid!r} does not exist (resolved to {str(src)!r}); fix "
-            "the path in the recipe"
-        )
+    for i, (_, spec) in enumerate(recipe.model_list()):
+        mid = str(spec.id)
+        if not mid.startswith(("/", "./", "../", "~")):
+            continue
+        src = Path(_resolve_path(mid, recipe.base_dir)).expanduser()
+        if not src.exists():
+            field_ = f"models[{i}].id" if recipe.models else "model.id"
+            raise ConfigError(
+                f"{field_}: {mid!r} does not exist (resolved to {str(src)!r}); fix "
+                "the path in the recipe"
+            )
 
 
 def _move_aside(out: Path, log: _Log) -> Path | None:
@@ -382,6 +425,9 @@ def run(
     progress: bool = True,
     *,
     probe: Any = None,
+    cluster: str | None = None,
+    only_device: str | None = None,
+    shared_out: bool = False,
 ) -> RunSummary:
     """Run a recipe into ``out_dir`` (store + report); see the module docstring.
 
@@ -389,7 +435,12 @@ def run(
     device too); then the output directory is locked for the whole run (a second run into it
     fails at once, naming this run's pid); only then does ``resume=False`` move the previous
     results aside (to ``OUT/previous-<time>/``). ``probe`` replaces the conditions probe of
-    the metered windows (``greenllm.conditions.ConditionsProbe``; tests inject readings)."""
+    the metered windows (``greenllm.conditions.ConditionsProbe``; tests inject readings).
+
+    A study: ``cluster`` (``"ray"``, ``"ray://HOST:PORT"``; ``RAY_ADDRESS`` is honoured) runs
+    the groups of devices reached ``via: ray:<label>`` on those nodes; ``only_device`` runs
+    one device's cells here instead (to be merged with ``greenllm compare``); ``shared_out``
+    says OUT is mounted at the same path on every node (artifacts go by path)."""
     from .limits import check_writable_dir
     from .modelfiles import check_torch_device
     from .preflight import preflight
@@ -398,9 +449,11 @@ def run(
     preflight(recipe)  # everything checkable from the recipe, before any work
     _check_clocks(recipe)
     _check_model_source(recipe)
+    study_opts = _study_options(recipe, cluster, only_device, shared_out)
     out = Path(out_dir or recipe.output or Path("runs") / slug(recipe.name))
     check_writable_dir(out, "output directory")  # creatable, writable, not full
-    check_torch_device(recipe.model.device)  # cuda on a CPU-only torch: now, not later
+    for dev in _local_torch_devices(recipe, study_opts):
+        check_torch_device(dev)  # cuda on a CPU-only torch: now, not later
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -409,11 +462,65 @@ def run(
     with OutputLock(out):
         if not resume:
             _move_aside(out, log)
-        return _run_locked(recipe, out, log, probe)
+        return _run_locked(recipe, out, log, probe, study_opts)
 
 
-def _run_locked(recipe: Recipe, out: Path, log: _Log, probe: Any = None) -> RunSummary:
+def _study_options(
+    recipe: Recipe, cluster: str | None, only_device: str | None, shared_out: bool
+) -> dict[str, Any]:
+    """Check the study flags against the recipe (before any work)."""
+    names = [d.name for d in recipe.devices]
+    if only_device is not None and only_device not in names:
+        from .registry import did_you_mean
+
+        hint = did_you_mean(only_device, names)
+        raise ConfigError(
+            f"--only-device: {only_device!r} is not a device of this recipe"
+            + (f"; did you mean {hint!r}?" if hint else "")
+            + f" (devices: {', '.join(names) or 'none'})"
+        )
+    if cluster is not None and not recipe.devices:
+        raise ConfigError(
+            "--cluster: this recipe names no devices; add 'devices:' with "
+            "via: 'ray:<label>' (see docs/devices.md) or run without --cluster"
+        )
+    if cluster is not None and not (cluster in ("ray", "auto") or cluster.startswith("ray://")):
+        raise ConfigError(
+            f"--cluster: {cluster!r} is not a cluster address; use 'ray' (RAY_ADDRESS or the "
+            "local Ray cluster) or 'ray://HOST:PORT'"
+        )
+    remote = [d.name for d in recipe.devices if d.ray_label and d.name != only_device]
+    if only_device is None and remote and cluster is None:
+        raise ConfigError(
+            f"devices {', '.join(remote)} are reached through Ray: run with --cluster ray "
+            "(or ray://HOST:PORT), or with --only-device NAME to run one device's cells on "
+            "this machine"
+        )
+    if recipe.compress_on != "local" and only_device is None and cluster is None:
+        raise ConfigError(
+            f"compress_on: {recipe.compress_on!r} is a Ray device: run with --cluster ray"
+        )
+    return {"cluster": cluster, "only_device": only_device, "shared_out": shared_out}
+
+
+def _local_torch_devices(recipe: Recipe, opts: dict[str, Any]) -> list[str]:
+    """The torch devices this machine will use (the model's, and its local devices')."""
+    out = [recipe.model.device]
+    for d in recipe.devices:
+        local = d.via == "local" or d.name == opts.get("only_device")
+        if local and d.torch_device and (opts.get("only_device") in (None, d.name)):
+            out.append(d.torch_device)
+    return sorted(set(out))
+
+
+def _run_locked(
+    recipe: Recipe, out: Path, log: _Log, probe: Any = None, study_opts: dict | None = None
+) -> RunSummary:
     units = plan(recipe)
+    if recipe.is_study:
+        from .study_fit import mark_unfit
+
+        mark_unfit(recipe, units, log, only_device=(study_opts or {}).get("only_device"))
     t0 = time.perf_counter()
     store = Store(out)
     summary = RunSummary(
@@ -439,8 +546,11 @@ def _run_locked(recipe: Recipe, out: Path, log: _Log, probe: Any = None) -> RunS
         status = "failed"
         try:
             with _sigterm_as_interrupt():
-                runner = _Runner(recipe, store, run_id, out, log, summary, probe=probe)
-                runner.run_all(units)
+                if recipe.is_study:
+                    _run_study(recipe, units, store, run_id, out, log, summary, probe, study_opts)
+                else:
+                    runner = _Runner(recipe, store, run_id, out, log, summary, probe=probe)
+                    runner.run_all(units)
             status = "finished"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -476,8 +586,18 @@ class _Runner:
         log: _Log,
         summary: RunSummary,
         probe: Any = None,
+        *,
+        device_name: str | None = None,
+        artifacts_root: Path | None = None,
+        from_artifacts: bool = False,
     ):
         self.recipe, self.store, self.run_id, self.out = recipe, store, run_id, out
+        # a study group: its device (environment, idle power and power settings are that
+        # device's), where the compressed models are, and whether to start from them
+        self.device_name = device_name
+        self.artifacts_root = artifacts_root or out / "artifacts"
+        self.from_artifacts = from_artifacts
+        self._scheme: str | None = None
         self.log, self.summary = log, summary
         self.base = recipe.base_dir
         self.calibration = _calibration_source(recipe.calibration, self.base)
@@ -500,12 +620,23 @@ class _Runner:
         from .models import load_model
 
         m = self.recipe.model
+        base = getattr(self, "_base_key", None)
+        if self.from_artifacts and base and (self.artifacts_root / base / "greenllm.json").exists():
+            # a study device: the baseline as the driver saved it (what every variant of
+            # this model was compressed from), not a second download on the node
+            return load_model(str(self.artifacts_root / base), device=m.device)
         return load_model(
             _model_source(self.recipe),
             dtype=m.dtype,
             device=m.device,
             trust_remote_code=m.trust_remote_code,
         )
+
+    def _source_name(self) -> str:
+        base = getattr(self, "_base_key", None)
+        if self.from_artifacts and base and (self.artifacts_root / base / "greenllm.json").exists():
+            return f"{self.recipe.model.id} (as saved for the devices)"
+        return str(self.recipe.model.id)
 
     def _teacher_model(self):
         if self._teacher is None:
@@ -518,6 +649,7 @@ class _Runner:
         from .measure import resolve_meters
 
         store = self.store
+        self._base_key = units[0].variant_key
         for u in units:
             store.ensure_variant(u.variant_key, u.name, u.definition, len(u.steps), self.run_id)
         if all(_unit_done(store, u) for u in units):
@@ -545,6 +677,7 @@ class _Runner:
                 if u.name == BASELINE and scheme == "auto":
                     scheme = self._choose_scheme(model, len(units))
                     self.log(f"rounds: scheme {scheme}")
+                self._scheme = scheme
                 if scheme == "reload" and u.name != BASELINE and model is not None:
                     why = self._can_save(model)
                     if why:  # neither resident nor reloadable: the baseline brackets them
@@ -589,18 +722,11 @@ class _Runner:
             return
         self.log(f"measuring idle power for {idle_s:g} s")
         self.idle_w = measure_idle_power(self.meter_objs, idle_s, self.recipe.measure.hz)
-        env = self.store.environment(self.run_id) or {}
+        env = self._env()
         meters = dict(env.get("meters") or {})
         meters["idle_power_w"] = self.idle_w
         meters["idle_measured_s"] = idle_s
-        self.store.set_environment(
-            self.run_id,
-            hardware=env.get("hardware") or {},
-            software=env.get("software") or {},
-            meters=meters,
-            sampling_hz=env.get("sampling_hz"),
-            idle_s=idle_s,
-        )
+        self._set_env({**env, "meters": meters, "idle_s": idle_s})
 
     def _choose_scheme(self, baseline_model, n_units: int) -> str:
         """resident when every model fits in memory with headroom, else reload."""
@@ -653,18 +779,26 @@ class _Runner:
 
         torch.manual_seed(self.recipe.seed)
         artifact = self._artifact_path(unit)
-        if (
+        ready = (
             unit.name != BASELINE
-            and self.recipe.workload.scheme in ("auto", "reload")
             and (artifact / "greenllm.json").exists()
             and len(self.store.steps(unit.variant_key)) == len(unit.steps)
-            and all(self.store.get_eval(k) is not None for k in unit.eval_keys)
-        ):
+        )
+        evals_done = all(self.store.get_eval(k) is not None for k in unit.eval_keys)
+        if ready and evals_done and "reload" in (self._scheme, self.recipe.workload.scheme):
             self.log(f"{unit.name}: compressed model found in {artifact.parent}")
             return None, self._tokenizer()
+        if ready and (self.from_artifacts or self._scheme is not None):
+            # the model as compressed (a study's artifact, or a resumed reload-scheme run now
+            # resident): loaded, not recomputed
+            self.log(f"{unit.name}: loading the compressed model from {artifact}")
+            model = self._load_artifact(unit)
+            tok = self._tokenizer()
+            self._evals(unit, model, tok)
+            return model, tok
         model, k, donor = self._start_from_prefix(unit)
         if model is None:
-            self.log(f"{unit.name}: loading {self.recipe.model.id}")
+            self.log(f"{unit.name}: loading {self._source_name()}")
             model, tok = self._load()
         else:
             tok = self._tokenizer()
@@ -822,7 +956,7 @@ class _Runner:
 
     # ------------------------------------------------------------ artifacts (reload scheme)
     def _artifact_path(self, unit: _Unit) -> Path:
-        return self.out / "artifacts" / unit.variant_key
+        return self.artifacts_root / unit.variant_key
 
     def _can_save(self, model) -> str | None:
         from .models.checkpoint import save_blocker
@@ -846,6 +980,92 @@ class _Runner:
         from .models import load_model
 
         return load_model(str(self._artifact_path(unit)), device=self.recipe.model.device)[0]
+
+    # ------------------------------------------------------------ a study: compression
+    def compress(self, units: list[_Unit], save_baseline: bool) -> dict[str, str]:
+        """Apply every variant's steps once (metered, stored) and save each compressed model
+        as an artifact; returns {variant key: why it cannot be saved} for those that
+        cannot (they are compressed again on a local device; a Ray device refuses them)."""
+        from .measure import resolve_meters
+        from .models.checkpoint import save
+
+        store = self.store
+        self._base_key = units[0].variant_key
+        for u in units:
+            store.ensure_variant(u.variant_key, u.name, u.definition, len(u.steps), self.run_id)
+        self._all_units = units
+        self._plan_prefixes(units)
+        unsaveable: dict[str, str] = {}
+        self.meter_objs, created = resolve_meters(self.recipe.meters)
+        try:
+            for u in units:
+                art = self._artifact_path(u)
+                if (art / "greenllm.json").exists() and len(store.steps(u.variant_key)) == len(
+                    u.steps
+                ):
+                    continue
+                if u.name == BASELINE:
+                    if save_baseline:
+                        self.log(f"baseline: saving {self.recipe.model.id} for the devices")
+                        model, tok = self._load()
+                        save(model, art, tok, overwrite=art.exists())
+                        del model
+                    continue
+                import torch
+
+                torch.manual_seed(self.recipe.seed)
+                model, k, donor = self._start_from_prefix(u)
+                if model is None:
+                    self.log(f"{u.name}: loading {self.recipe.model.id}")
+                    model, tok = self._load()
+                    self._tok = tok
+                else:
+                    tok = self._tokenizer()
+                    self.log(f"{u.name}: steps 1-{k} shared with {donor} (not recomputed)")
+                    self._copy_shared_steps(u, k, donor)
+                model = self._apply_steps(u, model, tok, start=k)
+                why = self._can_save(model)
+                if why:
+                    unsaveable[u.variant_key] = why
+                    self.log(f"{u.name}: cannot be saved ({why}): compressed again on each device")
+                else:
+                    self._save_artifact(u, model, tok)
+                del model
+                gc.collect()
+        finally:
+            for m in created:
+                m.close()
+            self._drop_snapshots()
+        return unsaveable
+
+    # ------------------------------------------------------------ a study: the device's record
+    def _env(self) -> dict:
+        if self.device_name is None:
+            return self.store.environment(self.run_id) or {}
+        return self.store.device_environments(self.run_id).get(self.device_name) or {}
+
+    def _set_env(self, env: dict) -> None:
+        if self.device_name is None:
+            self.store.set_environment(
+                self.run_id,
+                hardware=env.get("hardware") or {},
+                software=env.get("software") or {},
+                meters=env.get("meters") or {},
+                sampling_hz=env.get("sampling_hz"),
+                idle_s=env.get("idle_s"),
+            )
+        else:
+            self.store.set_device_environment(self.run_id, self.device_name, env)
+
+    def record_device(self, device: Any, node: dict | None) -> None:
+        """The device's own environment (hardware, software, meters, the node it ran on)."""
+        env = collect_environment(self.recipe)
+        env["node"] = node or {"hostname": platform.node(), "ray_node_id": None}
+        if device is not None:
+            from .study import device_to_dict
+
+            env["device"] = device_to_dict(device)
+        self._set_env(env)
 
     # ------------------------------------------------------------ windows
     def _session(self, model, tok):
@@ -907,7 +1127,7 @@ class _Runner:
         return row
 
     def _power_settings(self) -> dict:
-        env = self.store.environment(self.run_id) or {}
+        env = self._env()
         return dict((env.get("hardware") or {}).get("power_settings") or {})
 
     def _headline_metric(self) -> str:
@@ -1107,6 +1327,225 @@ class _Runner:
         )
         self.store.add_bench(unit.bench_key, unit.variant_key, result, self.run_id)
         self.summary.done["benches"] += 1
+
+
+# ---------------------------------------------------------------- studies
+
+
+def _groups(units: list[_Unit]) -> dict[tuple[str | None, str | None], list[_Unit]]:
+    out: dict[tuple[str | None, str | None], list[_Unit]] = {}
+    for u in units:
+        out.setdefault((u.model, u.device), []).append(u)
+    return out
+
+
+def _run_study(
+    recipe: Recipe,
+    units: list[_Unit],
+    store: Store,
+    run_id: int,
+    out: Path,
+    log: _Log,
+    summary: RunSummary,
+    probe: Any,
+    opts: dict | None,
+) -> None:
+    """models x variants x devices: compress each (model, variant) once (here), save it, then
+    run each (model, device) group on its device: here, or on a Ray node (greenllm.cluster),
+    the records of remote groups committed by this process as they arrive."""
+    opts = opts or {}
+    only = opts.get("only_device")
+    devices = {d.name: d for d in recipe.devices}
+    specs = dict(recipe.model_list())
+    groups = {k: g for k, g in _groups(units).items() if only is None or k[1] == only}
+    for (mname, dname), g in groups.items():
+        for u in g:
+            store.ensure_variant(u.variant_key, u.name, u.definition, len(u.steps), run_id)
+            if u.skip:
+                log(f"{u.name} [{mname} @ {dname or LOCAL_DEVICE}]: skipped: {u.skip}")
+    groups = {k: g for k, g in groups.items() if not g[0].skip}
+
+    def remote(dname: str | None) -> bool:
+        return bool(dname and devices[dname].ray_label and dname != only)
+
+    if recipe.compress_on != "local" and only is None:
+        raise ConfigError(
+            "compress_on: compressing on a Ray device is not supported yet; use "
+            "'compress_on: local' (the compressed models travel to the devices as checkpoints)"
+        )
+    # 1. compression, once per (model, variant), here
+    unsaveable: dict[str, str] = {}
+    for mname, spec in specs.items():
+        mine = [g for (m, _), g in groups.items() if m == mname]
+        if not mine:
+            continue
+        needed: dict[str, _Unit] = {}
+        for g in mine:
+            for u in g:
+                if not u.skip:
+                    needed.setdefault(u.variant_key, u)
+        log(f"[{mname}] compressing {len(needed) - 1} variant(s) once for {len(mine)} device(s)")
+        r = _Runner(recipe.for_model(spec), store, run_id, out, log, summary, probe=probe)
+        unsaveable.update(
+            r.compress(
+                list(needed.values()),
+                save_baseline=any(remote(d) for (m, d) in groups if m == mname),
+            )
+        )
+    # 2. each (model, device) group on its device
+    jobs = []
+    for (mname, dname), g in groups.items():
+        name = f"{mname} @ {dname or LOCAL_DEVICE}"
+        dev = devices.get(dname) if dname else None
+        sub = _device_recipe(recipe.for_model(specs[mname]), dev)
+        bad = [u.name for u in g if u.variant_key in unsaveable and not u.skip]
+        if remote(dname) and bad:
+            raise ConfigError(
+                f"{name}: variant(s) {', '.join(bad)} cannot be saved as a checkpoint "
+                f"({unsaveable[g[[u.name for u in g].index(bad[0])].variant_key]}), so they "
+                "cannot reach a Ray device; measure them on a local device"
+            )
+        runnable = [u for u in g if not u.skip]
+        if not remote(dname) and opts.get("cluster") is None:
+            log(f"[{name}] evaluating and benchmarking here")
+            r = _Runner(
+                sub,
+                store,
+                run_id,
+                out,
+                log,
+                summary,
+                probe=probe,
+                device_name=dname or LOCAL_DEVICE,
+                from_artifacts=True,
+            )
+            r.record_device(dev, None)
+            r.run_all(runnable)
+            continue
+        jobs.append((name, dname, sub, runnable))
+    if jobs:
+        _run_cluster_jobs(jobs, devices, store, run_id, out, log, summary, opts)
+
+
+def _device_recipe(recipe: Recipe, dev: Any) -> Recipe:
+    """The one-model recipe as a device runs it (its torch device)."""
+    if dev is None or not dev.torch_device:
+        return recipe
+    return dataclasses.replace(
+        recipe, model=dataclasses.replace(recipe.model, device=dev.torch_device)
+    )
+
+
+def _window_keys(units: list[_Unit]) -> list[str]:
+    """The comparison keys a group's windows are stored under (rounds, and bracket pairs)."""
+    keys = {u.comparison_key for u in units}
+    keys |= {digest({"comparison": u.comparison_key, "bracket": u.variant_key}) for u in units[1:]}
+    return sorted(keys)
+
+
+def _run_cluster_jobs(jobs, devices, store, run_id, out, log, summary, opts) -> None:
+    from .cluster import Job, RayCluster
+    from .store_proxy import apply_record, snapshot
+
+    counters = {
+        "add_step": "steps",
+        "add_eval": "evals",
+        "add_bench": "benches",
+        "add_window": "windows",
+    }
+    cluster = RayCluster(
+        opts.get("cluster") or "ray", log=log, shared_out=bool(opts.get("shared_out"))
+    )
+    cluster.connect()
+    try:
+        todo = []
+        for name, dname, sub, g in jobs:
+            dev = devices.get(dname) if dname else None
+            arts = {
+                u.variant_key: out / "artifacts" / u.variant_key
+                for u in g
+                if (out / "artifacts" / u.variant_key / "greenllm.json").exists()
+            }
+
+            def snap(g=g, dname=dname):
+                return snapshot(store, g, run_id, dname or LOCAL_DEVICE, _window_keys(g))
+
+            label = (
+                dev.ray_label if dev is not None and dev.name != opts.get("only_device") else None
+            )
+            payload = {
+                "recipe": sub,
+                "units": g,
+                "device": dev,
+                "device_name": dname or LOCAL_DEVICE,
+                "run_id": run_id,
+                "snapshot": snap(),
+                "artifacts_dir": str(out / "artifacts"),
+            }
+            todo.append(
+                Job(
+                    name,
+                    "greenllm.runner:_group_worker",
+                    payload,
+                    artifacts=arts if label else {},
+                    label=label,
+                    resnapshot=snap,
+                )
+            )
+            log(f"[{name}] " + (f"submitted to a Ray node with {label!r}" if label else "here"))
+
+        def apply(job, rec) -> None:
+            kind, args = rec
+            if kind == "log":
+                log(f"[{job.name}] {args['msg']}")
+                return
+            if apply_record(store, run_id, rec) and kind in counters:
+                summary.done[counters[kind]] += 1
+
+        failures = cluster.run_jobs(todo, apply)
+    finally:
+        cluster.close()
+    if failures:
+        raise GreenLLMError(
+            "some cells failed (the finished ones are in the store; run again to resume): "
+            + " | ".join(failures)
+        )
+
+
+def _group_worker(payload: dict, emit, artifacts_dir: Path) -> None:
+    """One (model, device) group on its node (a Ray task, or a driver thread), against a
+    RecordingStore: every write becomes a record for the driver."""
+    from .store_proxy import RecordingStore
+
+    store = RecordingStore(payload["snapshot"], emit)
+    units = payload["units"]
+    summary = RunSummary(
+        out_dir=Path(artifacts_dir).parent,
+        store_path=Path(artifacts_dir).parent / STORE_FILENAME,
+        run_id=payload["run_id"],
+        status="running",
+        variants=[u.name for u in units],
+        done={"steps": 0, "evals": 0, "benches": 0, "windows": 0},
+        skipped={"variants": 0, "steps": 0, "evals": 0, "benches": 0, "windows": 0},
+    )
+
+    def log(msg: str) -> None:
+        emit(("log", {"msg": msg}))
+
+    work = Path(payload.get("work_dir") or Path(artifacts_dir).parent)
+    r = _Runner(
+        payload["recipe"],
+        store,  # type: ignore[arg-type]
+        payload["run_id"],
+        work,
+        log,  # type: ignore[arg-type]
+        summary,
+        device_name=payload["device_name"],
+        artifacts_root=Path(artifacts_dir),
+        from_artifacts=True,
+    )
+    r.record_device(payload["device"], payload.get("node"))
+    r.run_all(units)
 
 
 def _usable(row: dict) -> bool:

@@ -31,10 +31,33 @@ def register(app: typer.Typer) -> None:
         deadline: str | None = typer.Option(
             None, "--deadline", help="The run must end within this, e.g. 8h (default 8h)."
         ),
+        cluster: str | None = typer.Option(
+            None,
+            "--cluster",
+            help="A study's Ray cluster: 'ray' (RAY_ADDRESS, else the local Ray cluster) or "
+            "ray://HOST:PORT. Devices 'via: ray:<label>' run on the nodes with that resource.",
+        ),
+        only_device: str | None = typer.Option(
+            None,
+            "--only-device",
+            help="Run only this device's cells of a study, here (merge the stores with "
+            "'greenllm compare').",
+        ),
+        shared_out: bool = typer.Option(
+            False,
+            "--shared-out",
+            help="The output directory is mounted at the same path on every Ray node: "
+            "compressed models go by path, not through Ray's object store.",
+        ),
     ) -> None:
         """Compress, evaluate and benchmark every variant of RECIPE, then write the report."""
-        from ..runner import run
+        import functools
 
+        from ..runner import run as run_
+
+        run = functools.partial(
+            run_, cluster=cluster, only_device=only_device, shared_out=shared_out
+        )
         try:
             summary = _run_with_carbon(run, recipe, out, resume, quiet, when, deadline)
         except KeyboardInterrupt:
@@ -60,11 +83,15 @@ def register(app: typer.Typer) -> None:
 
         r = load_recipe(recipe)
         preflight(r)  # calibration where a step needs it; local paths exist
+        models = ", ".join(f"{n} ({m.id})" for n, m in r.model_list()) if r.models else r.model.id
         typer.echo(
-            f"ok: {r.name}: model {r.model.id}, baseline + {len(r.variants)} variants "
-            f"({', '.join(r.variants) or 'none'}), {len(r.evals)} evals, meters "
-            f"{r.meters if isinstance(r.meters, str) else ', '.join(r.meters)}"
+            f"ok: {r.name}: model{'s' if r.models else ''} {models}, baseline + "
+            f"{len(r.variants)} variants ({', '.join(r.variants) or 'none'}), {len(r.evals)} "
+            f"evals, meters {r.meters if isinstance(r.meters, str) else ', '.join(r.meters)}"
+            + (f", devices {', '.join(d.name for d in r.devices)}" if r.devices else "")
         )
+        if r.is_study:
+            _print_fit(r)
 
     @app.command("report")
     def report_cmd(
@@ -126,3 +153,17 @@ def _run_with_carbon(run, recipe_path, out, resume, quiet, when, deadline, clock
 
     summary.report_files = write_report(summary.out_dir, summary.out_dir)
     return summary
+
+
+def _print_fit(recipe) -> None:
+    """Per cell: the peak-memory estimate against the device's usable memory."""
+    from ..runner import plan
+    from ..study_fit import fit_cells
+
+    units = plan(recipe)
+    typer.echo("memory (estimated peak for inference; see docs/devices.md):")
+    for f in fit_cells(recipe, units):
+        est = f.estimate.describe() if f.estimate is not None else "unknown"
+        have = f"{f.usable_bytes / 2**30:.2f} GiB usable" if f.usable_bytes else "usable unknown"
+        verdict = f.verdict or f.note or "fits"
+        typer.echo(f"  {f.model} / {f.variant} @ {f.device}: {est}; {have}: {verdict}")
