@@ -37,6 +37,9 @@ LEAN_MODULES = [
     "greenllm.preflight",
     "greenllm.modelfiles",
     "greenllm.report.escape",
+    "greenllm.report.study",
+    "greenllm.report.compare",
+    "greenllm.cli.compare",
 ]
 HEAVY = ("torch", "transformers", "numpy", "pandas", "codecarbon")
 

@@ -42,6 +42,7 @@ _COMMAND_MODULES = (
     "train",
     "recipes",
     "export",
+    "compare",
 )
 
 

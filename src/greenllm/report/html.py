@@ -8,7 +8,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from .tables import DELTA_NOTE, SEED004_NOTE, main_rows, measurement_rows, seed004_rows
+from . import crosstab
+from .tables import DELTA_NOTE, SEED004_NOTE, main_rows, measurement_rows, seed004_rows, subject
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;
@@ -58,12 +59,17 @@ def to_html(doc: dict[str, Any], images: dict[str, tuple[Path, Path]]) -> str:
         f"<title>{e(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{e(title)}</h1>",
-        f"<p>Model <code>{e((doc.get('model') or {}).get('id'))}</code> · run "
-        f"{e(doc['run']['id'])} ({e(doc['run']['status'])}) · grid "
+        (
+            f"<p>{e(subject(doc))} · run "
+            if doc.get("study")
+            else f"<p>Model <code>{e((doc.get('model') or {}).get('id'))}</code> · run "
+        )
+        + f"{e(doc['run']['id'])} ({e(doc['run']['status'])}) · grid "
         f"{e(round(c['intensity_g_per_kwh']))} gCO2e/kWh, PUE {e(c['pue'])}</p>",
         "<h2>Results</h2>",
         _table(head, rows),
         f'<p class="note">{e(DELTA_NOTE)}</p>',
+        *crosstab.html(doc, _table),
         "<h2>Measurement</h2>",
         _table(*measurement_rows(doc)),
     ]
@@ -82,6 +88,8 @@ def to_html(doc: dict[str, Any], images: dict[str, tuple[Path, Path]]) -> str:
     for stem, alt in (
         ("pareto", "Pareto frontier: quality vs energy per token"),
         ("energy_per_token", "Energy per token with 95 % CI"),
+        ("study_energy_heatmap", "Energy per token: device x variant, one panel per model"),
+        ("study_accuracy_energy", "Quality against energy per inference, one marker per device"),
     ):
         if stem in images:
             parts.append(_img(images[stem][0], alt))

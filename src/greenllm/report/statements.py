@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..units import J_PER_WH
-from .tables import num, payback_text, step_summary
+from .tables import is_baseline, num, payback_text, step_summary
 
 
 def _meters_used(doc: dict[str, Any]) -> tuple[list[str], bool, list[float], str | None]:
@@ -32,14 +32,9 @@ def _meters_used(doc: dict[str, Any]) -> tuple[list[str], bool, list[float], str
     return meters, estimated, hz, method
 
 
-def methodology(doc: dict[str, Any]) -> str:
-    env = doc.get("environment") or {}
-    hw, sw = env.get("hardware") or {}, env.get("software") or {}
+def hardware_text(hw: dict[str, Any]) -> str:
+    """The machine an environment recorded: detected title, CPU, memory, driver, JetPack."""
     dev = hw.get("device") or {}
-    wl = doc.get("workload") or {}
-    model = doc.get("model") or {}
-    meters, estimated, hz, method = _meters_used(doc)
-    parts = []
     hw_desc = dev.get("title") or hw.get("machine") or "unknown hardware"
     if dev.get("cpu_model"):
         hw_desc += f" ({dev['cpu_model']}"
@@ -50,21 +45,91 @@ def methodology(doc: dict[str, Any]) -> str:
         hw_desc += f", NVIDIA driver {hw['nvidia_driver']}"
     if hw.get("jetson_release"):
         hw_desc += f", {hw['jetson_release']}"
-    parts.append(f"Hardware: {hw_desc}; model on {hw.get('model_device') or model.get('device')}.")
-    sw_desc = ", ".join(f"{k} {v}" for k, v in sw.items() if v)
-    parts.append(f"Software: {sw_desc}.")
-    parts.append(
-        f"Model: {model.get('id')} ({model.get('dtype')}); the baseline is the "
-        "unmodified model and every variant starts from it."
-    )
+    return hw_desc
+
+
+def _study_devices(doc: dict[str, Any]) -> list[str]:
+    """One sentence per device of a study: its profile (the data sheet) and what its own
+    environment recorded."""
+    out = []
+    envs = doc.get("device_environments") or {}
+    for d in doc["study"]["devices"]:
+        env = envs.get(d["name"]) or {}
+        hw = env.get("hardware") or {}
+        spec = [
+            x
+            for x in (
+                f"{d['memory_bytes'] / 1024**3:.0f} GiB {d.get('memory_type') or ''}".strip()
+                if d.get("memory_bytes")
+                else None,
+                f"CPU {d['cpu']}" if d.get("cpu") else None,
+                f"GPU {d['gpu']}" if d.get("gpu") else None,
+            )
+            if x
+        ]
+        s = f"Device {d['name']}: profile {d.get('profile') or 'unknown'}"
+        s += (
+            f" ({d['title']}" + (f"; {', '.join(spec)})" if spec else ")") if d.get("title") else ""
+        )
+        s += f", reached {d.get('via') or 'local'}"
+        node = d.get("node") or {}
+        if node.get("hostname"):
+            s += f" on node {node['hostname']}"
+        s += f"; measured on {hardware_text(hw)}, model on {d.get('torch_device') or 'cpu'}"
+        idle = (env.get("meters") or {}).get("idle_power_w")
+        if idle is not None:
+            s += f", idle power {idle:.2f} W"
+        out.append(s + ".")
+    return out
+
+
+def methodology(doc: dict[str, Any]) -> str:
+    study = doc.get("study")
+    env = doc.get("environment") or {}
+    if study:  # the measuring machines' own environments (the driver's is the fallback)
+        first = study["devices"][0]["name"] if study["devices"] else None
+        env = (doc.get("device_environments") or {}).get(first) or env
+    hw, sw = env.get("hardware") or {}, env.get("software") or {}
+    wl = doc.get("workload") or {}
+    model = doc.get("model") or {}
+    meters, estimated, hz, method = _meters_used(doc)
+    parts = []
     from ..provenance import source_note
 
-    note = source_note(model.get("id"))
-    if note:
-        parts.append(f"Model weights: {note}.")
-    steps = [
-        f"{v['name']} = {step_summary(v.get('definition') or [])}" for v in doc["variants"][1:]
-    ]
+    if study:
+        parts += _study_devices(doc)
+        parts.append(f"Software: {', '.join(f'{k} {v}' for k, v in sw.items() if v)}.")
+        parts.append(
+            "Models: "
+            + "; ".join(
+                f"{m.get('name')} = {m.get('id')} ({m.get('dtype')})" for m in study["models"]
+            )
+            + "; in each, the baseline is the unmodified model and every variant starts from "
+            "it; each (model, device) has its own baseline and every Δ, verdict and payback is "
+            "against the baseline of the same model on the same device."
+        )
+        notes = [n for m in study["models"] if (n := source_note(m.get("id")))]
+        if notes:
+            parts.append(f"Model weights: {'; '.join(dict.fromkeys(notes))}.")
+    else:
+        parts.append(
+            f"Hardware: {hardware_text(hw)}; model on "
+            f"{hw.get('model_device') or model.get('device')}."
+        )
+        sw_desc = ", ".join(f"{k} {v}" for k, v in sw.items() if v)
+        parts.append(f"Software: {sw_desc}.")
+        parts.append(
+            f"Model: {model.get('id')} ({model.get('dtype')}); the baseline is the "
+            "unmodified model and every variant starts from it."
+        )
+        note = source_note(model.get("id"))
+        if note:
+            parts.append(f"Model weights: {note}.")
+    defined: dict[str, str] = {}
+    for v in doc["variants"]:
+        if not is_baseline(v):
+            defined.setdefault(v.get("variant", v["name"]), step_summary(v.get("definition") or []))
+    steps = [f"{n} = {d}" for n, d in defined.items()]
     if steps:
         parts.append("Variants: " + "; ".join(steps) + ".")
     if meters:
@@ -247,13 +312,21 @@ def carbon_statement(doc: dict[str, Any]) -> str:
             f"{c['pue']:.2f}); the annual figure for {where}{src}, "
             f"{c['intensity_g_per_kwh']:.0f} gCO2e/kWh, is for comparison only."
         ]
+    study = bool(doc.get("study"))  # a baseline per model and device, each with its line
     base = doc["variants"][0] if doc["variants"] else None
-    if base and base.get("emissions_g_per_1000_inferences") is not None:
+    if base and not study and base.get("emissions_g_per_1000_inferences") is not None:
         parts.append(
             f"The baseline emits {num(base['emissions_g_per_1000_inferences'])} g "
             "CO2e per 1,000 inferences of the workload's requests."
         )
-    for v in doc["variants"][1:]:
+    for v in doc["variants"] if study else doc["variants"][1:]:
+        if study and is_baseline(v):
+            if v.get("emissions_g_per_1000_inferences") is not None:
+                parts.append(
+                    f"{v['name']} (baseline): {num(v['emissions_g_per_1000_inferences'])} g "
+                    "CO2e per 1,000 inferences."
+                )
+            continue
         if not v.get("complete"):
             parts.append(f"{v['name']}: incomplete (run again to resume).")
             continue

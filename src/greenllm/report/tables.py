@@ -12,42 +12,14 @@ import math
 from typing import Any
 
 from ..units import BYTES_PER_MIB, MJ_PER_J
-from .escape import md_text, tex_label, tex_text
-
-DASH = "—"
-
+from .escape import md_text, tex_label
+from .fmt import DASH, is_baseline, md_cell, md_table, num, pct, pp, tex
 
 # ---------------------------------------------------------------- formatting
 
 
-def num(x: Any, digits: int = 3) -> str:
-    if x is None or isinstance(x, bool) or (isinstance(x, float) and not math.isfinite(x)):
-        return DASH
-    x = float(x)
-    if x == 0:
-        return "0"
-    mag = math.floor(math.log10(abs(x)))
-    if mag >= 5:
-        return f"{x:,.0f}"
-    decimals = max(0, digits - 1 - mag)
-    return f"{x:,.{decimals}f}"
-
-
-def pct(d: Any, ci: Any = None, signed: bool = True) -> str:
-    if d is None:
-        return DASH
-    s = f"{d:+.1f} %" if signed else f"{d:.1f} %"
-    return s + (f" ± {ci:.1f}" if ci is not None else "")
-
-
-def pp(d: Any, se: Any = None) -> str:
-    if d is None:
-        return DASH
-    return f"{d:+.1f} pp" + (f" ± {se:.1f}" if se is not None else "")
-
-
 def payback(v: dict[str, Any]) -> str:
-    if v["name"] == "baseline" or not v.get("bench") or v.get("compression_energy_j") is None:
+    if is_baseline(v) or not v.get("bench") or v.get("compression_energy_j") is None:
         return DASH
     if v.get("verdict") == "inconclusive":
         return f"{DASH} (inconclusive)"
@@ -82,6 +54,16 @@ def step_summary(definition: list[dict[str, Any]]) -> str:
                 bits.append(f"{k}={cfg[k]}")
         parts.append(f"{key}({', '.join(bits)})")
     return " → ".join(parts)
+
+
+def subject(doc: dict[str, Any]) -> str:
+    """What the report is about: ``Model: ID``, or a study's models and devices."""
+    st = doc.get("study")
+    if not st:
+        return f"Model: {(doc.get('model') or {}).get('id')}"
+    models = ", ".join(str(m.get("name")) for m in st["models"])
+    devices = ", ".join(str(d["name"]) for d in st["devices"])
+    return f"Study: models {models} x devices {devices} ({st['cells']} cells)"
 
 
 def headline_label(doc: dict[str, Any]) -> str:
@@ -134,7 +116,7 @@ def _quality_cell(v: dict[str, Any], i: int) -> str:
     name, higher = pm
     val = e.get(name)
     text = f"{val * 100:.1f} %" if higher else num(val)
-    delta = (v["deltas"].get("evals") or [None] * (i + 1))[i] if v["name"] != "baseline" else None
+    delta = (v["deltas"].get("evals") or [None] * (i + 1))[i] if not is_baseline(v) else None
     if delta:
         text += (
             f" ({pp(delta.get('delta_pp'), delta.get('stderr_pp'))})"
@@ -179,7 +161,7 @@ def main_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     )
     rows = []
     for v in doc["variants"]:
-        is_base = v["name"] == "baseline"
+        is_base = is_baseline(v)
         size = _b(v, "size_bytes")
         hm = v.get("headline_metric") or "energy_per_token_j"
         hl = "net_energy_per_token" if hm.startswith("net_") else "energy_per_token"
@@ -272,9 +254,7 @@ def measurement_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 str(v.get("flagged_windows", 0)),
                 str(v.get("rerun_windows", 0)),
                 str(v.get("excluded_windows", 0)),
-                DASH
-                if v["name"] == "baseline"
-                else str((v.get("deltas") or {}).get("basis") or DASH),
+                DASH if is_baseline(v) else str((v.get("deltas") or {}).get("basis") or DASH),
             ]
         )
     return head, rows
@@ -337,23 +317,15 @@ def seed004_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 # ---------------------------------------------------------------- Markdown
 
 
-def _md_cell(s: str) -> str:
-    return md_text(s)  # no raw HTML, links, emphasis or table breaks from names
-
-
-def md_table(head: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(_md_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
-
-
 def to_markdown(doc: dict[str, Any]) -> str:
     head, rows = main_rows(doc)
     c = doc["carbon"]
+    from . import crosstab
+
     lines = [
-        f"# greenllm report: {_md_cell(str(doc.get('recipe')))}",
+        f"# greenllm report: {md_cell(str(doc.get('recipe')))}",
         "",
-        f"Model: {_md_cell(str((doc.get('model') or {}).get('id')))} · run "
+        f"{md_cell(subject(doc))} · run "
         f"{doc['run']['id']} ({doc['run']['status']}) · grid "
         f"{c['intensity_g_per_kwh']:.0f} gCO2e/kWh, PUE {c['pue']:.2f}",
         "",
@@ -363,6 +335,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
         "",
         DELTA_NOTE,
         "",
+        *crosstab.markdown(doc),
         "## Measurement",
         "",
         md_table(*measurement_rows(doc)),
@@ -381,7 +354,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
     if doc.get("pareto"):
         lines += [
             f"Pareto frontier ({doc.get('quality_metric')} vs energy per token): "
-            + ", ".join(_md_cell(n) for n in doc["pareto"]),
+            + ", ".join(md_cell(n) for n in doc["pareto"]),
             "",
         ]
     lines += [
@@ -412,10 +385,6 @@ def to_markdown(doc: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- LaTeX
 
 
-def tex(s: Any) -> str:
-    return tex_text(s)
-
-
 def to_latex(doc: dict[str, Any]) -> str:
     labels = eval_labels(doc)
     head = (
@@ -434,7 +403,7 @@ def to_latex(doc: dict[str, Any]) -> str:
         r"\midrule",
     ]
     for v in doc["variants"]:
-        is_base = v["name"] == "baseline"
+        is_base = is_baseline(v)
         size, ept = _b(v, "size_bytes"), _b(v, v.get("headline_metric") or "energy_per_token_j")
         cells = [
             tex(v["name"])
@@ -495,6 +464,9 @@ def to_latex(doc: dict[str, Any]) -> str:
             r"\end{table}",
             "",
         ]
+    from . import crosstab
+
+    lines += crosstab.latex(doc)
     lines += [
         r"\paragraph{Methodology.} " + tex(doc["methodology"]),
         "",
