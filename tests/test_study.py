@@ -359,3 +359,23 @@ def test_cells_run_on_the_nodes_with_their_resource_and_survive_a_lost_node(
     assert envs["dev-a"]["node"]["ray_node_id"] == nodes["dev-a"].node_id
     assert envs["dev-b"]["node"]["ray_node_id"] == nodes["dev-b"].node_id  # the new node
     assert _bench_keys_done(store_file) == 8
+
+
+def test_compress_on_a_ray_device_sends_the_checkpoints_back(tmp_path, ray_cluster):
+    _, nodes = ray_cluster
+    path = _study(tmp_path, RAY2, repeats=2)
+    data = yaml.safe_load(path.read_text())
+    data["models"] = data["models"][:1]
+    data["compress_on"] = "dev-b"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="run with --cluster"):
+        run(path, tmp_path / "out", progress=False)
+    s = run(path, tmp_path / "out", progress=False, cluster="ray")
+    assert s.status == "finished"
+    with Store(tmp_path / "out", create=False) as st:
+        units = plan(load_recipe(path))
+        steps = st.steps(units[1].variant_key)
+        assert len(steps) == 1 and steps[0].energy is not None  # metered on dev-b, stored here
+        assert st.counts()["benches"] == 4
+    art = tmp_path / "out" / "artifacts" / units[1].variant_key
+    assert (art / "greenllm.json").exists()  # the node's checkpoint, written by the driver

@@ -35,7 +35,7 @@ LOCK = ROOT / "requirements.lock"
 JETSON_LOCK = ROOT / "constraints-jetson.txt"
 CONSTRAINTS = ROOT / "constraints.txt"
 EXTRAS = "dev"
-JETSON_EXTRAS = ("torch", "jetson", "carbon", "peft", "datasets", "plots")
+JETSON_EXTRAS = ("torch", "jetson", "carbon", "peft", "datasets", "plots", "ray")
 JETSON_PYTHON, JETSON_PLATFORM = "3.10", "aarch64-unknown-linux-gnu"
 # The JetPack torch and what only it pulls in: never pinned on a Jetson.
 TORCH_ONLY = {"torch", "sympy", "mpmath", "networkx", "triton"}

@@ -496,7 +496,8 @@ def _study_options(
             "(or ray://HOST:PORT), or with --only-device NAME to run one device's cells on "
             "this machine"
         )
-    if recipe.compress_on != "local" and only_device is None and cluster is None:
+    cdev = next((d for d in recipe.devices if d.name == recipe.compress_on), None)
+    if cdev is not None and cdev.ray_label and only_device is None and cluster is None:
         raise ConfigError(
             f"compress_on: {recipe.compress_on!r} is a Ray device: run with --cluster ray"
         )
@@ -1368,13 +1369,10 @@ def _run_study(
     def remote(dname: str | None) -> bool:
         return bool(dname and devices[dname].ray_label and dname != only)
 
-    if recipe.compress_on != "local" and only is None:
-        raise ConfigError(
-            "compress_on: compressing on a Ray device is not supported yet; use "
-            "'compress_on: local' (the compressed models travel to the devices as checkpoints)"
-        )
-    # 1. compression, once per (model, variant), here
+    # 1. compression, once per (model, variant): here, or on the compress_on device
     unsaveable: dict[str, str] = {}
+    cdev = devices.get(recipe.compress_on) if only is None else None
+    remote_jobs = []
     for mname, spec in specs.items():
         mine = [g for (m, _), g in groups.items() if m == mname]
         if not mine:
@@ -1384,14 +1382,33 @@ def _run_study(
             for u in g:
                 if not u.skip:
                     needed.setdefault(u.variant_key, u)
-        log(f"[{mname}] compressing {len(needed) - 1} variant(s) once for {len(mine)} device(s)")
-        r = _Runner(recipe.for_model(spec), store, run_id, out, log, summary, probe=probe)
+        where = cdev.name if cdev is not None else "here"
+        log(
+            f"[{mname}] compressing {len(needed) - 1} variant(s) once ({where}) for "
+            f"{len(mine)} device(s)"
+        )
+        if cdev is not None and cdev.ray_label:
+            remote_jobs.append(
+                (mname, cdev, _device_recipe(recipe.for_model(spec), cdev), list(needed.values()))
+            )
+            continue
+        r = _Runner(
+            _device_recipe(recipe.for_model(spec), cdev),
+            store,
+            run_id,
+            out,
+            log,
+            summary,
+            probe=probe,
+        )
         unsaveable.update(
             r.compress(
                 list(needed.values()),
                 save_baseline=any(remote(d) for (m, d) in groups if m == mname),
             )
         )
+    if remote_jobs:
+        unsaveable.update(_compress_remotely(remote_jobs, store, run_id, out, log, summary, opts))
     # 2. each (model, device) group on its device
     jobs = []
     for (mname, dname), g in groups.items():
@@ -1443,20 +1460,127 @@ def _window_keys(units: list[_Unit]) -> list[str]:
     return sorted(keys)
 
 
-def _run_cluster_jobs(jobs, devices, store, run_id, out, log, summary, opts) -> None:
-    from .cluster import Job, RayCluster
-    from .store_proxy import apply_record, snapshot
+_COUNTERS = {
+    "add_step": "steps",
+    "add_eval": "evals",
+    "add_bench": "benches",
+    "add_window": "windows",
+}
 
-    counters = {
-        "add_step": "steps",
-        "add_eval": "evals",
-        "add_bench": "benches",
-        "add_window": "windows",
-    }
+
+def _connect(log, opts):
+    from .cluster import RayCluster
+
     cluster = RayCluster(
         opts.get("cluster") or "ray", log=log, shared_out=bool(opts.get("shared_out"))
     )
     cluster.connect()
+    return cluster
+
+
+def _compress_remotely(jobs, store, run_id, out, log, summary, opts) -> dict[str, str]:
+    """compress_on a Ray device: each model's variants are compressed there (steps metered
+    there, committed here), and the checkpoints come back into OUT/artifacts/."""
+    from .cluster import Job, unpack_dir
+    from .store_proxy import apply_record, snapshot
+
+    unsaveable: dict[str, str] = {}
+    todo = []
+    for mname, dev, sub, units in jobs:
+
+        def snap(units=units, dname=dev.name):
+            return snapshot(store, units, run_id, dname, [])
+
+        payload = {
+            "recipe": sub,
+            "units": units,
+            "device_name": dev.name,
+            "run_id": run_id,
+            "snapshot": snap(),
+            "artifacts_dir": str(out / "artifacts"),
+        }
+        todo.append(
+            Job(
+                f"{mname} compress @ {dev.name}",
+                "greenllm.runner:_compress_worker",
+                payload,
+                label=dev.ray_label,
+                resnapshot=snap,
+            )
+        )
+
+    def apply(job, rec) -> None:
+        kind, args = rec
+        if kind == "log":
+            log(f"[{job.name}] {args['msg']}")
+        elif kind == "unsaveable":
+            unsaveable.update(args)
+        elif kind == "artifact":
+            dest = out / "artifacts" / args["variant_key"]
+            tmp = out / "artifacts" / f".incoming-{args['variant_key']}"
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+            unpack_dir(args["tar"], tmp)
+            shutil.rmtree(dest, ignore_errors=True)
+            os.replace(tmp, dest)
+        elif apply_record(store, run_id, rec) and kind in _COUNTERS:
+            summary.done[_COUNTERS[kind]] += 1
+
+    cluster = _connect(log, opts)
+    try:
+        failures = cluster.run_jobs(todo, apply)
+    finally:
+        cluster.close()
+    if failures:
+        raise GreenLLMError("compression failed: " + " | ".join(failures))
+    return unsaveable
+
+
+def _compress_worker(payload: dict, emit, artifacts_dir: Path) -> None:
+    """compress_on a Ray device: the variants' steps on this node, then each checkpoint sent
+    back as a record (the driver writes it into OUT/artifacts/)."""
+    from .cluster import pack_dir
+    from .store_proxy import RecordingStore
+
+    store = RecordingStore(payload["snapshot"], emit)
+    work = Path(payload.get("work_dir") or Path(artifacts_dir).parent)
+    units = payload["units"]
+    r = _Runner(
+        payload["recipe"],
+        store,  # type: ignore[arg-type]
+        payload["run_id"],
+        work,
+        lambda msg: emit(("log", {"msg": msg})),  # type: ignore[arg-type]
+        _worker_summary(units, artifacts_dir),
+        device_name=payload["device_name"],
+        artifacts_root=work / "compressed",
+    )
+    emit(("unsaveable", r.compress(units, save_baseline=True)))
+    for u in units:
+        art = work / "compressed" / u.variant_key
+        if (art / "greenllm.json").exists():
+            emit(("artifact", {"variant_key": u.variant_key, "tar": pack_dir(art)}))
+
+
+def _worker_summary(units, artifacts_dir) -> RunSummary:
+    return RunSummary(
+        out_dir=Path(artifacts_dir).parent,
+        store_path=Path(artifacts_dir).parent / STORE_FILENAME,
+        run_id=-1,
+        status="running",
+        variants=[u.name for u in units],
+        done={"steps": 0, "evals": 0, "benches": 0, "windows": 0},
+        skipped={"variants": 0, "steps": 0, "evals": 0, "benches": 0, "windows": 0},
+    )
+
+
+def _run_cluster_jobs(jobs, devices, store, run_id, out, log, summary, opts) -> None:
+    from .cluster import Job
+    from .store_proxy import apply_record, snapshot
+
+    counters = _COUNTERS
+    cluster = _connect(log, opts)
     try:
         todo = []
         for name, dname, sub, g in jobs:
@@ -1519,15 +1643,7 @@ def _group_worker(payload: dict, emit, artifacts_dir: Path) -> None:
 
     store = RecordingStore(payload["snapshot"], emit)
     units = payload["units"]
-    summary = RunSummary(
-        out_dir=Path(artifacts_dir).parent,
-        store_path=Path(artifacts_dir).parent / STORE_FILENAME,
-        run_id=payload["run_id"],
-        status="running",
-        variants=[u.name for u in units],
-        done={"steps": 0, "evals": 0, "benches": 0, "windows": 0},
-        skipped={"variants": 0, "steps": 0, "evals": 0, "benches": 0, "windows": 0},
-    )
+    summary = _worker_summary(units, artifacts_dir)
 
     def log(msg: str) -> None:
         emit(("log", {"msg": msg}))

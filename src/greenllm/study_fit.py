@@ -58,8 +58,8 @@ def _prompt_tokens(recipe: Any) -> int:
 
 def fit_cells(recipe: Any, units: list[Any], *, only_device: str | None = None) -> list[CellFit]:
     """The estimate of every planned cell (the units of ``runner.plan``)."""
-    from . import memory
     from .devices import detect_device, get_profile
+    from .memory import check_fit, estimate_inference, model_config, usable_memory_bytes
 
     devices = {d.name: d for d in recipe.devices}
     specs = dict(recipe.model_list())
@@ -74,14 +74,14 @@ def fit_cells(recipe: Any, units: list[Any], *, only_device: str | None = None) 
             p = Path(src).expanduser()
             if not p.is_absolute() and not p.exists() and (recipe.base_dir / p).exists():
                 src = str(recipe.base_dir / p)
-            configs[mname] = memory.model_config(src)
+            configs[mname] = model_config(src)
         cfg = configs[mname]
         dev = devices.get(u.device) if u.device else None
         dname = u.device or "local"
         local = dev is None or dev.via == "local" or dev.name == only_device
         profile = get_profile(dev.profile) if dev is not None else detect_device().profile
         override = int(dev.memory_gib * GIB) if dev is not None and dev.memory_gib else None
-        usable, unote = memory.usable_memory_bytes(profile, override_bytes=override, local=local)
+        usable, unote = usable_memory_bytes(profile, override_bytes=override, local=local)
         if cfg is None:
             out.append(
                 CellFit(
@@ -96,7 +96,7 @@ def fit_cells(recipe: Any, units: list[Any], *, only_device: str | None = None) 
                 )
             )
             continue
-        est = memory.estimate_inference(
+        est = estimate_inference(
             cfg,
             dtype=spec.dtype,
             steps=u.steps,
@@ -104,7 +104,7 @@ def fit_cells(recipe: Any, units: list[Any], *, only_device: str | None = None) 
             context_tokens=context,
             runtime=recipe.workload.runtime,
         )
-        verdict = memory.check_fit(est, usable, dname) if usable is not None else None
+        verdict = check_fit(est, usable, dname) if usable is not None else None
         out.append(
             CellFit(
                 mname,
