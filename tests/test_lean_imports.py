@@ -37,6 +37,10 @@ LEAN_MODULES = [
     "greenllm.preflight",
     "greenllm.modelfiles",
     "greenllm.report.escape",
+    "greenllm.memory",
+    "greenllm.modeldims",
+    "greenllm.memory_steps",
+    "greenllm.memory_train",
 ]
 HEAVY = ("torch", "transformers", "numpy", "pandas", "codecarbon")
 
