@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "store_proxy",
             "cluster",
             "conditions",
+            "memory",
         ),
     ),
     (
@@ -66,6 +67,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "_compat",
             "_version",
             "stats",
+            "modeldims",
+            "memory_steps",
+            "memory_train",
         ),
     ),
 ]
@@ -88,7 +92,21 @@ NEVER = {
     **{comp: MODEL_SIDE for comp in ("meters", "measure", "control", "carbon", "store", "report")},
 }
 # These never import torch (or transformers) at module level, also through what they import.
-LEAN = ("api", "cli", "meters", "measure", "control", "carbon", "recipe", "store", "report")
+LEAN = (
+    "api",
+    "cli",
+    "meters",
+    "measure",
+    "control",
+    "carbon",
+    "recipe",
+    "store",
+    "report",
+    "memory",
+    "modeldims",
+    "memory_steps",
+    "memory_train",
+)
 HEAVY = ("torch", "transformers")
 
 LAYER_OF = {comp: i for i, (_, comps) in enumerate(LAYERS) for comp in comps}

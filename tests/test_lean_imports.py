@@ -40,6 +40,14 @@ LEAN_MODULES = [
     "greenllm.report.study",
     "greenllm.report.compare",
     "greenllm.cli.compare",
+    "greenllm.memory",
+    "greenllm.modeldims",
+    "greenllm.memory_steps",
+    "greenllm.memory_train",
+    "greenllm.study",
+    "greenllm.study_fit",
+    "greenllm.store_proxy",
+    "greenllm.cluster",
 ]
 HEAVY = ("torch", "transformers", "numpy", "pandas", "codecarbon")
 
