@@ -178,6 +178,37 @@ def test_a_finished_study_resumes_without_measuring_again(local_study):
     assert s2.done == {"steps": 0, "evals": 0, "benches": 0, "windows": 0}
 
 
+def test_a_cell_that_does_not_fit_is_skipped_and_the_rest_runs(tmp_path):
+    devices = [
+        {"name": "dev-a", "profile": "cpu"},
+        {"name": "small", "profile": "raspberry-pi-5", "memory_gib": 0.01},
+    ]
+    path = _study(tmp_path, devices)
+    data = yaml.safe_load(path.read_text())
+    data["models"] = data["models"][:1]
+    path.write_text(yaml.safe_dump(data))
+    # validate prints the estimate of every cell before anything runs
+    from typer.testing import CliRunner
+
+    from greenllm.cli import app
+
+    res = CliRunner().invoke(app, ["validate", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "tiny0 / baseline @ small: ~" in res.output
+    assert "does not fit: needs ~" in res.output and "small has 0.01 GiB" in res.output
+    assert "tiny0 / mag50 @ dev-a:" in res.output and ": fits" in res.output
+    s = run(path, tmp_path / "out", progress=False)
+    assert s.status == "finished"
+    with Store(tmp_path / "out", create=False) as st:
+        entries = st.latest_run()["plan"]
+        assert st.counts()["benches"] == 2  # dev-a's two cells only
+    skipped = {e["name"]: e.get("skip", "") for e in entries if e["device"] == "small"}
+    assert skipped["baseline"].startswith("does not fit: needs ~")
+    assert skipped["mag50"].startswith("does not fit")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "baseline (not run: does not fit: needs ~" in md
+
+
 def test_only_device_runs_that_device_here(tmp_path):
     remote = [
         {"name": "dev-a", "profile": "cpu", "via": "ray:dev-a"},

@@ -56,16 +56,51 @@ def _prompt_tokens(recipe: Any) -> int:
     return max(1, int(longest / CHARS_PER_TOKEN) + 1) if longest else DEFAULT_PROMPT_TOKENS
 
 
+def _eval_estimates(cfg: dict, spec: Any, steps: list, recipe: Any) -> list[tuple[str, Any]]:
+    """The evaluations' forward passes (a batch of full windows, logits for every token)."""
+    from .memory import estimate_inference
+
+    out = []
+    for key, ecfg in recipe.evals:
+        length = getattr(ecfg, "max_length", None)
+        if not length:
+            continue  # the model's own window: not modelled (a note in the docs)
+        est = estimate_inference(
+            cfg,
+            dtype=spec.dtype,
+            steps=steps,
+            batch_size=int(getattr(ecfg, "batch_size", 1) or 1),
+            context_tokens=int(length),
+            runtime=recipe.workload.runtime,
+        )
+        out.append((f"eval {key}", est))
+    return out
+
+
 def fit_cells(recipe: Any, units: list[Any], *, only_device: str | None = None) -> list[CellFit]:
-    """The estimate of every planned cell (the units of ``runner.plan``)."""
+    """The estimate of every planned cell (the units of ``runner.plan``): the larger of the
+    benchmark (the workload's batch and length, logits of the last token) and the evaluations
+    with a stated ``max_length``. A training step is checked against the machine it runs on
+    (``compress_on``)."""
     from .devices import detect_device, get_profile
-    from .memory import check_fit, estimate_inference, model_config, usable_memory_bytes
+    from .memory import check_fit, estimate_inference, estimate_step, usable_memory_bytes
+    from .modeldims import model_config
 
     devices = {d.name: d for d in recipe.devices}
     specs = dict(recipe.model_list())
-    context = _prompt_tokens(recipe) + int(recipe.workload.max_new_tokens)
+    prompt = _prompt_tokens(recipe)
+    context = prompt + int(recipe.workload.max_new_tokens)
     configs: dict[str, dict | None] = {}
     out: list[CellFit] = []
+
+    def usable_on(dev: Any) -> tuple[int | None, str, str]:
+        local = dev is None or dev.via == "local" or dev.name == only_device
+        profile = get_profile(dev.profile) if dev is not None else detect_device().profile
+        override = int(dev.memory_gib * GIB) if dev is not None and dev.memory_gib else None
+        usable, note = usable_memory_bytes(profile, override_bytes=override, local=local)
+        return usable, note, dev.name if dev is not None else "local"
+
+    compress_dev = devices.get(recipe.compress_on)
     for u in units:
         mname = u.model
         spec = specs[mname]
@@ -77,11 +112,7 @@ def fit_cells(recipe: Any, units: list[Any], *, only_device: str | None = None) 
             configs[mname] = model_config(src)
         cfg = configs[mname]
         dev = devices.get(u.device) if u.device else None
-        dname = u.device or "local"
-        local = dev is None or dev.via == "local" or dev.name == only_device
-        profile = get_profile(dev.profile) if dev is not None else detect_device().profile
-        override = int(dev.memory_gib * GIB) if dev is not None and dev.memory_gib else None
-        usable, unote = usable_memory_bytes(profile, override_bytes=override, local=local)
+        usable, unote, dname = usable_on(dev)
         if cfg is None:
             out.append(
                 CellFit(
@@ -96,27 +127,34 @@ def fit_cells(recipe: Any, units: list[Any], *, only_device: str | None = None) 
                 )
             )
             continue
-        est = estimate_inference(
-            cfg,
-            dtype=spec.dtype,
-            steps=u.steps,
-            batch_size=int(recipe.workload.batch_size),
-            context_tokens=context,
-            runtime=recipe.workload.runtime,
-        )
-        verdict = check_fit(est, usable, dname) if usable is not None else None
-        out.append(
-            CellFit(
-                mname,
-                u.name,
-                dname,
-                est,
-                usable,
-                unote,
-                verdict,
-                "" if usable is not None else "usable memory unknown: not checked",
+        cands = [
+            (
+                "bench",
+                estimate_inference(
+                    cfg,
+                    dtype=spec.dtype,
+                    steps=u.steps,
+                    batch_size=int(recipe.workload.batch_size),
+                    context_tokens=context,
+                    prefill_tokens=prompt,
+                    logits_tokens=1,
+                    runtime=recipe.workload.runtime,
+                ),
             )
-        )
+        ] + _eval_estimates(cfg, spec, u.steps, recipe)
+        what, est = max(cands, key=lambda c: c[1].total_bytes)
+        verdict = check_fit(est, usable, dname) if usable is not None else None
+        note = f"peak: {what}" if usable is not None else "usable memory unknown: not checked"
+        # compression: a training step must fit on the machine it runs on
+        for i, (key, scfg) in enumerate(u.steps):
+            tr = estimate_step(cfg, spec.dtype, key, scfg, prior_steps=u.steps[:i])
+            if tr is None:
+                continue
+            c_usable, _, c_name = usable_on(compress_dev)
+            t_verdict = check_fit(tr, c_usable, c_name) if c_usable is not None else None
+            if t_verdict and not verdict:
+                verdict, est, note = f"{t_verdict} (step {i + 1}, {key})", tr, f"peak: {key}"
+        out.append(CellFit(mname, u.name, dname, est, usable, unote, verdict, note))
     return out
 
 

@@ -165,5 +165,10 @@ def _print_fit(recipe) -> None:
     for f in fit_cells(recipe, units):
         est = f.estimate.describe() if f.estimate is not None else "unknown"
         have = f"{f.usable_bytes / 2**30:.2f} GiB usable" if f.usable_bytes else "usable unknown"
-        verdict = f.verdict or f.note or "fits"
+        if f.verdict:
+            verdict = f.verdict
+        elif f.estimate is None or f.usable_bytes is None:
+            verdict = f.note
+        else:
+            verdict = f"fits ({f.note})" if f.note else "fits"
         typer.echo(f"  {f.model} / {f.variant} @ {f.device}: {est}; {have}: {verdict}")

@@ -134,7 +134,14 @@ def cells_section(doc: dict[str, Any]) -> Section:
             [
                 v["device"],
                 v["model"],
-                v["variant"] + ("" if v.get("complete") else " (incomplete)"),
+                v["variant"]
+                + (
+                    ""
+                    if v.get("complete")
+                    else f" (not run: {v['skipped']})"
+                    if v.get("skipped")
+                    else " (incomplete)"
+                ),
                 ept,
                 num(c.get("tokens_per_s")),
                 num(c.get("energy_per_inference_j")),

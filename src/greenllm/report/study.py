@@ -236,6 +236,9 @@ def collect_study(sources: list[Source], carbon: dict[str, Any]) -> dict[str, An
             warnings += warn
             cell = {"name": label, "variant": entry["name"], "model": model, "device": device}
             cell.update((k, x) for k, x in record.items() if k != "name")
+            if entry.get("skip"):  # not run: the will-it-fit check (or its baseline's)
+                cell["skipped"] = entry["skip"]
+                warnings.append(f"{label}: not run: {entry['skip']}")
             variants.append(cell)
             groups.setdefault((model, device), []).append(cell)
             if device not in envs:
