@@ -100,9 +100,7 @@ def test_a_study_plans_groups_with_device_keys_and_shared_variant_keys():
     )
     units = plan(r)
     cells = [(u.model, u.device, u.name) for u in units]
-    assert cells == [
-        (m, d, v) for m in "ab" for d in ("d1", "d2") for v in ("baseline", "mag50")
-    ]
+    assert cells == [(m, d, v) for m in "ab" for d in ("d1", "d2") for v in ("baseline", "mag50")]
     by = {(u.model, u.device, u.name): u for u in units}
     # compressed once: the variant key is the same on both devices, per model different
     assert by["a", "d1", "mag50"].variant_key == by["a", "d2", "mag50"].variant_key
@@ -315,9 +313,7 @@ def _bench_keys_done(store_file: Path) -> int:
         con.close()
 
 
-def test_cells_run_on_the_nodes_with_their_resource_and_survive_a_lost_node(
-    tmp_path, ray_cluster
-):
+def test_cells_run_on_the_nodes_with_their_resource_and_survive_a_lost_node(tmp_path, ray_cluster):
     c, nodes = ray_cluster
     path = _study(tmp_path, RAY2, repeats=4, min_window_s=0.3)
     out = tmp_path / "out"
