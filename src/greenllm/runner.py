@@ -1415,12 +1415,12 @@ def _run_study(
         name = f"{mname} @ {dname or LOCAL_DEVICE}"
         dev = devices.get(dname) if dname else None
         sub = _device_recipe(recipe.for_model(specs[mname]), dev)
-        bad = [u.name for u in g if u.variant_key in unsaveable and not u.skip]
+        bad = [u for u in g if u.variant_key in unsaveable and not u.skip]
         if remote(dname) and bad:
             raise ConfigError(
-                f"{name}: variant(s) {', '.join(bad)} cannot be saved as a checkpoint "
-                f"({unsaveable[g[[u.name for u in g].index(bad[0])].variant_key]}), so they "
-                "cannot reach a Ray device; measure them on a local device"
+                f"{name}: variant(s) {', '.join(u.name for u in bad)} cannot be saved as a "
+                f"checkpoint ({unsaveable[bad[0].variant_key]}), so they cannot reach a Ray "
+                "device; measure them on a local device"
             )
         runnable = [u for u in g if not u.skip]
         if not remote(dname) and opts.get("cluster") is None:
