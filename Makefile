@@ -20,7 +20,14 @@ LATEST ?= .venv-latest
 # llama-cpp-python has only an sdist: pip builds llama.cpp with cmake + g++ (about 12 minutes on
 # 2 cores, once per machine: pip keeps the wheel in its cache); these flags skip what greenllm
 # does not use (the multimodal library, tests, examples).
-LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF $(LLAMA_NO_AMX)
+# ggml builds with -march=native: on a CPU with Intel AMX (Sapphire Rapids and later, such as
+# this project's CI machines) that compiles its AMX matmul, which crashed (SIGSEGV in
+# ggml_backend_amx_mul_mat) on Q8_0 with small matrices. Explicit -mno-amx-* beat -march's
+# implied flags in GCC, so AMX stays off and the rest of the native ISA stays on (x86 only).
+ifeq ($(shell uname -m),x86_64)
+LLAMA_NO_AMX = -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'
+endif
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)

@@ -406,3 +406,53 @@ def test_compress_on_a_ray_device_sends_the_checkpoints_back(tmp_path, ray_clust
         assert st.counts()["benches"] == 4
     art = tmp_path / "out" / "artifacts" / units[1].variant_key
     assert (art / "greenllm.json").exists()  # the node's checkpoint, written by the driver
+
+
+def test_variants_across_runtimes_each_with_its_own_baseline(tmp_path):
+    """Issue 14's variants x runtimes: one machine, two runtimes as two devices of a study;
+    int8 is paired with the baseline of its own runtime, and every row names its runtime."""
+    import json
+
+    from greenllm.testing import tiny_bpe_tokenizer, tiny_causal_lm
+
+    model, tok = tiny_causal_lm(0, vocab_size=320), tiny_bpe_tokenizer()
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    (tmp_path / "text.txt").write_text("the quick brown fox jumps over the lazy dog. " * 10)
+    data = {
+        "schema_version": 1,
+        "name": "runtimes",
+        "model": {"id": str(tmp_path / "m")},
+        "variants": {"int8": [{"quantize": {"method": "int8_weight"}}]},
+        "evals": [{"perplexity": {"data": str(tmp_path / "text.txt"), "max_length": 32}}],
+        "workload": {
+            "prompts": ["the quick", "a dog"],
+            "max_new_tokens": 4,
+            "warmup": 0,
+            "repeats": 2,
+            "min_window_s": 0,
+        },
+        "meters": ["estimate"],
+        "measure": {"hz": 100, "on_disturbance": "flag"},
+        **CARBON,
+        "devices": [
+            {"name": "eager", "profile": "cpu", "runtime": "torch"},
+            {"name": "llama", "profile": "cpu", "runtime": "llama.cpp", "threads": 1},
+        ],
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(data))
+    s = run(tmp_path / "r.yaml", tmp_path / "out", progress=False)
+    assert s.status == "finished"
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    rt = {(v["device"], v["variant"]): v["bench"]["device"]["runtime"] for v in doc["variants"]}
+    assert rt == {
+        ("eager", "baseline"): "torch",
+        ("eager", "int8"): "torch",
+        ("llama", "baseline"): "llama.cpp",
+        ("llama", "int8"): "llama.cpp",
+    }
+    for v in doc["variants"]:
+        if v["variant"] == "int8":  # paired within its own runtime's rounds
+            assert v["deltas"]["basis"] == "paired rounds"
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "llama.cpp" in md and "int8 · " in md

@@ -590,6 +590,10 @@ FIELD_DOCS = {
     '`--resources=\'{"<label>": 1, "greenllm_meter": 1}\'`.',
     "devices.torch_device": "torch device on that machine (cpu, cuda); default: the model's.",
     "devices.memory_gib": "Usable memory override for the will-it-fit check.",
+    "devices.runtime": "The runtime this target runs the model in (`torch`, `llama.cpp`, "
+    "`onnxruntime`); default: `workload.runtime`. Several runtimes on one machine are several "
+    "devices, each with its own baseline in its own rounds.",
+    "devices.threads": "The runtime's thread count on this target; default: `workload.threads`.",
     "model.id": "Hub id, local Hugging Face directory or .gguf file.",
     "model.dtype": "Weights dtype at load time.",
     "model.device": "cpu, cuda or cuda:N.",

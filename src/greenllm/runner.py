@@ -1445,12 +1445,23 @@ def _run_study(
 
 
 def _device_recipe(recipe: Recipe, dev: Any) -> Recipe:
-    """The one-model recipe as a device runs it (its torch device)."""
-    if dev is None or not dev.torch_device:
+    """The one-model recipe as a device runs it (its torch device, its runtime)."""
+    if dev is None:
         return recipe
-    return dataclasses.replace(
-        recipe, model=dataclasses.replace(recipe.model, device=dev.torch_device)
-    )
+    if dev.torch_device:
+        recipe = dataclasses.replace(
+            recipe, model=dataclasses.replace(recipe.model, device=dev.torch_device)
+        )
+    changes = {}
+    if getattr(dev, "runtime", None):
+        changes["runtime"] = dev.runtime
+    if getattr(dev, "threads", None):
+        changes["threads"] = dev.threads
+    if changes:
+        recipe = dataclasses.replace(
+            recipe, workload=dataclasses.replace(recipe.workload, **changes)
+        )
+    return recipe
 
 
 def _window_keys(units: list[_Unit]) -> list[str]:

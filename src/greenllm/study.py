@@ -38,6 +38,11 @@ class DeviceSpec:
     via: str = LOCAL
     torch_device: str | None = None
     memory_gib: float | None = None
+    # the deployment runtime this target runs the model in (torch, llama.cpp, onnxruntime)
+    # and its threads; None = the workload's. One machine with three runtimes is three devices:
+    # each measures its own baseline and variants in its own rounds (a per-runtime baseline).
+    runtime: str | None = None
+    threads: int | None = None
 
     def validate(self):
         check_safe_name(self.name, "name")
@@ -65,6 +70,15 @@ class DeviceSpec:
             raise ConfigError(f"torch_device: {excerpt(td)} is not a device; use cpu or cuda[:N]")
         if self.memory_gib is not None and not self.memory_gib > 0:
             raise ConfigError(f"memory_gib: {self.memory_gib!r} must be > 0")
+        if self.runtime is not None:
+            from .runtimes.base import check_runtime
+
+            try:
+                check_runtime(self.runtime)
+            except UnknownNameError as exc:
+                raise ConfigError(f"runtime: {exc}") from None
+        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
+            raise ConfigError(f"threads: {self.threads!r} must be a positive integer")
 
     @property
     def ray_label(self) -> str | None:
@@ -72,7 +86,14 @@ class DeviceSpec:
 
     def key(self) -> dict[str, Any]:
         """What makes measurements on this device comparable (part of its store keys)."""
-        return {"name": self.name, "profile": self.profile, "torch_device": self.torch_device}
+        key: dict[str, Any] = {
+            "name": self.name,
+            "profile": self.profile,
+            "torch_device": self.torch_device,
+        }
+        if self.runtime is not None or self.threads is not None:
+            key.update(runtime=self.runtime, threads=self.threads)
+        return key
 
 
 def parse_models(raw: Any, model_spec_cls: type) -> list[tuple[str, Any]]:
@@ -158,6 +179,10 @@ def device_to_dict(d: DeviceSpec) -> dict[str, Any]:
         out["torch_device"] = d.torch_device
     if d.memory_gib is not None:
         out["memory_gib"] = d.memory_gib
+    if d.runtime is not None:
+        out["runtime"] = d.runtime
+    if d.threads is not None:
+        out["threads"] = d.threads
     return out
 
 

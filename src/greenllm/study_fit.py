@@ -138,7 +138,8 @@ def fit_cells(recipe: Any, units: list[Any], *, only_device: str | None = None) 
                     context_tokens=context,
                     prefill_tokens=prompt,
                     logits_tokens=1,
-                    runtime=recipe.workload.runtime,
+                    runtime=(dev.runtime if dev is not None and dev.runtime else None)
+                    or recipe.workload.runtime,
                 ),
             )
         ] + _eval_estimates(cfg, spec, u.steps, recipe)
