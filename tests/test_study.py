@@ -456,3 +456,27 @@ def test_variants_across_runtimes_each_with_its_own_baseline(tmp_path):
             assert v["deltas"]["basis"] == "paired rounds"
     md = (tmp_path / "out" / "report.md").read_text()
     assert "llama.cpp" in md and "int8 · " in md
+
+
+def test_only_device_stores_merge_with_compare(tmp_path):
+    """Each board runs its own cells (--only-device); compare merges the stores into the
+    same cross report a cluster run gives."""
+    import csv
+
+    from greenllm.report.compare import compare
+
+    remote = [
+        {"name": "dev-a", "profile": "cpu", "via": "ray:dev-a"},
+        {"name": "dev-b", "profile": "raspberry-pi-5", "via": "ray:dev-b"},
+    ]
+    path = _study(tmp_path, remote)
+    for d in ("dev-a", "dev-b"):
+        assert run(path, tmp_path / d, progress=False, only_device=d).status == "finished"
+    compare([tmp_path / "dev-a", tmp_path / "dev-b"], tmp_path / "merged")
+    with open(tmp_path / "merged" / "study.csv", newline="") as f:
+        cells = list(csv.DictReader(f))
+    assert len(cells) == 8 and all(c["complete"] == "True" for c in cells)
+    assert {c["device"] for c in cells} == {"dev-a", "dev-b"}
+    # the same cells twice is refused
+    with pytest.raises(Exception, match="dev-a"):
+        compare([tmp_path / "dev-a", tmp_path / "dev-a"], tmp_path / "twice")

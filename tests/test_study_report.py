@@ -15,6 +15,7 @@ import csv
 import dataclasses
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -164,7 +165,8 @@ def test_cli_compare_refuses_a_cell_held_twice(stores, tmp_path, capsys):
     assert main(["compare", a, b, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert "'baseline · tiny @ cpu'" in err and "--label" in err
+    # the device label is the profile detected here (cpu, or nvidia-gpu where NVML answers)
+    assert re.search(r"'baseline · tiny @ [^']+'", err) and "--label" in err
     assert not (tmp_path / "x" / "results.json").exists()
     rc = main(
         [

@@ -518,6 +518,9 @@ def _run_locked(
     recipe: Recipe, out: Path, log: _Log, probe: Any = None, study_opts: dict | None = None
 ) -> RunSummary:
     units = plan(recipe)
+    only = (study_opts or {}).get("only_device")
+    if only is not None:  # this store holds that device's cells only (compare merges them)
+        units = [u for u in units if u.device == only]
     if recipe.is_study:
         from .study_fit import mark_unfit
 
