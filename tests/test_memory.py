@@ -405,6 +405,9 @@ class _FakeNvml:
     def nvmlShutdown(self):
         pass
 
+    def nvmlDeviceGetCount(self):
+        return 1
+
     def nvmlDeviceGetHandleByIndex(self, i):
         return i
 

@@ -468,7 +468,9 @@ def _cpuinfo(path: Path) -> tuple[str | None, int | None]:
     return model, count or None
 
 
-def _nvml_name(nvml: Any) -> str | None:
+def nvml_first_gpu(nvml: Any, read: Any) -> Any:
+    """``read(nvml, handle)`` for the first GPU, between nvmlInit and nvmlShutdown; None when
+    there is no NVML, no driver, no GPU, or the read fails (probes never block a caller)."""
     if nvml is None:
         return None
     try:
@@ -478,8 +480,7 @@ def _nvml_name(nvml: Any) -> str | None:
     try:
         if nvml.nvmlDeviceGetCount() < 1:
             return None
-        name = nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(0))
-        return name.decode() if isinstance(name, bytes) else str(name)
+        return read(nvml, nvml.nvmlDeviceGetHandleByIndex(0))
     except Exception:
         return None
     finally:
@@ -487,6 +488,14 @@ def _nvml_name(nvml: Any) -> str | None:
             nvml.nvmlShutdown()
         except Exception:
             pass
+
+
+def _nvml_name(nvml: Any) -> str | None:
+    def name(nv: Any, handle: Any) -> str:
+        raw = nv.nvmlDeviceGetName(handle)
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    return nvml_first_gpu(nvml, name)
 
 
 def _auto_nvml() -> Any:

@@ -423,26 +423,13 @@ def usable_memory_bytes(
 
 
 def _nvml_memory(nvml: Any) -> int | None:
+    from .devices import nvml_first_gpu
+
     if nvml == "auto":
         from .meters.nvml import load_pynvml
 
         nvml = load_pynvml()
-    if nvml is None:
-        return None
-    try:
-        nvml.nvmlInit()
-    except Exception:  # no driver / no GPU
-        return None
-    try:
-        handle = nvml.nvmlDeviceGetHandleByIndex(0)
-        return int(nvml.nvmlDeviceGetMemoryInfo(handle).total)
-    except Exception:
-        return None
-    finally:
-        try:
-            nvml.nvmlShutdown()
-        except Exception:
-            pass
+    return nvml_first_gpu(nvml, lambda nv, h: int(nv.nvmlDeviceGetMemoryInfo(h).total))
 
 
 def check_fit(estimate: MemoryEstimate, usable_bytes: int | None, device_name: str) -> str | None:

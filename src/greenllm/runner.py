@@ -527,15 +527,7 @@ def _run_locked(
         mark_unfit(recipe, units, log, only_device=(study_opts or {}).get("only_device"))
     t0 = time.perf_counter()
     store = Store(out)
-    summary = RunSummary(
-        out_dir=out,
-        store_path=store.path,
-        run_id=-1,
-        status="running",
-        variants=[u.name for u in units],
-        done={"steps": 0, "evals": 0, "benches": 0, "windows": 0},
-        skipped={"variants": 0, "steps": 0, "evals": 0, "benches": 0, "windows": 0},
-    )
+    summary = _new_summary(out, store.path, units)
     try:
         stale = store.mark_interrupted()
         if stale:
@@ -1577,16 +1569,22 @@ def _compress_worker(payload: dict, emit, artifacts_dir: Path) -> None:
             emit(("artifact", {"variant_key": u.variant_key, "tar": pack_dir(art)}))
 
 
-def _worker_summary(units, artifacts_dir) -> RunSummary:
+def _new_summary(out: Path, store_path: Path, units: list[_Unit]) -> RunSummary:
     return RunSummary(
-        out_dir=Path(artifacts_dir).parent,
-        store_path=Path(artifacts_dir).parent / STORE_FILENAME,
+        out_dir=out,
+        store_path=store_path,
         run_id=-1,
         status="running",
         variants=[u.name for u in units],
         done={"steps": 0, "evals": 0, "benches": 0, "windows": 0},
         skipped={"variants": 0, "steps": 0, "evals": 0, "benches": 0, "windows": 0},
     )
+
+
+def _worker_summary(units, artifacts_dir) -> RunSummary:
+    """A node's own tally (the driver counts what it commits)."""
+    out = Path(artifacts_dir).parent
+    return _new_summary(out, out / STORE_FILENAME, units)
 
 
 def _run_cluster_jobs(jobs, devices, store, run_id, out, log, summary, opts) -> None:
