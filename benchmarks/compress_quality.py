@@ -56,6 +56,26 @@ ROWS = {
         "quantize:method=gptq,bits=4,group_size=64,sym=true,desc_act=true,static_groups=true",
         "4 bit g64 sym act-order",
     ),
+    "gptq4g64a-act-clip": (
+        "quantize:method=gptq,bits=4,group_size=64,sym=false,desc_act=true,static_groups=true,"
+        "clip=true",
+        "4 bit g64 asym act-order clip",
+    ),
+    "gptq4g64-act-clip": (
+        "quantize:method=gptq,bits=4,group_size=64,sym=true,desc_act=true,static_groups=true,"
+        "clip=true",
+        "4 bit g64 sym act-order clip",
+    ),
+    "awq+gptq4g64a": (
+        "quantize:method=awq,bits=4,group_size=64,sym=false,rounding=gptq,desc_act=true,"
+        "static_groups=true",
+        "4 bit g64 asym",
+    ),
+    "awq+gptq4g64": (
+        "quantize:method=awq,bits=4,group_size=64,sym=true,rounding=gptq,desc_act=true,"
+        "static_groups=true",
+        "4 bit g64 sym",
+    ),
     "rtn4pc": ("quantize:method=rtn,bits=4,group_size=-1,sym=false", "4 bit per channel asym"),
     "gptq4pc": (
         "quantize:method=gptq,bits=4,group_size=-1,sym=false,desc_act=true",

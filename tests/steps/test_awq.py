@@ -159,6 +159,7 @@ def test_awq_on_a_tiny_model_packs_the_decoder_linears():
     "bad,field",
     [
         ({"desc_act": True}, "desc_act"),
+        ({"rounding": "gptq2"}, "rounding"),
         ({"sparsity": 0.5}, "sparsity"),
         ({"scale_grid": 0}, "scale_grid"),
     ],
@@ -171,3 +172,28 @@ def test_awq_settings_are_validated(bad, field):
 def test_an_unknown_method_suggests_awq():
     with pytest.raises(ConfigError, match="awq"):
         parse_config(QuantizeConfig, {"method": "awk"}, "quantize")
+
+
+def test_awq_with_gptq_rounding_loses_less_than_round_to_nearest():
+    from greenllm.builtin_data import resolve_data
+
+    calib = str(resolve_data("builtin:wiki-sample", "calibration"))
+    err = {}
+    for rounding in ("rtn", "gptq"):
+        model, tok = _tiny(2)
+        extra = {"desc_act": True, "static_groups": True} if rounding == "gptq" else {}
+        model, steps = greenllm.compress(
+            model, [_awq(sym=True, rounding=rounding, **extra)], tokenizer=tok, calibration=calib
+        )
+        st = steps[0].stats
+        assert st["rounding"] == rounding and st["clip"] is True
+        err[rounding] = st["reconstruction_error_mean"]
+    assert err["gptq"] < err["rtn"]
+
+
+def test_clip_defaults_per_method():
+    assert QuantizeConfig(method="awq").clip_for("awq") is True
+    assert QuantizeConfig(method="gptq").clip_for("gptq") is False
+    assert QuantizeConfig(method="gptq", clip=True).clip_for("gptq") is True
+    with pytest.raises(ConfigError, match="rounding"):
+        QuantizeConfig(method="gptq", rounding="gptq")

@@ -107,3 +107,43 @@ def test_gptq_and_sparsegpt_in_one_pass():
     w = model.model.layers[1].mlp.up_proj.dequantized_weight()
     assert abs(float((w == 0).float().mean()) - 0.5) < 0.05
     assert steps[0].stats["sparsity"] == 0.5
+
+
+def test_true_sequential_calibrates_each_stage_on_the_quantized_ones_before_it():
+    """q/k/v, then o_proj, then gate/up, then down_proj: with true_sequential the Hessians of
+    the later stages come from the quantized earlier ones, so o_proj (whose input is the
+    attention output of the quantized q/k/v) gets a different result than without it, while
+    layer 0's q/k/v (the first stage, same inputs either way) are identical."""
+    from greenllm.steps.quant_gptq import _input_stages
+    from greenllm.testing import tiny_model_and_tokenizer
+
+    model, tok = tiny_model_and_tokenizer(0)
+    layer = model.model.layers[0]
+    named = [(n, m) for n, m in layer.named_modules() if isinstance(m, torch.nn.Linear)]
+    stages, handles = _input_stages(named)
+    ids = tok("stages follow the order of the layer's calls", return_tensors="pt").input_ids
+    with torch.no_grad():
+        model(ids)
+    for h in handles:
+        h.remove()
+    assert stages == [
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+        ["self_attn.o_proj"],
+        ["mlp.gate_proj", "mlp.up_proj"],
+        ["mlp.down_proj"],
+    ]
+    runs = {}
+    for ts in (False, True):
+        model, tok, _, _ = _setup()
+        model, steps = greenllm.compress(
+            model, [_gptq(true_sequential=ts)], tokenizer=tok, calibration=_calib()
+        )
+        assert steps[0].stats["true_sequential"] is ts
+        runs[ts] = (model, steps[0].stats["reconstruction_error"])
+    (plain, e0), (seq, e1) = runs[False], runs[True]
+    a0, a1 = plain.model.layers[0].self_attn, seq.model.layers[0].self_attn
+    assert torch.equal(a0.q_proj.weight_packed, a1.q_proj.weight_packed)
+    assert not torch.equal(a0.o_proj.weight_packed, a1.o_proj.weight_packed)
+    assert e0["model.layers.0.self_attn.q_proj"] == e1["model.layers.0.self_attn.q_proj"]
+    with pytest.raises(ConfigError, match="true_sequential"):
+        parse_config(QuantizeConfig, {"method": "awq", "true_sequential": True}, "quantize")

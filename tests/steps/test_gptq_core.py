@@ -200,3 +200,33 @@ def test_int4_linear_without_a_kernel_group_size_uses_the_dequantized_matmul():
     mod = Int4Linear.from_quantized(q.codes, q.scales, q.zeros, 96)
     assert mod.kernel == "dequantized matmul"
     torch.testing.assert_close(mod(X[:4]), X[:4] @ q.weight.T, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sym", [True, False])
+def test_a_fixed_grid_equal_to_the_static_one_gives_the_same_result(sym):
+    W, H, _ = _layer(5)
+    W, H = W.double(), H.double()
+    static = gptq_quantize(W, H, bits=4, group_size=32, sym=sym, static_groups=True)
+    s = torch.empty(W.shape[0], 4, dtype=torch.float64)
+    z = torch.empty_like(s)
+    for g in range(4):
+        s[:, g], z[:, g] = grid_params(W[:, g * 32 : (g + 1) * 32], 4, sym)
+    fixed = gptq_quantize(W, H, bits=4, group_size=32, sym=sym, grid=(s, z))
+    assert torch.equal(fixed.codes, static.codes)
+    assert torch.equal(fixed.weight, static.weight)
+    with pytest.raises(ValueError, match="grid"):
+        gptq_quantize(W, H, bits=4, group_size=32, sym=sym, grid=(s[:, :2], z[:, :2]))
+
+
+def test_a_clipped_grid_is_used_as_given_and_lowers_the_output_error():
+    from greenllm.steps.awq_core import clipped_grid
+
+    W, H, X = _layer(6)
+    W, H = W.double(), H.double()
+    W[:, 7] *= 8.0  # a column of large weights: min/max grids waste their steps on it
+    s, z = clipped_grid(W, H, bits=4, group_size=32, sym=False)
+    res = gptq_quantize(W, H, bits=4, group_size=32, sym=False, grid=(s, z))
+    g_idx = torch.arange(128) // 32
+    torch.testing.assert_close(res.weight, dequantize(res.codes, s, z, g_idx))
+    plain = gptq_quantize(W, H, bits=4, group_size=32, sym=False, static_groups=True)
+    assert res.rel_error < plain.rel_error

@@ -145,6 +145,36 @@ def apply_clip(w, max_val, group_size: int | None):
     return torch.maximum(torch.minimum(wg, m), -m).reshape(rows, cols)
 
 
+def clipped_grid(
+    w,
+    gram,
+    *,
+    bits: int,
+    group_size: int | None,
+    sym: bool,
+    grid: int = 20,
+    max_shrink: float = 0.5,
+):
+    """``(scales, zeros) [out, groups]``: the grid of every (row, group) after the clipping
+    search, for a rounding that keeps the original weights as its target (GPTQ with a fixed
+    grid: the weights beyond the bound clamp to the end codes, and their error is spread over
+    the columns not yet rounded)."""
+    import torch
+
+    bound = search_clip(
+        w, gram, bits=bits, group_size=group_size, sym=sym, grid=grid, max_shrink=max_shrink
+    )
+    clipped = apply_clip(w.detach().double(), bound.double(), group_size)
+    rows, cols = clipped.shape
+    gs = cols if group_size is None else group_size
+    n_groups = cols // gs
+    scales = torch.empty(rows, n_groups, dtype=torch.float64)
+    zeros = torch.empty(rows, n_groups, dtype=torch.float64)
+    for g in range(n_groups):
+        scales[:, g], zeros[:, g] = grid_params(clipped[:, g * gs : (g + 1) * gs], bits, sym)
+    return scales, zeros
+
+
 def quantize_clipped(
     w,
     gram,
@@ -212,6 +242,7 @@ __all__ = [
     "apply_clip",
     "awq_quantize_one",
     "candidate_scale",
+    "clipped_grid",
     "fake_quantize",
     "output_error",
     "quantize_clipped",

@@ -109,8 +109,13 @@ def gptq_quantize(
     dampening: float = 0.01,
     sparsity: float = 0.0,
     nm: tuple[int, int] | None = None,
+    grid: tuple[Any, Any] | None = None,
 ) -> GPTQResult:
-    """GPTQ (and, with ``sparsity`` or ``nm``, SparseGPT in the same pass) on one matrix."""
+    """GPTQ (and, with ``sparsity`` or ``nm``, SparseGPT in the same pass) on one matrix.
+
+    ``grid``: precomputed ``(scales, zeros)`` ``[out, groups]`` (for example from a clipping
+    search on the original weights); they are used as static groups, so ``W`` is rounded on
+    that grid (values beyond it clamp to the end codes) and only the rounding is GPTQ's."""
     import torch
 
     if group_size is not None and weight.shape[1] % group_size:
@@ -142,7 +147,16 @@ def gptq_quantize(
         if group_size is None
         else torch.arange(cols) // group_size
     )
-    if group_size is None:
+    if grid is not None:
+        gs_, gz_ = grid
+        if tuple(gs_.shape) != (rows, n_groups) or tuple(gz_.shape) != (rows, n_groups):
+            raise ValueError(
+                f"grid: scales/zeros must be [{rows}, {n_groups}], got "
+                f"{tuple(gs_.shape)} / {tuple(gz_.shape)}"
+            )
+        scales.copy_(gs_.to(ft))
+        zeros.copy_(gz_.to(ft))
+    elif group_size is None:
         scales[:, 0], zeros[:, 0] = grid_params(W, bits, sym)
     elif static_groups or act_order:
         for g in range(n_groups):
@@ -158,7 +172,7 @@ def gptq_quantize(
     # columns are rows of these transposed buffers: every per-column update is contiguous
     QT = torch.empty(cols, rows, dtype=ft)
     codesT = torch.zeros(cols, rows, dtype=torch.uint8)
-    fresh_groups = group_size is not None and not (static_groups or act_order)
+    fresh_groups = group_size is not None and not (static_groups or act_order or grid is not None)
     for b0 in range(0, cols, blocksize):
         b1 = min(b0 + blocksize, cols)
         W1 = W[:, b0:b1].t().contiguous()  # [block, rows]

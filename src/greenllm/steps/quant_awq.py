@@ -105,6 +105,37 @@ def fold_scale(producer, consumers, s) -> None:
             mod.weight.mul_(s[None, :].to(mod.weight.dtype))
 
 
+def _gptq_rounding(w, gram, n: int, cfg, bits: int, group_size, sym: bool, clip: bool):
+    """GPTQ on the scaled weight ``w`` with the Hessian ``2 G / n`` of its (scaled) inputs,
+    on the clipping search's grid when ``clip`` (``rounding: gptq``)."""
+    from .awq_core import clipped_grid
+    from .gptq_core import gptq_quantize
+
+    fixed = None
+    if clip:
+        fixed = clipped_grid(
+            w,
+            gram,
+            bits=bits,
+            group_size=group_size,
+            sym=sym,
+            grid=int(cfg.scale_grid),
+            max_shrink=float(cfg.clip_max_shrink),
+        )
+    return gptq_quantize(
+        w,
+        gram * (2.0 / n),
+        bits=bits,
+        group_size=group_size,
+        sym=sym,
+        act_order=bool(cfg.desc_act),
+        static_groups=bool(cfg.static_groups),
+        blocksize=int(cfg.blocksize),
+        dampening=float(cfg.dampening),
+        grid=fixed,
+    )
+
+
 def apply_awq(model, modules, cfg, ctx) -> dict[str, Any]:
     """Quantize ``modules`` ([(name, nn.Linear)]) with AWQ; returns the step stats."""
     import torch
@@ -116,7 +147,8 @@ def apply_awq(model, modules, cfg, ctx) -> dict[str, Any]:
     from .quantize import set_submodule
 
     bits, group_size, sym = _grid(cfg)
-    grid, clip, shrink = int(cfg.scale_grid), bool(cfg.clip), float(cfg.clip_max_shrink)
+    grid, clip, shrink = int(cfg.scale_grid), cfg.clip_for("awq"), float(cfg.clip_max_shrink)
+    use_gptq = cfg.rounding == "gptq"
     t0 = time.perf_counter()
     layers = decoder_layers(model)
     all_parts = [_parts(layer, i) for i, layer in enumerate(layers)]  # before any change
@@ -179,16 +211,21 @@ def apply_awq(model, modules, cfg, ctx) -> dict[str, Any]:
             if col_scale[s] is not None:  # the layer now sees x / s
                 g = g / (col_scale[s][:, None] * col_scale[s][None, :])
             w = mod.weight.detach()
-            q = quantize_clipped(
-                w.double(),
-                g,
-                bits=bits,
-                group_size=group_size,
-                sym=sym,
-                clip=clip and s not in NO_CLIP,
-                grid=grid,
-                max_shrink=shrink,
-            )
+            if use_gptq:
+                q = _gptq_rounding(
+                    w, g, n[s], cfg, bits, group_size, sym, clip and s not in NO_CLIP
+                )
+            else:
+                q = quantize_clipped(
+                    w.double(),
+                    g,
+                    bits=bits,
+                    group_size=group_size,
+                    sym=sym,
+                    clip=clip and s not in NO_CLIP,
+                    grid=grid,
+                    max_shrink=shrink,
+                )
             energy = output_error(w.double(), torch.zeros_like(w, dtype=torch.float64), g)
             errors[full(i, s)] = (
                 round(output_error(w.double(), q.weight, g) / energy, 8) if energy > 0 else 0.0
@@ -210,6 +247,8 @@ def apply_awq(model, modules, cfg, ctx) -> dict[str, Any]:
         "scale_grid": grid,
         "clip": clip,
         "clip_max_shrink": shrink,
+        "rounding": cfg.rounding,
+        "desc_act": bool(cfg.desc_act),
         "calibration": {
             "samples": int(tokens.shape[0]),
             "seq_len": int(tokens.shape[1]),

@@ -58,6 +58,37 @@ def _replacement(mod, result, group_size: int | None, bits: int):
     return None, "simulated"
 
 
+def _input_stages(named):
+    """Forward pre-hooks that group ``named`` ([(name, nn.Linear)]) into stages: the linears
+    called on one and the same input tensor, in the order the layer first calls them. Returns
+    ``(stages, handles)``; ``stages`` (a list of name lists) fills during the forward."""
+    stages: list[list[str]] = []
+    seen: dict[int, int] = {}
+    alive: list[Any] = []  # keeps the first batch's inputs alive, so ids are not reused
+    handles = []
+
+    for name, mod in named:
+
+        def hook(module, inputs, name=name):
+            if any(name in st for st in stages):
+                return
+            x = inputs[0]
+            if id(x) not in seen:
+                seen[id(x)] = len(stages)
+                stages.append([])
+                alive.append(x)
+            stages[seen[id(x)]].append(name)
+
+        handles.append(mod.register_forward_pre_hook(hook))
+
+    class _Release:
+        def remove(self):
+            alive.clear()
+
+    handles.append(_Release())
+    return stages, handles
+
+
 def apply_gptq(model, modules, cfg, ctx) -> dict[str, Any]:
     """Quantize ``modules`` ([(name, nn.Linear)]) with GPTQ; returns the step stats."""
     from .gptq_core import gptq_quantize
@@ -89,7 +120,24 @@ def apply_gptq(model, modules, cfg, ctx) -> dict[str, Any]:
     errors: dict[str, float] = {}
     storage: dict[str, str] = {}
 
+    clip = bool(cfg.clip_for("gptq"))
+    true_seq = bool(cfg.true_sequential)
+    grid, shrink = int(cfg.scale_grid), float(cfg.clip_max_shrink)
+
     def quantize_one(name, mod, hessian):
+        fixed = None
+        if clip:
+            from .awq_core import clipped_grid
+
+            fixed = clipped_grid(
+                mod.weight,
+                hessian,
+                bits=bits,
+                group_size=group_size,
+                sym=sym,
+                grid=grid,
+                max_shrink=shrink,
+            )
         res = gptq_quantize(
             mod.weight,
             hessian,
@@ -102,6 +150,7 @@ def apply_gptq(model, modules, cfg, ctx) -> dict[str, Any]:
             dampening=dampening,
             sparsity=sparsity,
             nm=nm,
+            grid=fixed,
         )
         new, how = _replacement(mod, res, group_size, bits)
         if new is not None:
@@ -109,19 +158,33 @@ def apply_gptq(model, modules, cfg, ctx) -> dict[str, Any]:
         errors[name] = round(res.rel_error, 8)
         storage[name] = how
 
+    def hessians(named, forward):
+        state, handles = _input_hooks(named, "hessian")
+        order, handles2 = _input_stages(named) if true_seq else ([], [])
+        try:
+            outs = forward()
+        finally:
+            for h in handles + handles2:
+                h.remove()
+        return {n: st["acc"] * (2.0 / max(st["n"], 1)) for n, st in state.items()}, order, outs
+
     def visit(i, _layer, forward):
         named = per_layer[i]
         if not named:
             return None, False
-        state, handles = _input_hooks(named, "hessian")
-        try:
-            outs = forward()
-        finally:
-            for h in handles:
-                h.remove()
-        for name, mod in named:
-            st = state[name]
-            quantize_one(name, mod, st["acc"] * (2.0 / max(st["n"], 1)))
+        hess, stages, outs = hessians(named, forward)
+        if not true_seq:
+            for name, mod in named:
+                quantize_one(name, mod, hess[name])
+            return outs, False
+        # true sequential: each stage (the linears that share one input tensor: q/k/v, o,
+        # gate/up, down) is calibrated on the outputs of the stages already quantized
+        by_name = dict(named)
+        for k, stage in enumerate(stages):
+            if k:
+                hess, _, outs = hessians([(n, by_name[n]) for n in stage], forward)
+            for name in stage:
+                quantize_one(name, by_name[name], hess[name])
         return outs, False
 
     layerwise(model, tokens, visit, batch_size=cfg.calibration.batch_size, sequential=True)
@@ -137,6 +200,8 @@ def apply_gptq(model, modules, cfg, ctx) -> dict[str, Any]:
         "static_groups": static_groups,
         "blocksize": blocksize,
         "dampening": dampening,
+        "clip": clip,
+        "true_sequential": true_seq,
         "sparsity": sparsity,
         "pattern": cfg.pattern,
         "calibration": {

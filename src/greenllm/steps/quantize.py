@@ -255,13 +255,15 @@ class QuantizeConfig(Config):
     static_groups: bool = False
     dampening: float = 0.01
     blocksize: int = 128
+    true_sequential: bool = False  # gptq: q/k/v, o, gate/up, down in turn, on quantized inputs
     sparsity: float = 0.0
     pattern: str | None = None
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    # awq only
-    scale_grid: int = 20  # exponents alpha = k / scale_grid, k < scale_grid
-    clip: bool = True  # clipping search after the scales
+    # clipping search (awq, gptq): None = the method's default (awq: on, gptq: off)
+    clip: bool | None = None
     clip_max_shrink: float = 0.5  # the clip bound goes down to (1 - this) * max|w|
+    scale_grid: int = 20  # awq exponents alpha = k / scale_grid; also the clip search's grid
+    rounding: str = "rtn"  # awq: rtn (the paper) or gptq (GPTQ on the scaled weights)
 
     def validate(self) -> None:
         try:
@@ -271,6 +273,15 @@ class QuantizeConfig(Config):
         check_patterns(self)
         if self.method in ("gptq", "rtn", "awq"):
             self._validate_gptq()
+        if self.rounding != "rtn" and self.method != "awq":
+            raise ConfigError(
+                f"rounding: {self.rounding!r} applies to method awq only (the rounding after "
+                "its scales); drop rounding"
+            )
+        if self.true_sequential and self.method != "gptq":
+            raise ConfigError(
+                f"true_sequential: applies to method gptq only (got {self.method}); drop it"
+            )
         if self.method == "awq":
             self._validate_awq()
         elif self.group_size is not None and self.group_size not in (32, 64, 128, 256):
@@ -294,6 +305,10 @@ class QuantizeConfig(Config):
             )
         if self.blocksize < 1:
             raise ConfigError(f"blocksize: must be >= 1, got {self.blocksize}")
+        if self.scale_grid < 1:
+            raise ConfigError(f"scale_grid: must be >= 1, got {self.scale_grid}")
+        if not 0 <= self.clip_max_shrink < 1:
+            raise ConfigError(f"clip_max_shrink: {self.clip_max_shrink} is not in [0, 1)")
         if not 0 < self.dampening < 1:
             raise ConfigError(f"dampening: {self.dampening} is not in (0, 1)")
         if not 0 <= self.sparsity < 1:
@@ -316,10 +331,21 @@ class QuantizeConfig(Config):
                 )
         self.calibration.validate()
 
+    def clip_for(self, method: str) -> bool:
+        """Whether the clipping search runs: ``clip``, or the method's default."""
+        if self.clip is not None:
+            return bool(self.clip)
+        return method == "awq"
+
     def _validate_awq(self) -> None:
+        if self.rounding not in ("rtn", "gptq"):
+            raise ConfigError(f"rounding: {self.rounding!r} is not one of rtn, gptq")
         for name in ("desc_act", "static_groups"):
-            if getattr(self, name):
-                raise ConfigError(f"{name}: GPTQ's column order; awq has none (drop {name})")
+            if getattr(self, name) and self.rounding != "gptq":
+                raise ConfigError(
+                    f"{name}: GPTQ's column order; awq with rounding: rtn has none "
+                    f"(drop {name}, or set rounding: gptq)"
+                )
         if self.sparsity or self.pattern is not None:
             raise ConfigError(
                 "sparsity: awq does not prune; use method gptq with sparsity (SparseGPT + GPTQ)"
