@@ -175,6 +175,7 @@ def test_replayed_server_request_tokens_and_timings(fake_env, tiny, recording):
     finally:
         rt.close()
     assert rt.proc is None and _gone(pid)
+    assert not rt.log_path.exists()  # its temporary log goes with it (no error named it)
 
 
 def test_bench_runs_through_a_replayed_server(fake_env, tiny):
@@ -225,7 +226,7 @@ def test_server_dying_at_start_is_an_error_with_its_log_tail(fake_env, tiny, mon
 
     monkeypatch.setenv("FAKE_LLAMA_MODE", "die")
     with pytest.raises(ModelError, match="exited with code 1 while starting.*failed to load model"):
-        LlamaServerRuntime(tiny[0])
+        LlamaServerRuntime(tiny[0], log_path=fake_env / "server.log")
     assert _gone(int((fake_env / "pid").read_text()))
 
 
@@ -235,7 +236,7 @@ def test_server_never_healthy_is_stopped(fake_env, tiny, monkeypatch):
     monkeypatch.setenv("FAKE_LLAMA_MODE", "hang")
     t0 = time.monotonic()
     with pytest.raises(ModelError, match="did not become healthy within 1 s.*listening on"):
-        LlamaServerRuntime(tiny[0], start_timeout_s=1.0)
+        LlamaServerRuntime(tiny[0], start_timeout_s=1.0, log_path=fake_env / "server.log")
     assert time.monotonic() - t0 < 10
     assert _gone(int((fake_env / "pid").read_text()))
 
@@ -253,7 +254,7 @@ def test_port_in_use_is_a_clear_error(fake_env, tiny):
     with _busy_port() as s:
         port = s.getsockname()[1]
         with pytest.raises(UnsupportedError, match=f"could not bind 127.0.0.1:{port}.*in use"):
-            LlamaServerRuntime(tiny[0], port=port)
+            LlamaServerRuntime(tiny[0], port=port, log_path=fake_env / "server.log")
     assert _gone(int((fake_env / "pid").read_text()))
 
 
@@ -261,7 +262,7 @@ def test_server_killed_midway_is_an_error_naming_it(fake_env, tiny):
     from greenllm.runtimes.llamaserver import LlamaServerRuntime
 
     path, tok = tiny
-    rt = LlamaServerRuntime(path)
+    rt = LlamaServerRuntime(path, log_path=fake_env / "server.log")
     try:
         rt.proc.kill()
         rt.proc.wait()
@@ -370,12 +371,12 @@ def test_real_server_generates_what_llama_cpp_in_process_does(tiny):
 
 
 @_needs("llama-server")
-def test_real_server_port_in_use(tiny):
+def test_real_server_port_in_use(tiny, tmp_path):
     from greenllm.runtimes.llamaserver import LlamaServerRuntime
 
     with _busy_port() as s:
         with pytest.raises(UnsupportedError, match="could not bind.*in use"):
-            LlamaServerRuntime(tiny[0], port=s.getsockname()[1])
+            LlamaServerRuntime(tiny[0], port=s.getsockname()[1], log_path=tmp_path / "s.log")
 
 
 @_needs("llama-server")
@@ -386,7 +387,7 @@ def test_real_server_with_a_broken_file_fails_with_its_log(tiny, tmp_path):
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(data[: len(data) - 4096])
     with pytest.raises(ModelError, match="while starting; log .*load"):
-        LlamaServerRuntime(broken)
+        LlamaServerRuntime(broken, log_path=tmp_path / "s.log")
 
 
 @_needs("llama-bench")

@@ -20,7 +20,8 @@ generated; the token counts are the server's (``tokens_predicted``, checked to b
 ``max_new_tokens``). The server's
 own ``timings`` (``prompt_ms``, ``predicted_ms``, ``prompt_n``, ``predicted_n``, ...) come
 back under ``server_timings`` so a benchmark can compare both clocks. ``peak_rss_bytes`` is the
-server process's peak RSS (``VmHWM``), not greenllm's.
+server process's peak RSS (``VmHWM``), not greenllm's. A log greenllm created is removed by
+``close()`` unless an error named it.
 
 No logits: the server returns top-N probabilities of *generated* tokens only, never the
 full-vocabulary logits at every prompt position that ``perplexity`` / ``choice`` score, so
@@ -96,6 +97,7 @@ class LlamaServerRuntime(Runtime):
         env: Mapping[str, str] | None = None,
     ):
         self.proc: subprocess.Popen | None = None
+        self._temp_log = False
         self._listening = False
         self.path = Path(path)
         self.binary = Path(binary) if binary is not None else find_binary("llama-server", env)
@@ -105,6 +107,7 @@ class LlamaServerRuntime(Runtime):
         self.size_bytes = self.report.size_bytes
         self.threads = int(threads) if threads else None
         self.request_timeout_s = float(request_timeout_s)
+        self._temp_log = log_path is None  # removed by close() unless something failed
         if log_path is None:
             fd, name = tempfile.mkstemp(prefix="greenllm-llama-server-", suffix=".log")
             os.close(fd)
@@ -129,6 +132,7 @@ class LlamaServerRuntime(Runtime):
 
     # ------------------------------------------------------------------ process
     def _fail(self, what: str) -> str:
+        self._temp_log = False  # the message names the log: keep it
         tail = log_tail(self.log_path)
         return f"llama-server ({self.binary}) {what}; log {self.log_path}: {tail or '(empty)'}"
 
@@ -310,10 +314,12 @@ class LlamaServerRuntime(Runtime):
             "bits_per_weight": self.report.bits_per_weight,
             "threads": self.threads if self.threads else "default",
             "n_ctx": self.n_ctx,
-            "server_log": str(self.log_path),
+            **({} if self._temp_log else {"server_log": str(self.log_path)}),
         }
 
     def close(self) -> None:
         proc, self.proc = self.proc, None
         stop(proc)
         atexit.unregister(self.close)
+        if self._temp_log:
+            self.log_path.unlink(missing_ok=True)
