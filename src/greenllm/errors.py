@@ -55,6 +55,14 @@ class MissingDependencyError(GreenLLMError):
         super().__init__(f"{package} is required{what} but is not installed; run: {fix}")
 
 
+class MissingBinaryError(MissingDependencyError):
+    """An external program greenllm runs (llama.cpp's ``llama-bench`` / ``llama-server``) is not
+    found or not runnable; the message names the environment variable and how to get it."""
+
+    def __init__(self, message: str):
+        GreenLLMError.__init__(self, message)
+
+
 class UnsupportedError(GreenLLMError):
     """The method cannot run on this device / with this model (says why)."""
 

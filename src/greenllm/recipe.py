@@ -591,8 +591,8 @@ FIELD_DOCS = {
     "devices.torch_device": "torch device on that machine (cpu, cuda); default: the model's.",
     "devices.memory_gib": "Usable memory override for the will-it-fit check.",
     "devices.runtime": "The runtime this target runs the model in (`torch`, `llama.cpp`, "
-    "`onnxruntime`); default: `workload.runtime`. Several runtimes on one machine are several "
-    "devices, each with its own baseline in its own rounds.",
+    "`llama-server`, `onnxruntime`); default: `workload.runtime`. Several runtimes on one "
+    "machine are several devices, each with its own baseline in its own rounds.",
     "devices.threads": "The runtime's thread count on this target; default: `workload.threads`.",
     "model.id": "Hub id, local Hugging Face directory or .gguf file.",
     "model.dtype": "Weights dtype at load time.",
@@ -620,9 +620,11 @@ FIELD_DOCS = {
     "workload.limit": "Use only the first N prompts (null = all).",
     "workload.compile": "Decode with a static KV cache and a torch.compile'd decode step "
     "(compiled during the warm-up; needs a C++ compiler on CPU).",
-    "workload.runtime": "The engine that runs the requests: torch, llama.cpp (a GGUF file) or "
-    "onnxruntime (an ONNX decoder); a variant's last export step names the file, else the "
-    "model is exported first (GGUF Q8_0 / ONNX int8 for int8_weight, F16 / fp32 otherwise).",
+    "workload.runtime": "The engine that runs the requests: torch, llama.cpp (a GGUF file), "
+    "llama-server (a GGUF file served by llama.cpp's own binary, `GREENLLM_LLAMA_SERVER`; no "
+    "evaluators) or onnxruntime (an ONNX decoder); a variant's last export step names the "
+    "file, else the model is exported first (GGUF Q8_0 / ONNX int8 for int8_weight, F16 / "
+    "fp32 otherwise).",
     "workload.threads": "Threads of the runtime (null = its default: torch one per core, "
     "llama.cpp half the cores); the count used is recorded with the result.",
     "measure.hz": "Meter sampling rate in samples per second.",

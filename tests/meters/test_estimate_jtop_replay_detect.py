@@ -42,6 +42,27 @@ def test_estimate_model_is_linear_in_utilisation_and_labelled():
     assert rep.to_dict()["estimated"] is True
 
 
+def test_estimate_process_scope_counts_children_running_and_reaped():
+    """A program greenllm runs (llama-server, llama-bench, measure -- CMD) is charged."""
+    import subprocess
+    import sys
+    import time
+
+    from greenllm.meters.estimate import _psutil_process_cpu_times
+
+    b0, _ = _psutil_process_cpu_times()
+    code = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass"
+    child = subprocess.Popen([sys.executable, "-c", code])
+    time.sleep(0.2)
+    while child.poll() is None:
+        b1, _ = _psutil_process_cpu_times()  # running: counted live
+        time.sleep(0.02)
+    child.wait()
+    b2, _ = _psutil_process_cpu_times()  # reaped: counted in children_user / _system
+    assert b2 - b0 >= 0.3
+    assert b2 >= b1
+
+
 def test_estimate_defaults_and_bad_config():
     m = EstimateMeter(cpu_count=4, env={})
     assert (m.tdp_w, m.idle_w) == (40.0, 12.0)

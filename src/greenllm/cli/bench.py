@@ -95,9 +95,14 @@ def bench_cmd(
     runtime: str = typer.Option(
         "torch",
         "--runtime",
-        help="torch, llama.cpp or onnxruntime. A .gguf / .onnx MODEL runs as it is; "
-        "another model is exported first (GGUF Q8_0 / ONNX int8 for int8_weight, else F16 / "
-        "fp32).",
+        help="torch, llama.cpp, llama-server or onnxruntime. A .gguf / .onnx MODEL runs as it "
+        "is; another model is exported first (GGUF Q8_0 / ONNX int8 for int8_weight, else F16 "
+        "/ fp32). llama-bench: llama.cpp's own benchmark on a .gguf MODEL inside greenllm's "
+        "energy window (-n --max-new-tokens, -p --prompt-tokens, -r --repeats, -t --threads; "
+        "--warmup 0 skips the untimed warm-up run).",
+    ),
+    prompt_tokens: int = typer.Option(
+        64, "--prompt-tokens", help="llama-bench only: prompt length of its pp test (-p)."
     ),
     threads: int | None = typer.Option(
         None, "--threads", help="Threads of the runtime (default: the runtime's own)."
@@ -111,6 +116,36 @@ def bench_cmd(
     from ..errors import ConfigError
     from ..limits import check_number
 
+    if runtime == "llama-bench":
+        given = [
+            opt
+            for opt, val, default in (
+                ("--prompts", prompts, None),
+                ("--batch-size", batch_size, 1),
+                ("--limit", limit, None),
+                ("--compile", compile_, False),
+                ("--idle-s", idle_s, 0.0),
+            )
+            if val != default
+        ]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)}: not used by --runtime llama-bench (it runs its own "
+                f"synthetic prompt of --prompt-tokens tokens); leave them out"
+            )
+        _llama_bench_cmd(
+            model,
+            n_prompt=prompt_tokens,
+            n_gen=max_new_tokens,
+            threads=threads,
+            repeats=repeats,
+            warmup=warmup,
+            meter=meter,
+            hz=hz,
+            caps=(make_cap(power_cap_w, power_mode, profile), clocks, profile),
+            json_out=json_out,
+        )
+        return
     for opt, val, key in (
         ("--max-new-tokens", max_new_tokens, "max_new_tokens"),
         ("--batch-size", batch_size, "batch_size"),
@@ -178,6 +213,97 @@ def bench_cmd(
         typer.echo(json.dumps(result.to_json(), indent=2, default=str))
         return
     _print_table(model, result)
+
+
+def _llama_bench_cmd(
+    model: str,
+    *,
+    n_prompt: int,
+    n_gen: int,
+    threads: int | None,
+    repeats: str,
+    warmup: int,
+    meter: str,
+    hz: float,
+    caps: tuple,
+    json_out: bool,
+) -> None:
+    """``greenllm bench MODEL.gguf --runtime llama-bench``: llama-bench in the energy window."""
+    from ..control.base import capped
+    from ..control.select import select_clocks
+    from ..errors import ConfigError
+    from ..limits import check_number
+    from ..runtimes.llamabench import llama_bench
+    from .evaluate import parse_meter_option
+
+    reps = repeats.strip()
+    try:
+        n_reps = 5 if reps == "auto" else int(reps)
+    except ValueError:
+        raise ConfigError(f"--repeats: {repeats!r} is not a number or auto") from None
+    check_number(n_reps, "--repeats", 1, 100_000, integer=True)
+    check_number(n_prompt, "--prompt-tokens", 0, 1_000_000, integer=True)
+    check_number(n_gen, "--max-new-tokens", 1, 1_000_000, integer=True)
+    check_number(hz, "--hz", 0.1, 1000, unit="samples per second")
+    if threads is not None:
+        check_number(threads, "--threads", 1, 4096, integer=True)
+    meters = parse_meter_option(meter, allow_none=False)
+    (cap, value), clocks, profile = caps
+    clock_cap, clock_value = select_clocks(clocks, profile=profile)
+    with contextlib.ExitStack() as ctx:
+        if cap is not None:
+            ctx.enter_context(capped(cap, value))
+        if clock_cap is not None:
+            ctx.enter_context(capped(clock_cap, clock_value))
+        res = llama_bench(
+            model,
+            n_prompt=n_prompt,
+            n_gen=n_gen,
+            threads=threads,
+            repetitions=n_reps,
+            warmup=warmup > 0,
+            meters=meters,
+            hz=hz,
+        )
+    if cap is not None:
+        res.update(power_control=cap.name, power_setting=value)
+    if clock_cap is not None:
+        res.update(clock_control=clock_cap.name, clocks=clock_value)
+    if json_out:
+        typer.echo(json.dumps(res, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    est = " (ESTIMATE)" if res["estimated"] else ""
+    table = Table(
+        title=f"greenllm bench {model} --runtime llama-bench: {res['repetitions']} repetitions, "
+        f"meter {res['meter']}{est}"
+    )
+    for col in ("metric", "value", "± sd", "unit"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    rows = (
+        ("generation (llama-bench avg_ts)", "gen_tokens_per_s", "gen_tokens_per_s_stddev", "t/s"),
+        ("prompt (llama-bench avg_ts)", "prompt_tokens_per_s", "prompt_tokens_per_s_stddev", "t/s"),
+        ("generated tokens / window", "window_gen_tokens_per_s", None, "t/s"),
+        ("energy per generated token", "energy_per_token_j", None, "J"),
+        ("tokens per Wh", "tokens_per_wh", None, "tokens/Wh"),
+        ("window energy", "energy_j", None, "J"),
+        ("mean power", "mean_power_w", None, "W"),
+        ("window", "duration_s", None, "s"),
+        ("of which llama-bench timed", "llama_bench_busy_s", None, "s"),
+        ("untimed warm-up run", "warmup_s", None, "s"),
+    )
+    for label, key, sd, unit in rows:
+        table.add_row(label, _fmt(res.get(key)), _fmt(res.get(sd)) if sd else "", unit)
+    Console().print(table)
+    typer.echo(
+        f"llama-bench {res['binary']} build {res.get('build_number')} "
+        f"({res.get('build_commit')}); {res.get('backends')}; threads {res.get('threads')}; "
+        f"{res['generated_tokens']} generated, {res['prompt_tokens']} prompt tokens"
+    )
+    for why in res["invalid"]:
+        typer.echo(f"energy window invalid: {why}")
 
 
 def _print_table(model: str, result) -> None:

@@ -126,7 +126,8 @@ def eval_cmd(
         "torch",
         "--runtime",
         help="torch, llama.cpp or onnxruntime (perplexity and choice tasks score through the "
-        "runtime's logits; a .gguf / .onnx MODEL runs as it is, another is exported first).",
+        "runtime's logits; a .gguf / .onnx MODEL runs as it is, another is exported first). "
+        "llama-server gives no logits: evaluate its GGUF with llama.cpp.",
     ),
     threads: int | None = typer.Option(None, "--threads", help="Threads of the runtime."),
 ) -> None:

@@ -166,6 +166,13 @@ def run_with_runtime(
             f"eval {key}: runs on runtime torch only; through llama.cpp / ONNX Runtime "
             f"greenllm scores {', '.join(LOGLIK_EVALS)}"
         )
+    from ..runtimes.base import NO_LOGITS
+
+    name = getattr(model, "name", runtime) if is_runtime(model) else runtime
+    if name in NO_LOGITS:  # before a server starts
+        from ..errors import UnsupportedError
+
+        raise UnsupportedError(f"eval {key}: {NO_LOGITS[name]}")
     rt, owned = open_runtime(runtime, model, tokenizer, threads=threads)
     try:
         result = spec.run(rt, tokenizer, cfg, progress=progress)

@@ -1,12 +1,13 @@
 """A labelled ESTIMATE of CPU energy, for machines where nothing can be read (VMs, CI).
 
 Model: P = idle_w + (tdp_w - idle_w) x u, where u is the CPU utilisation over the interval
-since the previous reading. ``scope="process"`` (the default) counts only this process's CPU
-time (all its threads, psutil.Process().cpu_times()) against the machine's CPU capacity
-(psutil.cpu_times()), so work of other processes on a shared machine is not charged to the
-model; ``scope="system"`` counts every process (the whole machine's utilisation). The meter
-accumulates P x dt itself, so it behaves as a counter. Defaults: tdp_w = 10 W per logical
-CPU (GREENLLM_CPU_TDP_W overrides), idle_w = 30 % of tdp_w. Every domain is marked
+since the previous reading. ``scope="process"`` (the default) counts only the CPU time of this
+process (all its threads) and of its children (a ``greenllm measure -- CMD``, a llama-server or
+llama-bench greenllm started) against the machine's CPU capacity (psutil.cpu_times()), so
+work of other processes on a shared machine is not charged to the model; ``scope="system"``
+counts every process (the whole machine's utilisation). The meter accumulates P x dt itself,
+so it behaves as a counter. Defaults: tdp_w = 10 W per logical CPU (GREENLLM_CPU_TDP_W
+overrides), idle_w = 30 % of tdp_w. Every domain is marked
 estimated=True and method "estimate"; reports built from it say so everywhere.
 """
 
@@ -23,11 +24,26 @@ DEFAULT_IDLE_FRACTION = 0.3
 
 
 def _psutil_process_cpu_times() -> tuple[float, float]:
-    """(this process's CPU seconds, total seconds of all CPUs since boot)."""
+    """(CPU seconds of this process and its children, total seconds of all CPUs since boot).
+    Children count while they run (their own CPU times, grandchildren included) and after
+    they are reaped (``children_user`` / ``children_system``), so a program greenllm runs (a
+    llama-server, a llama-bench) is charged to the window it runs in."""
     import psutil
 
-    own = psutil.Process().cpu_times()
-    return float(own.user + own.system), float(sum(psutil.cpu_times()))
+    me = psutil.Process()
+    own = me.cpu_times()
+    busy = own.user + own.system + own.children_user + own.children_system
+    try:
+        kids = me.children(recursive=True)
+    except psutil.Error:
+        kids = []
+    for kid in kids:
+        try:
+            t = kid.cpu_times()
+        except psutil.Error:  # exited between listing and reading
+            continue
+        busy += t.user + t.system
+    return float(busy), float(sum(psutil.cpu_times()))
 
 
 def _psutil_cpu_times() -> tuple[float, float]:

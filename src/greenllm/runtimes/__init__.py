@@ -1,6 +1,8 @@
 """Runtimes run a model for the benchmark and the evaluators: ``torch`` (eager or compiled),
-``llama.cpp`` (a GGUF file, through llama-cpp-python) and ``onnxruntime`` (an ONNX decoder with
-past key values). One interface (``base.Runtime``); ``open_runtime`` picks and opens one.
+``llama.cpp`` (a GGUF file, through llama-cpp-python), ``llama-server`` (a GGUF file served by
+the user's llama.cpp ``llama-server`` binary, benchmark only: no logits) and ``onnxruntime`` (an
+ONNX decoder with past key values). One interface (``base.Runtime``); ``open_runtime`` picks
+and opens one.
 
 A torch model given to a non-torch runtime is run from the file its last ``export`` step
 wrote (``model_meta(model)["exports"]``), else it is exported first into a temporary folder,
@@ -17,8 +19,8 @@ from typing import Any
 from ..errors import ConfigError
 from .base import RUNTIME_NAMES, RUNTIMES, Runtime, check_runtime, is_runtime
 
-_FORMAT = {"llama.cpp": "gguf", "onnxruntime": "onnx"}
-_SUFFIX = {"llama.cpp": ".gguf", "onnxruntime": ".onnx"}
+_FORMAT = {"llama.cpp": "gguf", "llama-server": "gguf", "onnxruntime": "onnx"}
+_SUFFIX = {"llama.cpp": ".gguf", "llama-server": ".gguf", "onnxruntime": ".onnx"}
 
 
 def artifact_for(runtime: str, model: Any, tokenizer: Any) -> Path:
@@ -51,7 +53,7 @@ def load_for_runtime(runtime: str, source: str, *, dtype: str = "float32", devic
         from transformers import AutoTokenizer
 
         try:
-            if runtime == "llama.cpp":
+            if _FORMAT[runtime] == "gguf":
                 tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
             else:
                 tok = AutoTokenizer.from_pretrained(str(path.parent))
@@ -85,7 +87,8 @@ def open_runtime(
         if isinstance(model, (str, os.PathLike)):
             raise ConfigError(
                 f"runtime: torch runs a loaded model; {model} is a file (load it with "
-                f"greenllm.models.load_model, or pick runtime llama.cpp / onnxruntime)"
+                f"greenllm.models.load_model, or pick runtime llama.cpp / llama-server / "
+                f"onnxruntime)"
             )
         from .torchrt import TorchRuntime
 

@@ -1,5 +1,5 @@
-"""The runtime interface: one engine (PyTorch, llama.cpp, ONNX Runtime) that runs a model for
-the benchmark and the evaluators.
+"""The runtime interface: one engine (PyTorch, llama.cpp in process or as ``llama-server``, ONNX
+Runtime) that runs a model for the benchmark and the evaluators.
 
 A ``Runtime`` offers
 - ``run_request(batch, max_new_tokens) -> dict``: greedy decoding of one tokenized batch, timed
@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import UnsupportedError
 from ..registry import Registry
 
-RUNTIME_NAMES = ("torch", "llama.cpp", "onnxruntime")
+RUNTIME_NAMES = ("torch", "llama.cpp", "onnxruntime", "llama-server")
 
 RUNTIMES: Registry[Any] = Registry(
     "runtime",
@@ -37,8 +37,19 @@ RUNTIMES: Registry[Any] = Registry(
         "torch": "greenllm.runtimes.torchrt:TorchRuntime",
         "llama.cpp": "greenllm.runtimes.llamacpp:LlamaCppRuntime",
         "onnxruntime": "greenllm.runtimes.onnxrt:OrtRuntime",
+        "llama-server": "greenllm.runtimes.llamaserver:LlamaServerRuntime",
     },
 )
+
+# runtimes that cannot give the evaluators logits, and what to use instead
+NO_LOGITS = {
+    "llama-server": (
+        "runtime llama-server: the server returns probabilities of the tokens it generates "
+        "(top n_probs), never the full-vocabulary logits at every prompt position that the "
+        "perplexity / choice evaluators score; evaluate the same GGUF file with runtime "
+        "llama.cpp (in process, the same llama.cpp) and bench it with llama-server"
+    )
+}
 
 
 class Runtime:

@@ -51,6 +51,30 @@ def _rss() -> int:
     return rss_bytes()
 
 
+def gguf_facts(path: Path) -> tuple[Any, int, int]:
+    """(``inspect_gguf`` report, trained context length, bytes of weights one decode step
+    reads: every tensor but an untied embedding, of which a lookup reads one row) of a GGUF
+    file; ModelError when there is no such file."""
+    from ..export.base import gguf_module
+    from ..export.gguf_read import inspect_gguf, read_header
+
+    if not path.is_file():
+        raise ModelError(f"{path}: no such GGUF file")
+    meta, tensors = read_header(path)
+    arch = meta.get("general.architecture", "")
+    trained_ctx = int(meta.get(f"{arch}.context_length", DEFAULT_N_CTX) or DEFAULT_N_CTX)
+    names = {t["name"] for t in tensors}
+    sizes = gguf_module().GGML_QUANT_SIZES
+    qtypes = gguf_module().GGMLQuantizationType
+    wbytes = 0
+    for t in tensors:
+        block, size = sizes[qtypes(t["type"])]
+        if t["name"] == "token_embd.weight" and "output.weight" in names:
+            continue  # a lookup reads one row of an untied embedding
+        wbytes += t["n_elements"] // block * size
+    return inspect_gguf(path), trained_ctx, int(wbytes)
+
+
 class LlamaCppRuntime(Runtime):
     name = "llama.cpp"
     decoding = "greedy (argmax of llama.cpp's logits), KV cache, EOS ignored"
@@ -63,32 +87,13 @@ class LlamaCppRuntime(Runtime):
         n_ctx: int | None = None,
         n_batch: int = 512,
     ):
-        from ..export.gguf_read import inspect_gguf, read_header
-
         llama_cpp = require_llama_cpp()
         self.lib = llama_cpp
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelError(f"{self.path}: no such GGUF file")
-        meta, tensors = read_header(self.path)
-        arch = meta.get("general.architecture", "")
-        trained_ctx = int(meta.get(f"{arch}.context_length", DEFAULT_N_CTX) or DEFAULT_N_CTX)
+        self.report, trained_ctx, self.weight_bytes_per_token = gguf_facts(self.path)
         self.n_ctx = int(n_ctx or min(trained_ctx, DEFAULT_N_CTX))
-        self.report = inspect_gguf(self.path)
         self.n_params = self.report.n_weights
         self.size_bytes = self.report.size_bytes
-        names = {t["name"] for t in tensors}
-        wbytes = 0
-        from ..export.base import gguf_module
-
-        sizes = gguf_module().GGML_QUANT_SIZES
-        qtypes = gguf_module().GGMLQuantizationType
-        for t in tensors:
-            block, size = sizes[qtypes(t["type"])]
-            if t["name"] == "token_embd.weight" and "output.weight" in names:
-                continue  # a lookup reads one row of an untied embedding
-            wbytes += t["n_elements"] // block * size
-        self.weight_bytes_per_token = int(wbytes)
         kwargs: dict[str, Any] = {}
         if threads:
             kwargs = {"n_threads": int(threads), "n_threads_batch": int(threads)}
