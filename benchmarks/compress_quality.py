@@ -61,6 +61,11 @@ ROWS = {
         "clip=true",
         "4 bit g64 asym act-order clip",
     ),
+    "gptq4g64a-act-clip-ts": (
+        "quantize:method=gptq,bits=4,group_size=64,sym=false,desc_act=true,static_groups=true,"
+        "clip=true,true_sequential=true",
+        "4 bit g64 asym act-order clip true-sequential",
+    ),
     "gptq4g64-act-clip": (
         "quantize:method=gptq,bits=4,group_size=64,sym=true,desc_act=true,static_groups=true,"
         "clip=true",
@@ -86,6 +91,11 @@ ROWS = {
     "sparsegpt50+gptq4": (
         "quantize:method=gptq,bits=4,group_size=64,sym=false,sparsity=0.5",
         "50 % + 4 bit g64",
+    ),
+    "sparsegpt50+gptq4-act-clip": (
+        "quantize:method=gptq,bits=4,group_size=64,sym=false,sparsity=0.5,desc_act=true,"
+        "static_groups=true,clip=true",
+        "50 % + 4 bit g64 act-order clip",
     ),
     "bnb_nf4": ("quantize:method=bnb_nf4", "4 bit nf4 b64"),
 }
