@@ -185,7 +185,7 @@ def apply_awq(model, modules, cfg, ctx) -> dict[str, Any]:
             for h in h1 + h2:
                 h.remove()
         n = {s: max(gram_state[s]["n"], 1) for s, _ in named}
-        gram = {s: gram_state[s]["acc"].double() for s, _ in named}
+        gram = {s: gram_state[s]["acc"].float() for s, _ in named}  # float32: see awq_core
         col_scale = {s: None for s, _ in named}
         for group, producer, consumers in fold_groups(parts):
             chosen = [c for c in consumers if c in shorts]
@@ -204,7 +204,7 @@ def apply_awq(model, modules, cfg, ctx) -> dict[str, Any]:
             fold_scale(producer, [parts[c] for c in consumers], res.scale)
             alphas[f"{prefix}.{i}.{group}"] = res.alpha
             for c in consumers:
-                col_scale[c] = res.scale.double()
+                col_scale[c] = res.scale.float()
         for s in shorts:
             mod = parts[s]
             g = gram[s]
@@ -217,7 +217,7 @@ def apply_awq(model, modules, cfg, ctx) -> dict[str, Any]:
                 )
             else:
                 q = quantize_clipped(
-                    w.double(),
+                    w.float(),
                     g,
                     bits=bits,
                     group_size=group_size,
@@ -226,9 +226,10 @@ def apply_awq(model, modules, cfg, ctx) -> dict[str, Any]:
                     grid=grid,
                     max_shrink=shrink,
                 )
-            energy = output_error(w.double(), torch.zeros_like(w, dtype=torch.float64), g)
+            wf = w.float()
+            energy = output_error(wf, torch.zeros_like(wf), g)
             errors[full(i, s)] = (
-                round(output_error(w.double(), q.weight, g) / energy, 8) if energy > 0 else 0.0
+                round(output_error(wf, q.weight.float(), g) / energy, 8) if energy > 0 else 0.0
             )
             new, how = _replacement(mod, q, group_size, bits)
             if new is not None:
