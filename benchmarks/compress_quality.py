@@ -14,7 +14,9 @@ Columns: method, sparsity or bits, perplexity, delta % vs dense (same run), size
 (greenllm.models.model_size_bytes: unstructured zeros are still stored densely), params,
 compress time_s (wall) and cpu_s (process CPU time, all threads: on a shared machine
 cpu_s / cores is the better guess of quiet-machine wall time), peak RSS during the step
-(sampled at 20 Hz) and the RSS growth over the step. Goals (issue 3): at 50 % sparsity
+(sampled at 20 Hz) and the RSS growth over the step, and the step's energy in joules
+(``--meter``, default auto: RAPL / NVML where readable, else the labelled CPU estimate; the
+table says "(est.)" for an estimate). Goals (issue 3): at 50 % sparsity
 sparsegpt <= wanda < magnitude in perplexity, wanda at least 5x closer to dense than
 magnitude, Wanda 50 % with 32x512-token calibration <= 60 s on 2 cores; int8 weight-only
 delta perplexity <= 2 %.
@@ -152,11 +154,18 @@ def main(argv=None) -> int:
     ap.add_argument("--cal-seq-len", type=int, default=512)
     ap.add_argument("--text", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--meter",
+        default="auto",
+        help="energy meter of the compress step (auto: RAPL/NVML "
+        "where readable, else the labelled estimate)",
+    )
     args = ap.parse_args(argv)
 
     import torch
 
     from greenllm.evals.perplexity import token_perplexity
+    from greenllm.measure import measure
     from greenllm.models import load_model, model_size_bytes, param_count
     from greenllm.steps import compress
 
@@ -198,17 +207,18 @@ def main(argv=None) -> int:
             continue
         model = copy.deepcopy(base)
         t_wall = t_cpu = 0.0
-        peak = start = None
+        peak = start = energy_j = estimated = None
         if spec is not None:
             if spec.startswith("prune:") or "method=gptq" in spec or "method=awq" in spec:
                 spec += (
                     f",calibration.samples={args.samples},calibration.seq_len={args.cal_seq_len}"
                 )
-            with PeakRSS() as mem:
+            with PeakRSS() as mem, measure(args.meter, hz=10.0) as meter:
                 w0, c0 = time.perf_counter(), time.process_time()
                 model, _ = compress(model, spec, tokenizer=tok, calibration=calibration)
                 t_wall, t_cpu = time.perf_counter() - w0, time.process_time() - c0
             peak, start = mem.peak, mem.start
+            energy_j, estimated = meter.report.energy_j, meter.report.estimated
         ppl = token_perplexity(model, eval_ids, args.seq_len)
         if name == "dense":
             dense_ppl = ppl
@@ -223,6 +233,8 @@ def main(argv=None) -> int:
             "zero_params": zeros,
             "time_s": t_wall,
             "cpu_s": t_cpu,
+            "energy_j": energy_j,
+            "energy_estimated": estimated,
             "peak_rss_bytes": peak,
             "rss_growth_bytes": (peak - start) if peak else None,
         }
@@ -233,18 +245,23 @@ def main(argv=None) -> int:
     print()
     print(
         "| method | sparsity / bits | perplexity | Δ % | size_bytes | params | time_s | cpu_s "
-        "| peak RSS MiB | RSS growth MiB |"
+        "| energy_J | peak RSS MiB | RSS growth MiB |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         if "skipped" in r:
-            print(f"| {r['row']} | skipped: {r['skipped']} | | | | | | | | |")
+            print(f"| {r['row']} | skipped: {r['skipped']} | | | | | | | | | |")
             continue
         d = "-" if r["delta_pct"] is None or r["row"] == "dense" else f"{r['delta_pct']:+.1f}"
         mib = lambda b: "-" if b is None else f"{b / 2**20:.0f}"
+        joules = lambda r: (
+            "-"
+            if r["energy_j"] is None
+            else f"{r['energy_j']:.0f}{' (est.)' if r['energy_estimated'] else ''}"
+        )
         print(
             f"| {r['row']} | {r['amount']} | {r['perplexity']:.2f} | {d} | {r['size_bytes']} "
-            f"| {r['params']} | {r['time_s']:.1f} | {r['cpu_s']:.1f} "
+            f"| {r['params']} | {r['time_s']:.1f} | {r['cpu_s']:.1f} | {joules(r)} "
             f"| {mib(r['peak_rss_bytes'])} | {mib(r['rss_growth_bytes'])} |"
         )
     by = {r["row"]: r for r in results if "skipped" not in r}
