@@ -62,6 +62,10 @@ VARIANTS = {
         "quantize:method=awq,bits=4,group_size=64,sym=false,"
         "calibration.samples=8,calibration.seq_len=512"
     ],
+    "awq+gptq4g64a": [
+        "quantize:method=awq,bits=4,group_size=64,sym=false,rounding=gptq,desc_act=true,"
+        "static_groups=true,calibration.samples=8,calibration.seq_len=512"
+    ],
 }
 
 

@@ -147,3 +147,18 @@ def test_true_sequential_calibrates_each_stage_on_the_quantized_ones_before_it()
     assert e0["model.layers.0.self_attn.q_proj"] == e1["model.layers.0.self_attn.q_proj"]
     with pytest.raises(ConfigError, match="true_sequential"):
         parse_config(QuantizeConfig, {"method": "awq", "true_sequential": True}, "quantize")
+
+
+def test_without_sequential_every_layer_is_calibrated_on_the_float_models_activations():
+    runs = {}
+    for seq in (True, False):
+        model, tok, _, _ = _setup()
+        model, steps = greenllm.compress(
+            model, [_gptq(sequential=seq)], tokenizer=tok, calibration=_calib()
+        )
+        assert steps[0].stats["sequential"] is seq
+        runs[seq] = model
+    l0 = [m.model.layers[0].mlp.down_proj.weight_packed for m in (runs[True], runs[False])]
+    l1 = [m.model.layers[1].self_attn.q_proj.weight_packed for m in (runs[True], runs[False])]
+    assert torch.equal(*l0)  # layer 0 sees the same inputs either way
+    assert not torch.equal(*l1)  # layer 1: quantized layer 0's outputs, or the float ones

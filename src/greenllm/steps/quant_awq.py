@@ -237,7 +237,9 @@ def apply_awq(model, modules, cfg, ctx) -> dict[str, Any]:
             storage[full(i, s)] = how
         return outs, False
 
-    layerwise(model, tokens, visit, batch_size=cfg.calibration.batch_size, sequential=True)
+    layerwise(
+        model, tokens, visit, batch_size=cfg.calibration.batch_size, sequential=cfg.sequential
+    )
     for name, how in _round_to_nearest(model, outside, bits, group_size, sym).items():
         storage[name] = how + " (round-to-nearest: outside the decoder layers)"
     vals = list(errors.values())
@@ -250,6 +252,7 @@ def apply_awq(model, modules, cfg, ctx) -> dict[str, Any]:
         "clip_max_shrink": shrink,
         "rounding": cfg.rounding,
         "desc_act": bool(cfg.desc_act),
+        "sequential": bool(cfg.sequential),
         "calibration": {
             "samples": int(tokens.shape[0]),
             "seq_len": int(tokens.shape[1]),

@@ -187,7 +187,9 @@ def apply_gptq(model, modules, cfg, ctx) -> dict[str, Any]:
                 quantize_one(name, by_name[name], hess[name])
         return outs, False
 
-    layerwise(model, tokens, visit, batch_size=cfg.calibration.batch_size, sequential=True)
+    layerwise(
+        model, tokens, visit, batch_size=cfg.calibration.batch_size, sequential=cfg.sequential
+    )
     # no calibration inputs are captured outside the decoder layers: round to nearest there
     for name, how in _round_to_nearest(model, outside, bits, group_size, sym).items():
         storage[name] = how + " (round-to-nearest: outside the decoder layers)"
@@ -204,6 +206,7 @@ def apply_gptq(model, modules, cfg, ctx) -> dict[str, Any]:
         "true_sequential": true_seq,
         "sparsity": sparsity,
         "pattern": cfg.pattern,
+        "sequential": bool(cfg.sequential),
         "calibration": {
             "samples": int(tokens.shape[0]),
             "seq_len": int(tokens.shape[1]),

@@ -256,6 +256,7 @@ class QuantizeConfig(Config):
     dampening: float = 0.01
     blocksize: int = 128
     true_sequential: bool = False  # gptq: q/k/v, o, gate/up, down in turn, on quantized inputs
+    sequential: bool = True  # gptq/awq: layer i+1 calibrated on quantized layer i's outputs
     sparsity: float = 0.0
     pattern: str | None = None
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
