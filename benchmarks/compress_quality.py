@@ -78,6 +78,11 @@ ROWS = {
         "static_groups=true",
         "4 bit g64 asym",
     ),
+    "awq+gptq4g64a-nonseq": (
+        "quantize:method=awq,bits=4,group_size=64,sym=false,rounding=gptq,desc_act=true,"
+        "static_groups=true,sequential=false",
+        "4 bit g64 asym, float-model activations",
+    ),
     "awq+gptq4g64": (
         "quantize:method=awq,bits=4,group_size=64,sym=true,rounding=gptq,desc_act=true,"
         "static_groups=true",
