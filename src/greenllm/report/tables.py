@@ -32,13 +32,25 @@ def payback_text(p: float | None) -> str:
     return "never" if p is None else f"{math.ceil(p):,}"
 
 
+# the quantize methods whose ``bits`` is a setting (the others have a fixed width, and their
+# config's ``bits`` is an unused default); tests/report checks it against QuantizeConfig
+BITS_SETTING_METHODS = frozenset({"gptq", "awq", "rtn"})
+
+
 def step_summary(definition: list[dict[str, Any]]) -> str:
+    """``step(method, setting=value, ...)`` per step; only the settings that apply: a zero
+    sparsity and the default ``bits`` of a fixed-width quantize method are left out (a
+    stored definition holds every field of the step's config, defaults included)."""
     if not definition:
         return "(none)"
     parts = []
     for entry in definition:
         ((key, cfg),) = entry.items()
-        cfg = cfg or {}
+        cfg = dict(cfg or {})
+        if not cfg.get("sparsity"):
+            cfg.pop("sparsity", None)
+        if key == "quantize" and cfg.get("method") not in BITS_SETTING_METHODS:
+            cfg.pop("bits", None)
         bits = [str(cfg["method"])] if cfg.get("method") else []
         for k in (
             "sparsity",
