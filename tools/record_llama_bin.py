@@ -29,7 +29,7 @@ def main() -> int:
 
     from greenllm.runtimes.llamabench import llama_bench_command, run_llama_bench
     from greenllm.runtimes.llamabin import find_binary
-    from greenllm.runtimes.llamaserver import LlamaServerRuntime
+    from greenllm.runtimes.llamaserver import LlamaServerRuntime, completion_body
 
     with tempfile.TemporaryDirectory() as tmp:
         gguf, tok = tiny_gguf(Path(tmp))
@@ -42,18 +42,7 @@ def main() -> int:
             completions = []
             for text in PROMPTS:
                 ids = tok(text)["input_ids"]
-                body = {
-                    "prompt": ids,
-                    "n_predict": MAX_NEW_TOKENS,
-                    "ignore_eos": True,
-                    "samplers": ["top_k"],
-                    "top_k": 1,
-                    "temperature": 0.0,
-                    "cache_prompt": False,
-                    "stream": True,
-                    "return_tokens": True,
-                    "n_probs": 0,
-                }
+                body = completion_body(ids, MAX_NEW_TOKENS)
                 headers = {"Content-Type": "application/json"}
                 conn = http.client.HTTPConnection(rt.host, rt.port)  # closed after a stream
                 conn.request("POST", "/completion", json.dumps(body), headers)

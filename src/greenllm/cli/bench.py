@@ -29,6 +29,20 @@ _TABLE_ROWS = (
 )
 
 
+@contextlib.contextmanager
+def _hardware_settings(cap, value, clock_cap, clock_value):
+    """The power cap and the locked clocks (either may be None) held for the block, each
+    restored on the way out (``control.base.capped``)."""
+    from ..control.base import capped
+
+    with contextlib.ExitStack() as ctx:
+        if cap is not None:
+            ctx.enter_context(capped(cap, value))
+        if clock_cap is not None:
+            ctx.enter_context(capped(clock_cap, clock_value))
+        yield
+
+
 def _fmt(v) -> str:
     if v is None:
         return "-"
@@ -111,7 +125,6 @@ def bench_cmd(
 ) -> None:
     """Benchmark inference: TTFT, tokens/s, J/token, tokens/Wh, EDP, memory, roofline."""
     from ..bench import WORKLOAD_BOUNDS, bench, parse_workload
-    from ..control.base import capped
     from ..devices import get_profile
     from ..errors import ConfigError
     from ..limits import check_number
@@ -193,11 +206,7 @@ def bench_cmd(
     from ..runtimes import load_for_runtime
 
     mdl, tok = load_for_runtime(wl.runtime, model, dtype=dtype, device=device)
-    with contextlib.ExitStack() as ctx:
-        if cap is not None:
-            ctx.enter_context(capped(cap, value))
-        if clock_cap is not None:
-            ctx.enter_context(capped(clock_cap, clock_value))
+    with _hardware_settings(cap, value, clock_cap, clock_value):
         result = bench(
             mdl, tok, wl, meters=meters, device=device, hz=hz, profile=profile, idle_s=idle_s
         )
@@ -229,7 +238,6 @@ def _llama_bench_cmd(
     json_out: bool,
 ) -> None:
     """``greenllm bench MODEL.gguf --runtime llama-bench``: llama-bench in the energy window."""
-    from ..control.base import capped
     from ..control.select import select_clocks
     from ..errors import ConfigError
     from ..limits import check_number
@@ -250,11 +258,7 @@ def _llama_bench_cmd(
     meters = parse_meter_option(meter, allow_none=False)
     (cap, value), clocks, profile = caps
     clock_cap, clock_value = select_clocks(clocks, profile=profile)
-    with contextlib.ExitStack() as ctx:
-        if cap is not None:
-            ctx.enter_context(capped(cap, value))
-        if clock_cap is not None:
-            ctx.enter_context(capped(clock_cap, clock_value))
+    with _hardware_settings(cap, value, clock_cap, clock_value):
         res = llama_bench(
             model,
             n_prompt=n_prompt,

@@ -78,6 +78,23 @@ def _peak_rss(pid: int) -> int:
         return 0
 
 
+def completion_body(prompt: list[int], max_new_tokens: int) -> dict[str, Any]:
+    """The POST /completion body of one request: greedy (top-k 1), EOS ignored, no prompt
+    cache, streamed, with the token ids of every streamed piece."""
+    return {
+        "prompt": list(prompt),
+        "n_predict": int(max_new_tokens),
+        "ignore_eos": True,
+        "samplers": ["top_k"],
+        "top_k": 1,
+        "temperature": 0.0,
+        "cache_prompt": False,
+        "stream": True,
+        "return_tokens": True,
+        "n_probs": 0,
+    }
+
+
 class LlamaServerRuntime(Runtime):
     name = "llama-server"
     decoding = "greedy (llama-server top_k 1), KV cache, EOS ignored, streamed over HTTP"
@@ -239,18 +256,7 @@ class LlamaServerRuntime(Runtime):
                 f"llama-server: {len(prompt)} prompt + {max_new_tokens} new tokens exceed the "
                 f"context of {self.n_ctx}; open the runtime with a larger n_ctx"
             )
-        body = {
-            "prompt": prompt,
-            "n_predict": int(max_new_tokens),
-            "ignore_eos": True,
-            "samplers": ["top_k"],
-            "top_k": 1,
-            "temperature": 0.0,
-            "cache_prompt": False,
-            "stream": True,
-            "return_tokens": True,
-            "n_probs": 0,
-        }
+        body = completion_body(prompt, max_new_tokens)
         if self.proc is None:
             raise UnsupportedError("llama-server: the runtime is closed")
         t1 = t2 = None
