@@ -28,3 +28,18 @@ def apply_threads(args) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+
+
+def decode_workload(prompts: int, tokens: int, threads: int | None):
+    """The benchmarks' decode workload: the first ``prompts`` built-in prompts, ``tokens`` new
+    tokens each, one warm-up batch, one repeat per call (the scripts interleave rounds)."""
+    from greenllm.bench import Workload
+
+    return Workload(
+        prompts="builtin:prompts",
+        limit=prompts,
+        max_new_tokens=tokens,
+        warmup=1,
+        repeats=1,
+        threads=threads,
+    )

@@ -26,6 +26,8 @@ import json
 import statistics
 import sys
 
+from _shared import decode_workload
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,21 +45,14 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="write every number here")
     args = ap.parse_args(argv)
 
-    from greenllm.bench import Workload, bench
+    from greenllm.bench import bench
     from greenllm.runtimes import load_for_runtime, open_runtime
     from greenllm.runtimes.llamabench import llama_bench
 
     path, tok = load_for_runtime("llama.cpp", args.gguf)
     inproc = open_runtime("llama.cpp", path, threads=args.threads)[0]
     server = open_runtime("llama-server", path, threads=args.threads)[0]
-    wl = Workload(
-        prompts="builtin:prompts",
-        limit=args.prompts,
-        max_new_tokens=args.tokens,
-        warmup=1,
-        repeats=1,
-        threads=args.threads,
-    )
+    wl = decode_workload(args.prompts, args.tokens, args.threads)
     rows: dict[str, dict[str, list[float]]] = {
         k: {} for k in ("llama.cpp in process", "llama-server", "llama-bench")
     }

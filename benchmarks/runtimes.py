@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from _shared import WIKITEXT_TEST as WIKITEXT
+from _shared import decode_workload
 
 VARIANTS = (
     "torch-eager",
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
     if "torch-eager" not in names:
         names.insert(0, "torch-eager")  # the baseline of every ratio
 
-    from greenllm.bench import Workload, bench
+    from greenllm.bench import bench
     from greenllm.evals.base import evaluate
     from greenllm.models import load_model
 
@@ -116,14 +117,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         opened[name], reports[name] = _open(name, model, tok, args.threads, tmp)
         print(f"# opened {name} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    wl = Workload(
-        prompts="builtin:prompts",
-        limit=args.prompts,
-        max_new_tokens=args.tokens,
-        warmup=1,
-        repeats=1,
-        threads=args.threads,
-    )
+    wl = decode_workload(args.prompts, args.tokens, args.threads)
     rows = {n: {"decode": [], "ttft": [], "j_tok": [], "estimated": None} for n in names}
     perf = {n: [] for n in names if n.startswith("llama.cpp")}
     for r in range(args.rounds):

@@ -197,3 +197,7 @@ def test_clip_defaults_per_method():
     assert QuantizeConfig(method="gptq", clip=True).clip_for("gptq") is True
     with pytest.raises(ConfigError, match="rounding"):
         QuantizeConfig(method="gptq", rounding="gptq")
+    for name, value in (("clip", True), ("sequential", False)):
+        with pytest.raises(ConfigError, match=f"^{name}: .*int8_weight"):
+            QuantizeConfig(method="int8_weight", **{name: value})
+    assert QuantizeConfig(method="rtn").clip is None  # defaults stay accepted everywhere

@@ -109,6 +109,20 @@ def test_gptq_and_sparsegpt_in_one_pass():
     assert steps[0].stats["sparsity"] == 0.5
 
 
+def _with_and_without(option: str):
+    """``[(model, reconstruction errors)]`` of GPTQ on the tiny model with ``option`` false,
+    then true (the stats record each)."""
+    runs = []
+    for on in (False, True):
+        model, tok, _, _ = _setup()
+        model, steps = greenllm.compress(
+            model, [_gptq(**{option: on})], tokenizer=tok, calibration=_calib()
+        )
+        assert steps[0].stats[option] is on
+        runs.append((model, steps[0].stats["reconstruction_error"]))
+    return runs
+
+
 def test_true_sequential_calibrates_each_stage_on_the_quantized_ones_before_it():
     """q/k/v, then o_proj, then gate/up, then down_proj: with true_sequential the Hessians of
     the later stages come from the quantized earlier ones, so o_proj (whose input is the
@@ -132,15 +146,7 @@ def test_true_sequential_calibrates_each_stage_on_the_quantized_ones_before_it()
         ["mlp.gate_proj", "mlp.up_proj"],
         ["mlp.down_proj"],
     ]
-    runs = {}
-    for ts in (False, True):
-        model, tok, _, _ = _setup()
-        model, steps = greenllm.compress(
-            model, [_gptq(true_sequential=ts)], tokenizer=tok, calibration=_calib()
-        )
-        assert steps[0].stats["true_sequential"] is ts
-        runs[ts] = (model, steps[0].stats["reconstruction_error"])
-    (plain, e0), (seq, e1) = runs[False], runs[True]
+    (plain, e0), (seq, e1) = _with_and_without("true_sequential")
     a0, a1 = plain.model.layers[0].self_attn, seq.model.layers[0].self_attn
     assert torch.equal(a0.q_proj.weight_packed, a1.q_proj.weight_packed)
     assert not torch.equal(a0.o_proj.weight_packed, a1.o_proj.weight_packed)
@@ -150,15 +156,8 @@ def test_true_sequential_calibrates_each_stage_on_the_quantized_ones_before_it()
 
 
 def test_without_sequential_every_layer_is_calibrated_on_the_float_models_activations():
-    runs = {}
-    for seq in (True, False):
-        model, tok, _, _ = _setup()
-        model, steps = greenllm.compress(
-            model, [_gptq(sequential=seq)], tokenizer=tok, calibration=_calib()
-        )
-        assert steps[0].stats["sequential"] is seq
-        runs[seq] = model
-    l0 = [m.model.layers[0].mlp.down_proj.weight_packed for m in (runs[True], runs[False])]
-    l1 = [m.model.layers[1].self_attn.q_proj.weight_packed for m in (runs[True], runs[False])]
+    (flat, _), (seq, _) = _with_and_without("sequential")
+    l0 = [m.model.layers[0].mlp.down_proj.weight_packed for m in (seq, flat)]
+    l1 = [m.model.layers[1].self_attn.q_proj.weight_packed for m in (seq, flat)]
     assert torch.equal(*l0)  # layer 0 sees the same inputs either way
     assert not torch.equal(*l1)  # layer 1: quantized layer 0's outputs, or the float ones

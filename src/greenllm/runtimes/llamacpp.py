@@ -75,7 +75,19 @@ def gguf_facts(path: Path) -> tuple[Any, int, int]:
     return inspect_gguf(path), trained_ctx, int(wbytes)
 
 
-class LlamaCppRuntime(Runtime):
+class GGUFRuntime(Runtime):
+    """A runtime that runs one GGUF file: its facts (size, weights, bytes per decode step,
+    context) come from the file's header (``gguf_facts``)."""
+
+    def _read_gguf(self, path: str | os.PathLike, n_ctx: int | None) -> None:
+        self.path = Path(path)
+        self.report, trained_ctx, self.weight_bytes_per_token = gguf_facts(self.path)
+        self.n_ctx = int(n_ctx or min(trained_ctx, DEFAULT_N_CTX))
+        self.n_params = self.report.n_weights
+        self.size_bytes = self.report.size_bytes
+
+
+class LlamaCppRuntime(GGUFRuntime):
     name = "llama.cpp"
     decoding = "greedy (argmax of llama.cpp's logits), KV cache, EOS ignored"
 
@@ -89,11 +101,7 @@ class LlamaCppRuntime(Runtime):
     ):
         llama_cpp = require_llama_cpp()
         self.lib = llama_cpp
-        self.path = Path(path)
-        self.report, trained_ctx, self.weight_bytes_per_token = gguf_facts(self.path)
-        self.n_ctx = int(n_ctx or min(trained_ctx, DEFAULT_N_CTX))
-        self.n_params = self.report.n_weights
-        self.size_bytes = self.report.size_bytes
+        self._read_gguf(path, n_ctx)
         kwargs: dict[str, Any] = {}
         if threads:
             kwargs = {"n_threads": int(threads), "n_threads_batch": int(threads)}

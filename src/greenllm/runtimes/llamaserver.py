@@ -44,9 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError, UnsupportedError
-from .base import NO_LOGITS, Runtime, result_dict, single_sequence
+from .base import NO_LOGITS, result_dict, single_sequence
 from .llamabin import build_facts, find_binary, log_tail, spawn, stop
-from .llamacpp import DEFAULT_N_CTX, gguf_facts
+from .llamacpp import GGUFRuntime
 
 DEFAULT_START_TIMEOUT_S = 120.0
 DEFAULT_REQUEST_TIMEOUT_S = 600.0
@@ -95,7 +95,7 @@ def completion_body(prompt: list[int], max_new_tokens: int) -> dict[str, Any]:
     }
 
 
-class LlamaServerRuntime(Runtime):
+class LlamaServerRuntime(GGUFRuntime):
     name = "llama-server"
     decoding = "greedy (llama-server top_k 1), KV cache, EOS ignored, streamed over HTTP"
 
@@ -116,12 +116,8 @@ class LlamaServerRuntime(Runtime):
         self.proc: subprocess.Popen | None = None
         self._temp_log = False
         self._listening = False
-        self.path = Path(path)
         self.binary = Path(binary) if binary is not None else find_binary("llama-server", env)
-        self.report, trained_ctx, self.weight_bytes_per_token = gguf_facts(self.path)
-        self.n_ctx = int(n_ctx or min(trained_ctx, DEFAULT_N_CTX))
-        self.n_params = self.report.n_weights
-        self.size_bytes = self.report.size_bytes
+        self._read_gguf(path, n_ctx)
         self.threads = int(threads) if threads else None
         self.request_timeout_s = float(request_timeout_s)
         self._temp_log = log_path is None  # removed by close() unless something failed

@@ -105,37 +105,6 @@ def fold_scale(producer, consumers, s) -> None:
             mod.weight.mul_(s[None, :].to(mod.weight.dtype))
 
 
-def _gptq_rounding(w, gram, n: int, cfg, bits: int, group_size, sym: bool, clip: bool):
-    """GPTQ on the scaled weight ``w`` with the Hessian ``2 G / n`` of its (scaled) inputs,
-    on the clipping search's grid when ``clip`` (``rounding: gptq``)."""
-    from .awq_core import clipped_grid
-    from .gptq_core import gptq_quantize
-
-    fixed = None
-    if clip:
-        fixed = clipped_grid(
-            w,
-            gram,
-            bits=bits,
-            group_size=group_size,
-            sym=sym,
-            grid=int(cfg.scale_grid),
-            max_shrink=float(cfg.clip_max_shrink),
-        )
-    return gptq_quantize(
-        w,
-        gram * (2.0 / n),
-        bits=bits,
-        group_size=group_size,
-        sym=sym,
-        act_order=bool(cfg.desc_act),
-        static_groups=bool(cfg.static_groups),
-        blocksize=int(cfg.blocksize),
-        dampening=float(cfg.dampening),
-        grid=fixed,
-    )
-
-
 def apply_awq(model, modules, cfg, ctx) -> dict[str, Any]:
     """Quantize ``modules`` ([(name, nn.Linear)]) with AWQ; returns the step stats."""
     import torch
@@ -143,7 +112,7 @@ def apply_awq(model, modules, cfg, ctx) -> dict[str, Any]:
     from .awq_core import output_error, quantize_clipped, search_scale
     from .prune import decoder_layers, layer_prefix, layerwise, require_calibration
     from .prune_unstructured import _input_hooks
-    from .quant_gptq import _grid, _replacement, _round_to_nearest
+    from .quant_gptq import _grid, _replacement, _round_to_nearest, gptq_round
     from .quantize import set_submodule
 
     bits, group_size, sym = _grid(cfg)
@@ -212,9 +181,8 @@ def apply_awq(model, modules, cfg, ctx) -> dict[str, Any]:
                 g = g / (col_scale[s][:, None] * col_scale[s][None, :])
             w = mod.weight.detach()
             if use_gptq:
-                q = _gptq_rounding(
-                    w, g, n[s], cfg, bits, group_size, sym, clip and s not in NO_CLIP
-                )
+                # the scaled inputs' Hessian 2 G / n
+                q = gptq_round(w, g * (2.0 / n[s]), cfg, clip=clip and s not in NO_CLIP)
             else:
                 q = quantize_clipped(
                     w.float(),

@@ -89,9 +89,43 @@ def _input_stages(named):
     return stages, handles
 
 
+def gptq_round(weight, hessian, cfg, *, clip: bool, sparsity: float = 0.0, nm=None):
+    """GPTQ on one weight with ``cfg``'s grid and column order (``gptq_core.gptq_quantize``),
+    on the clipping search's grid (``awq_core.clipped_grid``, computed on the original
+    weights) when ``clip``; shared by ``gptq`` and ``awq`` with ``rounding: gptq``."""
+    from .awq_core import clipped_grid
+    from .gptq_core import gptq_quantize
+
+    bits, group_size, sym = _grid(cfg)
+    fixed = None
+    if clip:
+        fixed = clipped_grid(
+            weight,
+            hessian,
+            bits=bits,
+            group_size=group_size,
+            sym=sym,
+            grid=int(cfg.scale_grid),
+            max_shrink=float(cfg.clip_max_shrink),
+        )
+    return gptq_quantize(
+        weight,
+        hessian,
+        bits=bits,
+        group_size=group_size,
+        sym=sym,
+        act_order=bool(cfg.desc_act),
+        static_groups=bool(cfg.static_groups),
+        blocksize=int(cfg.blocksize),
+        dampening=float(cfg.dampening),
+        sparsity=sparsity,
+        nm=nm,
+        grid=fixed,
+    )
+
+
 def apply_gptq(model, modules, cfg, ctx) -> dict[str, Any]:
     """Quantize ``modules`` ([(name, nn.Linear)]) with GPTQ; returns the step stats."""
-    from .gptq_core import gptq_quantize
     from .prune import decoder_layers, layer_prefix, layerwise, require_calibration
     from .prune_unstructured import _input_hooks
     from .quantize import set_submodule
@@ -120,38 +154,11 @@ def apply_gptq(model, modules, cfg, ctx) -> dict[str, Any]:
     errors: dict[str, float] = {}
     storage: dict[str, str] = {}
 
-    clip = bool(cfg.clip_for("gptq"))
+    clip = cfg.clip_for("gptq")
     true_seq = bool(cfg.true_sequential)
-    grid, shrink = int(cfg.scale_grid), float(cfg.clip_max_shrink)
 
     def quantize_one(name, mod, hessian):
-        fixed = None
-        if clip:
-            from .awq_core import clipped_grid
-
-            fixed = clipped_grid(
-                mod.weight,
-                hessian,
-                bits=bits,
-                group_size=group_size,
-                sym=sym,
-                grid=grid,
-                max_shrink=shrink,
-            )
-        res = gptq_quantize(
-            mod.weight,
-            hessian,
-            bits=bits,
-            group_size=group_size,
-            sym=sym,
-            act_order=act_order,
-            static_groups=static_groups,
-            blocksize=blocksize,
-            dampening=dampening,
-            sparsity=sparsity,
-            nm=nm,
-            grid=fixed,
-        )
+        res = gptq_round(mod.weight, hessian, cfg, clip=clip, sparsity=sparsity, nm=nm)
         new, how = _replacement(mod, res, group_size, bits)
         if new is not None:
             set_submodule(model, name, new)

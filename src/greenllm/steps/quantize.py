@@ -279,6 +279,17 @@ class QuantizeConfig(Config):
                 f"rounding: {self.rounding!r} applies to method awq only (the rounding after "
                 "its scales); drop rounding"
             )
+        calibrated = self.method in ("gptq", "awq")
+        if self.clip is not None and not calibrated:
+            raise ConfigError(
+                f"clip: the clipping search belongs to methods gptq and awq (got "
+                f"{self.method}); drop clip"
+            )
+        if not self.sequential and not calibrated:
+            raise ConfigError(
+                f"sequential: applies to the calibrated methods gptq and awq (got "
+                f"{self.method}); drop sequential"
+            )
         if self.true_sequential and self.method != "gptq":
             raise ConfigError(
                 f"true_sequential: applies to method gptq only (got {self.method}); drop it"
