@@ -201,3 +201,77 @@ def test_clip_defaults_per_method():
         with pytest.raises(ConfigError, match=f"^{name}: .*int8_weight"):
             QuantizeConfig(method="int8_weight", **{name: value})
     assert QuantizeConfig(method="rtn").clip is None  # defaults stay accepted everywhere
+
+
+def _clamped_rtn(w, lo, hi, gs):
+    q = rtn_quantize(w.clamp(float(lo), float(hi))[None, :], bits=4, group_size=gs, sym=False)
+    return q.weight[0]
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_range_search_equals_a_per_group_reference(weighted):
+    """Both candidate families (AWQ's symmetric clamp, both ends shrunk together), each group
+    scored on its own: its block of the Gram matrix, or a per-column weighted error."""
+    from greenllm.steps.awq_core import search_range
+
+    W, X = _layer(3, rows=8, cols=64)
+    W[:, 3] += 0.2  # skewed groups: the two families then differ
+    gs, grid, shrink = 32, 20, 0.5
+    gram = X.T @ X
+    cw = torch.rand(64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    lo, hi = search_range(
+        W,
+        gram,
+        bits=4,
+        group_size=gs,
+        sym=False,
+        grid=grid,
+        max_shrink=shrink,
+        col_weights=cw if weighted else None,
+    )
+    for r in range(W.shape[0]):
+        for g in range(W.shape[1] // gs):
+            sl = slice(g * gs, (g + 1) * gs)
+            w = W[r, sl]
+            wmin, wmax = min(float(w.min()), 0.0), max(float(w.max()), 0.0)
+            amax = max(-wmin, wmax)
+            best = None
+            for k in range(int(shrink * grid)):
+                p = 1 - k / grid
+                cands = [(max(wmin, -p * amax), min(wmax, p * amax))]
+                if k:
+                    cands.append((p * wmin, p * wmax))
+                for c_lo, c_hi in cands:
+                    e = w - _clamped_rtn(w, c_lo, c_hi, gs)
+                    if weighted:
+                        err = float((cw[sl] * e * e).sum())
+                    else:
+                        err = float(e @ gram[sl, sl] @ e)
+                    if best is None or err < best[0] * (1 - 1e-12):
+                        best = (err, c_lo, c_hi)
+            assert float(lo[r, g]) == pytest.approx(best[1], rel=1e-12, abs=1e-15)
+            assert float(hi[r, g]) == pytest.approx(best[2], rel=1e-12, abs=1e-15)
+
+
+def test_an_asymmetric_range_is_never_worse_than_the_symmetric_clamp():
+    from greenllm.steps.awq_core import search_range
+
+    W, X = _layer(4, rows=16, cols=128)
+    W[:, :8] += 0.15  # skewed groups
+    gram = X.T @ X
+    gs = 64
+    lo, hi = search_range(W, gram, bits=4, group_size=gs, sym=False)
+    bound = search_clip(W, gram, bits=4, group_size=gs, sym=False)
+    worse = better = 0
+    for r in range(W.shape[0]):
+        for g in range(2):
+            sl = slice(g * gs, (g + 1) * gs)
+            w = W[r, sl]
+            m = float(bound[r, g])
+            e_clip = w - _clamped_rtn(w, -m, m, gs)
+            e_rng = w - _clamped_rtn(w, lo[r, g], hi[r, g], gs)
+            a, b = float(e_clip @ gram[sl, sl] @ e_clip), float(e_rng @ gram[sl, sl] @ e_rng)
+            worse += b > a * (1 + 1e-12)
+            better += b < a * (1 - 1e-9)
+    assert worse == 0
+    assert better > 0  # the second family is used on skewed groups

@@ -220,13 +220,36 @@ def test_a_fixed_grid_equal_to_the_static_one_gives_the_same_result(sym):
 
 def test_a_clipped_grid_is_used_as_given_and_lowers_the_output_error():
     from greenllm.steps.awq_core import clipped_grid
+    from greenllm.steps.gptq_core import rounding_weights
 
     W, H, X = _layer(6)
     W, H = W.double(), H.double()
     W[:, 7] *= 8.0  # a column of large weights: min/max grids waste their steps on it
-    s, z = clipped_grid(W, H, bits=4, group_size=32, sym=False)
+    wts = rounding_weights(H, act_order=False)
+    s, z = clipped_grid(W, H, bits=4, group_size=32, sym=False, col_weights=wts)
     res = gptq_quantize(W, H, bits=4, group_size=32, sym=False, grid=(s, z))
     g_idx = torch.arange(128) // 32
     torch.testing.assert_close(res.weight, dequantize(res.codes, s, z, g_idx))
     plain = gptq_quantize(W, H, bits=4, group_size=32, sym=False, static_groups=True)
     assert res.rel_error < plain.rel_error
+
+
+def test_rounding_weights_are_the_conditioned_hessian_diagonal():
+    from greenllm.steps.gptq_core import rounding_weights
+
+    _, H, _ = _layer(7, cols=16)
+    H = H.double()
+    Hd = H + 0.01 * torch.mean(torch.diag(H)) * torch.eye(16, dtype=H.dtype)
+    wts = rounding_weights(H, act_order=False, dampening=0.01)
+    # GPTQ's last column has nothing left to compensate it: its cost is the plain diagonal
+    assert float(wts[-1]) == pytest.approx(float(Hd[-1, -1]), rel=1e-10)
+    # the first can be compensated by all the others: 1 / (H^-1)_11, the Schur complement
+    assert float(wts[0]) == pytest.approx(1.0 / float(torch.linalg.inv(Hd)[0, 0]), rel=1e-10)
+    # a column in the middle: conditioned on the columns after it only
+    j = 5
+    rest = Hd[j:, j:]
+    assert float(wts[j]) == pytest.approx(1.0 / float(torch.linalg.inv(rest)[0, 0]), rel=1e-10)
+    # with act-order the same numbers come from the permuted order, returned unpermuted
+    perm = torch.argsort(torch.diag(H), descending=True)
+    by_order = rounding_weights(H[perm][:, perm], act_order=False, dampening=0.01)
+    torch.testing.assert_close(rounding_weights(H, act_order=True)[perm], by_order)

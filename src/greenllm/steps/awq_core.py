@@ -12,7 +12,9 @@ Two searches, both on statistics of the calibration inputs ``X [tokens, in]`` of
   linear), so the float model does not change.
 - clipping search: per output row and group, the weight range ``[-m, m]`` with
   ``m = (1 - k / grid) * max|w|`` for ``k < max_shrink * grid`` that minimises the group's
-  output error; the weights are clamped to it before rounding.
+  output error; the weights are clamped to it before rounding. For GPTQ's rounding on a fixed
+  grid (``clipped_grid``), ``search_range`` widens the candidates (both ends of an asymmetric
+  range shrunk together) and scores them by GPTQ's own per-column cost.
 
 The output error of ``Q`` on the calibration inputs, ``sum_t ||x_t (W - Q)^T||^2``, is
 ``tr(E G E^T)`` with ``G = X^T X`` (``E = W - Q``), so the searches need only the Gram matrix
@@ -159,6 +161,78 @@ def apply_clip(w, max_val, group_size: int | None):
     return torch.maximum(torch.minimum(wg, m), -m).reshape(rows, cols)
 
 
+def search_range(
+    w,
+    gram,
+    *,
+    bits: int = 4,
+    group_size: int | None = 64,
+    sym: bool = True,
+    grid: int = 20,
+    max_shrink: float = 0.5,
+    col_weights=None,
+):
+    """Per (row, group) weight range ``(lo, hi)``, each ``[out, groups]``, that minimises the
+    group's output error ``(w_g - q_g) G_gg (w_g - q_g)^T`` of round-to-nearest on the grid
+    of the clamped weights, or, with ``col_weights [in]``, the weighted squared error
+    ``sum_j col_weights_j (w_j - q_j)^2`` (GPTQ's own per-column cost, see
+    ``gptq_core.rounding_weights``).
+
+    Candidates, for ``p = 1 - k / grid``, ``k < max_shrink * grid``:
+    - AWQ's symmetric clamp ``[-p max|w|, p max|w|]`` (for a symmetric grid, the only family
+      that matters: its grid is set by ``max|w|`` alone);
+    - with an asymmetric grid, also both ends shrunk together, ``[p min(w, 0), p max(w, 0)]``
+      (the GPTQ reference's MSE grid search). AWQ's clamp cuts only the longer side of a
+      skewed group until ``p max|w|`` reaches the shorter one; an asymmetric grid can give up
+      a little of both ends instead.
+
+    ``p = 1`` (no clipping) is always a candidate, so the range is never worse than the
+    min/max grid on the calibration inputs' block-diagonal error."""
+    import torch
+
+    ft = _search_dtype(w, gram)
+    W = w.detach().to(ft)
+    rows, cols = W.shape
+    gs = cols if group_size is None else group_size
+    n_groups = cols // gs
+    Wg = W.reshape(rows, n_groups, gs)
+    G = gram.to(ft)
+    if col_weights is None:
+        blocks = torch.stack(
+            [G[g * gs : (g + 1) * gs, g * gs : (g + 1) * gs] for g in range(n_groups)]
+        )
+    else:
+        cw = col_weights.to(ft).reshape(n_groups, gs)
+    wmin = Wg.amin(dim=-1).clamp(max=0.0)
+    wmax = Wg.amax(dim=-1).clamp(min=0.0)
+    amax = torch.maximum(-wmin, wmax)
+    best_err = torch.full((rows, n_groups), float("inf"), dtype=ft)
+    best_lo, best_hi = wmin.clone(), wmax.clone()
+    for k in range(int(max_shrink * grid)):
+        p = 1 - k / grid
+        families = [(torch.maximum(wmin, -p * amax), torch.minimum(wmax, p * amax))]
+        if not sym and k:
+            families.append((p * wmin, p * wmax))
+        for lo, hi in families:
+            cur = torch.maximum(torch.minimum(Wg, hi[..., None]), lo[..., None])
+            q = torch.empty_like(cur)
+            for g in range(n_groups):
+                s, z = grid_params(cur[:, g], bits, sym)
+                q[:, g] = s[:, None] * (
+                    to_codes(cur[:, g], s[:, None], z[:, None], bits) - z[:, None]
+                )
+            e = Wg - q
+            if col_weights is None:
+                err = torch.einsum("rgi,gij,rgj->rg", e, blocks, e)
+            else:
+                err = (e.pow(2) * cw[None]).sum(dim=-1)
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best_lo = torch.where(better, lo, best_lo)
+            best_hi = torch.where(better, hi, best_hi)
+    return best_lo.to(w.dtype), best_hi.to(w.dtype)
+
+
 def clipped_grid(
     w,
     gram,
@@ -168,24 +242,34 @@ def clipped_grid(
     sym: bool,
     grid: int = 20,
     max_shrink: float = 0.5,
+    col_weights=None,
 ):
-    """``(scales, zeros) [out, groups]``: the grid of every (row, group) after the clipping
-    search, for a rounding that keeps the original weights as its target (GPTQ with a fixed
-    grid: the weights beyond the bound clamp to the end codes, and their error is spread over
-    the columns not yet rounded)."""
+    """``(scales, zeros) [out, groups]``: the grid of every (row, group) after the range
+    search (``search_range``), for a rounding that keeps the original weights as its target
+    (GPTQ with a fixed grid: the weights beyond the range clamp to the end codes, and their
+    error is spread over the columns not yet rounded)."""
     import torch
 
-    bound = search_clip(
-        w, gram, bits=bits, group_size=group_size, sym=sym, grid=grid, max_shrink=max_shrink
+    lo, hi = search_range(
+        w,
+        gram,
+        bits=bits,
+        group_size=group_size,
+        sym=sym,
+        grid=grid,
+        max_shrink=max_shrink,
+        col_weights=col_weights,
     )
-    clipped = apply_clip(w.detach().double(), bound.double(), group_size)  # grid in float64
-    rows, cols = clipped.shape
+    W = w.detach().double()  # grid in float64
+    rows, cols = W.shape
     gs = cols if group_size is None else group_size
     n_groups = cols // gs
+    Wg = W.reshape(rows, n_groups, gs)
+    clipped = torch.maximum(torch.minimum(Wg, hi.double()[..., None]), lo.double()[..., None])
     scales = torch.empty(rows, n_groups, dtype=torch.float64)
     zeros = torch.empty(rows, n_groups, dtype=torch.float64)
     for g in range(n_groups):
-        scales[:, g], zeros[:, g] = grid_params(clipped[:, g * gs : (g + 1) * gs], bits, sym)
+        scales[:, g], zeros[:, g] = grid_params(clipped[:, g], bits, sym)
     return scales, zeros
 
 
@@ -261,5 +345,6 @@ __all__ = [
     "output_error",
     "quantize_clipped",
     "search_clip",
+    "search_range",
     "search_scale",
 ]

@@ -96,6 +96,33 @@ def to_codes(w, scale, zero, bits: int):
     return torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1)
 
 
+def rounding_weights(hessian, *, act_order: bool, dampening: float = 0.01):
+    """GPTQ's cost per unit of squared rounding error of each input column, ``1 / d_j^2``
+    (``d`` the diagonal of the upper Cholesky factor of ``(H + damp I)^-1`` in GPTQ's column
+    order), in the original column order.
+
+    GPTQ spreads the error of column ``j`` over the columns after it; what is left is
+    ``err_j^2 / d_j^2`` of the layer's output error, with ``1 / d_j^2`` the Hessian diagonal
+    conditioned on the columns still free to compensate: small for the columns GPTQ takes
+    first, ``H_jj`` for the last. A grid chosen for this cost is chosen for GPTQ's rounding
+    (the full ``H``-block error assumes no compensation)."""
+    import torch
+
+    H = hessian.detach().to(torch.float64).clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    # act-order as gptq_quantize sorts it: on the Hessian's own dtype (ties stay in place)
+    diag = torch.diag(hessian.detach()).clone()
+    diag[dead] = 1.0
+    perm = torch.argsort(diag, descending=True) if act_order else torch.arange(H.shape[0])
+    U = _inverse_cholesky(H[perm][:, perm], dampening)
+    d = torch.empty(H.shape[0], dtype=torch.float64)
+    d[perm] = torch.diag(U)
+    wts = 1.0 / d.pow(2)
+    wts[dead] = 0.0
+    return wts
+
+
 def gptq_quantize(
     weight,
     hessian,

@@ -91,10 +91,11 @@ def _input_stages(named):
 
 def gptq_round(weight, hessian, cfg, *, clip: bool, sparsity: float = 0.0, nm=None):
     """GPTQ on one weight with ``cfg``'s grid and column order (``gptq_core.gptq_quantize``),
-    on the clipping search's grid (``awq_core.clipped_grid``, computed on the original
-    weights) when ``clip``; shared by ``gptq`` and ``awq`` with ``rounding: gptq``."""
+    on the range search's grid when ``clip`` (``awq_core.clipped_grid``, computed on the
+    original weights and scored by GPTQ's per-column cost, ``gptq_core.rounding_weights``);
+    shared by ``gptq`` and ``awq`` with ``rounding: gptq``."""
     from .awq_core import clipped_grid
-    from .gptq_core import gptq_quantize
+    from .gptq_core import gptq_quantize, rounding_weights
 
     bits, group_size, sym = _grid(cfg)
     fixed = None
@@ -107,6 +108,9 @@ def gptq_round(weight, hessian, cfg, *, clip: bool, sparsity: float = 0.0, nm=No
             sym=sym,
             grid=int(cfg.scale_grid),
             max_shrink=float(cfg.clip_max_shrink),
+            col_weights=rounding_weights(
+                hessian, act_order=bool(cfg.desc_act), dampening=float(cfg.dampening)
+            ),
         )
     return gptq_quantize(
         weight,
