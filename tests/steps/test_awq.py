@@ -275,3 +275,45 @@ def test_an_asymmetric_range_is_never_worse_than_the_symmetric_clamp():
             better += b < a * (1 - 1e-9)
     assert worse == 0
     assert better > 0  # the second family is used on skewed groups
+
+
+def test_clip_cost_defaults_and_validation():
+    asym = QuantizeConfig(method="gptq", sym=False, clip=True)
+    assert asym.clip_cost_for() == "gptq"
+    assert QuantizeConfig(method="gptq", sym=True, clip=True).clip_cost_for() == "output"
+    assert QuantizeConfig(method="gptq", clip=True, clip_cost="gptq").clip_cost_for() == "gptq"
+    QuantizeConfig(method="awq", rounding="gptq", clip_cost="output")  # awq clips by default
+    for kwargs, match in (
+        ({"method": "gptq", "clip": True, "clip_cost": "mse"}, "one of gptq, output"),
+        ({"method": "gptq", "clip_cost": "gptq"}, "clip search is off"),
+        ({"method": "awq", "clip_cost": "gptq"}, "rounding rtn"),
+        ({"method": "rtn", "clip_cost": "gptq"}, "method rtn"),
+    ):
+        with pytest.raises(ConfigError, match=f"^clip_cost: .*{match}"):
+            QuantizeConfig(**kwargs)
+
+
+@pytest.mark.parametrize("cost", ["gptq", "output"])
+def test_gptq_rounding_uses_the_chosen_clip_cost(cost):
+    from greenllm.steps.awq_core import clipped_grid
+    from greenllm.steps.gptq_core import gptq_quantize, rounding_weights
+    from greenllm.steps.quant_gptq import gptq_round
+
+    W, X = _layer(5, rows=16, cols=128)
+    W[:, :8] += 0.15
+    H = 2.0 * X.T @ X / X.shape[0]
+    cfg = QuantizeConfig(method="gptq", bits=4, group_size=64, sym=False, clip=True, clip_cost=cost)
+    got = gptq_round(W, H, cfg, clip=True)
+    wts = rounding_weights(H, act_order=False) if cost == "gptq" else None
+    grid = clipped_grid(W, H, bits=4, group_size=64, sym=False, col_weights=wts)
+    want = gptq_quantize(W, H, bits=4, group_size=64, sym=False, grid=grid)
+    assert torch.equal(got.codes, want.codes)
+    other = clipped_grid(
+        W,
+        H,
+        bits=4,
+        group_size=64,
+        sym=False,
+        col_weights=None if cost == "gptq" else rounding_weights(H, act_order=False),
+    )
+    assert not torch.equal(grid[0], other[0])  # the two costs choose different grids here

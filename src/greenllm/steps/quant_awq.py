@@ -219,6 +219,7 @@ def apply_awq(model, modules, cfg, ctx) -> dict[str, Any]:
         "clip": clip,
         "clip_max_shrink": shrink,
         "rounding": cfg.rounding,
+        "clip_cost": cfg.clip_cost_for() if clip and cfg.rounding == "gptq" else None,
         "desc_act": bool(cfg.desc_act),
         "sequential": bool(cfg.sequential),
         "calibration": {

@@ -92,7 +92,8 @@ def _input_stages(named):
 def gptq_round(weight, hessian, cfg, *, clip: bool, sparsity: float = 0.0, nm=None):
     """GPTQ on one weight with ``cfg``'s grid and column order (``gptq_core.gptq_quantize``),
     on the range search's grid when ``clip`` (``awq_core.clipped_grid``, computed on the
-    original weights and scored by GPTQ's per-column cost, ``gptq_core.rounding_weights``);
+    original weights and scored by ``cfg.clip_cost_for()``: GPTQ's per-column cost,
+    ``gptq_core.rounding_weights``, or the block output error);
     shared by ``gptq`` and ``awq`` with ``rounding: gptq``."""
     from .awq_core import clipped_grid
     from .gptq_core import gptq_quantize, rounding_weights
@@ -108,8 +109,12 @@ def gptq_round(weight, hessian, cfg, *, clip: bool, sparsity: float = 0.0, nm=No
             sym=sym,
             grid=int(cfg.scale_grid),
             max_shrink=float(cfg.clip_max_shrink),
-            col_weights=rounding_weights(
-                hessian, act_order=bool(cfg.desc_act), dampening=float(cfg.dampening)
+            col_weights=(
+                rounding_weights(
+                    hessian, act_order=bool(cfg.desc_act), dampening=float(cfg.dampening)
+                )
+                if cfg.clip_cost_for() == "gptq"
+                else None
             ),
         )
     return gptq_quantize(
@@ -214,6 +219,7 @@ def apply_gptq(model, modules, cfg, ctx) -> dict[str, Any]:
         "blocksize": blocksize,
         "dampening": dampening,
         "clip": clip,
+        "clip_cost": cfg.clip_cost_for() if clip else None,
         "true_sequential": true_seq,
         "sparsity": sparsity,
         "pattern": cfg.pattern,

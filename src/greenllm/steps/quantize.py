@@ -224,6 +224,8 @@ _METHODS = [
     ),
 ]
 
+CLIP_COSTS = ("gptq", "output")
+
 QUANT_METHODS: Registry[QuantMethod] = Registry("quantize method", {m.name: m for m in _METHODS})
 
 
@@ -265,6 +267,11 @@ class QuantizeConfig(Config):
     clip_max_shrink: float = 0.5  # the clip bound goes down to (1 - this) * max|w|
     scale_grid: int = 20  # awq exponents alpha = k / scale_grid; also the clip search's grid
     rounding: str = "rtn"  # awq: rtn (the paper) or gptq (GPTQ on the scaled weights)
+    # the cost that scores the clip search's grids for GPTQ's rounding: gptq (each column's
+    # error at GPTQ's conditioned Hessian diagonal) or output (AWQ's block output error);
+    # None = gptq for asymmetric grids, output for symmetric ones (measured on SmolLM2-135M,
+    # docs/compress-quantize.md)
+    clip_cost: str | None = None
 
     def validate(self) -> None:
         try:
@@ -285,6 +292,8 @@ class QuantizeConfig(Config):
                 f"clip: the clipping search belongs to methods gptq and awq (got "
                 f"{self.method}); drop clip"
             )
+        if self.clip_cost is not None:
+            self._validate_clip_cost()
         if not self.sequential and not calibrated:
             raise ConfigError(
                 f"sequential: applies to the calibrated methods gptq and awq (got "
@@ -348,6 +357,26 @@ class QuantizeConfig(Config):
         if self.clip is not None:
             return bool(self.clip)
         return method == "awq"
+
+    def _validate_clip_cost(self) -> None:
+        if self.clip_cost not in CLIP_COSTS:
+            raise ConfigError(
+                f"clip_cost: {self.clip_cost!r} is not one of {', '.join(CLIP_COSTS)}"
+            )
+        if not (self.method == "gptq" or (self.method == "awq" and self.rounding == "gptq")):
+            raise ConfigError(
+                "clip_cost: scores the clip grid of GPTQ's rounding (method gptq, or awq with "
+                f"rounding: gptq; got method {self.method}, rounding {self.rounding}); "
+                "drop clip_cost"
+            )
+        if not self.clip_for(self.method):
+            raise ConfigError("clip_cost: the clip search is off; set clip: true or drop clip_cost")
+
+    def clip_cost_for(self) -> str:
+        """The clip grid's cost for GPTQ's rounding: ``clip_cost``, or by the grid's symmetry."""
+        if self.clip_cost is not None:
+            return self.clip_cost
+        return "output" if self.sym else "gptq"
 
     def _validate_awq(self) -> None:
         if self.rounding not in ("rtn", "gptq"):
