@@ -215,13 +215,11 @@ def search_range(
             families.append((p * wmin, p * wmax))
         for lo, hi in families:
             cur = torch.maximum(torch.minimum(Wg, hi[..., None]), lo[..., None])
-            q = torch.empty_like(cur)
-            for g in range(n_groups):
-                s, z = grid_params(cur[:, g], bits, sym)
-                q[:, g] = s[:, None] * (
-                    to_codes(cur[:, g], s[:, None], z[:, None], bits) - z[:, None]
-                )
-            e = Wg - q
+            # every (row, group) at once: rows x groups as the rows of grid_params
+            flat = cur.reshape(rows * n_groups, gs)
+            s, z = grid_params(flat, bits, sym)
+            q = s[:, None] * (to_codes(flat, s[:, None], z[:, None], bits) - z[:, None])
+            e = Wg - q.reshape(rows, n_groups, gs)
             if col_weights is None:
                 err = torch.einsum("rgi,gij,rgj->rg", e, blocks, e)
             else:

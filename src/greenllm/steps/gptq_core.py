@@ -108,16 +108,16 @@ def rounding_weights(hessian, *, act_order: bool, dampening: float = 0.01):
     (the full ``H``-block error assumes no compensation)."""
     import torch
 
-    H = hessian.detach().to(torch.float64).clone()
+    # in the dtype gptq_quantize factors the Hessian in (float32 for a real model's float32
+    # Hessian; float64 in the exact tests), so the order and the factor are GPTQ's own
+    ft = torch.float64 if hessian.dtype == torch.float64 else torch.float32
+    H = hessian.detach().to(ft).clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
-    # act-order as gptq_quantize sorts it: on the Hessian's own dtype (ties stay in place)
-    diag = torch.diag(hessian.detach()).clone()
-    diag[dead] = 1.0
-    perm = torch.argsort(diag, descending=True) if act_order else torch.arange(H.shape[0])
+    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(H.shape[0])
     U = _inverse_cholesky(H[perm][:, perm], dampening)
     d = torch.empty(H.shape[0], dtype=torch.float64)
-    d[perm] = torch.diag(U)
+    d[perm] = torch.diag(U).to(torch.float64)
     wts = 1.0 / d.pow(2)
     wts[dead] = 0.0
     return wts
