@@ -63,6 +63,11 @@ ROWS = {
         "clip=true",
         "4 bit g64 asym act-order clip",
     ),
+    "gptq4g64a-act-clip-out": (
+        "quantize:method=gptq,bits=4,group_size=64,sym=false,desc_act=true,static_groups=true,"
+        "clip=true,clip_cost=output",
+        "4 bit g64 asym act-order clip (output cost)",
+    ),
     "gptq4g64a-act-clip-ts": (
         "quantize:method=gptq,bits=4,group_size=64,sym=false,desc_act=true,static_groups=true,"
         "clip=true,true_sequential=true",
@@ -72,6 +77,11 @@ ROWS = {
         "quantize:method=gptq,bits=4,group_size=64,sym=true,desc_act=true,static_groups=true,"
         "clip=true",
         "4 bit g64 sym act-order clip",
+    ),
+    "gptq4g64-act-clip-gc": (
+        "quantize:method=gptq,bits=4,group_size=64,sym=true,desc_act=true,static_groups=true,"
+        "clip=true,clip_cost=gptq",
+        "4 bit g64 sym act-order clip (gptq cost)",
     ),
     "awq+gptq4g64a": (
         "quantize:method=awq,bits=4,group_size=64,sym=false,rounding=gptq,desc_act=true,"
@@ -87,6 +97,11 @@ ROWS = {
         "quantize:method=awq,bits=4,group_size=64,sym=true,rounding=gptq,desc_act=true,"
         "static_groups=true",
         "4 bit g64 sym",
+    ),
+    "awq+gptq4g64-gc": (
+        "quantize:method=awq,bits=4,group_size=64,sym=true,rounding=gptq,desc_act=true,"
+        "static_groups=true,clip_cost=gptq",
+        "4 bit g64 sym (gptq cost)",
     ),
     "rtn4pc": ("quantize:method=rtn,bits=4,group_size=-1,sym=false", "4 bit per channel asym"),
     "gptq4pc": (
