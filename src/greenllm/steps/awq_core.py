@@ -121,33 +121,22 @@ def search_clip(
 ):
     """Per (row, group) clipping bound ``[out, groups]`` that minimises the group's output
     error ``(w_g - q_g) G_gg (w_g - q_g)^T`` (``G_gg`` the group's block of the Gram matrix;
-    groups are searched independently, as in the reference)."""
+    groups are searched independently, as in the reference): ``search_range`` with AWQ's
+    clamp family only, as a bound."""
     import torch
 
-    ft = _search_dtype(w, gram)
-    W = w.detach().to(ft)
-    rows, cols = W.shape
-    gs = cols if group_size is None else group_size
-    n_groups = cols // gs
-    Wg = W.reshape(rows, n_groups, gs)
-    G = gram.to(ft)
-    blocks = torch.stack([G[g * gs : (g + 1) * gs, g * gs : (g + 1) * gs] for g in range(n_groups)])
-    org_max = Wg.abs().amax(dim=-1)  # [rows, groups]
-    best_err = torch.full((rows, n_groups), float("inf"), dtype=ft)
-    best_max = org_max.clone()
-    for k in range(int(max_shrink * grid)):
-        m = org_max * (1 - k / grid)
-        cur = torch.maximum(torch.minimum(Wg, m[..., None]), -m[..., None])
-        q = torch.empty_like(cur)
-        for g in range(n_groups):
-            s, z = grid_params(cur[:, g], bits, sym)
-            q[:, g] = s[:, None] * (to_codes(cur[:, g], s[:, None], z[:, None], bits) - z[:, None])
-        e = Wg - q  # [rows, groups, gs]
-        err = torch.einsum("rgi,gij,rgj->rg", e, blocks, e)
-        better = err < best_err
-        best_err = torch.where(better, err, best_err)
-        best_max = torch.where(better, m, best_max)
-    return best_max.to(w.dtype)
+    lo, hi = search_range(
+        w,
+        gram,
+        bits=bits,
+        group_size=group_size,
+        sym=sym,
+        grid=grid,
+        max_shrink=max_shrink,
+        shrink_both=False,
+    )
+    # the clamp [max(min, -m), min(max, m)] cuts the longer side to m (or nothing at m = max|w|)
+    return torch.maximum(-lo, hi)
 
 
 def apply_clip(w, max_val, group_size: int | None):
@@ -171,6 +160,7 @@ def search_range(
     grid: int = 20,
     max_shrink: float = 0.5,
     col_weights=None,
+    shrink_both: bool | None = None,
 ):
     """Per (row, group) weight range ``(lo, hi)``, each ``[out, groups]``, that minimises the
     group's output error ``(w_g - q_g) G_gg (w_g - q_g)^T`` of round-to-nearest on the grid
@@ -186,6 +176,7 @@ def search_range(
       skewed group until ``p max|w|`` reaches the shorter one; an asymmetric grid can give up
       a little of both ends instead.
 
+    ``shrink_both`` (default: the grid is asymmetric) adds the second family.
     ``p = 1`` (no clipping) is always a candidate, so the range is never worse than the
     min/max grid on the calibration inputs' block-diagonal error."""
     import torch
@@ -211,7 +202,7 @@ def search_range(
     for k in range(int(max_shrink * grid)):
         p = 1 - k / grid
         families = [(torch.maximum(wmin, -p * amax), torch.minimum(wmax, p * amax))]
-        if not sym and k:
+        if (not sym if shrink_both is None else shrink_both) and k:
             families.append((p * wmin, p * wmax))
         for lo, hi in families:
             cur = torch.maximum(torch.minimum(Wg, hi[..., None]), lo[..., None])
