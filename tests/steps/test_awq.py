@@ -317,3 +317,20 @@ def test_gptq_rounding_uses_the_chosen_clip_cost(cost):
         col_weights=None if cost == "gptq" else rounding_weights(H, act_order=False),
     )
     assert not torch.equal(grid[0], other[0])  # the two costs choose different grids here
+
+
+def test_a_symmetric_clipped_grid_with_the_output_cost_is_awqs_clip():
+    """clip_cost: output on a symmetric grid is exactly AWQ's clipping search."""
+    from greenllm.steps.awq_core import apply_clip, clipped_grid
+    from greenllm.steps.gptq_core import grid_params
+
+    W, X = _layer(6, rows=16, cols=128)
+    W[:, :8] += 0.15
+    gram = X.T @ X
+    s, z = clipped_grid(W, gram, bits=4, group_size=64, sym=True)
+    bound = search_clip(W, gram, bits=4, group_size=64, sym=True)
+    clipped = apply_clip(W, bound, 64)
+    for g in range(2):
+        ws, wz = grid_params(clipped[:, g * 64 : (g + 1) * 64], 4, True)
+        assert torch.equal(s[:, g], ws) and torch.equal(z[:, g], wz)
+    assert bool((bound < W.abs().reshape(16, 2, 64).amax(-1)).any())  # some groups clipped
