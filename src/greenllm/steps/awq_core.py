@@ -150,6 +150,15 @@ def apply_clip(w, max_val, group_size: int | None):
     return torch.maximum(torch.minimum(wg, m), -m).reshape(rows, cols)
 
 
+def _clamped(Wg, lo, hi):
+    """``Wg [rows, groups, gs]`` clamped to each (row, group)'s ``[lo, hi]``, as
+    ``[rows * groups, gs]``: every (row, group) one row for ``grid_params``."""
+    import torch
+
+    cur = torch.maximum(torch.minimum(Wg, hi[..., None]), lo[..., None])
+    return cur.reshape(-1, Wg.shape[-1])
+
+
 def search_range(
     w,
     gram,
@@ -205,9 +214,7 @@ def search_range(
         if (not sym if shrink_both is None else shrink_both) and k:
             families.append((p * wmin, p * wmax))
         for lo, hi in families:
-            cur = torch.maximum(torch.minimum(Wg, hi[..., None]), lo[..., None])
-            # every (row, group) at once: rows x groups as the rows of grid_params
-            flat = cur.reshape(rows * n_groups, gs)
+            flat = _clamped(Wg, lo, hi)
             s, z = grid_params(flat, bits, sym)
             q = s[:, None] * (to_codes(flat, s[:, None], z[:, None], bits) - z[:, None])
             e = Wg - q.reshape(rows, n_groups, gs)
@@ -237,7 +244,6 @@ def clipped_grid(
     search (``search_range``), for a rounding that keeps the original weights as its target
     (GPTQ with a fixed grid: the weights beyond the range clamp to the end codes, and their
     error is spread over the columns not yet rounded)."""
-    import torch
 
     lo, hi = search_range(
         w,
@@ -251,15 +257,10 @@ def clipped_grid(
     )
     W = w.detach().double()  # grid in float64
     rows, cols = W.shape
-    gs = cols if group_size is None else group_size
-    n_groups = cols // gs
-    Wg = W.reshape(rows, n_groups, gs)
-    clipped = torch.maximum(torch.minimum(Wg, hi.double()[..., None]), lo.double()[..., None])
-    scales = torch.empty(rows, n_groups, dtype=torch.float64)
-    zeros = torch.empty(rows, n_groups, dtype=torch.float64)
-    for g in range(n_groups):
-        scales[:, g], zeros[:, g] = grid_params(clipped[:, g], bits, sym)
-    return scales, zeros
+    n_groups = lo.shape[1]
+    Wg = W.reshape(rows, n_groups, cols // n_groups)
+    scales, zeros = grid_params(_clamped(Wg, lo.double(), hi.double()), bits, sym)
+    return scales.reshape(rows, n_groups), zeros.reshape(rows, n_groups)
 
 
 def quantize_clipped(

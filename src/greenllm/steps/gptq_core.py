@@ -96,6 +96,22 @@ def to_codes(w, scale, zero, bits: int):
     return torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1)
 
 
+def _factor(H, *, act_order: bool, dampening: float):
+    """GPTQ's preparation of a Hessian: ``(dead, perm, U)``, the columns with a zero diagonal
+    (set to 1 on a copy, so the factor exists), the act-order permutation (largest diagonal
+    first; None without act-order) and the upper Cholesky factor of ``(H + damp I)^-1`` in
+    that column order. One place for ``gptq_quantize`` and ``rounding_weights``."""
+    import torch
+
+    H = H.clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    perm = torch.argsort(torch.diag(H), descending=True) if act_order else None
+    if perm is not None:
+        H = H[perm][:, perm]
+    return dead, perm, _inverse_cholesky(H, dampening)
+
+
 def rounding_weights(hessian, *, act_order: bool, dampening: float = 0.01):
     """GPTQ's cost per unit of squared rounding error of each input column, ``1 / d_j^2``
     (``d`` the diagonal of the upper Cholesky factor of ``(H + damp I)^-1`` in GPTQ's column
@@ -111,13 +127,9 @@ def rounding_weights(hessian, *, act_order: bool, dampening: float = 0.01):
     # in the dtype gptq_quantize factors the Hessian in (float32 for a real model's float32
     # Hessian; float64 in the exact tests), so the order and the factor are GPTQ's own
     ft = torch.float64 if hessian.dtype == torch.float64 else torch.float32
-    H = hessian.detach().to(ft).clone()
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1.0
-    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(H.shape[0])
-    U = _inverse_cholesky(H[perm][:, perm], dampening)
-    d = torch.empty(H.shape[0], dtype=torch.float64)
-    d[perm] = torch.diag(U).to(torch.float64)
+    dead, perm, U = _factor(hessian.detach().to(ft), act_order=act_order, dampening=dampening)
+    d = torch.empty(U.shape[0], dtype=torch.float64)
+    d[slice(None) if perm is None else perm] = torch.diag(U).to(torch.float64)
     wts = 1.0 / d.pow(2)
     wts[dead] = 0.0
     return wts
@@ -160,10 +172,8 @@ def gptq_quantize(
     W0 = weight.detach().to(ft)
     W = W0.clone()
     H0 = hessian.detach().to(ft)
-    H = H0.clone()
     rows, cols = W.shape
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1.0
+    dead, perm, U = _factor(H0, act_order=act_order, dampening=dampening)
     W[:, dead] = 0.0
 
     n_groups = 1 if group_size is None else cols // group_size
@@ -191,11 +201,8 @@ def gptq_quantize(
                 W[:, g * group_size : (g + 1) * group_size], bits, sym
             )
 
-    perm = None
-    if act_order:
-        perm = torch.argsort(torch.diag(H), descending=True)
-        W, H = W[:, perm], H[perm][:, perm]
-    U = _inverse_cholesky(H, dampening)
+    if perm is not None:
+        W = W[:, perm]
     # columns are rows of these transposed buffers: every per-column update is contiguous
     QT = torch.empty(cols, rows, dtype=ft)
     codesT = torch.zeros(cols, rows, dtype=torch.uint8)

@@ -292,8 +292,6 @@ class QuantizeConfig(Config):
                 f"clip: the clipping search belongs to methods gptq and awq (got "
                 f"{self.method}); drop clip"
             )
-        if self.clip_cost is not None:
-            self._validate_clip_cost()
         if not self.sequential and not calibrated:
             raise ConfigError(
                 f"sequential: applies to the calibrated methods gptq and awq (got "
@@ -311,6 +309,8 @@ class QuantizeConfig(Config):
             raise ConfigError(
                 f"compute_dtype: {self.compute_dtype!r} is not one of {', '.join(COMPUTE_DTYPES)}"
             )
+        if self.clip_cost is not None:  # after rounding and clip are known to be valid
+            self._validate_clip_cost()
 
     def _validate_gptq(self) -> None:
         if self.bits not in (2, 3, 4, 8):
