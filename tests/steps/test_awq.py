@@ -291,6 +291,9 @@ def test_clip_cost_defaults_and_validation():
     ):
         with pytest.raises(ConfigError, match=f"^clip_cost: .*{match}"):
             QuantizeConfig(**kwargs)
+    # a bad rounding is named as such, not as a clip_cost problem
+    with pytest.raises(ConfigError, match="^rounding: 'fast' is not one of rtn, gptq"):
+        QuantizeConfig(method="awq", rounding="fast", clip_cost="gptq")
 
 
 @pytest.mark.parametrize("cost", ["gptq", "output"])
